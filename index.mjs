@@ -1,0 +1,3 @@
+import entry from './index.js'
+
+export const { PubSub, ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch } = entry

@@ -1,0 +1,33 @@
+'use strict'
+
+/** A minimal Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops it. */
+const channels = new Map()
+
+const Hub = {
+  listen(channel, callback) {
+    if (typeof callback !== 'function') {
+      throw new TypeError('Hub.listen(channel, callback): callback must be a function')
+    }
+    if (!channels.has(channel)) channels.set(channel, new Set())
+    const listeners = channels.get(channel)
+    // Wrapped so that listening twice with one function gives two independent listeners.
+    const listener = (capsule) => callback(capsule)
+    listeners.add(listener)
+    return () => listeners.delete(listener)
+  },
+
+  dispatch(channel, payload, source = 'PubSub') {
+    const listeners = channels.get(channel)
+    if (!listeners) return
+    const capsule = { channel, payload, source, patternInfo: [] }
+    for (const listener of [...listeners]) {
+      try {
+        listener(capsule)
+      } catch (error) {
+        process.emitWarning(`A Hub listener on '${channel}' threw: ${error && error.stack ? error.stack : error}`, 'NativePubSubWarning')
+      }
+    }
+  },
+}
+
+module.exports = { Hub }

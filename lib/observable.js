@@ -1,0 +1,104 @@
+'use strict'
+
+// RxJS and zen-observable look for Symbol.observable when it exists, '@@observable' otherwise.
+const observableKeys = ['@@observable', ...(typeof Symbol.observable === 'symbol' ? [Symbol.observable] : [])]
+
+/** Accepts an observer object (`complete` or the older docs' `close`) or up to three functions. */
+function toObserver(observerOrNext, error, complete) {
+  if (typeof observerOrNext === 'function' || observerOrNext == null) {
+    return { next: observerOrNext, error, complete }
+  }
+  if (typeof observerOrNext !== 'object') {
+    throw new TypeError('subscribe(observer): observer must be an object or a function')
+  }
+  const target = observerOrNext
+  const bind = (name) => (typeof target[name] === 'function' ? target[name].bind(target) : undefined)
+  const onComplete = bind('complete')
+  const onClose = bind('close')
+  return {
+    next: bind('next'),
+    error: bind('error'),
+    complete:
+      onComplete || onClose
+        ? () => {
+            try {
+              if (onComplete) onComplete()
+            } finally {
+              if (onClose) onClose()
+            }
+          }
+        : undefined,
+  }
+}
+
+/** A cold observable: nothing happens until `subscribe`, which returns a subscription. */
+class Observable {
+  #start
+
+  /** @param start (observer) => subscription; called once per `subscribe`. */
+  constructor(start) {
+    this.#start = start
+  }
+
+  subscribe(observerOrNext, error, complete) {
+    return this.#start(toObserver(observerOrNext, error, complete))
+  }
+
+  /** `for await (const message of observable)`; leaving the loop unsubscribes. */
+  [Symbol.asyncIterator]() {
+    const buffered = []
+    let waiting = null
+    let finished = false
+    let failure = null
+    const settle = () => {
+      if (!waiting) return
+      const { resolve, reject } = waiting
+      if (buffered.length > 0) resolve({ value: buffered.shift(), done: false })
+      else if (failure) reject(failure)
+      else if (finished) resolve({ value: undefined, done: true })
+      else return
+      waiting = null
+    }
+    const subscription = this.subscribe({
+      next(value) {
+        buffered.push(value)
+        settle()
+      },
+      error(err) {
+        failure = err
+        settle()
+      },
+      complete() {
+        finished = true
+        settle()
+      },
+    })
+    return {
+      next() {
+        return new Promise((resolve, reject) => {
+          waiting = { resolve, reject }
+          settle()
+        })
+      },
+      return() {
+        subscription.unsubscribe()
+        finished = true
+        buffered.length = 0
+        return Promise.resolve({ value: undefined, done: true })
+      },
+      [Symbol.asyncIterator]() {
+        return this
+      },
+    }
+  }
+}
+
+for (const key of observableKeys) {
+  Object.defineProperty(Observable.prototype, key, {
+    value() {
+      return this
+    },
+  })
+}
+
+module.exports = { Observable }

@@ -1,0 +1,356 @@
+'use strict'
+const { EventEmitter } = require('node:events')
+const { NativeClient } = require('../binding.js')
+const { Observable } = require('./observable')
+const { Hub } = require('./hub')
+const { CONNECTION_STATE_CHANGE } = require('./constants')
+const { pubsubError } = require('./errors')
+const { FORMATS, encodePayload, parseJson } = require('./payload')
+
+const WARNING = 'NativePubSubWarning'
+
+/** v6 `fn({ topics, ... })` or v5 `fn(topics, ...)`. */
+function isV6Call(first) {
+  return first !== null && typeof first === 'object' && !Array.isArray(first) && 'topics' in first
+}
+
+function toTopicList(topics) {
+  const list = typeof topics === 'string' ? [topics] : topics
+  if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== 'string')) {
+    throw pubsubError('ERR_INVALID_TOPIC', 'topics must be a string or a non-empty array of strings')
+  }
+  return list
+}
+
+function readQos(options) {
+  const qos = options.qos === undefined ? 0 : options.qos
+  if (qos !== 0 && qos !== 1 && qos !== 2) {
+    throw pubsubError('ERR_INVALID_OPTION', `qos must be 0, 1 or 2, got ${String(qos)}`)
+  }
+  return qos
+}
+
+function readOptions(options) {
+  if (options === undefined || options === null) return {}
+  if (typeof options !== 'object') throw pubsubError('ERR_INVALID_OPTION', 'options must be an object')
+  return options
+}
+
+/** The options Rust reads: plain data only, undefined keys dropped. */
+function plainOptions(options) {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
+}
+
+/**
+ * The generic MQTT provider: Amplify's PubSub API over one MQTT connection per instance.
+ * Events: `ConnectionStateChange` (state), `invalidPayload` ({ topic, payload, error }),
+ * `callbackError` (error thrown by a subscriber's callback).
+ */
+class PubSub extends EventEmitter {
+  #native
+  #state = 'Disconnected'
+  #nextId = 1
+  /** publish op id → { resolve, reject, remaining } */
+  #ops = new Map()
+  /** publishes turned away while Rust's backlog was full, in order */
+  #held = []
+  /** observer id → { observer, format, subscription } */
+  #observers = new Map()
+  /** the promise close() returns, and its resolver until the native side confirms */
+  #closing = null
+  #resolveClosed = null
+  #keptAlive = false
+  #warned = new Set()
+
+  constructor(options) {
+    super()
+    if (options === null || typeof options !== 'object') {
+      throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
+    }
+    const { will, ca, ...rest } = options
+    let willPayload = null
+    let willOptions
+    if (will !== undefined && will !== null) {
+      if (typeof will !== 'object') throw pubsubError('ERR_INVALID_OPTION', "Option 'will' must be an object")
+      willPayload = encodePayload(will.message === undefined ? '' : will.message)
+      willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain })
+    }
+    const caText = Buffer.isBuffer(ca) ? ca.toString('utf8') : ca
+    this.#native = new NativeClient(plainOptions({ ...rest, will: willOptions, ca: caText }), willPayload, (batch) =>
+      this.#onEvents(batch),
+    )
+  }
+
+  /** The MQTT client id of this instance's connection. */
+  get clientId() {
+    return this.#native.clientId
+  }
+
+  /** The connection state last announced (by the `ConnectionStateChange` event and Hub). */
+  get connectionState() {
+    return this.#state
+  }
+
+  getProviderName() {
+    return 'MqttOverWSProvider'
+  }
+
+  /** `publish({ topics, message, options })` or `publish(topics, message, options)`. */
+  publish(...args) {
+    return new Promise((resolve, reject) => {
+      const { topics, message, options } = isV6Call(args[0])
+        ? args[0]
+        : { topics: args[0], message: args[1], options: args[2] }
+      const list = toTopicList(topics)
+      const opts = readOptions(options)
+      const qos = readQos(opts)
+      const retain = Boolean(opts.retain)
+      const payload = encodePayload(message)
+      const op = this.#nextId++
+      this.#ops.set(op, { resolve, reject, remaining: list.length })
+      this.#send({ op, topics: list, payload, qos, retain })
+      this.#keepAliveIfBusy()
+    })
+  }
+
+  /** `subscribe({ topics, options })` or `subscribe(topics, options)`: a cold Observable. */
+  subscribe(...args) {
+    const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
+    return new Observable((observer) => this.#attach(topics, options, observer))
+  }
+
+  /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */
+  close() {
+    if (!this.#closing) {
+      this.#closing = new Promise((resolve) => {
+        this.#resolveClosed = resolve
+      })
+      this.#native.close()
+      const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
+      for (const { op } of this.#held.splice(0)) this.#settle(op, closed)
+      this.#keepAliveIfBusy()
+    }
+    return this.#closing
+  }
+
+  #send(publish) {
+    if (this.#held.length > 0) {
+      this.#held.push(publish)
+      return
+    }
+    try {
+      if (!this.#native.publish(publish.op, publish.topics, publish.payload, publish.qos, publish.retain)) {
+        this.#held.push(publish)
+      }
+    } catch (error) {
+      this.#settle(publish.op, error)
+    }
+  }
+
+  #sendHeld() {
+    const held = this.#held.splice(0)
+    for (let i = 0; i < held.length; i++) {
+      this.#send(held[i])
+      if (this.#held.length > 0) {
+        this.#held.push(...held.slice(i + 1))
+        return
+      }
+    }
+  }
+
+  #settle(op, error) {
+    const pending = this.#ops.get(op)
+    if (!pending) return
+    if (error) {
+      this.#ops.delete(op)
+      pending.reject(error)
+    } else if (--pending.remaining === 0) {
+      this.#ops.delete(op)
+      pending.resolve()
+    }
+  }
+
+  #attach(topics, options, observer) {
+    const id = this.#nextId++
+    let readyResolve
+    let readyReject
+    const ready = new Promise((resolve, reject) => {
+      readyResolve = resolve
+      readyReject = reject
+    })
+    // Nobody has to await `ready`; a refusal is also reported to the observer's `error`.
+    ready.catch(() => {})
+    const entry = { observer, format: 'json', readyResolve, readyReject, closed: false }
+    const subscription = {
+      ready,
+      get closed() {
+        return entry.closed
+      },
+      unsubscribe: () => {
+        if (entry.closed) return
+        entry.closed = true
+        this.#observers.delete(id)
+        this.#native.unsubscribe(id)
+        this.#keepAliveIfBusy()
+      },
+    }
+    try {
+      const list = toTopicList(topics)
+      const opts = readOptions(options)
+      const qos = readQos(opts)
+      if (opts.format !== undefined && !FORMATS.includes(opts.format)) {
+        throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${String(opts.format)}`)
+      }
+      entry.format = opts.format || 'json'
+      this.#observers.set(id, entry)
+      this.#native.subscribe(id, list, qos)
+    } catch (error) {
+      this.#observers.delete(id)
+      this.#fail(entry, error)
+    }
+    this.#keepAliveIfBusy()
+    return subscription
+  }
+
+  #fail(entry, error) {
+    if (entry.closed) return
+    entry.closed = true
+    entry.readyReject(error)
+    if (entry.observer.error) this.#call(entry.observer.error, error)
+    else this.#warnOnce(`unhandled:${error.code}`, `A subscription failed and its observer has no error callback: ${error.message}`)
+  }
+
+  #complete(entry) {
+    if (entry.closed) return
+    entry.closed = true
+    entry.readyReject(pubsubError('ERR_CLOSED', 'The PubSub instance is closed'))
+    if (entry.observer.complete) this.#call(entry.observer.complete)
+  }
+
+  /** Runs a user callback; a throw is reported, never allowed to end the process. */
+  #call(fn, value) {
+    try {
+      fn(value)
+    } catch (error) {
+      this.emit('callbackError', error)
+      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${error && error.stack ? error.stack : error}`)
+    }
+  }
+
+  #warnOnce(key, message) {
+    if (this.#warned.has(key)) return
+    this.#warned.add(key)
+    process.emitWarning(message, WARNING)
+  }
+
+  #onEvents(batch) {
+    for (const event of batch) {
+      try {
+        this.#handle(event)
+      } catch (error) {
+        // Our own bug, not the user's: report and carry on with the batch.
+        process.emitWarning(`native-pubsub failed to handle a '${event.kind}' event: ${error.stack}`, WARNING)
+      }
+    }
+    this.#keepAliveIfBusy()
+  }
+
+  #handle(event) {
+    switch (event.kind) {
+      case 'message':
+        return this.#deliver(event)
+      case 'published':
+        return this.#settle(event.id, event.code ? pubsubError(event.code, event.message) : null)
+      case 'subscribed': {
+        const entry = this.#observers.get(event.id)
+        if (!entry) return
+        if (!event.code) return entry.readyResolve()
+        this.#observers.delete(event.id)
+        this.#native.unsubscribe(event.id)
+        return this.#fail(entry, pubsubError(event.code, event.message))
+      }
+      case 'failed': {
+        const error = pubsubError(event.code, event.message)
+        const entries = [...this.#observers.values()]
+        this.#observers.clear()
+        for (const entry of entries) this.#fail(entry, error)
+        return
+      }
+      case 'state':
+        return this.#announce(event.state)
+      case 'writable':
+        return this.#sendHeld()
+      case 'closed': {
+        const entries = [...this.#observers.values()]
+        this.#observers.clear()
+        for (const entry of entries) this.#complete(entry)
+        this.#resolveClosed()
+        this.#resolveClosed = null
+        return
+      }
+    }
+  }
+
+  #deliver(message) {
+    const { topic, payload, observers } = message
+    let json
+    let parsed = false
+    for (const id of observers) {
+      const entry = this.#observers.get(id)
+      if (!entry || !entry.observer.next) continue
+      let value
+      switch (entry.format) {
+        case 'json':
+          if (!parsed) {
+            parsed = true
+            try {
+              json = { value: parseJson(payload, topic) }
+            } catch (error) {
+              json = null
+              this.#reportInvalidJson(topic, payload, error)
+            }
+          }
+          if (!json) continue
+          value = json.value
+          break
+        case 'string':
+          value = payload.toString('utf8')
+          break
+        case 'binary':
+          value = payload
+          break
+        case 'message':
+          value = { topic, payload, qos: message.qos, retain: message.retain, dup: message.dup }
+          break
+      }
+      this.#call(entry.observer.next, value)
+    }
+  }
+
+  #reportInvalidJson(topic, payload, cause) {
+    const error = pubsubError('ERR_PAYLOAD', `A message on '${topic}' is not valid JSON (${cause.message}); subscribe with format 'string' or 'binary' to receive such messages`)
+    this.emit('invalidPayload', { topic, payload, error })
+    this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)
+  }
+
+  #announce(state) {
+    this.#state = state
+    this.emit(CONNECTION_STATE_CHANGE, state)
+    Hub.dispatch('pubsub', {
+      event: CONNECTION_STATE_CHANGE,
+      data: { provider: this, connectionState: state },
+      message: `Connection state is ${state}`,
+    })
+  }
+
+  /** Like a socket: Node stays up while something is subscribed or pending. */
+  #keepAliveIfBusy() {
+    const busy = this.#observers.size > 0 || this.#ops.size > 0 || this.#held.length > 0 || this.#resolveClosed !== null
+    if (busy !== this.#keptAlive) {
+      this.#keptAlive = busy
+      this.#native.keepAlive(busy)
+    }
+  }
+}
+
+module.exports = { PubSub }

@@ -1,0 +1,199 @@
+//! The client behind one `PubSub` instance: the operations JS calls (on the JS thread) and
+//! the state they share with the connection task.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rumqttc::{AsyncClient, NetworkOptions};
+use tokio::sync::Notify;
+
+use crate::connection::{self, ConnectionState};
+use crate::delivery::{Delivery, Event, EventsFn};
+use crate::errors::{PubSubError, Result};
+use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES};
+use crate::outbox::{Outbox, Request};
+use crate::subscriptions::Subscriptions;
+use crate::topic::{validate_filter, validate_topic};
+
+/// Requests rumqttc's channel holds; the rest wait in the outbox's backlog.
+const REQUEST_CHANNEL_CAPACITY: usize = 1_024;
+/// Publishes the backlog takes before `publish` asks JS to wait for `writable`.
+const MAX_BACKLOG: usize = 1_024;
+
+pub struct Core {
+    pub outbox: Outbox,
+    pub subs: Subscriptions,
+    pub state: ConnectionState,
+    pub closed: bool,
+    /// JS was told to hold publishes; tell it when there is room.
+    pub writable_wanted: bool,
+}
+
+impl Core {
+    /// Whether the instance needs a connection now.
+    pub fn wants_connection(&self) -> bool {
+        !self.closed && (self.subs.has_observers() || !self.outbox.is_idle())
+    }
+}
+
+pub struct Shared {
+    pub core: Mutex<Core>,
+    pub requests: AsyncClient,
+    pub delivery: Arc<Delivery>,
+    /// Wakes the connection task: there is work while idle, the instance closed, or the last
+    /// observer left.
+    pub attention: Notify,
+    pub options: ClientOptions,
+}
+
+impl Shared {
+    pub fn set_state(&self, core: &mut Core, state: ConnectionState) {
+        if core.state != state {
+            core.state = state;
+            self.delivery.push(Event::State(state));
+        }
+    }
+
+    /// Settles everything outstanding with `error`; observers are told through `Failed`.
+    pub fn fail_everything(&self, core: &mut Core, error: PubSubError) {
+        for op in core.outbox.abandon() {
+            self.delivery.push(Event::Published { op, error: Some(error.clone()) });
+        }
+        if !core.subs.clear().is_empty() {
+            self.delivery.push(Event::Failed { error });
+        }
+        core.writable_wanted = false;
+    }
+}
+
+pub struct Client {
+    shared: Arc<Shared>,
+    pub client_id: String,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions, will_payload: Vec<u8>, callback: Arc<EventsFn>) -> Result<Self> {
+        let mqtt_options = options.to_mqtt_options(will_payload)?;
+        let (requests, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CHANNEL_CAPACITY);
+        let mut network = NetworkOptions::new();
+        // Without TCP_NODELAY small QoS 1 exchanges wait on Nagle's algorithm.
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+        eventloop.set_network_options(network);
+
+        let delivery = Arc::new(Delivery::default());
+        let client_id = options.client_id.clone();
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                outbox: Outbox::default(),
+                subs: Subscriptions::default(),
+                state: ConnectionState::Disconnected,
+                closed: false,
+                writable_wanted: false,
+            }),
+            requests,
+            delivery: delivery.clone(),
+            attention: Notify::new(),
+            options,
+        });
+        napi::bindgen_prelude::spawn(delivery.run(callback));
+        napi::bindgen_prelude::spawn(connection::run(shared.clone(), eventloop));
+        Ok(Self { shared, client_id })
+    }
+
+    /// Queues one PUBLISH per topic under operation `op`. `Ok(false)`: the backlog is full,
+    /// nothing was queued; call again after the `writable` event.
+    pub fn publish(&self, op: u32, topics: Vec<String>, payload: Vec<u8>, qos: u32, retain: bool) -> Result<bool> {
+        let qos = parse_qos(qos)?;
+        for topic in &topics {
+            validate_topic(topic)?;
+            // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
+            if payload.len() + topic.len() + 9 > MAX_PACKET_BYTES {
+                return Err(PubSubError::Payload(format!(
+                    "The message is {} bytes; an MQTT packet holds at most {MAX_PACKET_BYTES}",
+                    payload.len()
+                )));
+            }
+        }
+        let mut core = self.shared.core.lock();
+        if core.closed {
+            return Err(PubSubError::Closed);
+        }
+        if core.outbox.backlog_len() >= MAX_BACKLOG {
+            core.writable_wanted = true;
+            return Ok(false);
+        }
+        let mut payload = Some(payload);
+        let last = topics.len().saturating_sub(1);
+        for (i, topic) in topics.into_iter().enumerate() {
+            // The last topic takes the buffer itself; earlier ones take copies.
+            let body = if i == last { payload.take().unwrap_or_default() } else { payload.clone().unwrap_or_default() };
+            core.outbox.submit(&self.shared.requests, Request::Publish { op, topic, qos, retain, payload: body });
+        }
+        self.wake_if_idle(&core);
+        Ok(true)
+    }
+
+    /// Registers observer `observer` for `filters`; an `Event::Subscribed` follows once the
+    /// broker acknowledged them all.
+    pub fn subscribe(&self, observer: u32, filters: Vec<String>, qos: u32) -> Result<()> {
+        let qos = parse_qos(qos)?;
+        if filters.is_empty() {
+            return Err(PubSubError::InvalidTopic("subscribe needs at least one topic".into()));
+        }
+        for filter in &filters {
+            validate_filter(filter)?;
+        }
+        let mut core = self.shared.core.lock();
+        if core.closed {
+            return Err(PubSubError::Closed);
+        }
+        let (to_subscribe, ready) = core.subs.add_observer(observer, filters, qos);
+        if !to_subscribe.is_empty() {
+            core.outbox.submit(&self.shared.requests, Request::Subscribe { filters: to_subscribe });
+        }
+        if ready {
+            self.shared.delivery.push(Event::Subscribed { observer, error: None });
+        }
+        if core.state == ConnectionState::ConnectedPendingDisconnect {
+            self.shared.set_state(&mut core, ConnectionState::Connected);
+        }
+        self.wake_if_idle(&core);
+        Ok(())
+    }
+
+    pub fn unsubscribe(&self, observer: u32) {
+        let mut core = self.shared.core.lock();
+        if core.closed {
+            return;
+        }
+        for filter in core.subs.remove_observer(observer) {
+            core.outbox.submit(&self.shared.requests, Request::Unsubscribe { filter });
+        }
+        if !core.subs.has_observers() && core.state == ConnectionState::Connected {
+            // Amplify's sequence: the last observer leaving disconnects, once nothing is pending.
+            self.shared.set_state(&mut core, ConnectionState::ConnectedPendingDisconnect);
+            self.shared.attention.notify_one();
+        }
+    }
+
+    /// Rejects everything pending with ERR_CLOSED, completes observers, disconnects.
+    pub fn close(&self) {
+        let mut core = self.shared.core.lock();
+        if core.closed {
+            return;
+        }
+        core.closed = true;
+        for op in core.outbox.abandon() {
+            self.shared.delivery.push(Event::Published { op, error: Some(PubSubError::Closed) });
+        }
+        core.subs.clear();
+        self.shared.attention.notify_one();
+    }
+
+    fn wake_if_idle(&self, core: &Core) {
+        if core.state == ConnectionState::Disconnected {
+            self.shared.attention.notify_one();
+        }
+    }
+}

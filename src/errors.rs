@@ -1,0 +1,89 @@
+//! Every failure the product reports, with its stable `code`. This is the one place where a
+//! Rust error becomes something JavaScript sees: synchronous throws go through [`to_napi`];
+//! asynchronous failures travel as `{ code, message }` in the event stream and JS builds the
+//! `Error` from exactly these two strings.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubSubError {
+    /// An option is missing, of the wrong type or out of range.
+    InvalidOption(String),
+    /// The endpoint URL cannot be used.
+    InvalidEndpoint(String),
+    /// A topic name or topic filter breaks the MQTT rules.
+    InvalidTopic(String),
+    /// A payload that cannot be sent (too large).
+    Payload(String),
+    /// The broker refused the connection for a reason other than authorisation.
+    ConnectRefused(String),
+    /// The broker (or gateway) refused our credentials or identity.
+    NotAuthorized(String),
+    /// No CONNACK within `connectTimeout`.
+    ConnectTimeout(Duration),
+    /// The transport failed: DNS, TCP, TLS, WebSocket, or the connection dropped.
+    Connection(String),
+    /// The broker answered SUBACK with a failure for this filter.
+    SubscribeRefused(String),
+    /// The instance was closed.
+    Closed,
+}
+
+impl PubSubError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidOption(_) => "ERR_INVALID_OPTION",
+            Self::InvalidEndpoint(_) => "ERR_INVALID_ENDPOINT",
+            Self::InvalidTopic(_) => "ERR_INVALID_TOPIC",
+            Self::Payload(_) => "ERR_PAYLOAD",
+            Self::ConnectRefused(_) => "ERR_CONNECT_REFUSED",
+            Self::NotAuthorized(_) => "ERR_NOT_AUTHORIZED",
+            Self::ConnectTimeout(_) => "ERR_CONNECT_TIMEOUT",
+            Self::Connection(_) => "ERR_CONNECTION",
+            Self::SubscribeRefused(_) => "ERR_SUBSCRIBE_REFUSED",
+            Self::Closed => "ERR_CLOSED",
+        }
+    }
+
+    /// The error as a JS exception with `err.code` set.
+    pub fn to_napi(&self) -> napi::Error<ErrorCode> {
+        napi::Error::new(self.code(), self.to_string())
+    }
+}
+
+impl fmt::Display for PubSubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidOption(m)
+            | Self::InvalidEndpoint(m)
+            | Self::InvalidTopic(m)
+            | Self::Payload(m)
+            | Self::Connection(m) => f.write_str(m),
+            Self::ConnectRefused(m) => write!(f, "The broker refused the connection: {m}"),
+            Self::NotAuthorized(m) => write!(f, "Not authorized: {m}"),
+            Self::ConnectTimeout(d) => write!(
+                f,
+                "No CONNACK from the broker within {} ms (connectTimeout); check the endpoint and that the broker is reachable",
+                d.as_millis()
+            ),
+            Self::SubscribeRefused(filter) => write!(
+                f,
+                "The broker refused the subscription to '{filter}' (SUBACK failure); check the filter and the broker's access rules"
+            ),
+            Self::Closed => f.write_str("The PubSub instance is closed"),
+        }
+    }
+}
+
+impl std::error::Error for PubSubError {}
+
+pub type Result<T> = std::result::Result<T, PubSubError>;
+
+/// The `code` of a JS exception thrown by a `#[napi]` export (`napi::Result<T, ErrorCode>`).
+pub type ErrorCode = &'static str;
+
+/// Turns our errors into coded JS exceptions in `lib.rs`.
+pub fn js<T>(result: Result<T>) -> napi::Result<T, ErrorCode> {
+    result.map_err(|e| e.to_napi())
+}

@@ -1,0 +1,99 @@
+//! The napi surface: thin exports only. Each concern lives in its own module:
+//! options, connection (the event loop task), client (operations), subscriptions (routing),
+//! outbox (ack correlation), delivery (batched events to JS), topic, tls, errors.
+
+mod client;
+mod connection;
+mod delivery;
+mod errors;
+mod options;
+mod outbox;
+mod subscriptions;
+mod tls;
+mod topic;
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Buffer, Env, Function};
+use napi_derive::napi;
+
+use crate::delivery::{Event, EventsFn, NativeEvent};
+use crate::errors::{js, ErrorCode};
+
+/// One MQTT connection, shared by every subscription of a JS `PubSub` instance.
+#[napi]
+pub struct NativeClient {
+    client: client::Client,
+    events: Arc<EventsFn>,
+}
+
+#[napi]
+impl NativeClient {
+    /// `options` is the plain-data part of the user's options; `willPayload` the encoded will
+    /// message; `onEvents` receives batches of events.
+    #[napi(constructor)]
+    pub fn new(
+        options: serde_json::Value,
+        will_payload: Option<Buffer>,
+        on_events: Function<Vec<NativeEvent>, ()>,
+    ) -> napi::Result<Self, ErrorCode> {
+        let options = js(options::ClientOptions::from_js(&options))?;
+        let events: EventsFn = on_events
+            .build_threadsafe_function::<Vec<Event>>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(ctx.value.into_iter().map(NativeEvent::from).collect()))
+            .map_err(|e| napi::Error::new("ERR_INTERNAL", e.reason))?;
+        let events = Arc::new(events);
+        let will_payload = will_payload.map(|b| b.to_vec()).unwrap_or_default();
+        let client = js(client::Client::new(options, will_payload, events.clone()))?;
+        Ok(Self { client, events })
+    }
+
+    #[napi(getter)]
+    pub fn client_id(&self) -> String {
+        self.client.client_id.clone()
+    }
+
+    /// Returns false when the backlog is full: nothing was queued, retry after `writable`.
+    #[napi]
+    pub fn publish(&self, op: u32, topics: Vec<String>, payload: Buffer, qos: u32, retain: bool) -> napi::Result<bool, ErrorCode> {
+        js(self.client.publish(op, topics, payload.to_vec(), qos, retain))
+    }
+
+    #[napi]
+    pub fn subscribe(&self, observer: u32, filters: Vec<String>, qos: u32) -> napi::Result<(), ErrorCode> {
+        js(self.client.subscribe(observer, filters, qos))
+    }
+
+    #[napi]
+    pub fn unsubscribe(&self, observer: u32) {
+        self.client.unsubscribe(observer)
+    }
+
+    #[napi]
+    pub fn close(&self) {
+        self.client.close()
+    }
+
+    /// Whether this instance keeps Node's event loop alive (JS says so while anything is
+    /// subscribed or pending, as a socket would).
+    #[napi]
+    pub fn keep_alive(&self, env: Env, keep: bool) {
+        // SAFETY: called on the JS thread with a live env; the function outlives this call.
+        unsafe {
+            let raw = self.events.raw();
+            if keep {
+                napi::sys::napi_ref_threadsafe_function(env.raw(), raw);
+            } else {
+                napi::sys::napi_unref_threadsafe_function(env.raw(), raw);
+            }
+        }
+    }
+}
+
+/// Whether an MQTT topic filter (with `+`/`#`) matches a topic name.
+#[napi]
+pub fn mqtt_topic_match(filter: String, topic: String) -> bool {
+    topic::topic_matches(&filter, &topic)
+}

@@ -1,0 +1,292 @@
+//! Constructor options: read from the JS object, checked, and turned into rumqttc's options.
+//! Every mistake is reported here, synchronously, with the option's name in the message.
+
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions, QoS, Transport};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::errors::{PubSubError, Result};
+use crate::tls;
+use crate::topic::validate_topic;
+
+/// Largest MQTT packet (the protocol's own limit, 256 MiB − 1).
+pub const MAX_PACKET_BYTES: usize = 268_435_455;
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "endpoint",
+    "aws_pubsub_endpoint",
+    "region",
+    "aws_pubsub_region",
+    "clientId",
+    "username",
+    "password",
+    "keepAlive",
+    "connectTimeout",
+    "cleanSession",
+    "will",
+    "ca",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ws,
+    Wss,
+    Mqtt,
+    Mqtts,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// The URL as given (normalised), used whole for WebSocket connections.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub endpoint: Endpoint,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+    pub connect_timeout: Duration,
+    pub clean_session: bool,
+    pub will: Option<Will>,
+    /// Extra trusted CA certificates (PEM) for wss:// and mqtts://.
+    pub ca: Option<String>,
+}
+
+fn invalid(msg: String) -> PubSubError {
+    PubSubError::InvalidOption(msg)
+}
+
+fn opt_string(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(invalid(format!("Option '{key}' must be a string, got {}", type_name(other)))),
+    }
+}
+
+fn opt_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(invalid(format!("Option '{key}' must be a boolean, got {}", type_name(other)))),
+    }
+}
+
+fn opt_number(map: &Map<String, Value>, key: &str, min: f64, max: f64, unit: &str) -> Result<Option<f64>> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() && v >= min && v <= max => Ok(Some(v)),
+            _ => Err(invalid(format!("Option '{key}' must be between {min} and {max} {unit}, got {n}"))),
+        },
+        Some(other) => Err(invalid(format!("Option '{key}' must be a number of {unit}, got {}", type_name(other)))),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn parse_qos(value: u32) -> Result<QoS> {
+    match value {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        other => Err(invalid(format!("qos must be 0, 1 or 2, got {other}"))),
+    }
+}
+
+/// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
+pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
+    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{raw}': {why}"));
+    let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    let scheme = match url.scheme() {
+        "ws" => Scheme::Ws,
+        "wss" => Scheme::Wss,
+        "mqtt" | "tcp" => Scheme::Mqtt,
+        "mqtts" | "ssl" | "tls" => Scheme::Mqtts,
+        other => return Err(bad(&format!("unsupported scheme '{other}:'; use ws://, wss://, mqtt:// or mqtts://"))),
+    };
+    let host = match url.host_str() {
+        Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        _ => return Err(bad("no host")),
+    };
+    let port = url.port_or_known_default().unwrap_or(match scheme {
+        Scheme::Mqtt => 1883,
+        Scheme::Mqtts => 8883,
+        Scheme::Ws => 80,
+        Scheme::Wss => 443,
+    });
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials in the URL are not supported; use the username and password options"));
+    }
+    Ok(Endpoint { scheme, host, port, url: url.to_string() })
+}
+
+fn parse_will(value: &Value) -> Result<Option<Will>> {
+    let map = match value {
+        Value::Null => return Ok(None),
+        Value::Object(map) => map,
+        other => return Err(invalid(format!("Option 'will' must be an object, got {}", type_name(other)))),
+    };
+    let topic = opt_string(map, "topic")?.ok_or_else(|| invalid("Option 'will.topic' is required".into()))?;
+    validate_topic(&topic).map_err(|e| invalid(format!("Option 'will.topic': {e}")))?;
+    let qos = parse_qos(opt_number(map, "qos", 0.0, 2.0, "(0, 1 or 2)")?.unwrap_or(0.0) as u32)?;
+    let retain = opt_bool(map, "retain")?.unwrap_or(false);
+    Ok(Some(Will { topic, qos, retain }))
+}
+
+impl ClientOptions {
+    pub fn from_js(value: &Value) -> Result<Self> {
+        let map = match value {
+            Value::Object(map) => map,
+            other => return Err(invalid(format!("PubSub options must be an object, got {}", type_name(other)))),
+        };
+        if let Some(unknown) = map.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+            return Err(invalid(format!("Unknown option '{unknown}'; known options are {}", KNOWN_OPTIONS.join(", "))));
+        }
+        let raw_endpoint = match opt_string(map, "endpoint")? {
+            Some(e) => e,
+            None => opt_string(map, "aws_pubsub_endpoint")?.ok_or_else(|| {
+                PubSubError::InvalidEndpoint("Option 'endpoint' is required, e.g. 'wss://broker.example.com/mqtt'".into())
+            })?,
+        };
+        let endpoint = parse_endpoint(&raw_endpoint)?;
+
+        let client_id = match opt_string(map, "clientId")? {
+            Some(id) if id.is_empty() || id.len() > 65_535 => {
+                return Err(invalid("Option 'clientId' must be a non-empty string of at most 65,535 bytes".into()))
+            }
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let username = opt_string(map, "username")?;
+        let password = opt_string(map, "password")?;
+        if password.is_some() && username.is_none() {
+            return Err(invalid("Option 'password' needs 'username' too (MQTT 3.1.1)".into()));
+        }
+        // keepAlive in seconds like MQTT.js and the MQTT spec; 0 turns keep-alive off.
+        let keep_alive_s = opt_number(map, "keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
+        if keep_alive_s > 0.0 && keep_alive_s < 1.0 {
+            return Err(invalid("Option 'keepAlive' is in seconds: use 0 (off) or at least 1".into()));
+        }
+        // connectTimeout in milliseconds like MQTT.js.
+        let connect_timeout_ms = opt_number(map, "connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
+        let clean_session = opt_bool(map, "cleanSession")?.unwrap_or(true);
+        let will = map.get("will").map(parse_will).transpose()?.flatten();
+        let ca = opt_string(map, "ca")?;
+        if let Some(pem) = &ca {
+            tls::parse_ca(pem)?;
+        }
+        Ok(Self {
+            endpoint,
+            client_id,
+            username,
+            password,
+            keep_alive: Duration::from_secs(keep_alive_s as u64),
+            connect_timeout: Duration::from_millis(connect_timeout_ms as u64),
+            clean_session,
+            will,
+            ca,
+        })
+    }
+
+    /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
+    pub fn to_mqtt_options(&self, will_payload: Vec<u8>) -> Result<MqttOptions> {
+        let ep = &self.endpoint;
+        // For WebSockets rumqttc takes the whole URL as the host; the port argument is ignored.
+        let broker = match ep.scheme {
+            Scheme::Ws | Scheme::Wss => ep.url.clone(),
+            Scheme::Mqtt | Scheme::Mqtts => ep.host.clone(),
+        };
+        let mut options = MqttOptions::new(self.client_id.clone(), broker, ep.port);
+        options.set_transport(match ep.scheme {
+            Scheme::Ws => Transport::Ws,
+            Scheme::Mqtt => Transport::Tcp,
+            Scheme::Wss => Transport::Wss(tls::client_config(self.ca.as_deref())?),
+            Scheme::Mqtts => Transport::Tls(tls::client_config(self.ca.as_deref())?),
+        });
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_clean_session(self.clean_session)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_inflight(u16::MAX / 2);
+        if let Some(user) = &self.username {
+            options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(will) = &self.will {
+            options.set_last_will(LastWill::new(will.topic.clone(), will_payload, will.qos, will.retain));
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn endpoints_of_every_scheme_parse_with_default_ports() {
+        let ws = parse_endpoint("ws://127.0.0.1:9001/mqtt").unwrap();
+        assert_eq!((ws.scheme, ws.port, ws.host.as_str()), (Scheme::Ws, 9001, "127.0.0.1"));
+        assert_eq!(parse_endpoint("wss://example.com/mqtt").unwrap().port, 443);
+        assert_eq!(parse_endpoint("mqtt://localhost").unwrap().port, 1883);
+        assert_eq!(parse_endpoint("mqtts://localhost").unwrap().port, 8883);
+    }
+
+    #[test]
+    fn malformed_endpoints_are_rejected_with_their_code() {
+        for bad in ["", "not a url", "http://x/mqtt", "ws://", "ws://user:pw@host/"] {
+            assert_eq!(parse_endpoint(bad).unwrap_err().code(), "ERR_INVALID_ENDPOINT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let o = ClientOptions::from_js(&json!({ "endpoint": "ws://127.0.0.1:1/mqtt" })).unwrap();
+        assert_eq!(o.keep_alive, Duration::from_secs(60));
+        assert_eq!(o.connect_timeout, Duration::from_secs(30));
+        assert!(o.clean_session);
+        assert_eq!(uuid::Uuid::parse_str(&o.client_id).unwrap().get_version_num(), 4);
+    }
+
+    #[test]
+    fn wrong_types_name_the_option() {
+        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "keepAlive": "60" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+        assert!(err.to_string().contains("keepAlive"), "{err}");
+        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "keepalive": 5 })).unwrap_err();
+        assert!(err.to_string().contains("Unknown option 'keepalive'"), "{err}");
+        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "will": { "topic": "a/#" } })).unwrap_err();
+        assert!(err.to_string().contains("will.topic"), "{err}");
+    }
+
+    #[test]
+    fn the_v5_endpoint_alias_is_accepted() {
+        let o = ClientOptions::from_js(&json!({ "aws_pubsub_endpoint": "wss://h/mqtt" })).unwrap();
+        assert_eq!(o.endpoint.scheme, Scheme::Wss);
+    }
+}

@@ -1,0 +1,119 @@
+//! MQTT 3.1.1 topic names and topic filters: validation and matching.
+
+use crate::errors::{PubSubError, Result};
+
+const MAX_TOPIC_BYTES: usize = 65_535;
+
+fn check_common(kind: &str, topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(PubSubError::InvalidTopic(format!("The {kind} must not be empty")));
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(PubSubError::InvalidTopic(format!(
+            "The {kind} is {} bytes of UTF-8; MQTT allows at most {MAX_TOPIC_BYTES}",
+            topic.len()
+        )));
+    }
+    if topic.contains('\0') {
+        return Err(PubSubError::InvalidTopic(format!("The {kind} must not contain a NUL character")));
+    }
+    Ok(())
+}
+
+/// A topic name for PUBLISH: no wildcards.
+pub fn validate_topic(topic: &str) -> Result<()> {
+    check_common("topic", topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(PubSubError::InvalidTopic(format!(
+            "Invalid topic '{topic}': wildcards '+' and '#' are only allowed in subscription filters"
+        )));
+    }
+    Ok(())
+}
+
+/// A topic filter for SUBSCRIBE: `+` fills a whole level, `#` only as the whole last level.
+pub fn validate_filter(filter: &str) -> Result<()> {
+    check_common("topic filter", filter)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    for (i, level) in levels.iter().enumerate() {
+        let bad = (level.contains('+') && *level != "+")
+            || (level.contains('#') && (*level != "#" || i != last));
+        if bad {
+            return Err(PubSubError::InvalidTopic(format!(
+                "Invalid topic filter '{filter}': '+' must fill a whole level and '#' must be the whole last level"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `topic` matches `filter`, per MQTT 3.1.1 §4.7 (including the rule that
+/// wildcards at the first level do not match topics starting with `$`).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut filter_levels = filter.split('/');
+    let mut topic_levels = topic.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_single_level_wildcards() {
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/c"));
+        assert!(topic_matches("a/+/c", "a/b/c"));
+        assert!(!topic_matches("a/+/c", "a/b/d"));
+        assert!(topic_matches("+", "a"));
+        assert!(!topic_matches("+", "a/b"));
+        assert!(topic_matches("a/+", "a/"));
+    }
+
+    #[test]
+    fn multi_level_wildcard_includes_parent() {
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("#", "a/b"));
+        assert!(!topic_matches("a/#", "b/c"));
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        assert!(!topic_matches("#", "$SYS/load"));
+        assert!(!topic_matches("+/load", "$SYS/load"));
+        assert!(topic_matches("$SYS/#", "$SYS/load"));
+    }
+
+    #[test]
+    fn topic_names_reject_wildcards_nul_and_empty() {
+        assert!(validate_topic("a/b").is_ok());
+        for bad in ["", "a/+", "a/#", "a\0b"] {
+            assert_eq!(validate_topic(bad).unwrap_err().code(), "ERR_INVALID_TOPIC", "{bad:?}");
+        }
+        assert!(validate_topic(&"x".repeat(65_536)).is_err());
+        assert!(validate_topic(&"x".repeat(65_535)).is_ok());
+    }
+
+    #[test]
+    fn filters_allow_wildcards_only_in_whole_levels() {
+        for good in ["a/+/c", "#", "a/#", "+", "+/+", "a//b"] {
+            assert!(validate_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["a+", "a/#/b", "a/b#", "", "a\0"] {
+            assert!(validate_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+}
