@@ -1,0 +1,15 @@
+// Each marked line below must be a type error: if the types grow too loose, tsc reports the
+// expect-error marker as unused and the types test fails.
+import { PubSub } from 'native-pubsub/mqtt'
+
+const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1/mqtt' })
+// @ts-expect-error qos 3 does not exist
+void pubsub.publish('a', {}, { qos: 3 })
+// @ts-expect-error format is one of four names
+pubsub.subscribe('a', { format: 'xml' })
+// @ts-expect-error a string-format subscription gives strings
+pubsub.subscribe('a', { format: 'string' }).subscribe((value: number) => value)
+// @ts-expect-error the generic provider has no credentials option
+new PubSub({ endpoint: 'ws://h/mqtt', credentials: {} })
+// @ts-expect-error keepAlive is a number of seconds
+new PubSub({ endpoint: 'ws://h/mqtt', keepAlive: '60' })

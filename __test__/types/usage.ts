@@ -1,0 +1,35 @@
+// Compiled with `tsc --noEmit` by the test suite: the documented usage must typecheck.
+import { PubSub, TOPIC, Hub, CONNECTION_STATE_CHANGE, ConnectionState, mqttTopicMatch } from 'native-pubsub/mqtt'
+import type { MqttMessage, PubSubError, Subscription } from 'native-pubsub/mqtt'
+import { PubSub as IotPubSub } from 'native-pubsub'
+
+const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1:1883/mqtt', clientId: 'x', keepAlive: 30 })
+export async function usage(): Promise<void> {
+  await pubsub.publish({ topics: ['a', 'b'], message: { msg: 'hi' }, options: { qos: 1 } })
+  await pubsub.publish('a', Buffer.from([1, 2]), { retain: true })
+  const sub: Subscription = pubsub.subscribe({ topics: 'a/+' }).subscribe({
+    next: (data: { msg?: string }) => console.log(data.msg, (data as any)[TOPIC]),
+    error: (error: PubSubError) => console.error(error.code),
+    complete: () => console.log('done'),
+  })
+  await sub.ready
+  sub.unsubscribe()
+  pubsub.subscribe('b', { format: 'message' }).subscribe((m: MqttMessage) => m.payload.length)
+  for await (const text of pubsub.subscribe('c', { format: 'string' })) {
+    const s: string = text
+    if (s) break
+  }
+  const stop = Hub.listen('pubsub', ({ payload }) => {
+    if (payload.event === CONNECTION_STATE_CHANGE) {
+      const state = payload.data.connectionState as ConnectionState
+      console.log(state === ConnectionState.Connected)
+    }
+  })
+  stop()
+  pubsub.on(CONNECTION_STATE_CHANGE, (state: ConnectionState) => console.log(state))
+  const state: ConnectionState = pubsub.connectionState
+  console.log(state, mqttTopicMatch('a/#', 'a/b'), pubsub.clientId)
+  await pubsub.close()
+  const iot: IotPubSub = new IotPubSub({ region: 'us-east-1', endpoint: 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt' })
+  void iot
+}

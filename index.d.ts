@@ -1,0 +1,214 @@
+/// <reference types="node" />
+import { EventEmitter } from 'node:events'
+
+// ---------------------------------------------------------------------------------------------
+// Shared by every entry point ('native-pubsub', 'native-pubsub/iot', 'native-pubsub/mqtt')
+// ---------------------------------------------------------------------------------------------
+
+/** Amplify's eight connection states. */
+export declare const ConnectionState: {
+  readonly Connected: 'Connected'
+  readonly ConnectedPendingDisconnect: 'ConnectedPendingDisconnect'
+  readonly ConnectedPendingKeepAlive: 'ConnectedPendingKeepAlive'
+  readonly ConnectedPendingNetwork: 'ConnectedPendingNetwork'
+  readonly ConnectionDisrupted: 'ConnectionDisrupted'
+  readonly ConnectionDisruptedPendingNetwork: 'ConnectionDisruptedPendingNetwork'
+  readonly Connecting: 'Connecting'
+  readonly Disconnected: 'Disconnected'
+}
+export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState]
+
+/** The name of the connection-state event (on the instance and on `Hub`'s 'pubsub' channel). */
+export declare const CONNECTION_STATE_CHANGE: 'ConnectionStateChange'
+
+/** The key under which a JSON object message carries the topic it arrived on. */
+export declare const TOPIC: unique symbol
+
+/** Whether an MQTT topic filter (with `+` and `#`) matches a topic name. */
+export declare function mqttTopicMatch(filter: string, topic: string): boolean
+
+export type ErrorCode =
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_INVALID_ENDPOINT'
+  | 'ERR_INVALID_TOPIC'
+  | 'ERR_PAYLOAD'
+  | 'ERR_CONNECT_REFUSED'
+  | 'ERR_NOT_AUTHORIZED'
+  | 'ERR_CONNECT_TIMEOUT'
+  | 'ERR_CONNECTION'
+  | 'ERR_SUBSCRIBE_REFUSED'
+  | 'ERR_CLOSED'
+  | 'ERR_NOT_IMPLEMENTED'
+
+/** Every error this package produces is an `Error` with a stable `code`. */
+export interface PubSubError extends Error {
+  code: ErrorCode
+}
+
+export type Qos = 0 | 1 | 2
+export type MessageFormat = 'json' | 'string' | 'binary' | 'message'
+
+/** A message: any JSON-serialisable value (sent as JSON), or raw bytes. */
+export type PublishMessage = unknown
+
+export interface PublishOptions {
+  /** 0 resolves once written, 1 on PUBACK, 2 on PUBCOMP. Default 0. */
+  qos?: Qos
+  /** Ask the broker to keep the message for later subscribers. Default false. */
+  retain?: boolean
+}
+
+export interface SubscribeOptions {
+  /** Default 0. */
+  qos?: Qos
+  /** How `next` receives payloads. Default 'json'. */
+  format?: MessageFormat
+}
+
+/** What `next` receives with `format: 'message'`. */
+export interface MqttMessage {
+  topic: string
+  payload: Buffer
+  qos: Qos
+  retain: boolean
+  dup: boolean
+}
+
+export interface Observer<T> {
+  next?(value: T): void
+  error?(error: PubSubError): void
+  complete?(): void
+  /** The older Amplify docs' name for `complete`; both are called if given. */
+  close?(): void
+}
+
+export interface Subscription {
+  unsubscribe(): void
+  readonly closed: boolean
+  /** Resolves once the broker acknowledged every filter (SUBACK); rejects if one was refused. */
+  readonly ready: Promise<void>
+}
+
+/** A cold observable: nothing is subscribed until `subscribe` is called. */
+export interface Observable<T> extends AsyncIterable<T> {
+  subscribe(observer?: Observer<T>): Subscription
+  subscribe(next?: (value: T) => void, error?: (error: PubSubError) => void, complete?: () => void): Subscription
+  /** Interop with RxJS `from(...)` and other observable libraries. */
+  ['@@observable'](): Observable<T>
+  [Symbol.asyncIterator](): AsyncIterableIterator<T>
+}
+
+export interface WillOptions {
+  topic: string
+  message: PublishMessage
+  qos?: Qos
+  retain?: boolean
+}
+
+export interface CommonOptions {
+  /** `wss://…/mqtt`, `ws://…`, `mqtt://…` or `mqtts://…`. */
+  endpoint?: string
+  /** Amplify v5 alias of `endpoint`. */
+  aws_pubsub_endpoint?: string
+  /** MQTT client id; a random UUID v4 by default. */
+  clientId?: string
+  /** Keep-alive interval in seconds (0: off). Default 60. */
+  keepAlive?: number
+  /** Time to CONNACK in milliseconds. Default 30000. */
+  connectTimeout?: number
+  /** false: a persistent session. Default true. */
+  cleanSession?: boolean
+  /** Last-will message the broker publishes if the connection drops. */
+  will?: WillOptions
+  /** Extra trusted CA certificates (PEM) for wss:// and mqtts://. */
+  ca?: string | Buffer
+}
+
+export interface MqttPubSubOptions extends CommonOptions {
+  username?: string
+  password?: string
+  /** Accepted for Amplify compatibility; unused by the generic provider. */
+  region?: string
+  aws_pubsub_region?: string
+}
+
+export interface IotPubSubOptions extends CommonOptions {
+  /** Signing region; parsed from an `*.amazonaws.com` endpoint when not given. */
+  region?: string
+  aws_pubsub_region?: string
+}
+
+export interface PublishInput {
+  topics: string | string[]
+  message: PublishMessage
+  options?: PublishOptions
+}
+
+export interface SubscribeInput {
+  topics: string | string[]
+  options?: SubscribeOptions
+}
+
+/** A subscribe input whose options name a format (picks the type `next` receives). */
+export interface FormattedSubscribeInput<F extends MessageFormat> {
+  topics: string | string[]
+  options: SubscribeOptions & { format: F }
+}
+
+/** An instance of either provider. */
+export interface PubSubInstance extends EventEmitter {
+  readonly clientId: string
+  /** The state last announced by the `ConnectionStateChange` event. */
+  readonly connectionState: ConnectionState
+  getProviderName(): 'AWSIoTProvider' | 'MqttOverWSProvider'
+
+  publish(input: PublishInput): Promise<void>
+  publish(topics: string | string[], message: PublishMessage, options?: PublishOptions): Promise<void>
+
+  subscribe(input: FormattedSubscribeInput<'string'>): Observable<string>
+  subscribe(input: FormattedSubscribeInput<'binary'>): Observable<Buffer>
+  subscribe(input: FormattedSubscribeInput<'message'>): Observable<MqttMessage>
+  subscribe<T = any>(input: SubscribeInput): Observable<T>
+  subscribe(topics: string | string[], options: SubscribeOptions & { format: 'string' }): Observable<string>
+  subscribe(topics: string | string[], options: SubscribeOptions & { format: 'binary' }): Observable<Buffer>
+  subscribe(topics: string | string[], options: SubscribeOptions & { format: 'message' }): Observable<MqttMessage>
+  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions): Observable<T>
+
+  /** Completes every observer, rejects what is pending with ERR_CLOSED, disconnects. */
+  close(): Promise<void>
+
+  on(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this
+  on(event: 'invalidPayload', listener: (info: { topic: string; payload: Buffer; error: PubSubError }) => void): this
+  on(event: 'callbackError', listener: (error: unknown) => void): this
+  once(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this
+  once(event: 'invalidPayload', listener: (info: { topic: string; payload: Buffer; error: PubSubError }) => void): this
+  once(event: 'callbackError', listener: (error: unknown) => void): this
+}
+
+export interface HubCapsule {
+  channel: string
+  payload: {
+    event: string
+    data: { provider: PubSubInstance; connectionState: ConnectionState } | any
+    message?: string
+  }
+  source: string
+  patternInfo: string[]
+}
+
+/** Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops listening. */
+export declare const Hub: {
+  listen(channel: string, callback: (capsule: HubCapsule) => void): () => void
+  dispatch(channel: string, payload: HubCapsule['payload'], source?: string): void
+}
+
+// ---------------------------------------------------------------------------------------------
+// 'native-pubsub' and 'native-pubsub/iot': the AWS IoT Core provider
+// ---------------------------------------------------------------------------------------------
+
+/** AWS IoT Core (SigV4-signed MQTT over WSS). */
+export type PubSub = PubSubInstance
+export declare const PubSub: {
+  new (options: IotPubSubOptions): PubSubInstance
+  readonly prototype: PubSubInstance
+}
