@@ -1,0 +1,346 @@
+'use strict'
+// Publishing and subscribing through a real broker (Debian's mosquitto, over WebSockets unless
+// a test says otherwise): Amplify's PubSub API end to end.
+const test = require('ava')
+const { PubSub, TOPIC } = require('../mqtt.js')
+const { useMosquitto } = require('./helpers/mosquitto.js')
+
+const broker = useMosquitto(test)
+
+let sequence = 0
+/** A topic no other test (or earlier run) uses. */
+function uniqueTopic(name) {
+  return `spec/publish-subscribe/${process.pid}/${name}-${++sequence}`
+}
+
+/** A PubSub on the file's broker, closed when the test ends. */
+function newPubSub(t, options = {}) {
+  const pubsub = new PubSub({ endpoint: broker.wsUrl, ...options })
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/**
+ * An observer that records what it receives; `take(n)` resolves with the first n values, and
+ * fails (rejects) when they do not arrive in time or the subscription errors.
+ */
+function receiver(timeoutMs = 5_000) {
+  const received = []
+  const waiting = new Set()
+  let failure = null
+  const check = () => {
+    for (const wait of waiting) {
+      if (failure) wait.reject(failure)
+      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
+      else continue
+      clearTimeout(wait.timer)
+      waiting.delete(wait)
+    }
+  }
+  return {
+    received,
+    observer: {
+      next(value) {
+        received.push(value)
+        check()
+      },
+      error(error) {
+        failure = error
+        check()
+      },
+    },
+    take(n) {
+      return new Promise((resolve, reject) => {
+        const wait = { n, resolve, reject }
+        wait.timer = setTimeout(() => {
+          waiting.delete(wait)
+          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
+        }, timeoutMs)
+        waiting.add(wait)
+        check()
+      })
+    },
+  }
+}
+
+/** A received JSON value as plain data (without the TOPIC key objects carry). */
+function plain(value) {
+  return JSON.parse(JSON.stringify(value))
+}
+
+const topicsOf = (messages) => messages.map((m) => m.topic)
+
+const roundTrip = test.macro({
+  async exec(t, qos) {
+    const topic = uniqueTopic(`qos${qos}`)
+    const subscriber = newPubSub(t)
+    const publisher = newPubSub(t)
+    const inbox = receiver()
+    const sub = subscriber.subscribe(topic, { qos }).subscribe(inbox.observer)
+    await sub.ready
+
+    const sent = { reading: 21.5, unit: 'C', qos }
+    const published = publisher.publish(topic, sent, { qos })
+    t.true(published instanceof Promise)
+    t.is(await published, undefined)
+
+    const [message] = await inbox.take(1)
+    t.deepEqual(plain(message), sent)
+    t.is(message[TOPIC], topic)
+  },
+  title: (_, qos) => `a QoS ${qos} publish resolves and the subscriber receives the message`,
+})
+
+test(roundTrip, 0)
+test(roundTrip, 1)
+test(roundTrip, 2)
+
+test('publish and subscribe accept the Amplify v5 call form (topics, message/options, options)', async (t) => {
+  const topic = uniqueTopic('v5')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish(topic, { form: 'v5' }, { qos: 1 })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { form: 'v5' })
+})
+
+test('publish and subscribe accept the Amplify v6 call form ({ topics, message, options })', async (t) => {
+  const topic = uniqueTopic('v6')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe({ topics: [topic], options: { qos: 1 } }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish({ topics: topic, message: { form: 'v6' }, options: { qos: 1 } })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { form: 'v6' })
+  t.is(message[TOPIC], topic)
+})
+
+test('the v6 forms work without options', async (t) => {
+  const topic = uniqueTopic('v6-defaults')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe({ topics: topic }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish({ topics: [topic], message: { form: 'v6', options: 'none' } })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { form: 'v6', options: 'none' })
+})
+
+test('publishing to several topics sends one message per topic and resolves once all are sent', async (t) => {
+  const base = uniqueTopic('fan-out')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(`${base}/#`, { format: 'message' }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish([`${base}/a`, `${base}/b`, `${base}/c`], { fanned: true }, { qos: 1 })
+  // A marker sent afterwards: had any topic got two copies, they would arrive before it.
+  await pubsub.publish(`${base}/end`, 'marker', { qos: 1 })
+
+  const messages = await inbox.take(4)
+  t.deepEqual(topicsOf(messages), [`${base}/a`, `${base}/b`, `${base}/c`, `${base}/end`])
+  for (const message of messages.slice(0, 3)) {
+    t.deepEqual(JSON.parse(message.payload.toString('utf8')), { fanned: true })
+  }
+})
+
+test('subscribing to several topics at once receives from each of them, and only them', async (t) => {
+  const x = uniqueTopic('multi-x')
+  const y = uniqueTopic('multi-y')
+  const other = uniqueTopic('multi-other')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe([x, y], { qos: 1 }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish(x, { from: 'x' }, { qos: 1 })
+  await pubsub.publish(other, { from: 'other' }, { qos: 1 })
+  await pubsub.publish(y, { from: 'y' }, { qos: 1 })
+
+  const messages = await inbox.take(2)
+  t.deepEqual(messages.map(plain), [{ from: 'x' }, { from: 'y' }])
+  t.deepEqual(
+    messages.map((m) => m[TOPIC]),
+    [x, y],
+  )
+})
+
+test("the '+' wildcard matches exactly one topic level", async (t) => {
+  const base = uniqueTopic('plus')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(`${base}/+/temperature`, { format: 'message' }).subscribe(inbox.observer)
+  await sub.ready
+
+  for (const topic of [
+    `${base}/kitchen/temperature`,
+    `${base}/kitchen/humidity`,
+    `${base}/house/hall/temperature`,
+    `${base}/temperature`,
+    `${base}/hall/temperature`,
+  ]) {
+    await pubsub.publish(topic, 1, { qos: 1 })
+  }
+
+  const messages = await inbox.take(2)
+  t.deepEqual(topicsOf(messages), [`${base}/kitchen/temperature`, `${base}/hall/temperature`])
+})
+
+test("the '#' wildcard matches the parent level and every level below it", async (t) => {
+  const base = uniqueTopic('hash')
+  const sibling = `${base}-sibling/x`
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(`${base}/#`, { format: 'message' }).subscribe(inbox.observer)
+  await sub.ready
+
+  for (const topic of [base, `${base}/a`, sibling, `${base}/a/b/c`]) {
+    await pubsub.publish(topic, 1, { qos: 1 })
+  }
+
+  const messages = await inbox.take(3)
+  t.deepEqual(topicsOf(messages), [base, `${base}/a`, `${base}/a/b/c`])
+})
+
+test('a message matching two filters of one observer reaches that observer once', async (t) => {
+  const base = uniqueTopic('overlap')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe([`${base}/+`, `${base}/#`], { format: 'message' }).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish(`${base}/both`, 'matches both filters', { qos: 1 })
+  // Matches only '#': a second copy of the first message would arrive before it.
+  await pubsub.publish(`${base}/only/hash`, 'matches one filter', { qos: 1 })
+
+  const messages = await inbox.take(2)
+  t.deepEqual(topicsOf(messages), [`${base}/both`, `${base}/only/hash`])
+})
+
+test('two observers of one filter both receive, and one unsubscribing leaves the other receiving', async (t) => {
+  const topic = uniqueTopic('shared')
+  const pubsub = newPubSub(t)
+  const observable = pubsub.subscribe(topic, { qos: 1 })
+  const first = receiver()
+  const second = receiver()
+  const firstSub = observable.subscribe(first.observer)
+  const secondSub = observable.subscribe(second.observer)
+  await Promise.all([firstSub.ready, secondSub.ready])
+
+  await pubsub.publish(topic, { n: 1 }, { qos: 1 })
+  t.deepEqual((await first.take(1)).map(plain), [{ n: 1 }])
+  t.deepEqual((await second.take(1)).map(plain), [{ n: 1 }])
+
+  firstSub.unsubscribe()
+  await pubsub.publish(topic, { n: 2 }, { qos: 1 })
+
+  t.deepEqual((await second.take(2)).map(plain), [{ n: 1 }, { n: 2 }])
+  // Both observers are served from the same delivery: the first would have it by now.
+  t.is(first.received.length, 1)
+  t.true(firstSub.closed)
+  t.false(secondSub.closed)
+})
+
+test('a retained message reaches a later subscriber, and an empty retained message clears it', async (t) => {
+  const topic = uniqueTopic('retained')
+  const publisher = newPubSub(t)
+  const subscriber = newPubSub(t)
+
+  await publisher.publish(topic, { state: 'on' }, { qos: 1, retain: true })
+
+  // Subscribed after the publish resolved: only the broker's retained copy can reach it.
+  const late = receiver()
+  const lateSub = subscriber.subscribe(topic, { qos: 1 }).subscribe(late.observer)
+  await lateSub.ready
+  const [retained] = await late.take(1)
+  t.deepEqual(plain(retained), { state: 'on' })
+  lateSub.unsubscribe()
+
+  await publisher.publish(topic, Buffer.alloc(0), { qos: 1, retain: true })
+
+  // A new subscriber gets no retained copy: the first message it sees is the live one.
+  const fresh = receiver()
+  const freshSub = subscriber.subscribe(topic, { qos: 1 }).subscribe(fresh.observer)
+  await freshSub.ready
+  await publisher.publish(topic, { state: 'live' }, { qos: 1 })
+  const [first] = await fresh.take(1)
+  t.deepEqual(plain(first), { state: 'live' })
+})
+
+test('JSON objects (and arrays) arrive with their topic under the TOPIC symbol', async (t) => {
+  const base = uniqueTopic('topic-symbol')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(`${base}/#`).subscribe(inbox.observer)
+  await sub.ready
+
+  await pubsub.publish(`${base}/object`, { temperature: 20 }, { qos: 1 })
+  await pubsub.publish(`${base}/array`, [1, 2], { qos: 1 })
+
+  const [object, array] = await inbox.take(2)
+  t.is(typeof TOPIC, 'symbol')
+  t.is(object[TOPIC], `${base}/object`)
+  t.is(array[TOPIC], `${base}/array`)
+  // The symbol is invisible to JSON and to key listing: the value is the message as sent.
+  t.deepEqual(Object.keys(object), ['temperature'])
+  t.is(JSON.stringify(object), '{"temperature":20}')
+  t.true(Array.isArray(array))
+  t.is(JSON.stringify(array), '[1,2]')
+})
+
+test('primitive JSON values arrive as plain primitives, without a TOPIC', async (t) => {
+  const topic = uniqueTopic('primitive')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  const sub = pubsub.subscribe(topic).subscribe(inbox.observer)
+  await sub.ready
+
+  for (const value of ['text', 42, true, null]) {
+    await pubsub.publish(topic, value, { qos: 1 })
+  }
+
+  const values = await inbox.take(4)
+  t.deepEqual(values, ['text', 42, true, null])
+  for (const value of values.slice(0, 3)) {
+    t.not(typeof value, 'object', `${String(value)} arrives unboxed`)
+    t.is(Object(value)[TOPIC], undefined)
+  }
+})
+
+test('an mqtt:// (plain TCP) endpoint works like a WebSocket one', async (t) => {
+  const topic = uniqueTopic('tcp')
+  const subscriber = newPubSub(t, { endpoint: broker.tcpUrl })
+  const publisher = newPubSub(t, { endpoint: broker.tcpUrl })
+  const inbox = receiver()
+  const sub = subscriber.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
+  await sub.ready
+
+  await publisher.publish(topic, { over: 'tcp' }, { qos: 1 })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { over: 'tcp' })
+  t.is(message[TOPIC], topic)
+})
+
+test('messages travel between a TCP client and a WebSocket client of the same broker', async (t) => {
+  const topic = uniqueTopic('tcp-to-ws')
+  const subscriber = newPubSub(t)
+  const publisher = newPubSub(t, { endpoint: broker.tcpUrl })
+  const inbox = receiver()
+  const sub = subscriber.subscribe(topic, { qos: 2 }).subscribe(inbox.observer)
+  await sub.ready
+
+  await publisher.publish(topic, { from: 'tcp' }, { qos: 2 })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { from: 'tcp' })
+})
