@@ -1,0 +1,40 @@
+'use strict'
+// A throwaway certificate authority and a server certificate for 127.0.0.1, made with the
+// openssl command line, for TLS tests (mqtts:// and wss://).
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+
+function openssl(args, cwd) {
+  try {
+    execFileSync('openssl', args, { cwd, stdio: 'pipe' })
+  } catch (error) {
+    if (error.code === 'ENOENT') throw new Error('openssl is not installed: run `apt-get install -y openssl`')
+    throw new Error(`openssl ${args.join(' ')} failed: ${error.stderr}`)
+  }
+}
+
+/** @returns {{ dir: string, caPem: string, certFile: string, keyFile: string, remove(): void }} */
+function makeCertificates() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-tls-'))
+  // mosquitto drops root privileges before reading certificates: let its user read them.
+  fs.chmodSync(dir, 0o755)
+  fs.writeFileSync(
+    path.join(dir, 'server.ext'),
+    ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', 'subjectAltName=IP:127.0.0.1'].join('\n'),
+  )
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=native-pubsub test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir)
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'], dir)
+  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext'], dir)
+  for (const file of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, file), 0o644)
+  return {
+    dir,
+    caPem: fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8'),
+    certFile: path.join(dir, 'server.crt'),
+    keyFile: path.join(dir, 'server.key'),
+    remove: () => fs.rmSync(dir, { recursive: true, force: true }),
+  }
+}
+
+module.exports = { makeCertificates }
