@@ -47,20 +47,21 @@ class Observable {
   /** `for await (const message of observable)`; leaving the loop unsubscribes. */
   [Symbol.asyncIterator]() {
     const buffered = []
-    let waiting = null
+    /** next() calls waiting for a value, oldest first */
+    const waiters = []
     let finished = false
     let failure = null
     const settle = () => {
-      if (!waiting) return
-      const { resolve, reject } = waiting
-      if (buffered.length > 0) resolve({ value: buffered.shift(), done: false })
-      else if (failure) reject(failure)
-      else if (finished) resolve({ value: undefined, done: true })
-      else return
-      waiting = null
+      while (waiters.length > 0) {
+        if (buffered.length > 0) waiters.shift().resolve({ value: buffered.shift(), done: false })
+        else if (failure) waiters.shift().reject(failure)
+        else if (finished) waiters.shift().resolve({ value: undefined, done: true })
+        else return
+      }
     }
     const subscription = this.subscribe({
       next(value) {
+        if (finished) return
         buffered.push(value)
         settle()
       },
@@ -76,7 +77,7 @@ class Observable {
     return {
       next() {
         return new Promise((resolve, reject) => {
-          waiting = { resolve, reject }
+          waiters.push({ resolve, reject })
           settle()
         })
       },
@@ -84,6 +85,7 @@ class Observable {
         subscription.unsubscribe()
         finished = true
         buffered.length = 0
+        settle()
         return Promise.resolve({ value: undefined, done: true })
       },
       [Symbol.asyncIterator]() {

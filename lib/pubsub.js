@@ -189,6 +189,7 @@ class PubSub extends EventEmitter {
       unsubscribe: () => {
         if (entry.closed) return
         entry.closed = true
+        entry.readyReject(pubsubError('ERR_CLOSED', 'The subscription was unsubscribed before the broker acknowledged it'))
         this.#observers.delete(id)
         this.#native.unsubscribe(id)
         this.#keepAliveIfBusy()

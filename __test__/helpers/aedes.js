@@ -16,6 +16,8 @@ async function startAedes(options = {}) {
   // aedes v1 is an ES module; a dynamic import works from CommonJS on every Node we support.
   const { Aedes } = await import('aedes')
   const aedes = await Aedes.createBroker({ ...options })
+  // Concurrent tests each listen for the 'subscribe'/'unsubscribe' events they care about.
+  aedes.setMaxListeners(0)
   const httpServer = http.createServer((req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain' })
     res.end('WebSocket only')

@@ -1,0 +1,446 @@
+'use strict'
+// The Observable that `pubsub.subscribe()` returns: cold, Amplify/zen-observable shaped,
+// async-iterable, and reference-counted at the broker. An in-process aedes broker lets the
+// tests see exactly which SUBSCRIBE and UNSUBSCRIBE packets arrive.
+const test = require('ava')
+const { PubSub, TOPIC } = require('../mqtt.js')
+const { useAedes } = require('./helpers/aedes.js')
+
+const broker = useAedes(test)
+
+let sequence = 0
+/** A topic no other test uses. */
+function uniqueTopic(name) {
+  return `spec/observable/${process.pid}/${name}-${++sequence}`
+}
+
+/** A PubSub on the file's broker, closed when the test ends. */
+function newPubSub(t, options = {}) {
+  const pubsub = new PubSub({ endpoint: broker.wsUrl, ...options })
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/**
+ * An observer that records what it receives; `take(n)` resolves with the first n values, and
+ * fails (rejects) when they do not arrive in time or the subscription errors.
+ */
+function receiver(timeoutMs = 5_000) {
+  const received = []
+  const waiting = new Set()
+  let failure = null
+  const check = () => {
+    for (const wait of waiting) {
+      if (failure) wait.reject(failure)
+      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
+      else continue
+      clearTimeout(wait.timer)
+      waiting.delete(wait)
+    }
+  }
+  return {
+    received,
+    observer: {
+      next(value) {
+        received.push(value)
+        check()
+      },
+      error(error) {
+        failure = error
+        check()
+      },
+    },
+    take(n) {
+      return new Promise((resolve, reject) => {
+        const wait = { n, resolve, reject }
+        wait.timer = setTimeout(() => {
+          waiting.delete(wait)
+          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
+        }, timeoutMs)
+        waiting.add(wait)
+        check()
+      })
+    },
+  }
+}
+
+/**
+ * Records the SUBSCRIBE and UNSUBSCRIBE requests the broker handles for `filters`.
+ * aedes emits 'subscribe' before its SUBACK leaves, so once `sub.ready` resolves the
+ * matching SUBSCRIBE is already recorded.
+ */
+function brokerLog(t, ...filters) {
+  const log = { subscribes: [], unsubscribes: [] }
+  const onSubscribe = (subscriptions) => {
+    for (const { topic, qos } of subscriptions) {
+      if (filters.includes(topic)) log.subscribes.push({ topic, qos })
+    }
+  }
+  const onUnsubscribe = (topics) => {
+    for (const topic of topics) {
+      if (filters.includes(topic)) log.unsubscribes.push(topic)
+    }
+  }
+  broker.aedes.on('subscribe', onSubscribe)
+  broker.aedes.on('unsubscribe', onUnsubscribe)
+  t.teardown(() => {
+    broker.aedes.off('subscribe', onSubscribe)
+    broker.aedes.off('unsubscribe', onUnsubscribe)
+  })
+  return log
+}
+
+/** Resolves when the broker has handled an UNSUBSCRIBE for `filter`. */
+function brokerUnsubscribes(filter) {
+  const unsubscribed = broker.waitFor('unsubscribe', (topics) => topics.includes(filter))
+  // Awaited later in the test; a test that failed before then must not also report this.
+  unsubscribed.catch(() => {})
+  return unsubscribed
+}
+
+/** `promise`, or a rejection when it takes longer than `ms`. */
+function within(promise, ms, what) {
+  let timer
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms)
+  })
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer))
+}
+
+/** A received JSON value as plain data (without the TOPIC key objects carry). */
+function plain(value) {
+  return JSON.parse(JSON.stringify(value))
+}
+
+test('the observable is cold: nothing is subscribed at the broker until .subscribe() is called', async (t) => {
+  const topic = uniqueTopic('cold')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+
+  const observable = pubsub.subscribe(topic, { qos: 1 })
+  // A full round trip on the same connection: a SUBSCRIBE sent by pubsub.subscribe() would
+  // have gone out before this PUBLISH and been handled before its PUBACK came back.
+  await pubsub.publish(`${topic}/probe`, 'probe', { qos: 1 })
+  t.deepEqual(log.subscribes, [])
+
+  const subscription = observable.subscribe(() => {})
+  await subscription.ready
+  t.deepEqual(log.subscribes, [{ topic, qos: 1 }])
+})
+
+test('each .subscribe() on one observable is a subscription of its own', async (t) => {
+  const topic = uniqueTopic('independent')
+  const pubsub = newPubSub(t)
+  const observable = pubsub.subscribe(topic)
+  const first = receiver()
+  const second = receiver()
+  const firstSub = observable.subscribe(first.observer)
+  const secondSub = observable.subscribe(second.observer)
+  t.not(firstSub, secondSub)
+  await Promise.all([firstSub.ready, secondSub.ready])
+
+  firstSub.unsubscribe()
+  await pubsub.publish(topic, { n: 1 }, { qos: 1 })
+
+  t.deepEqual((await second.take(1)).map(plain), [{ n: 1 }])
+  t.true(firstSub.closed)
+  t.is(first.received.length, 0)
+})
+
+test('.subscribe(nextFn) takes a bare function as the next callback', async (t) => {
+  const topic = uniqueTopic('next-fn')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+
+  const subscription = pubsub.subscribe(topic).subscribe((value) => inbox.observer.next(value))
+  await subscription.ready
+  await pubsub.publish(topic, { hello: 'function' }, { qos: 1 })
+
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { hello: 'function' })
+  t.is(message[TOPIC], topic)
+  t.is(typeof subscription.unsubscribe, 'function')
+})
+
+test('.subscribe(next, error, complete) takes three functions, and complete runs when the PubSub closes', async (t) => {
+  const topic = uniqueTopic('three-fns')
+  const pubsub = newPubSub(t)
+  const inbox = receiver()
+  let completed = 0
+  const errors = []
+
+  const subscription = pubsub.subscribe(topic).subscribe(
+    (value) => inbox.observer.next(value),
+    (error) => errors.push(error),
+    () => completed++,
+  )
+  await subscription.ready
+  await pubsub.publish(topic, 'three', { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['three'])
+
+  await pubsub.close()
+  t.is(completed, 1)
+  t.deepEqual(errors, [])
+  t.true(subscription.closed)
+})
+
+test('for await iterates messages, and leaving the loop unsubscribes at the broker', async (t) => {
+  const topic = uniqueTopic('for-await')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const subscribedAtBroker = broker.waitFor('subscribe', (subs) => subs.some((s) => s.topic === topic))
+  const unsubscribedAtBroker = brokerUnsubscribes(topic)
+
+  const publishing = (async () => {
+    await subscribedAtBroker
+    for (let n = 1; n <= 3; n++) await pubsub.publish(topic, { n }, { qos: 1 })
+  })()
+
+  const seen = []
+  const iterating = (async () => {
+    for await (const message of pubsub.subscribe(topic, { qos: 1 })) {
+      seen.push(plain(message))
+      if (seen.length === 2) break
+    }
+  })()
+  await within(Promise.all([iterating, publishing]), 5_000, 'the loop to take two messages')
+
+  t.deepEqual(seen, [{ n: 1 }, { n: 2 }])
+  await unsubscribedAtBroker
+  t.deepEqual(log.unsubscribes, [topic])
+})
+
+test('for await yields messages that arrived before next() was called, in order', async (t) => {
+  const topic = uniqueTopic('for-await-buffered')
+  const pubsub = newPubSub(t)
+  const witness = receiver()
+  const observable = pubsub.subscribe(topic, { qos: 1 })
+  const iterator = observable[Symbol.asyncIterator]()
+  t.teardown(() => iterator.return())
+  // A second observer of the same filter tells us when the iterator's messages have arrived.
+  const witnessSub = observable.subscribe(witness.observer)
+  await witnessSub.ready
+
+  for (let n = 1; n <= 3; n++) await pubsub.publish(topic, n, { qos: 1 })
+  await witness.take(3)
+
+  const values = []
+  for (let i = 0; i < 3; i++) {
+    const { value, done } = await iterator.next()
+    t.false(done)
+    values.push(value)
+  }
+  t.deepEqual(values, [1, 2, 3])
+})
+
+test('next() calls made before messages arrive are answered in order, one message each', async (t) => {
+  const topic = uniqueTopic('next-queue')
+  const pubsub = newPubSub(t)
+  const subscribedAtBroker = broker.waitFor('subscribe', (subs) => subs.some((s) => s.topic === topic))
+  const iterator = pubsub.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+  t.teardown(() => iterator.return())
+
+  // Two outstanding requests, as Promise.all or a read-ahead consumer makes them.
+  const first = iterator.next()
+  const second = iterator.next()
+  await subscribedAtBroker
+  await pubsub.publish(topic, 1, { qos: 1 })
+  await pubsub.publish(topic, 2, { qos: 1 })
+
+  t.deepEqual(await within(first, 2_000, 'the first next() to settle'), { value: 1, done: false })
+  t.deepEqual(await within(second, 2_000, 'the second next() to settle'), { value: 2, done: false })
+})
+
+test('return() settles a next() that is still waiting with done: true', async (t) => {
+  const topic = uniqueTopic('return-pending')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const subscribedAtBroker = broker.waitFor('subscribe', (subs) => subs.some((s) => s.topic === topic))
+  const unsubscribedAtBroker = brokerUnsubscribes(topic)
+  const iterator = pubsub.subscribe(topic)[Symbol.asyncIterator]()
+  await subscribedAtBroker
+
+  // A consumer waiting for the next message while another part of the program stops it.
+  const waiting = iterator.next()
+  t.deepEqual(await iterator.return(), { value: undefined, done: true })
+
+  t.deepEqual(await within(waiting, 2_000, 'the waiting next() to settle'), { value: undefined, done: true })
+  await unsubscribedAtBroker
+  t.deepEqual(log.unsubscribes, [topic])
+})
+
+test("['@@observable']() returns the observable itself, for RxJS and zen-observable interop", async (t) => {
+  const topic = uniqueTopic('interop')
+  const pubsub = newPubSub(t)
+  const observable = pubsub.subscribe(topic)
+
+  t.is(typeof observable['@@observable'], 'function')
+  t.is(observable['@@observable'](), observable)
+  if (typeof Symbol.observable === 'symbol') t.is(observable[Symbol.observable](), observable)
+
+  const inbox = receiver()
+  const subscription = observable['@@observable']().subscribe(inbox.observer)
+  await subscription.ready
+  await pubsub.publish(topic, 'through interop', { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['through interop'])
+})
+
+test('sub.closed is false while subscribed and true after unsubscribe(), which may be called twice', async (t) => {
+  const topic = uniqueTopic('closed')
+  const pubsub = newPubSub(t)
+
+  const subscription = pubsub.subscribe(topic).subscribe(() => {})
+  t.false(subscription.closed)
+  await subscription.ready
+  t.false(subscription.closed)
+
+  subscription.unsubscribe()
+  t.true(subscription.closed)
+  t.notThrows(() => subscription.unsubscribe())
+  t.true(subscription.closed)
+})
+
+test('sub.ready settles, instead of staying pending forever, when unsubscribe() comes before the SUBACK', async (t) => {
+  const topic = uniqueTopic('ready-early-unsubscribe')
+  const pubsub = newPubSub(t)
+
+  const subscription = pubsub.subscribe(topic).subscribe(() => {})
+  subscription.unsubscribe()
+
+  // Resolving or rejecting are both fine; never settling hangs whoever awaits it.
+  const settled = subscription.ready.then(
+    () => 'resolved',
+    (error) => `rejected with ${error.code}`,
+  )
+  await t.notThrowsAsync(within(settled, 2_000, 'sub.ready to settle after unsubscribe()'))
+})
+
+test('unsubscribing stops delivery to that observer', async (t) => {
+  const topic = uniqueTopic('stops')
+  const pubsub = newPubSub(t)
+  const gone = receiver()
+  const stays = receiver()
+  const goneSub = pubsub.subscribe(topic).subscribe(gone.observer)
+  // A different filter matching the same topics keeps the connection and the messages coming.
+  const staysSub = pubsub.subscribe(`${topic}/#`).subscribe(stays.observer)
+  await Promise.all([goneSub.ready, staysSub.ready])
+
+  await pubsub.publish(topic, 'before', { qos: 1 })
+  t.deepEqual(await gone.take(1), ['before'])
+  goneSub.unsubscribe()
+  await pubsub.publish(topic, 'after', { qos: 1 })
+
+  t.deepEqual(await stays.take(2), ['before', 'after'])
+  t.deepEqual(gone.received, ['before'])
+})
+
+test('sub.ready resolves once the broker acknowledged the SUBSCRIBE, so a publish right after it is received', async (t) => {
+  const topic = uniqueTopic('ready')
+  const log = brokerLog(t, topic)
+  const subscriber = newPubSub(t)
+  const publisher = newPubSub(t)
+  const inbox = receiver()
+
+  const subscription = subscriber.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
+  t.true(subscription.ready instanceof Promise)
+  t.is(await subscription.ready, undefined)
+  t.deepEqual(log.subscribes, [{ topic, qos: 1 }])
+
+  await publisher.publish(topic, { first: true }, { qos: 1 })
+  const [message] = await inbox.take(1)
+  t.deepEqual(plain(message), { first: true })
+})
+
+test('two observers of one filter share a single SUBSCRIBE at the broker', async (t) => {
+  const topic = uniqueTopic('refcount-subscribe')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const first = receiver()
+  const second = receiver()
+
+  const firstSub = pubsub.subscribe(topic).subscribe(first.observer)
+  const secondSub = pubsub.subscribe(topic).subscribe(second.observer)
+  await Promise.all([firstSub.ready, secondSub.ready])
+  // A message through the broker after both: any second SUBSCRIBE has been handled by now.
+  await pubsub.publish(topic, 'both', { qos: 1 })
+  t.deepEqual(await first.take(1), ['both'])
+  t.deepEqual(await second.take(1), ['both'])
+
+  t.deepEqual(log.subscribes, [{ topic, qos: 0 }])
+})
+
+test('an observer that joins an acknowledged filter is ready without another SUBSCRIBE', async (t) => {
+  const topic = uniqueTopic('refcount-late')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const first = receiver()
+  const late = receiver()
+
+  await pubsub.subscribe(topic).subscribe(first.observer).ready
+  await pubsub.subscribe(topic).subscribe(late.observer).ready
+  await pubsub.publish(topic, 'x', { qos: 1 })
+
+  t.deepEqual(await late.take(1), ['x'])
+  t.deepEqual(log.subscribes, [{ topic, qos: 0 }])
+})
+
+test('the broker gets UNSUBSCRIBE only when the last observer of a filter leaves', async (t) => {
+  const topic = uniqueTopic('refcount-unsubscribe')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const first = receiver()
+  const last = receiver()
+  const firstSub = pubsub.subscribe(topic).subscribe(first.observer)
+  const lastSub = pubsub.subscribe(topic).subscribe(last.observer)
+  await Promise.all([firstSub.ready, lastSub.ready])
+
+  firstSub.unsubscribe()
+  // Still subscribed at the broker: the remaining observer goes on receiving.
+  await pubsub.publish(topic, 'still here', { qos: 1 })
+  t.deepEqual(await last.take(1), ['still here'])
+  t.deepEqual(log.unsubscribes, [])
+
+  const unsubscribed = brokerUnsubscribes(topic)
+  lastSub.unsubscribe()
+  await unsubscribed
+  t.deepEqual(log.unsubscribes, [topic])
+})
+
+test('leaving an observer of several filters unsubscribes only the filters nobody else observes', async (t) => {
+  const shared = uniqueTopic('refcount-shared')
+  const own = uniqueTopic('refcount-own')
+  const log = brokerLog(t, shared, own)
+  const pubsub = newPubSub(t)
+  const both = pubsub.subscribe([shared, own]).subscribe(() => {})
+  const sharedOnly = receiver()
+  const sharedSub = pubsub.subscribe(shared).subscribe(sharedOnly.observer)
+  await Promise.all([both.ready, sharedSub.ready])
+
+  const ownUnsubscribed = brokerUnsubscribes(own)
+  both.unsubscribe()
+  await ownUnsubscribed
+  await pubsub.publish(shared, 'shared is kept', { qos: 1 })
+
+  t.deepEqual(await sharedOnly.take(1), ['shared is kept'])
+  t.deepEqual(log.unsubscribes, [own])
+})
+
+test('an observer asking for a higher QoS upgrades the broker subscription of the filter', async (t) => {
+  const topic = uniqueTopic('refcount-qos')
+  const log = brokerLog(t, topic)
+  const pubsub = newPubSub(t)
+  const low = receiver()
+  const high = receiver()
+
+  await pubsub.subscribe(topic, { qos: 0 }).subscribe(low.observer).ready
+  await pubsub.subscribe(topic, { qos: 1, format: 'message' }).subscribe(high.observer).ready
+  await pubsub.publish(topic, 'upgraded', { qos: 1 })
+
+  t.deepEqual(log.subscribes, [
+    { topic, qos: 0 },
+    { topic, qos: 1 },
+  ])
+  const [message] = await high.take(1)
+  t.is(message.qos, 1)
+  t.deepEqual(await low.take(1), ['upgraded'])
+})
