@@ -37,8 +37,17 @@ function readOptions(options) {
 }
 
 /** The options Rust reads: plain data only, undefined keys dropped. */
-function plainOptions(options) {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
+function plainOptions(options, prefix = '') {
+  const plain = {}
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue
+    // JSON (what Rust reads) has no NaN or Infinity.
+    if (typeof value === 'number' && !Number.isFinite(value)) {
+      throw pubsubError('ERR_INVALID_OPTION', `Option '${prefix}${key}' must be a finite number, got ${value}`)
+    }
+    plain[key] = value
+  }
+  return plain
 }
 
 /**
@@ -60,7 +69,20 @@ class PubSub extends EventEmitter {
   #closing = null
   #resolveClosed = null
   #keptAlive = false
+  /** a graceful disconnect is under way: stay alive until it is done */
+  #disconnecting = false
   #warned = new Set()
+
+  /** Instances not yet closed, for the process-exit hook below. */
+  static #open = new Set()
+
+  static {
+    // When Node is about to exit, end idle connections with DISCONNECT rather than a dropped
+    // socket, so brokers do not publish wills for processes that simply finished.
+    process.on('beforeExit', () => {
+      for (const pubsub of PubSub.#open) pubsub.#disconnectIfIdle()
+    })
+  }
 
   constructor(options) {
     super()
@@ -73,12 +95,13 @@ class PubSub extends EventEmitter {
     if (will !== undefined && will !== null) {
       if (typeof will !== 'object') throw pubsubError('ERR_INVALID_OPTION', "Option 'will' must be an object")
       willPayload = encodePayload(will.message === undefined ? '' : will.message)
-      willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain })
+      willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain }, 'will.')
     }
     const caText = Buffer.isBuffer(ca) ? ca.toString('utf8') : ca
     this.#native = new NativeClient(plainOptions({ ...rest, will: willOptions, ca: caText }), willPayload, (batch) =>
       this.#onEvents(batch),
     )
+    PubSub.#open.add(this)
   }
 
   /** The MQTT client id of this instance's connection. */
@@ -191,7 +214,7 @@ class PubSub extends EventEmitter {
         entry.closed = true
         entry.readyReject(pubsubError('ERR_CLOSED', 'The subscription was unsubscribed before the broker acknowledged it'))
         this.#observers.delete(id)
-        this.#native.unsubscribe(id)
+        this.#release(id)
         this.#keepAliveIfBusy()
       },
     }
@@ -267,7 +290,7 @@ class PubSub extends EventEmitter {
         if (!entry) return
         if (!event.code) return entry.readyResolve()
         this.#observers.delete(event.id)
-        this.#native.unsubscribe(event.id)
+        this.#release(event.id)
         return this.#fail(entry, pubsubError(event.code, event.message))
       }
       case 'failed': {
@@ -287,6 +310,7 @@ class PubSub extends EventEmitter {
         for (const entry of entries) this.#complete(entry)
         this.#resolveClosed()
         this.#resolveClosed = null
+        PubSub.#open.delete(this)
         return
       }
     }
@@ -334,7 +358,20 @@ class PubSub extends EventEmitter {
     this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)
   }
 
+  /** Tells Rust an observer left; it may begin the graceful disconnect. */
+  #release(id) {
+    if (this.#native.unsubscribe(id)) this.#disconnecting = true
+  }
+
+  #disconnectIfIdle() {
+    if (this.#native.disconnectWhenIdle()) {
+      this.#disconnecting = true
+      this.#keepAliveIfBusy()
+    }
+  }
+
   #announce(state) {
+    if (state !== 'ConnectedPendingDisconnect') this.#disconnecting = false
     this.#state = state
     this.emit(CONNECTION_STATE_CHANGE, state)
     Hub.dispatch('pubsub', {
@@ -346,7 +383,8 @@ class PubSub extends EventEmitter {
 
   /** Like a socket: Node stays up while something is subscribed or pending. */
   #keepAliveIfBusy() {
-    const busy = this.#observers.size > 0 || this.#ops.size > 0 || this.#held.length > 0 || this.#resolveClosed !== null
+    const busy =
+      this.#observers.size > 0 || this.#ops.size > 0 || this.#held.length > 0 || this.#disconnecting || this.#resolveClosed !== null
     if (busy !== this.#keptAlive) {
       this.#keptAlive = busy
       this.#native.keepAlive(busy)

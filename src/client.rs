@@ -162,19 +162,33 @@ impl Client {
         Ok(())
     }
 
-    pub fn unsubscribe(&self, observer: u32) {
+    /// Removes an observer. Returns true when that left nobody subscribed and the connection
+    /// is now closing gracefully (ConnectedPendingDisconnect).
+    pub fn unsubscribe(&self, observer: u32) -> bool {
         let mut core = self.shared.core.lock();
         if core.closed {
-            return;
+            return false;
         }
         for filter in core.subs.remove_observer(observer) {
             core.outbox.submit(&self.shared.requests, Request::Unsubscribe { filter });
         }
-        if !core.subs.has_observers() && core.state == ConnectionState::Connected {
-            // Amplify's sequence: the last observer leaving disconnects, once nothing is pending.
-            self.shared.set_state(&mut core, ConnectionState::ConnectedPendingDisconnect);
-            self.shared.attention.notify_one();
+        self.begin_idle_disconnect(&mut core)
+    }
+
+    /// Ends a connection nobody is subscribed on, with DISCONNECT once nothing is pending.
+    /// Returns true when that has begun (a `Disconnected` state event will follow).
+    pub fn disconnect_when_idle(&self) -> bool {
+        self.begin_idle_disconnect(&mut self.shared.core.lock())
+    }
+
+    fn begin_idle_disconnect(&self, core: &mut Core) -> bool {
+        if core.closed || core.subs.has_observers() || core.state != ConnectionState::Connected {
+            return false;
         }
+        // Amplify's sequence: Connected → ConnectedPendingDisconnect → Disconnected.
+        self.shared.set_state(core, ConnectionState::ConnectedPendingDisconnect);
+        self.shared.attention.notify_one();
+        true
     }
 
     /// Rejects everything pending with ERR_CLOSED, completes observers, disconnects.

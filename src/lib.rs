@@ -66,9 +66,16 @@ impl NativeClient {
         js(self.client.subscribe(observer, filters, qos))
     }
 
+    /// True when this left nobody subscribed and a graceful disconnect has begun.
     #[napi]
-    pub fn unsubscribe(&self, observer: u32) {
+    pub fn unsubscribe(&self, observer: u32) -> bool {
         self.client.unsubscribe(observer)
+    }
+
+    /// Starts a graceful disconnect if nobody is subscribed; true when one has begun.
+    #[napi]
+    pub fn disconnect_when_idle(&self) -> bool {
+        self.client.disconnect_when_idle()
     }
 
     #[napi]

@@ -71,30 +71,47 @@ fn invalid(msg: String) -> PubSubError {
     PubSubError::InvalidOption(msg)
 }
 
-fn opt_string(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid(format!("Option '{key}' must be a string, got {}", type_name(other)))),
-    }
+/// One object of options; `prefix` names nested ones in messages (`will.`).
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'static str,
 }
 
-fn opt_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(invalid(format!("Option '{key}' must be a boolean, got {}", type_name(other)))),
+impl Fields<'_> {
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(invalid(format!("Option '{}{key}' must be a string, got {}", self.prefix, type_name(other)))),
+        }
     }
-}
 
-fn opt_number(map: &Map<String, Value>, key: &str, min: f64, max: f64, unit: &str) -> Result<Option<f64>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(v) if v.is_finite() && v >= min && v <= max => Ok(Some(v)),
-            _ => Err(invalid(format!("Option '{key}' must be between {min} and {max} {unit}, got {n}"))),
-        },
-        Some(other) => Err(invalid(format!("Option '{key}' must be a number of {unit}, got {}", type_name(other)))),
+    fn bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(invalid(format!("Option '{}{key}' must be a boolean, got {}", self.prefix, type_name(other)))),
+        }
+    }
+
+    fn number(&self, key: &str, min: f64, max: f64, unit: &str) -> Result<Option<f64>> {
+        let prefix = self.prefix;
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(v) if v >= min && v <= max => Ok(Some(v)),
+                _ => Err(invalid(format!("Option '{prefix}{key}' must be between {min} and {max} {unit}, got {n}"))),
+            },
+            Some(other) => Err(invalid(format!("Option '{prefix}{key}' must be a number of {unit}, got {}", type_name(other)))),
+        }
+    }
+
+    fn qos(&self, key: &str) -> Result<Option<QoS>> {
+        match self.number(key, 0.0, 2.0, "(0, 1 or 2)")? {
+            None => Ok(None),
+            Some(v) if v.fract() == 0.0 => parse_qos(v as u32).map(Some),
+            Some(v) => Err(invalid(format!("Option '{}{key}' must be 0, 1 or 2, got {v}", self.prefix))),
+        }
     }
 }
 
@@ -120,7 +137,7 @@ pub fn parse_qos(value: u32) -> Result<QoS> {
 
 /// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
-    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{raw}': {why}"));
+    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", without_userinfo(raw)));
     let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
     let scheme = match url.scheme() {
         "ws" => Scheme::Ws,
@@ -145,16 +162,28 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     Ok(Endpoint { scheme, host, port, url: url.to_string() })
 }
 
+/// The URL as it may be shown: a `user:password@` part is replaced, never echoed.
+fn without_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://") else { return raw.to_string() };
+    let authority_start = scheme_end + 3;
+    let authority_end = raw[authority_start..].find(['/', '?', '#']).map_or(raw.len(), |i| authority_start + i);
+    match raw[authority_start..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &raw[..authority_start], &raw[authority_start + at + 1..]),
+        None => raw.to_string(),
+    }
+}
+
 fn parse_will(value: &Value) -> Result<Option<Will>> {
     let map = match value {
         Value::Null => return Ok(None),
         Value::Object(map) => map,
         other => return Err(invalid(format!("Option 'will' must be an object, got {}", type_name(other)))),
     };
-    let topic = opt_string(map, "topic")?.ok_or_else(|| invalid("Option 'will.topic' is required".into()))?;
+    let fields = Fields { map, prefix: "will." };
+    let topic = fields.string("topic")?.ok_or_else(|| invalid("Option 'will.topic' is required".into()))?;
     validate_topic(&topic).map_err(|e| invalid(format!("Option 'will.topic': {e}")))?;
-    let qos = parse_qos(opt_number(map, "qos", 0.0, 2.0, "(0, 1 or 2)")?.unwrap_or(0.0) as u32)?;
-    let retain = opt_bool(map, "retain")?.unwrap_or(false);
+    let qos = fields.qos("qos")?.unwrap_or(QoS::AtMostOnce);
+    let retain = fields.bool("retain")?.unwrap_or(false);
     Ok(Some(Will { topic, qos, retain }))
 }
 
@@ -164,39 +193,40 @@ impl ClientOptions {
             Value::Object(map) => map,
             other => return Err(invalid(format!("PubSub options must be an object, got {}", type_name(other)))),
         };
+        let fields = Fields { map, prefix: "" };
         if let Some(unknown) = map.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
             return Err(invalid(format!("Unknown option '{unknown}'; known options are {}", KNOWN_OPTIONS.join(", "))));
         }
-        let raw_endpoint = match opt_string(map, "endpoint")? {
+        let raw_endpoint = match fields.string("endpoint")? {
             Some(e) => e,
-            None => opt_string(map, "aws_pubsub_endpoint")?.ok_or_else(|| {
+            None => fields.string("aws_pubsub_endpoint")?.ok_or_else(|| {
                 PubSubError::InvalidEndpoint("Option 'endpoint' is required, e.g. 'wss://broker.example.com/mqtt'".into())
             })?,
         };
         let endpoint = parse_endpoint(&raw_endpoint)?;
 
-        let client_id = match opt_string(map, "clientId")? {
+        let client_id = match fields.string("clientId")? {
             Some(id) if id.is_empty() || id.len() > 65_535 => {
                 return Err(invalid("Option 'clientId' must be a non-empty string of at most 65,535 bytes".into()))
             }
             Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let username = opt_string(map, "username")?;
-        let password = opt_string(map, "password")?;
+        let username = fields.string("username")?;
+        let password = fields.string("password")?;
         if password.is_some() && username.is_none() {
             return Err(invalid("Option 'password' needs 'username' too (MQTT 3.1.1)".into()));
         }
         // keepAlive in seconds like MQTT.js and the MQTT spec; 0 turns keep-alive off.
-        let keep_alive_s = opt_number(map, "keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
+        let keep_alive_s = fields.number("keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
         if keep_alive_s > 0.0 && keep_alive_s < 1.0 {
             return Err(invalid("Option 'keepAlive' is in seconds: use 0 (off) or at least 1".into()));
         }
         // connectTimeout in milliseconds like MQTT.js.
-        let connect_timeout_ms = opt_number(map, "connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
-        let clean_session = opt_bool(map, "cleanSession")?.unwrap_or(true);
+        let connect_timeout_ms = fields.number("connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
+        let clean_session = fields.bool("cleanSession")?.unwrap_or(true);
         let will = map.get("will").map(parse_will).transpose()?.flatten();
-        let ca = opt_string(map, "ca")?;
+        let ca = fields.string("ca")?;
         if let Some(pem) = &ca {
             tls::parse_ca(pem)?;
         }
@@ -261,6 +291,28 @@ mod tests {
     fn malformed_endpoints_are_rejected_with_their_code() {
         for bad in ["", "not a url", "http://x/mqtt", "ws://", "ws://user:pw@host/"] {
             assert_eq!(parse_endpoint(bad).unwrap_err().code(), "ERR_INVALID_ENDPOINT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_an_endpoint_are_never_echoed() {
+        let err = parse_endpoint("ws://bob:s3cret@127.0.0.1/mqtt").unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && !err.contains("bob"), "{err}");
+        assert!(err.contains("ws://***@127.0.0.1/mqtt"), "{err}");
+        let err = parse_endpoint("gopher://u:p@h/x").unwrap_err().to_string();
+        assert!(!err.contains("u:p"), "{err}");
+    }
+
+    #[test]
+    fn will_errors_name_the_will_field_and_qos_must_be_whole() {
+        for (will, field) in [
+            (json!({ "topic": "a", "qos": 1.5 }), "will.qos"),
+            (json!({ "topic": "a", "qos": 3 }), "will.qos"),
+            (json!({ "topic": 5 }), "will.topic"),
+            (json!({ "topic": "a", "retain": "yes" }), "will.retain"),
+        ] {
+            let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "will": will })).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
         }
     }
 

@@ -1,0 +1,498 @@
+'use strict'
+// Every error code the package reports, each with the mistake or failure that produces it, and
+// where it surfaces: constructor errors throw synchronously, publish errors reject the returned
+// promise, subscribe errors go to the observer's `error` (and reject `subscription.ready`).
+const fs = require('node:fs')
+const http = require('node:http')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const { execFileSync } = require('node:child_process')
+const test = require('ava')
+const { PubSub } = require('../mqtt.js')
+const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
+const { useAedes } = require('./helpers/aedes.js')
+
+const broker = useMosquitto(test)
+// aedes answers SUBACK 0x80 for a subscription its authorizeSubscribe hook turns down
+// (mosquitto 2 grants an ACL-denied filter to an MQTT 3.1.1 client and just never delivers).
+const refusingBroker = useAedes(test, {
+  authorizeSubscribe(client, subscription, callback) {
+    callback(null, subscription.topic.startsWith('forbidden/') ? null : subscription)
+  },
+})
+
+const USER = 'alice'
+const PASSWORD = 'correct-horse-battery-staple'
+const WRONG_PASSWORD = 'Tr0ub4dor&3-wrong'
+const authBroker = {}
+
+test.before(async () => {
+  // mosquitto drops root privileges to user `mosquitto`: its password file must be readable.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-auth-'))
+  fs.chmodSync(dir, 0o755)
+  const passwordFile = path.join(dir, 'passwd')
+  execFileSync('/usr/bin/mosquitto_passwd', ['-b', '-c', passwordFile, USER, PASSWORD])
+  fs.chmodSync(passwordFile, 0o644)
+  Object.assign(authBroker, await startMosquitto({ lines: ['allow_anonymous false', `password_file ${passwordFile}`] }))
+  authBroker.passwordDir = dir
+})
+
+test.after.always(async () => {
+  if (authBroker.stop) await authBroker.stop()
+  if (authBroker.passwordDir) fs.rmSync(authBroker.passwordDir, { recursive: true, force: true })
+})
+
+let counter = 0
+/** A topic prefix no other test uses. */
+function uniqueTopic(name) {
+  counter += 1
+  return `errors/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
+}
+
+function open(t, options) {
+  const pubsub = new PubSub(options)
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) resolve()
+      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      else setTimeout(check, 10)
+    }
+    check()
+  })
+}
+
+/** Subscribes and resolves once the broker acknowledged; `values` fills as messages arrive. */
+async function listen(t, pubsub, filter, options = { format: 'string' }) {
+  const values = []
+  const errors = []
+  const sub = pubsub.subscribe(filter, options).subscribe({ next: (v) => values.push(v), error: (e) => errors.push(e) })
+  t.teardown(() => sub.unsubscribe())
+  await sub.ready
+  return { values, errors, sub }
+}
+
+/** Resolves with the error the observer's `error` receives. */
+function observerError(pubsub, topics, options) {
+  return new Promise((resolve, reject) => {
+    let sub
+    const timer = setTimeout(() => reject(new Error('the observer got no error')), 10_000)
+    sub = pubsub.subscribe(topics, options).subscribe({
+      next: (value) => reject(new Error(`unexpected message ${String(value)}`)),
+      error: (error) => {
+        clearTimeout(timer)
+        // `sub` is unset when the error arrives during `.subscribe()` itself; read it later.
+        setImmediate(() => resolve({ error, sub }))
+      },
+    })
+  })
+}
+
+/** A TCP server that answers the first packet it gets with `reply`, or never answers. */
+async function fakeServer(t, reply) {
+  const sockets = new Set()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    if (reply) socket.once('data', () => socket.write(reply))
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  return `mqtt://127.0.0.1:${server.address().port}`
+}
+
+/** An HTTP server that answers every WebSocket upgrade with `status`. */
+async function httpStatusServer(t, status) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(status)
+    res.end()
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  return `ws://127.0.0.1:${server.address().port}/mqtt`
+}
+
+/** `new PubSub(options)`; an instance that (wrongly) gets built is closed again at once. */
+function construct(options) {
+  const pubsub = new PubSub(options)
+  pubsub.close()
+  return pubsub
+}
+
+const CONNACK = (returnCode) => Buffer.from([0x20, 0x02, 0x00, returnCode])
+
+// ---------------------------------------------------------------- ERR_INVALID_ENDPOINT (sync)
+
+for (const [what, endpoint, hint] of [
+  ['an http:// URL', 'http://127.0.0.1/mqtt', /unsupported scheme 'http:'.*ws:\/\/.*mqtt:\/\//],
+  ['a URL without a host', 'ws://', /host/],
+  ['a string that is no URL', 'not a url', /not a url/],
+  ['an empty string', '', /endpoint/i],
+]) {
+  test(`the constructor throws ERR_INVALID_ENDPOINT synchronously for ${what}`, (t) => {
+    const error = t.throws(() => new PubSub({ endpoint }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.regex(error.message, hint)
+  })
+}
+
+test('the constructor throws ERR_INVALID_ENDPOINT naming the option when no endpoint is given', (t) => {
+  const error = t.throws(() => new PubSub({ clientId: 'no-endpoint' }), { code: 'ERR_INVALID_ENDPOINT' })
+  t.regex(error.message, /'endpoint' is required/)
+})
+
+test('credentials in the endpoint URL are refused with ERR_INVALID_ENDPOINT without echoing the password', (t) => {
+  const secret = 'url-secret-Pa55w0rd'
+  const error = t.throws(() => new PubSub({ endpoint: `ws://bob:${secret}@127.0.0.1:1883/mqtt` }), {
+    code: 'ERR_INVALID_ENDPOINT',
+  })
+  t.regex(error.message, /username and password options/)
+  t.false(error.message.includes(secret), `the message leaks the password: ${error.message}`)
+  t.false(String(error.stack).includes(secret), 'the stack leaks the password')
+})
+
+// ------------------------------------------------------------------ ERR_INVALID_OPTION (sync)
+
+const endpoint = 'ws://127.0.0.1:1/mqtt'
+for (const [what, options, named] of [
+  ['options that are not an object', 'ws://127.0.0.1:1/mqtt', 'options'],
+  ['an endpoint that is not a string', { endpoint: 1883 }, 'endpoint'],
+  ['a clientId that is not a string', { endpoint, clientId: 7 }, 'clientId'],
+  ['an empty clientId', { endpoint, clientId: '' }, 'clientId'],
+  ['a username that is not a string', { endpoint, username: 5 }, 'username'],
+  ['a password without a username', { endpoint, password: 'pw' }, 'password'],
+  ['a keepAlive given as a string', { endpoint, keepAlive: '60' }, 'keepAlive'],
+  ['a keepAlive in milliseconds by mistake', { endpoint, keepAlive: 0.5 }, 'keepAlive'],
+  ['a keepAlive beyond MQTT’s 65,535 s', { endpoint, keepAlive: 70_000 }, 'keepAlive'],
+  ['a keepAlive that is NaN', { endpoint, keepAlive: Number.NaN }, 'keepAlive'],
+  ['a connectTimeout of 0', { endpoint, connectTimeout: 0 }, 'connectTimeout'],
+  ['a connectTimeout of Infinity', { endpoint, connectTimeout: Number.POSITIVE_INFINITY }, 'connectTimeout'],
+  ['a cleanSession that is not a boolean', { endpoint, cleanSession: 'yes' }, 'cleanSession'],
+  ['an unknown option (wrong case)', { endpoint, keepalive: 30 }, "Unknown option 'keepalive'"],
+  ['a will that is not an object', { endpoint, will: 'bye' }, 'will'],
+  ['a will without a topic', { endpoint, will: { message: 'bye' } }, 'will.topic'],
+  ['a will topic with a wildcard', { endpoint, will: { topic: 'status/#' } }, 'will.topic'],
+  ['an empty will topic', { endpoint, will: { topic: '' } }, 'will.topic'],
+  ['a will topic that is not a string', { endpoint, will: { topic: 5 } }, 'will.topic'],
+  ['a will qos of 3', { endpoint, will: { topic: 'status', qos: 3 } }, 'will.qos'],
+  ['a will qos of 1.5', { endpoint, will: { topic: 'status', qos: 1.5 } }, 'will.qos'],
+  ['a will retain that is not a boolean', { endpoint, will: { topic: 'status', retain: 'yes' } }, 'will.retain'],
+  ['a ca that holds no certificate', { endpoint, ca: 'not a certificate' }, 'ca'],
+  ['a ca Buffer that holds no certificate', { endpoint, ca: Buffer.from('garbage') }, 'ca'],
+  [
+    'a ca whose PEM block is corrupt',
+    { endpoint, ca: '-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n' },
+    'ca',
+  ],
+  ['a ca that is not a string or Buffer', { endpoint, ca: 5 }, 'ca'],
+]) {
+  test(`the constructor throws ERR_INVALID_OPTION naming the option for ${what}`, (t) => {
+    const error = t.throws(() => construct(options), { code: 'ERR_INVALID_OPTION' })
+    t.true(error.message.includes(named), `"${error.message}" should mention ${named}`)
+  })
+}
+
+test('an unknown option error lists the known options', (t) => {
+  const error = t.throws(() => new PubSub({ endpoint, host: '127.0.0.1' }), { code: 'ERR_INVALID_OPTION' })
+  t.regex(error.message, /Unknown option 'host'/)
+  t.regex(error.message, /endpoint.*clientId.*keepAlive/)
+})
+
+test('a will message that cannot be serialised throws ERR_PAYLOAD from the constructor', (t) => {
+  t.throws(() => new PubSub({ endpoint, will: { topic: 'status', message: 10n } }), { code: 'ERR_PAYLOAD' })
+})
+
+// ---------------------------------------------------------------------- ERR_INVALID_TOPIC
+
+for (const [what, bad, hint] of [
+  ['an empty topic', '', /must not be empty/],
+  ['a topic with the + wildcard', 'a/+', /wildcards/],
+  ['a topic with the # wildcard', 'a/#', /wildcards/],
+  ['a topic with a NUL character', 'a/b\u0000c', /NUL/],
+  ['a topic of 65,536 bytes', 't/' + 'x'.repeat(65_534), /65536 bytes.*65535/],
+  ['a topic of 32,768 characters but 65,536 UTF-8 bytes', 'é'.repeat(32_768), /65536 bytes/],
+  ['an empty topic list', [], /topics/],
+  ['a topic list with one bad topic', ['ok/topic', 'bad/+'], /wildcards/],
+]) {
+  test(`publishing to ${what} rejects ERR_INVALID_TOPIC and sends nothing`, async (t) => {
+    const marker = uniqueTopic('marker')
+    const watcher = open(t, { endpoint: broker.wsUrl })
+    // Everything on the broker: what we look for is this test's marker in the payload.
+    const { values } = await listen(t, watcher, '#')
+    const publisher = open(t, { endpoint: broker.wsUrl })
+    const states = []
+    publisher.on('ConnectionStateChange', (state) => states.push(state))
+
+    await t.throwsAsync(publisher.publish(bad, `bad ${marker}`, { qos: 1 }), { code: 'ERR_INVALID_TOPIC', message: hint })
+    t.deepEqual(states, [], 'an invalid publish does not even open a connection')
+
+    const sentinel = uniqueTopic('sentinel')
+    await publisher.publish(sentinel, `end ${marker}`, { qos: 1 })
+    await waitFor(() => values.some((v) => v === JSON.stringify(`end ${marker}`)), 5_000, 'the sentinel')
+    t.deepEqual(
+      values.filter((v) => v.includes(marker)),
+      [JSON.stringify(`end ${marker}`)],
+      'only the sentinel reached the broker',
+    )
+  })
+}
+
+test('publishing rejects a topic list that is not strings with ERR_INVALID_TOPIC', async (t) => {
+  const pubsub = open(t, { endpoint })
+  await t.throwsAsync(pubsub.publish(42, 'x'), { code: 'ERR_INVALID_TOPIC' })
+  await t.throwsAsync(pubsub.publish(['a', 5], 'x'), { code: 'ERR_INVALID_TOPIC' })
+})
+
+for (const [what, filter] of [
+  ['a + that does not fill its level', 'a+'],
+  ['a # that is not the last level', 'a/#/b'],
+  ['a # that does not fill its level', 'a/b#'],
+  ['an empty filter', ''],
+  ['a NUL character', 'a/\u0000'],
+]) {
+  test(`subscribing to a filter with ${what} reports ERR_INVALID_TOPIC to the observer, not as a throw`, async (t) => {
+    const pubsub = open(t, { endpoint: broker.wsUrl })
+    const states = []
+    pubsub.on('ConnectionStateChange', (state) => states.push(state))
+    const { error, sub } = await observerError(pubsub, filter)
+    t.is(error.code, 'ERR_INVALID_TOPIC')
+    t.true(error.message.includes('filter'), error.message)
+    await t.throwsAsync(sub.ready, { code: 'ERR_INVALID_TOPIC' })
+    t.true(sub.closed)
+    t.deepEqual(states, [], 'no connection is opened for an invalid filter')
+  })
+}
+
+// ------------------------------------------------------------------------------ ERR_PAYLOAD
+
+const circular = { name: 'loop' }
+circular.self = circular
+for (const [what, message] of [
+  ['a circular object', circular],
+  ['a BigInt', 10n],
+  ['undefined', undefined],
+  ['a function', () => 1],
+]) {
+  test(`publishing ${what} rejects ERR_PAYLOAD and sends nothing`, async (t) => {
+    const topic = uniqueTopic('payload')
+    const watcher = open(t, { endpoint: broker.wsUrl })
+    const { values } = await listen(t, watcher, `${topic}/#`)
+    const publisher = open(t, { endpoint: broker.wsUrl })
+
+    const error = await t.throwsAsync(publisher.publish(`${topic}/bad`, message, { qos: 1 }), { code: 'ERR_PAYLOAD' })
+    t.regex(error.message, /cannot be sent as JSON/)
+    await publisher.publish(`${topic}/sentinel`, 'end', { qos: 1 })
+    await waitFor(() => values.length > 0, 5_000, 'the sentinel')
+    t.deepEqual(values, [JSON.stringify('end')])
+  })
+}
+
+// ------------------------------------------------------------- ERR_INVALID_OPTION (per call)
+
+for (const [what, options] of [
+  ['qos 3', { qos: 3 }],
+  ['qos -1', { qos: -1 }],
+  ['qos 1.5', { qos: 1.5 }],
+  ['qos given as a string', { qos: '1' }],
+  ['options that are not an object', 'qos1'],
+]) {
+  test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {
+    const pubsub = open(t, { endpoint })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x', options), { code: 'ERR_INVALID_OPTION' })
+    t.regex(error.message, /qos|options/)
+  })
+}
+
+test('subscribing with a bad qos reports ERR_INVALID_OPTION to the observer', async (t) => {
+  const pubsub = open(t, { endpoint })
+  const { error } = await observerError(pubsub, 'a/b', { qos: 5 })
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.regex(error.message, /qos must be 0, 1 or 2, got 5/)
+})
+
+test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the formats', async (t) => {
+  const pubsub = open(t, { endpoint })
+  const { error } = await observerError(pubsub, 'a/b', { format: 'xml' })
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.regex(error.message, /format must be one of json, string, binary, message, got xml/)
+})
+
+// ---------------------------------------------------------------- connection failures
+
+test('a broker that is not listening makes publish reject ERR_CONNECTION', async (t) => {
+  const port = await freePort()
+  for (const url of [`mqtt://127.0.0.1:${port}`, `ws://127.0.0.1:${port}/mqtt`]) {
+    const pubsub = open(t, { endpoint: url })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECTION' })
+    t.true(error.message.includes(url), `the message names the endpoint: ${error.message}`)
+    t.regex(error.message, /refused/i)
+  }
+})
+
+test('a broker that is not listening fails a subscription with ERR_CONNECTION', async (t) => {
+  const port = await freePort()
+  const pubsub = open(t, { endpoint: `mqtt://127.0.0.1:${port}` })
+  const { error, sub } = await observerError(pubsub, 'a/b')
+  t.is(error.code, 'ERR_CONNECTION')
+  await t.throwsAsync(sub.ready, { code: 'ERR_CONNECTION' })
+})
+
+test('a server that accepts but never sends CONNACK makes publish reject ERR_CONNECT_TIMEOUT after connectTimeout', async (t) => {
+  const url = await fakeServer(t, null)
+  const pubsub = open(t, { endpoint: url, connectTimeout: 500 })
+  const started = Date.now()
+  const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECT_TIMEOUT' })
+  const elapsed = Date.now() - started
+  t.true(elapsed >= 450 && elapsed < 3_000, `rejected after ${elapsed} ms`)
+  t.regex(error.message, /500 ms \(connectTimeout\)/)
+})
+
+test('a wrong password is ERR_NOT_AUTHORIZED', async (t) => {
+  const pubsub = open(t, { endpoint: authBroker.wsUrl, username: USER, password: WRONG_PASSWORD })
+  const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_NOT_AUTHORIZED' })
+  t.regex(error.message, /^Not authorized/)
+})
+
+test('no credentials at all on a broker that requires them is ERR_NOT_AUTHORIZED', async (t) => {
+  const pubsub = open(t, { endpoint: authBroker.tcpUrl })
+  const { error } = await observerError(pubsub, 'a/b')
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+})
+
+test('the right password connects: a message round-trips on the password-protected broker', async (t) => {
+  const topic = uniqueTopic('auth')
+  const pubsub = open(t, { endpoint: authBroker.wsUrl, username: USER, password: PASSWORD })
+  const { values } = await listen(t, pubsub, topic, { format: 'json' })
+  await pubsub.publish(topic, { hello: USER }, { qos: 1 })
+  await waitFor(() => values.length > 0, 5_000, 'the round trip')
+  t.like(values[0], { hello: USER })
+})
+
+test("CONNACK 'bad user name or password' and 'not authorized' are ERR_NOT_AUTHORIZED", async (t) => {
+  for (const returnCode of [4, 5]) {
+    const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(returnCode)), username: 'u', password: 'p' })
+    await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_NOT_AUTHORIZED' })
+  }
+})
+
+test('a WebSocket upgrade answered 401 or 403 is ERR_NOT_AUTHORIZED, other statuses ERR_CONNECTION', async (t) => {
+  for (const [status, code] of [
+    [401, 'ERR_NOT_AUTHORIZED'],
+    [403, 'ERR_NOT_AUTHORIZED'],
+    [404, 'ERR_CONNECTION'],
+  ]) {
+    const pubsub = open(t, { endpoint: await httpStatusServer(t, status) })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code })
+    t.true(error.message.includes(`HTTP ${status}`), error.message)
+  }
+})
+
+test("CONNACK 'identifier rejected' is ERR_CONNECT_REFUSED naming the client id", async (t) => {
+  const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(2)), clientId: 'rejected-client-id' })
+  const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECT_REFUSED' })
+  t.regex(error.message, /identifier rejected.*rejected-client-id/)
+})
+
+test("CONNACK 'server unavailable' and 'unacceptable protocol version' are ERR_CONNECT_REFUSED", async (t) => {
+  for (const [returnCode, hint] of [
+    [3, /server unavailable/],
+    [1, /protocol version/],
+  ]) {
+    const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(returnCode)) })
+    await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECT_REFUSED', message: hint })
+  }
+})
+
+// ------------------------------------------------------------------ ERR_SUBSCRIBE_REFUSED
+
+test('a SUBACK failure reaches the observer as ERR_SUBSCRIBE_REFUSED and rejects sub.ready', async (t) => {
+  const pubsub = open(t, { endpoint: refusingBroker.wsUrl })
+  const filter = `forbidden/${uniqueTopic('refused')}`
+  const { error, sub } = await observerError(pubsub, filter)
+  t.is(error.code, 'ERR_SUBSCRIBE_REFUSED')
+  t.true(error.message.includes(`'${filter}'`), `the message names the filter: ${error.message}`)
+  const readyError = await t.throwsAsync(sub.ready, { code: 'ERR_SUBSCRIBE_REFUSED' })
+  t.is(readyError, error)
+  t.true(sub.closed)
+})
+
+test('a refused subscription leaves the connection usable for permitted ones', async (t) => {
+  const pubsub = open(t, { endpoint: refusingBroker.wsUrl })
+  await observerError(pubsub, 'forbidden/topic')
+  const topic = uniqueTopic('allowed')
+  const { values } = await listen(t, pubsub, topic)
+  await pubsub.publish(topic, 'still here', { qos: 1 })
+  await waitFor(() => values.length > 0, 5_000, 'the message')
+  t.deepEqual(values, [JSON.stringify('still here')])
+  t.is(pubsub.connectionState, 'Connected')
+})
+
+// ----------------------------------------------------------------------------- ERR_CLOSED
+
+test('publishing after close() rejects ERR_CLOSED', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  await pubsub.publish(uniqueTopic('closed'), 'before', { qos: 1 })
+  await pubsub.close()
+  const error = await t.throwsAsync(pubsub.publish(uniqueTopic('closed'), 'after', { qos: 1 }), { code: 'ERR_CLOSED' })
+  t.is(error.message, 'The PubSub instance is closed')
+})
+
+test('subscribing after close() reports ERR_CLOSED to the observer', async (t) => {
+  const pubsub = open(t, { endpoint })
+  await pubsub.close()
+  const { error } = await observerError(pubsub, 'a/b')
+  t.is(error.code, 'ERR_CLOSED')
+})
+
+// ---------------------------------------------------------------------------- secrets
+
+test('no error message ever contains the password', async (t) => {
+  const secret = 'Sup3r-S3cret-Passw0rd'
+  const errors = []
+  const capture = async (promise) => {
+    try {
+      await promise
+    } catch (error) {
+      errors.push(error)
+    }
+  }
+  const syncCapture = (fn) => {
+    try {
+      fn()
+    } catch (error) {
+      errors.push(error)
+    }
+  }
+  // Option mistakes made alongside a password.
+  syncCapture(() => new PubSub({ endpoint, password: secret }))
+  syncCapture(() => new PubSub({ endpoint, username: 'u', password: 5, clientId: secret.length }))
+  syncCapture(() => new PubSub({ endpoint, username: 'u', password: secret, keepAlive: '1' }))
+  syncCapture(() => new PubSub({ endpoint: 'http://127.0.0.1/mqtt', username: 'u', password: secret }))
+  // Refusals at connection time.
+  const refused = open(t, { endpoint: authBroker.wsUrl, username: USER, password: secret })
+  await capture(refused.publish('a/b', 'x'))
+  const badCredentials = open(t, { endpoint: await fakeServer(t, CONNACK(4)), username: USER, password: secret })
+  await capture(badCredentials.publish('a/b', 'x'))
+  const forbidden = open(t, { endpoint: await httpStatusServer(t, 401), username: USER, password: secret })
+  await capture(forbidden.publish('a/b', 'x'))
+  const timeout = open(t, { endpoint: await fakeServer(t, null), username: USER, password: secret, connectTimeout: 200 })
+  await capture(timeout.publish('a/b', 'x'))
+
+  t.is(errors.length, 8, 'every scenario failed')
+  for (const error of errors) {
+    t.truthy(error.code, `coded: ${error.message}`)
+    t.false(error.message.includes(secret), `${error.code} leaks the password: ${error.message}`)
+    t.false(String(error.stack).includes(secret), `${error.code} leaks the password in its stack`)
+  }
+})

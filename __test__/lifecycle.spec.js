@@ -1,0 +1,404 @@
+'use strict'
+// The life of a PubSub instance: the connection states it goes through (as events, on the Hub
+// and through the `connectionState` getter), close(), the will message, and how it copes with
+// payloads and callbacks that go wrong without ever taking the process down.
+const net = require('node:net')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const test = require('ava')
+const mqtt = require('mqtt')
+const { PubSub, Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
+const { useMosquitto } = require('./helpers/mosquitto.js')
+const { useAedes } = require('./helpers/aedes.js')
+
+const MQTT_JS = path.join(__dirname, '..', 'mqtt.js')
+const broker = useMosquitto(test)
+
+/** What the aedes broker was told at CONNECT, by client id. */
+const connects = new Map()
+const aedes = useAedes(test, {
+  authenticate(client, username, password, callback) {
+    connects.set(client.id, { username, password: password ? Buffer.from(password).toString('utf8') : password })
+    callback(null, true)
+  },
+})
+
+let counter = 0
+function uniqueTopic(name) {
+  counter += 1
+  return `lifecycle/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
+}
+
+function open(t, options) {
+  const pubsub = new PubSub(options)
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) resolve()
+      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      else setTimeout(check, 10)
+    }
+    check()
+  })
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** An independent MQTT.js client on the same mosquitto. */
+async function mqttJs(t) {
+  const client = await mqtt.connectAsync(broker.wsUrl, { reconnectPeriod: 0, clientId: `mqttjs-${uniqueTopic('c').replace(/\W/g, '')}` })
+  t.teardown(() => client.endAsync(true))
+  return client
+}
+
+/** Process warnings of this package whose message includes `needle`. */
+function captureWarnings(t, needle) {
+  const warnings = []
+  const listener = (warning) => {
+    if (warning.name === 'NativePubSubWarning' && warning.message.includes(needle)) warnings.push(warning)
+  }
+  process.on('warning', listener)
+  t.teardown(() => process.off('warning', listener))
+  return warnings
+}
+
+/** A TCP server that accepts connections and never answers: connecting hangs. */
+async function silentServer(t) {
+  const sockets = new Set()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  return `mqtt://127.0.0.1:${server.address().port}`
+}
+
+const FULL_CYCLE = ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected']
+
+// ------------------------------------------------------------------------ connection states
+
+test('subscribing then unsubscribing the last observer goes Disconnected → Connecting → Connected → ConnectedPendingDisconnect → Disconnected', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const states = [pubsub.connectionState]
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
+
+  const sub = pubsub.subscribe(uniqueTopic('cycle')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => states.length === 5, 5_000, 'Disconnected')
+  await sleep(200)
+  t.deepEqual(states, ['Disconnected', ...FULL_CYCLE])
+  t.deepEqual(FULL_CYCLE.map((state) => ConnectionState[state]), FULL_CYCLE, 'the states are ConnectionState values')
+})
+
+test('Hub listeners on the pubsub channel get every state change as an Amplify capsule', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const capsules = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) capsules.push(capsule)
+  })
+  t.teardown(stop)
+
+  const sub = pubsub.subscribe(uniqueTopic('hub')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => capsules.length === 4, 5_000, 'four capsules')
+
+  t.deepEqual(
+    capsules.map((capsule) => capsule.payload.data.connectionState),
+    FULL_CYCLE,
+  )
+  const [first] = capsules
+  t.is(first.channel, 'pubsub')
+  t.is(first.source, 'PubSub')
+  t.deepEqual(first.patternInfo, [])
+  t.is(first.payload.event, CONNECTION_STATE_CHANGE)
+  t.is(first.payload.event, 'ConnectionStateChange')
+  t.is(first.payload.data.provider, pubsub)
+  t.is(first.payload.message, 'Connection state is Connecting')
+  t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
+})
+
+test('the connectionState getter is the last announced state, in step with the events', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  t.is(pubsub.connectionState, 'Disconnected', 'a new instance has not connected')
+  const seenByGetter = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => seenByGetter.push([state, pubsub.connectionState]))
+
+  const sub = pubsub.subscribe(uniqueTopic('getter')).subscribe({ next() {} })
+  await sub.ready
+  t.is(pubsub.connectionState, 'Connected', 'a ready subscription means a connection')
+  sub.unsubscribe()
+  await waitFor(() => pubsub.connectionState === 'Disconnected', 5_000, 'Disconnected')
+  for (const [state, getter] of seenByGetter) t.is(getter, state)
+  t.is(seenByGetter.length, 4)
+})
+
+test('an idle instance reconnects on demand for the next subscription', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const states = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
+  const topic = uniqueTopic('again')
+  const first = pubsub.subscribe(topic).subscribe({ next() {} })
+  await first.ready
+  first.unsubscribe()
+  await waitFor(() => states.length === 4, 5_000, 'the first cycle')
+
+  const values = []
+  const second = pubsub.subscribe(topic).subscribe({ next: (v) => values.push(v) })
+  await second.ready
+  await pubsub.publish(topic, 'again', { qos: 1 })
+  await waitFor(() => values.length === 1, 5_000, 'the message')
+  t.deepEqual(states, [...FULL_CYCLE, 'Connecting', 'Connected'])
+  t.deepEqual(values, ['again'])
+})
+
+test('the function Hub.listen returns stops that listener, and only that one', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const stopped = []
+  const kept = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) stopped.push(capsule.payload.data.connectionState)
+  })
+  const stopKept = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) kept.push(capsule.payload.data.connectionState)
+  })
+  t.teardown(stopKept)
+
+  const sub = pubsub.subscribe(uniqueTopic('stop')).subscribe({ next() {} })
+  await sub.ready
+  stop()
+  sub.unsubscribe()
+  await waitFor(() => kept.length === 4, 5_000, 'the kept listener to see Disconnected')
+  t.deepEqual(kept, FULL_CYCLE)
+  t.deepEqual(stopped, ['Connecting', 'Connected'], 'nothing after stop()')
+})
+
+// ------------------------------------------------------------------------------- close()
+
+test('close() completes every observer (complete, or the older close alias) and resolves Disconnected', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const events = []
+  const observer = (name) => ({
+    next: () => events.push(`${name}:next`),
+    error: (error) => events.push(`${name}:error:${error.code}`),
+    complete: () => events.push(`${name}:complete`),
+  })
+  const a = pubsub.subscribe(uniqueTopic('close-a')).subscribe(observer('a'))
+  const b = pubsub.subscribe([uniqueTopic('close-b1'), uniqueTopic('close-b2')], { qos: 1 }).subscribe(observer('b'))
+  // The older Amplify docs name the completion callback `close`.
+  let closedViaAlias = 0
+  const c = pubsub.subscribe(uniqueTopic('close-c')).subscribe({ next() {}, close: () => closedViaAlias++ })
+  await Promise.all([a.ready, b.ready, c.ready])
+
+  await pubsub.close()
+  t.deepEqual(events.sort(), ['a:complete', 'b:complete'])
+  t.is(closedViaAlias, 1)
+  t.true(a.closed && b.closed && c.closed)
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test('close() while connecting rejects a pending QoS 1 publish with ERR_CLOSED and completes a pending subscription', async (t) => {
+  const pubsub = open(t, { endpoint: await silentServer(t), connectTimeout: 30_000 })
+  const published = pubsub.publish(uniqueTopic('pending'), { n: 1 }, { qos: 1 })
+  let completed = 0
+  let errored = 0
+  const sub = pubsub.subscribe(uniqueTopic('pending')).subscribe({ complete: () => completed++, error: () => errored++ })
+  await waitFor(() => pubsub.connectionState === 'Connecting', 5_000, 'Connecting')
+
+  const started = Date.now()
+  const closing = pubsub.close()
+  t.is(pubsub.close(), closing, 'close() twice gives the same promise')
+  const error = await t.throwsAsync(published, { code: 'ERR_CLOSED' })
+  t.is(error.message, 'The PubSub instance is closed')
+  await t.throwsAsync(sub.ready, { code: 'ERR_CLOSED' })
+  await closing
+  t.true(Date.now() - started < 2_000, 'close() does not wait for connectTimeout')
+  t.is(completed, 1)
+  t.is(errored, 0)
+})
+
+test('close() on an instance that never connected resolves at once', async (t) => {
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const states = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
+  await pubsub.close()
+  t.deepEqual(states, [])
+})
+
+// ----------------------------------------------------------------------------- will message
+
+/** Runs a PubSub with a will in a child process, kills it with SIGKILL once it is connected. */
+async function killConnectedChild(t, will) {
+  const source = `
+    const { PubSub } = require(process.env.MQTT_JS)
+    const pubsub = new PubSub({ endpoint: process.env.BROKER, will: JSON.parse(process.env.WILL) })
+    pubsub.subscribe(process.env.KEEP).subscribe({ next() {} }).ready.then(() => console.log('ready'))
+  `
+  const child = spawn(process.execPath, ['-e', source], {
+    env: { ...process.env, MQTT_JS, BROKER: broker.wsUrl, WILL: JSON.stringify(will), KEEP: uniqueTopic('keep') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => child.kill('SIGKILL'))
+  let stderr = ''
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the child did not connect: ${stderr}`)), 10_000)
+    child.stdout.on('data', (d) => {
+      if (String(d).includes('ready')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    exited.then(({ code }) => reject(new Error(`the child exited (${code}) before connecting: ${stderr}`)))
+  })
+  child.kill('SIGKILL')
+  return exited
+}
+
+test('the broker publishes the will message when the connection drops abruptly', async (t) => {
+  const topic = uniqueTopic('will')
+  const watcher = await mqttJs(t)
+  const received = []
+  watcher.on('message', (name, payload, packet) => received.push({ name, payload: payload.toString(), qos: packet.qos }))
+  await watcher.subscribeAsync(topic, { qos: 1 })
+
+  const { signal } = await killConnectedChild(t, { topic, message: { status: 'gone', id: 7 }, qos: 1 })
+  t.is(signal, 'SIGKILL')
+  await waitFor(() => received.length > 0, 5_000, 'the will message')
+  t.deepEqual(received, [{ name: topic, payload: JSON.stringify({ status: 'gone', id: 7 }), qos: 1 }])
+})
+
+test('the will message is not published when the instance closes cleanly', async (t) => {
+  const topic = uniqueTopic('no-will')
+  const watcher = await mqttJs(t)
+  const received = []
+  watcher.on('message', (name, payload) => received.push(payload.toString()))
+  await watcher.subscribeAsync(topic, { qos: 1 })
+
+  const pubsub = open(t, { endpoint: broker.wsUrl, will: { topic, message: 'should not be sent', qos: 1 } })
+  const sub = pubsub.subscribe(uniqueTopic('keep')).subscribe({ next() {} })
+  await sub.ready
+  await pubsub.close()
+  // A control message after the close proves the watcher is receiving.
+  await watcher.publishAsync(topic, 'control', { qos: 1 })
+  await waitFor(() => received.includes('control'), 5_000, 'the control message')
+  t.deepEqual(received, ['control'])
+})
+
+// ------------------------------------------------------------------ bad payloads, bad callbacks
+
+test("a payload that is not JSON is reported as 'invalidPayload' and one warning; the subscription goes on", async (t) => {
+  const topic = uniqueTopic('invalid-json')
+  const warnings = captureWarnings(t, topic)
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const invalid = []
+  pubsub.on('invalidPayload', (event) => invalid.push(event))
+  const values = []
+  const errors = []
+  const sub = pubsub.subscribe(topic, { format: 'json' }).subscribe({ next: (v) => values.push(v), error: (e) => errors.push(e) })
+  await sub.ready
+
+  const outsider = await mqttJs(t)
+  await outsider.publishAsync(topic, 'not json {', { qos: 1 })
+  await outsider.publishAsync(topic, Buffer.from([0xff, 0xfe]), { qos: 1 })
+  await outsider.publishAsync(topic, '{"valid":true}', { qos: 1 })
+  await waitFor(() => values.length === 1, 5_000, 'the valid message')
+  await sleep(50)
+
+  t.is(invalid.length, 2)
+  t.is(invalid[0].topic, topic)
+  t.deepEqual(invalid[0].payload, Buffer.from('not json {'))
+  t.deepEqual(invalid[1].payload, Buffer.from([0xff, 0xfe]))
+  t.is(invalid[0].error.code, 'ERR_PAYLOAD')
+  t.regex(invalid[0].error.message, /not valid JSON.*format 'string' or 'binary'/)
+  t.like(values[0], { valid: true })
+  t.deepEqual(errors, [], 'the observer never got an error')
+  t.false(sub.closed)
+  t.is(warnings.length, 1, 'one process warning, not one per message')
+})
+
+test("a next callback that throws is reported as 'callbackError' and one warning; later messages still arrive", async (t) => {
+  const topic = uniqueTopic('throwing')
+  const marker = `thrown-in-${topic}`
+  const warnings = captureWarnings(t, marker)
+  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const reported = []
+  pubsub.on('callbackError', (error) => reported.push(error))
+  const values = []
+  const thrown = []
+  const sub = pubsub.subscribe(topic).subscribe({
+    next(value) {
+      values.push(value)
+      if (value < 3) {
+        const error = new Error(`${marker} #${value}`)
+        thrown.push(error)
+        throw error
+      }
+    },
+  })
+  await sub.ready
+  for (const n of [1, 2, 3, 4]) await pubsub.publish(topic, n, { qos: 1 })
+  await waitFor(() => values.length === 4, 5_000, 'all four messages')
+  await sleep(50)
+
+  t.deepEqual(values, [1, 2, 3, 4])
+  t.is(reported.length, 2)
+  t.is(reported[0], thrown[0], "the 'callbackError' event carries the thrown error itself")
+  t.is(reported[1], thrown[1])
+  t.is(warnings.length, 1, 'one process warning, not one per throw')
+  t.false(sub.closed)
+  t.is(pubsub.connectionState, 'Connected')
+})
+
+// ----------------------------------------------------------------------- identity, credentials
+
+test('clientId returns the id given, and that is the id the broker sees', async (t) => {
+  const clientId = `given-${uniqueTopic('id').replace(/\W/g, '-')}`
+  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId })
+  t.is(pubsub.clientId, clientId)
+  await pubsub.publish(uniqueTopic('id'), 'x', { qos: 1 })
+  t.true(connects.has(clientId), 'the broker saw the client id')
+})
+
+test('without a clientId each instance gets its own random UUID v4', (t) => {
+  const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+  const a = open(t, { endpoint: broker.wsUrl })
+  const b = open(t, { endpoint: broker.wsUrl })
+  t.regex(a.clientId, uuidV4)
+  t.regex(b.clientId, uuidV4)
+  t.not(a.clientId, b.clientId)
+  t.is(a.clientId, a.clientId, 'stable across reads')
+})
+
+test('username and password reach the broker exactly as given', async (t) => {
+  const clientId = `creds-${process.pid}-${Date.now()}`
+  const username = 'zoë@example.com'
+  const password = 'pä$$ wörd:with/odd=chars'
+  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId, username, password })
+  const topic = uniqueTopic('creds')
+  const values = []
+  const sub = pubsub.subscribe(topic).subscribe({ next: (v) => values.push(v) })
+  await sub.ready
+  await pubsub.publish(topic, { hello: 'world' }, { qos: 1 })
+  await waitFor(() => values.length === 1, 5_000, 'the round trip')
+  t.deepEqual(connects.get(clientId), { username, password })
+  t.like(values[0], { hello: 'world' })
+})
+
+test('without credentials the broker gets no username or password', async (t) => {
+  const clientId = `anon-${process.pid}-${Date.now()}`
+  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId })
+  await pubsub.publish(uniqueTopic('anon'), 1, { qos: 1 })
+  t.deepEqual(connects.get(clientId), { username: undefined, password: undefined })
+})
