@@ -63,7 +63,7 @@ class PubSub extends EventEmitter {
   #ops = new Map()
   /** publishes turned away while Rust's backlog was full, in order */
   #held = []
-  /** observer id → { observer, format, subscription } */
+  /** observer id → { observer, format, readyResolve, readyReject, closed } */
   #observers = new Map()
   /** the promise close() returns, and its resolver until the native side confirms */
   #closing = null
