@@ -2,8 +2,8 @@
 // The connection options reach the broker as given in the MQTT CONNECT packet, and keep-alive
 // pings keep an idle connection up.
 const test = require('ava')
-const { PubSub } = require('../mqtt.js')
 const { startAedes } = require('./helpers/aedes.js')
+const { openPubSub, sleep } = require('./helpers/pubsub.js')
 
 /** A broker that records every CONNECT packet it accepts. */
 async function recordingBroker(t) {
@@ -19,8 +19,7 @@ async function recordingBroker(t) {
 }
 
 async function connectOnce(t, endpoint, options) {
-  const pubsub = new PubSub({ endpoint, ...options })
-  t.teardown(() => pubsub.close())
+  const pubsub = openPubSub(t, { endpoint, ...options })
   await pubsub.publish('connect-options/probe', 1, { qos: 1 })
   return pubsub
 }
@@ -57,11 +56,10 @@ test('an idle connection sends PINGREQ every keepAlive and stays connected past 
   broker.aedes.on('ping', () => pings++)
   let timedOut = false
   broker.aedes.on('keepaliveTimeout', () => (timedOut = true))
-  const pubsub = new PubSub({ endpoint: broker.wsUrl, keepAlive: 1 })
-  t.teardown(() => pubsub.close())
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, keepAlive: 1 })
   const sub = pubsub.subscribe('connect-options/idle').subscribe(() => {})
   await sub.ready
-  await new Promise((resolve) => setTimeout(resolve, 3_500))
+  await sleep(3_500)
   t.true(pings >= 2, `pings seen: ${pings}`)
   t.false(timedOut)
   t.is(pubsub.connectionState, 'Connected')

@@ -4,7 +4,6 @@
 // promise, subscribe errors go to the observer's `error` (and reject `subscription.ready`).
 const fs = require('node:fs')
 const http = require('node:http')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
@@ -12,6 +11,7 @@ const test = require('ava')
 const { PubSub } = require('../mqtt.js')
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
+const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 // aedes answers SUBACK 0x80 for a subscription its authorizeSubscribe hook turns down
@@ -25,58 +25,31 @@ const refusingBroker = useAedes(test, {
 const USER = 'alice'
 const PASSWORD = 'correct-horse-battery-staple'
 const WRONG_PASSWORD = 'Tr0ub4dor&3-wrong'
-const authBroker = {}
-
-test.before(async () => {
+const authBroker = useForFile(test, async () => {
   // mosquitto drops root privileges to user `mosquitto`: its password file must be readable.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-auth-'))
-  fs.chmodSync(dir, 0o755)
-  const passwordFile = path.join(dir, 'passwd')
-  execFileSync('/usr/bin/mosquitto_passwd', ['-b', '-c', passwordFile, USER, PASSWORD])
-  fs.chmodSync(passwordFile, 0o644)
-  Object.assign(authBroker, await startMosquitto({ lines: ['allow_anonymous false', `password_file ${passwordFile}`] }))
-  authBroker.passwordDir = dir
-})
-
-test.after.always(async () => {
-  if (authBroker.stop) await authBroker.stop()
-  if (authBroker.passwordDir) fs.rmSync(authBroker.passwordDir, { recursive: true, force: true })
-})
-
-let counter = 0
-/** A topic prefix no other test uses. */
-function uniqueTopic(name) {
-  counter += 1
-  return `errors/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
-}
-
-function open(t, options) {
-  const pubsub = new PubSub(options)
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
-  const deadline = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (predicate()) resolve()
-      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      else setTimeout(check, 10)
+  const removeDir = () => fs.rmSync(dir, { recursive: true, force: true })
+  try {
+    fs.chmodSync(dir, 0o755)
+    const passwordFile = path.join(dir, 'passwd')
+    execFileSync('/usr/bin/mosquitto_passwd', ['-b', '-c', passwordFile, USER, PASSWORD])
+    fs.chmodSync(passwordFile, 0o644)
+    const mosquitto = await startMosquitto({ lines: ['allow_anonymous false', `password_file ${passwordFile}`] })
+    return {
+      ...mosquitto,
+      async stop() {
+        await mosquitto.stop()
+        removeDir()
+      },
     }
-    check()
-  })
-}
+  } catch (error) {
+    removeDir()
+    throw error
+  }
+})
 
-/** Subscribes and resolves once the broker acknowledged; `values` fills as messages arrive. */
-async function listen(t, pubsub, filter, options = { format: 'string' }) {
-  const values = []
-  const errors = []
-  const sub = pubsub.subscribe(filter, options).subscribe({ next: (v) => values.push(v), error: (e) => errors.push(e) })
-  t.teardown(() => sub.unsubscribe())
-  await sub.ready
-  return { values, errors, sub }
-}
+const newPubSub = pubsubOn(broker)
+const uniqueTopic = topicNamer('errors')
 
 /** Resolves with the error the observer's `error` receives. */
 function observerError(pubsub, topics, options) {
@@ -92,22 +65,6 @@ function observerError(pubsub, topics, options) {
       },
     })
   })
-}
-
-/** A TCP server that answers the first packet it gets with `reply`, or never answers. */
-async function fakeServer(t, reply) {
-  const sockets = new Set()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('error', () => {})
-    if (reply) socket.once('data', () => socket.write(reply))
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy()
-    server.close()
-  })
-  return `mqtt://127.0.0.1:${server.address().port}`
 }
 
 /** An HTTP server that answers every WebSocket upgrade with `status`. */
@@ -227,12 +184,11 @@ for (const [what, bad, hint] of [
 ]) {
   test(`publishing to ${what} rejects ERR_INVALID_TOPIC and sends nothing`, async (t) => {
     const marker = uniqueTopic('marker')
-    const watcher = open(t, { endpoint: broker.wsUrl })
+    const watcher = newPubSub(t)
     // Everything on the broker: what we look for is this test's marker in the payload.
-    const { values } = await listen(t, watcher, '#')
-    const publisher = open(t, { endpoint: broker.wsUrl })
-    const states = []
-    publisher.on('ConnectionStateChange', (state) => states.push(state))
+    const { values } = await listen(t, watcher, '#', { format: 'string' })
+    const publisher = newPubSub(t)
+    const states = recordEvents(publisher, 'ConnectionStateChange')
 
     await t.throwsAsync(publisher.publish(bad, `bad ${marker}`, { qos: 1 }), { code: 'ERR_INVALID_TOPIC', message: hint })
     t.deepEqual(states, [], 'an invalid publish does not even open a connection')
@@ -249,7 +205,7 @@ for (const [what, bad, hint] of [
 }
 
 test('publishing rejects a topic list that is not strings with ERR_INVALID_TOPIC', async (t) => {
-  const pubsub = open(t, { endpoint })
+  const pubsub = newPubSub(t, { endpoint })
   await t.throwsAsync(pubsub.publish(42, 'x'), { code: 'ERR_INVALID_TOPIC' })
   await t.throwsAsync(pubsub.publish(['a', 5], 'x'), { code: 'ERR_INVALID_TOPIC' })
 })
@@ -262,9 +218,8 @@ for (const [what, filter] of [
   ['a NUL character', 'a/\u0000'],
 ]) {
   test(`subscribing to a filter with ${what} reports ERR_INVALID_TOPIC to the observer, not as a throw`, async (t) => {
-    const pubsub = open(t, { endpoint: broker.wsUrl })
-    const states = []
-    pubsub.on('ConnectionStateChange', (state) => states.push(state))
+    const pubsub = newPubSub(t)
+    const states = recordEvents(pubsub, 'ConnectionStateChange')
     const { error, sub } = await observerError(pubsub, filter)
     t.is(error.code, 'ERR_INVALID_TOPIC')
     t.true(error.message.includes('filter'), error.message)
@@ -286,9 +241,9 @@ for (const [what, message] of [
 ]) {
   test(`publishing ${what} rejects ERR_PAYLOAD and sends nothing`, async (t) => {
     const topic = uniqueTopic('payload')
-    const watcher = open(t, { endpoint: broker.wsUrl })
-    const { values } = await listen(t, watcher, `${topic}/#`)
-    const publisher = open(t, { endpoint: broker.wsUrl })
+    const watcher = newPubSub(t)
+    const { values } = await listen(t, watcher, `${topic}/#`, { format: 'string' })
+    const publisher = newPubSub(t)
 
     const error = await t.throwsAsync(publisher.publish(`${topic}/bad`, message, { qos: 1 }), { code: 'ERR_PAYLOAD' })
     t.regex(error.message, /cannot be sent as JSON/)
@@ -308,21 +263,21 @@ for (const [what, options] of [
   ['options that are not an object', 'qos1'],
 ]) {
   test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {
-    const pubsub = open(t, { endpoint })
+    const pubsub = newPubSub(t, { endpoint })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x', options), { code: 'ERR_INVALID_OPTION' })
     t.regex(error.message, /qos|options/)
   })
 }
 
 test('subscribing with a bad qos reports ERR_INVALID_OPTION to the observer', async (t) => {
-  const pubsub = open(t, { endpoint })
+  const pubsub = newPubSub(t, { endpoint })
   const { error } = await observerError(pubsub, 'a/b', { qos: 5 })
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.regex(error.message, /qos must be 0, 1 or 2, got 5/)
 })
 
 test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the formats', async (t) => {
-  const pubsub = open(t, { endpoint })
+  const pubsub = newPubSub(t, { endpoint })
   const { error } = await observerError(pubsub, 'a/b', { format: 'xml' })
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.regex(error.message, /format must be one of json, string, binary, message, got xml/)
@@ -333,7 +288,7 @@ test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the 
 test('a broker that is not listening makes publish reject ERR_CONNECTION', async (t) => {
   const port = await freePort()
   for (const url of [`mqtt://127.0.0.1:${port}`, `ws://127.0.0.1:${port}/mqtt`]) {
-    const pubsub = open(t, { endpoint: url })
+    const pubsub = newPubSub(t, { endpoint: url })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECTION' })
     t.true(error.message.includes(url), `the message names the endpoint: ${error.message}`)
     t.regex(error.message, /refused/i)
@@ -342,7 +297,7 @@ test('a broker that is not listening makes publish reject ERR_CONNECTION', async
 
 test('a broker that is not listening fails a subscription with ERR_CONNECTION', async (t) => {
   const port = await freePort()
-  const pubsub = open(t, { endpoint: `mqtt://127.0.0.1:${port}` })
+  const pubsub = newPubSub(t, { endpoint: `mqtt://127.0.0.1:${port}` })
   const { error, sub } = await observerError(pubsub, 'a/b')
   t.is(error.code, 'ERR_CONNECTION')
   await t.throwsAsync(sub.ready, { code: 'ERR_CONNECTION' })
@@ -350,7 +305,7 @@ test('a broker that is not listening fails a subscription with ERR_CONNECTION', 
 
 test('a server that accepts but never sends CONNACK makes publish reject ERR_CONNECT_TIMEOUT after connectTimeout', async (t) => {
   const url = await fakeServer(t, null)
-  const pubsub = open(t, { endpoint: url, connectTimeout: 500 })
+  const pubsub = newPubSub(t, { endpoint: url, connectTimeout: 500 })
   const started = Date.now()
   const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECT_TIMEOUT' })
   const elapsed = Date.now() - started
@@ -359,20 +314,20 @@ test('a server that accepts but never sends CONNACK makes publish reject ERR_CON
 })
 
 test('a wrong password is ERR_NOT_AUTHORIZED', async (t) => {
-  const pubsub = open(t, { endpoint: authBroker.wsUrl, username: USER, password: WRONG_PASSWORD })
+  const pubsub = newPubSub(t, { endpoint: authBroker.wsUrl, username: USER, password: WRONG_PASSWORD })
   const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_NOT_AUTHORIZED' })
   t.regex(error.message, /^Not authorized/)
 })
 
 test('no credentials at all on a broker that requires them is ERR_NOT_AUTHORIZED', async (t) => {
-  const pubsub = open(t, { endpoint: authBroker.tcpUrl })
+  const pubsub = newPubSub(t, { endpoint: authBroker.tcpUrl })
   const { error } = await observerError(pubsub, 'a/b')
   t.is(error.code, 'ERR_NOT_AUTHORIZED')
 })
 
 test('the right password connects: a message round-trips on the password-protected broker', async (t) => {
   const topic = uniqueTopic('auth')
-  const pubsub = open(t, { endpoint: authBroker.wsUrl, username: USER, password: PASSWORD })
+  const pubsub = newPubSub(t, { endpoint: authBroker.wsUrl, username: USER, password: PASSWORD })
   const { values } = await listen(t, pubsub, topic, { format: 'json' })
   await pubsub.publish(topic, { hello: USER }, { qos: 1 })
   await waitFor(() => values.length > 0, 5_000, 'the round trip')
@@ -381,7 +336,7 @@ test('the right password connects: a message round-trips on the password-protect
 
 test("CONNACK 'bad user name or password' and 'not authorized' are ERR_NOT_AUTHORIZED", async (t) => {
   for (const returnCode of [4, 5]) {
-    const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(returnCode)), username: 'u', password: 'p' })
+    const pubsub = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(returnCode)), username: 'u', password: 'p' })
     await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_NOT_AUTHORIZED' })
   }
 })
@@ -392,14 +347,14 @@ test('a WebSocket upgrade answered 401 or 403 is ERR_NOT_AUTHORIZED, other statu
     [403, 'ERR_NOT_AUTHORIZED'],
     [404, 'ERR_CONNECTION'],
   ]) {
-    const pubsub = open(t, { endpoint: await httpStatusServer(t, status) })
+    const pubsub = newPubSub(t, { endpoint: await httpStatusServer(t, status) })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code })
     t.true(error.message.includes(`HTTP ${status}`), error.message)
   }
 })
 
 test("CONNACK 'identifier rejected' is ERR_CONNECT_REFUSED naming the client id", async (t) => {
-  const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(2)), clientId: 'rejected-client-id' })
+  const pubsub = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(2)), clientId: 'rejected-client-id' })
   const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECT_REFUSED' })
   t.regex(error.message, /identifier rejected.*rejected-client-id/)
 })
@@ -409,7 +364,7 @@ test("CONNACK 'server unavailable' and 'unacceptable protocol version' are ERR_C
     [3, /server unavailable/],
     [1, /protocol version/],
   ]) {
-    const pubsub = open(t, { endpoint: await fakeServer(t, CONNACK(returnCode)) })
+    const pubsub = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(returnCode)) })
     await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECT_REFUSED', message: hint })
   }
 })
@@ -417,7 +372,7 @@ test("CONNACK 'server unavailable' and 'unacceptable protocol version' are ERR_C
 // ------------------------------------------------------------------ ERR_SUBSCRIBE_REFUSED
 
 test('a SUBACK failure reaches the observer as ERR_SUBSCRIBE_REFUSED and rejects sub.ready', async (t) => {
-  const pubsub = open(t, { endpoint: refusingBroker.wsUrl })
+  const pubsub = newPubSub(t, { endpoint: refusingBroker.wsUrl })
   const filter = `forbidden/${uniqueTopic('refused')}`
   const { error, sub } = await observerError(pubsub, filter)
   t.is(error.code, 'ERR_SUBSCRIBE_REFUSED')
@@ -428,10 +383,10 @@ test('a SUBACK failure reaches the observer as ERR_SUBSCRIBE_REFUSED and rejects
 })
 
 test('a refused subscription leaves the connection usable for permitted ones', async (t) => {
-  const pubsub = open(t, { endpoint: refusingBroker.wsUrl })
+  const pubsub = newPubSub(t, { endpoint: refusingBroker.wsUrl })
   await observerError(pubsub, 'forbidden/topic')
   const topic = uniqueTopic('allowed')
-  const { values } = await listen(t, pubsub, topic)
+  const { values } = await listen(t, pubsub, topic, { format: 'string' })
   await pubsub.publish(topic, 'still here', { qos: 1 })
   await waitFor(() => values.length > 0, 5_000, 'the message')
   t.deepEqual(values, [JSON.stringify('still here')])
@@ -441,7 +396,7 @@ test('a refused subscription leaves the connection usable for permitted ones', a
 // ----------------------------------------------------------------------------- ERR_CLOSED
 
 test('publishing after close() rejects ERR_CLOSED', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   await pubsub.publish(uniqueTopic('closed'), 'before', { qos: 1 })
   await pubsub.close()
   const error = await t.throwsAsync(pubsub.publish(uniqueTopic('closed'), 'after', { qos: 1 }), { code: 'ERR_CLOSED' })
@@ -449,7 +404,7 @@ test('publishing after close() rejects ERR_CLOSED', async (t) => {
 })
 
 test('subscribing after close() reports ERR_CLOSED to the observer', async (t) => {
-  const pubsub = open(t, { endpoint })
+  const pubsub = newPubSub(t, { endpoint })
   await pubsub.close()
   const { error } = await observerError(pubsub, 'a/b')
   t.is(error.code, 'ERR_CLOSED')
@@ -480,13 +435,13 @@ test('no error message ever contains the password', async (t) => {
   syncCapture(() => new PubSub({ endpoint, username: 'u', password: secret, keepAlive: '1' }))
   syncCapture(() => new PubSub({ endpoint: 'http://127.0.0.1/mqtt', username: 'u', password: secret }))
   // Refusals at connection time.
-  const refused = open(t, { endpoint: authBroker.wsUrl, username: USER, password: secret })
+  const refused = newPubSub(t, { endpoint: authBroker.wsUrl, username: USER, password: secret })
   await capture(refused.publish('a/b', 'x'))
-  const badCredentials = open(t, { endpoint: await fakeServer(t, CONNACK(4)), username: USER, password: secret })
+  const badCredentials = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(4)), username: USER, password: secret })
   await capture(badCredentials.publish('a/b', 'x'))
-  const forbidden = open(t, { endpoint: await httpStatusServer(t, 401), username: USER, password: secret })
+  const forbidden = newPubSub(t, { endpoint: await httpStatusServer(t, 401), username: USER, password: secret })
   await capture(forbidden.publish('a/b', 'x'))
-  const timeout = open(t, { endpoint: await fakeServer(t, null), username: USER, password: secret, connectTimeout: 200 })
+  const timeout = newPubSub(t, { endpoint: await fakeServer(t, null), username: USER, password: secret, connectTimeout: 200 })
   await capture(timeout.publish('a/b', 'x'))
 
   t.is(errors.length, 8, 'every scenario failed')

@@ -3,82 +3,37 @@
 // mosquitto publishes to our subscribers and subscribes to our publishers. What crosses the wire
 // is exactly Amplify's format: JSON text for values, raw bytes for Buffers and Uint8Arrays.
 const test = require('ava')
-const mqtt = require('mqtt')
-const { PubSub, TOPIC } = require('../mqtt.js')
+const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
+const { topicNamer, pubsubOn, listen, waitFor, sleep, mqttJs, plain, ALL_BYTES } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
-let counter = 0
-function uniqueTopic(name) {
-  counter += 1
-  return `interop/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
-}
-
-function open(t) {
-  const pubsub = new PubSub({ endpoint: broker.wsUrl })
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-/** An MQTT.js client; `messages` collects what it receives. */
-async function mqttJs(t) {
-  const client = await mqtt.connectAsync(broker.wsUrl, {
-    reconnectPeriod: 0,
-    clientId: `mqttjs-${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`,
-  })
-  t.teardown(() => client.endAsync(true))
-  const messages = []
-  client.on('message', (topic, payload, packet) => messages.push({ topic, payload, qos: packet.qos, retain: packet.retain }))
-  return { client, messages }
-}
-
-/** Our subscriber; resolves once the broker acknowledged it. */
-async function subscriber(t, pubsub, topic, options) {
-  const values = []
-  const errors = []
-  const sub = pubsub.subscribe(topic, options).subscribe({ next: (v) => values.push(v), error: (e) => errors.push(e) })
-  t.teardown(() => sub.unsubscribe())
-  await sub.ready
-  return { values, errors }
-}
-
-function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
-  const deadline = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (predicate()) resolve()
-      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      else setTimeout(check, 10)
-    }
-    check()
-  })
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+const uniqueTopic = topicNamer('interop')
+const newPubSub = pubsubOn(broker)
+/** An MQTT.js client on the same mosquitto; `messages` collects what it receives. */
+const mqttJsClient = (t) => mqttJs(t, broker.wsUrl)
 
 // ------------------------------------------------------------ MQTT.js → our subscriber
 
 for (const qos of [0, 1]) {
   test(`JSON published by MQTT.js at QoS ${qos} arrives parsed, tagged with its topic`, async (t) => {
     const topic = uniqueTopic(`json-in-${qos}`)
-    const ours = await subscriber(t, open(t), topic, { qos: 1 })
-    const { client } = await mqttJs(t)
+    const ours = await listen(t, newPubSub(t), topic, { qos: 1 })
+    const { client } = await mqttJsClient(t)
     const sent = { temperature: 21.5, tags: ['a', 'b'], nested: { ok: true }, nothing: null }
     await client.publishAsync(topic, JSON.stringify(sent), { qos })
     await waitFor(() => ours.values.length === 1, 5_000, 'the message')
     const [value] = ours.values
-    t.deepEqual(JSON.parse(JSON.stringify(value)), sent)
+    t.deepEqual(plain(value), sent)
     t.is(value[TOPIC], topic)
     t.deepEqual(ours.errors, [])
   })
 
   test(`binary published by MQTT.js at QoS ${qos} arrives byte for byte in binary format`, async (t) => {
     const topic = uniqueTopic(`binary-in-${qos}`)
-    const ours = await subscriber(t, open(t), topic, { qos: 1, format: 'binary' })
-    const { client } = await mqttJs(t)
+    const ours = await listen(t, newPubSub(t), topic, { qos: 1, format: 'binary' })
+    const { client } = await mqttJsClient(t)
     await client.publishAsync(topic, ALL_BYTES, { qos })
     await waitFor(() => ours.values.length === 1, 5_000, 'the message')
     t.true(Buffer.isBuffer(ours.values[0]))
@@ -88,10 +43,10 @@ for (const qos of [0, 1]) {
 
 test('the message format reports the QoS the broker delivered at: the lower of publish and subscription', async (t) => {
   const topic = uniqueTopic('qos-in')
-  const pubsub = open(t)
-  const atOne = await subscriber(t, pubsub, `${topic}/one`, { qos: 1, format: 'message' })
-  const atZero = await subscriber(t, pubsub, `${topic}/zero`, { qos: 0, format: 'message' })
-  const { client } = await mqttJs(t)
+  const pubsub = newPubSub(t)
+  const atOne = await listen(t, pubsub, `${topic}/one`, { qos: 1, format: 'message' })
+  const atZero = await listen(t, pubsub, `${topic}/zero`, { qos: 0, format: 'message' })
+  const { client } = await mqttJsClient(t)
   await client.publishAsync(`${topic}/one`, 'a', { qos: 0 })
   await client.publishAsync(`${topic}/one`, 'b', { qos: 1 })
   await client.publishAsync(`${topic}/zero`, 'c', { qos: 1 })
@@ -108,9 +63,9 @@ test('the message format reports the QoS the broker delivered at: the lower of p
 
 test('a message MQTT.js retained reaches a later subscriber flagged retain', async (t) => {
   const topic = uniqueTopic('retained-in')
-  const { client } = await mqttJs(t)
+  const { client } = await mqttJsClient(t)
   await client.publishAsync(topic, JSON.stringify({ last: 'known' }), { qos: 1, retain: true })
-  const ours = await subscriber(t, open(t), topic, { format: 'message' })
+  const ours = await listen(t, newPubSub(t), topic, { format: 'message' })
   await waitFor(() => ours.values.length === 1, 5_000, 'the retained message')
   t.is(ours.values[0].retain, true)
   t.is(ours.values[0].payload.toString(), '{"last":"known"}')
@@ -118,8 +73,8 @@ test('a message MQTT.js retained reaches a later subscriber flagged retain', asy
 
 test('text published by MQTT.js arrives as the same string in string format', async (t) => {
   const topic = uniqueTopic('string-in')
-  const ours = await subscriber(t, open(t), topic, { format: 'string' })
-  const { client } = await mqttJs(t)
+  const ours = await listen(t, newPubSub(t), topic, { format: 'string' })
+  const { client } = await mqttJsClient(t)
   await client.publishAsync(topic, 'grüße, 世界 ✓', { qos: 1 })
   await waitFor(() => ours.values.length === 1, 5_000, 'the message')
   t.is(ours.values[0], 'grüße, 世界 ✓')
@@ -129,9 +84,9 @@ test('text published by MQTT.js arrives as the same string in string format', as
 
 test('MQTT.js receives exactly JSON.stringify(message) for every JSON value we publish', async (t) => {
   const topic = uniqueTopic('json-out')
-  const { client, messages } = await mqttJs(t)
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(topic, { qos: 1 })
-  const pubsub = open(t)
+  const pubsub = newPubSub(t)
   const sent = [{ a: 1, nested: { b: [1, 2, 'three'] } }, 'plain text', 'grüße 世界', 42, 0.5, true, null, [1, 'two', { three: 3 }]]
   for (const message of sent) await pubsub.publish(topic, message, { qos: 1 })
   await waitFor(() => messages.length === sent.length, 5_000, 'every message')
@@ -144,9 +99,9 @@ test('MQTT.js receives exactly JSON.stringify(message) for every JSON value we p
 
 test('MQTT.js receives the raw bytes of a Buffer and of a Uint8Array view', async (t) => {
   const topic = uniqueTopic('bytes-out')
-  const { client, messages } = await mqttJs(t)
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(topic, { qos: 1 })
-  const pubsub = open(t)
+  const pubsub = newPubSub(t)
   // A view into the middle of a larger buffer: only the viewed bytes may go out.
   const backing = new Uint8Array([9, 9, 1, 2, 3, 9, 9])
   const view = backing.subarray(2, 5)
@@ -161,9 +116,9 @@ test('MQTT.js receives the raw bytes of a Buffer and of a Uint8Array view', asyn
 
 test('MQTT.js receives each message at the QoS we published it with', async (t) => {
   const topic = uniqueTopic('qos-out')
-  const { client, messages } = await mqttJs(t)
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(topic, { qos: 2 })
-  const pubsub = open(t)
+  const pubsub = newPubSub(t)
   for (const qos of [0, 1, 2]) await pubsub.publish(topic, { qos }, { qos })
   await waitFor(() => messages.length === 3, 5_000, 'three messages')
   t.deepEqual(
@@ -179,12 +134,12 @@ test('MQTT.js receives each message at the QoS we published it with', async (t) 
 
 test('retain: true is honored; a message without it is not kept for later subscribers', async (t) => {
   const topic = uniqueTopic('retain-out')
-  const pubsub = open(t)
+  const pubsub = newPubSub(t)
   await pubsub.publish(`${topic}/kept`, { state: 'on' }, { qos: 1, retain: true })
   await pubsub.publish(`${topic}/dropped`, { state: 'off' }, { qos: 1 })
   await pubsub.publish({ topics: `${topic}/v6-kept`, message: Buffer.from([7, 7]), options: { qos: 1, retain: true } })
 
-  const { client, messages } = await mqttJs(t)
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(`${topic}/#`, { qos: 1 })
   await waitFor(() => messages.length === 2, 5_000, 'two retained messages')
   await sleep(200)
@@ -198,9 +153,9 @@ test('retain: true is honored; a message without it is not kept for later subscr
 
 test('one publish to several topics reaches MQTT.js on each, in both call forms', async (t) => {
   const topic = uniqueTopic('fan-out')
-  const { client, messages } = await mqttJs(t)
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(`${topic}/#`, { qos: 1 })
-  const pubsub = open(t)
+  const pubsub = newPubSub(t)
   await pubsub.publish([`${topic}/a`, `${topic}/b`], { form: 'v5' }, { qos: 1 })
   await pubsub.publish({ topics: [`${topic}/c`, `${topic}/d`], message: { form: 'v6' }, options: { qos: 1 } })
   await waitFor(() => messages.length === 4, 5_000, 'four messages')
@@ -212,9 +167,9 @@ test('one publish to several topics reaches MQTT.js on each, in both call forms'
 
 test('our subscriber and MQTT.js see each other’s messages on one shared topic', async (t) => {
   const topic = uniqueTopic('shared')
-  const pubsub = open(t)
-  const ours = await subscriber(t, pubsub, topic, { format: 'string', qos: 1 })
-  const { client, messages } = await mqttJs(t)
+  const pubsub = newPubSub(t)
+  const ours = await listen(t, pubsub, topic, { format: 'string', qos: 1 })
+  const { client, messages } = await mqttJsClient(t)
   await client.subscribeAsync(topic, { qos: 1 })
   await pubsub.publish(topic, 'from native-pubsub', { qos: 1 })
   await client.publishAsync(topic, 'from MQTT.js', { qos: 1 })

@@ -2,16 +2,12 @@
 // The life of a PubSub instance: the connection states it goes through (as events, on the Hub
 // and through the `connectionState` getter), close(), the will message, and how it copes with
 // payloads and callbacks that go wrong without ever taking the process down.
-const net = require('node:net')
-const path = require('node:path')
-const { spawn } = require('node:child_process')
 const test = require('ava')
-const mqtt = require('mqtt')
-const { PubSub, Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
+const { Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
+const { topicNamer, pubsubOn, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
-const MQTT_JS = path.join(__dirname, '..', 'mqtt.js')
 const broker = useMosquitto(test)
 
 /** What the aedes broker was told at CONNECT, by client id. */
@@ -23,38 +19,8 @@ const aedes = useAedes(test, {
   },
 })
 
-let counter = 0
-function uniqueTopic(name) {
-  counter += 1
-  return `lifecycle/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
-}
-
-function open(t, options) {
-  const pubsub = new PubSub(options)
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
-  const deadline = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (predicate()) resolve()
-      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      else setTimeout(check, 10)
-    }
-    check()
-  })
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** An independent MQTT.js client on the same mosquitto. */
-async function mqttJs(t) {
-  const client = await mqtt.connectAsync(broker.wsUrl, { reconnectPeriod: 0, clientId: `mqttjs-${uniqueTopic('c').replace(/\W/g, '')}` })
-  t.teardown(() => client.endAsync(true))
-  return client
-}
+const newPubSub = pubsubOn(broker)
+const uniqueTopic = topicNamer('lifecycle')
 
 /** Process warnings of this package whose message includes `needle`. */
 function captureWarnings(t, needle) {
@@ -67,27 +33,12 @@ function captureWarnings(t, needle) {
   return warnings
 }
 
-/** A TCP server that accepts connections and never answers: connecting hangs. */
-async function silentServer(t) {
-  const sockets = new Set()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('error', () => {})
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy()
-    server.close()
-  })
-  return `mqtt://127.0.0.1:${server.address().port}`
-}
-
 const FULL_CYCLE = ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected']
 
 // ------------------------------------------------------------------------ connection states
 
 test('subscribing then unsubscribing the last observer goes Disconnected → Connecting → Connected → ConnectedPendingDisconnect → Disconnected', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   const states = [pubsub.connectionState]
   pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
 
@@ -101,7 +52,7 @@ test('subscribing then unsubscribing the last observer goes Disconnected → Con
 })
 
 test('Hub listeners on the pubsub channel get every state change as an Amplify capsule', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   const capsules = []
   const stop = Hub.listen('pubsub', (capsule) => {
     if (capsule.payload.data.provider === pubsub) capsules.push(capsule)
@@ -129,7 +80,7 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
 })
 
 test('the connectionState getter is the last announced state, in step with the events', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   t.is(pubsub.connectionState, 'Disconnected', 'a new instance has not connected')
   const seenByGetter = []
   pubsub.on(CONNECTION_STATE_CHANGE, (state) => seenByGetter.push([state, pubsub.connectionState]))
@@ -144,9 +95,8 @@ test('the connectionState getter is the last announced state, in step with the e
 })
 
 test('an idle instance reconnects on demand for the next subscription', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
-  const states = []
-  pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
+  const pubsub = newPubSub(t)
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
   const topic = uniqueTopic('again')
   const first = pubsub.subscribe(topic).subscribe({ next() {} })
   await first.ready
@@ -163,7 +113,7 @@ test('an idle instance reconnects on demand for the next subscription', async (t
 })
 
 test('the function Hub.listen returns stops that listener, and only that one', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   const stopped = []
   const kept = []
   const stop = Hub.listen('pubsub', (capsule) => {
@@ -186,7 +136,7 @@ test('the function Hub.listen returns stops that listener, and only that one', a
 // ------------------------------------------------------------------------------- close()
 
 test('close() completes every observer (complete, or the older close alias) and resolves Disconnected', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
+  const pubsub = newPubSub(t)
   const events = []
   const observer = (name) => ({
     next: () => events.push(`${name}:next`),
@@ -208,7 +158,7 @@ test('close() completes every observer (complete, or the older close alias) and 
 })
 
 test('close() while connecting rejects a pending QoS 1 publish with ERR_CLOSED and completes a pending subscription', async (t) => {
-  const pubsub = open(t, { endpoint: await silentServer(t), connectTimeout: 30_000 })
+  const pubsub = newPubSub(t, { endpoint: await fakeServer(t, null), connectTimeout: 30_000 })
   const published = pubsub.publish(uniqueTopic('pending'), { n: 1 }, { qos: 1 })
   let completed = 0
   let errored = 0
@@ -228,9 +178,8 @@ test('close() while connecting rejects a pending QoS 1 publish with ERR_CLOSED a
 })
 
 test('close() on an instance that never connected resolves at once', async (t) => {
-  const pubsub = open(t, { endpoint: broker.wsUrl })
-  const states = []
-  pubsub.on(CONNECTION_STATE_CHANGE, (state) => states.push(state))
+  const pubsub = newPubSub(t)
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
   await pubsub.close()
   t.deepEqual(states, [])
 })
@@ -239,61 +188,44 @@ test('close() on an instance that never connected resolves at once', async (t) =
 
 /** Runs a PubSub with a will in a child process, kills it with SIGKILL once it is connected. */
 async function killConnectedChild(t, will) {
-  const source = `
-    const { PubSub } = require(process.env.MQTT_JS)
-    const pubsub = new PubSub({ endpoint: process.env.BROKER, will: JSON.parse(process.env.WILL) })
-    pubsub.subscribe(process.env.KEEP).subscribe({ next() {} }).ready.then(() => console.log('ready'))
-  `
-  const child = spawn(process.execPath, ['-e', source], {
-    env: { ...process.env, MQTT_JS, BROKER: broker.wsUrl, WILL: JSON.stringify(will), KEEP: uniqueTopic('keep') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => child.kill('SIGKILL'))
-  let stderr = ''
-  child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the child did not connect: ${stderr}`)), 10_000)
-    child.stdout.on('data', (d) => {
-      if (String(d).includes('ready')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    exited.then(({ code }) => reject(new Error(`the child exited (${code}) before connecting: ${stderr}`)))
-  })
-  child.kill('SIGKILL')
-  return exited
+  const run = runScript(
+    t,
+    pubsubScript("pubsub.subscribe(process.env.KEEP).subscribe({ next() {} }).ready.then(() => console.log('ready'))", { will }),
+    { BROKER: broker.wsUrl, KEEP: uniqueTopic('keep') },
+  )
+  await printed(run, 'ready')
+  run.child.kill('SIGKILL')
+  return run.exited
 }
 
 test('the broker publishes the will message when the connection drops abruptly', async (t) => {
   const topic = uniqueTopic('will')
-  const watcher = await mqttJs(t)
-  const received = []
-  watcher.on('message', (name, payload, packet) => received.push({ name, payload: payload.toString(), qos: packet.qos }))
+  const { client: watcher, messages } = await mqttJs(t, broker.wsUrl)
   await watcher.subscribeAsync(topic, { qos: 1 })
 
   const { signal } = await killConnectedChild(t, { topic, message: { status: 'gone', id: 7 }, qos: 1 })
   t.is(signal, 'SIGKILL')
-  await waitFor(() => received.length > 0, 5_000, 'the will message')
-  t.deepEqual(received, [{ name: topic, payload: JSON.stringify({ status: 'gone', id: 7 }), qos: 1 }])
+  await waitFor(() => messages.length > 0, 5_000, 'the will message')
+  t.deepEqual(
+    messages.map((m) => ({ name: m.topic, payload: m.payload.toString(), qos: m.qos })),
+    [{ name: topic, payload: JSON.stringify({ status: 'gone', id: 7 }), qos: 1 }],
+  )
 })
 
 test('the will message is not published when the instance closes cleanly', async (t) => {
   const topic = uniqueTopic('no-will')
-  const watcher = await mqttJs(t)
-  const received = []
-  watcher.on('message', (name, payload) => received.push(payload.toString()))
+  const { client: watcher, messages } = await mqttJs(t, broker.wsUrl)
   await watcher.subscribeAsync(topic, { qos: 1 })
 
-  const pubsub = open(t, { endpoint: broker.wsUrl, will: { topic, message: 'should not be sent', qos: 1 } })
+  const pubsub = newPubSub(t, { will: { topic, message: 'should not be sent', qos: 1 } })
   const sub = pubsub.subscribe(uniqueTopic('keep')).subscribe({ next() {} })
   await sub.ready
   await pubsub.close()
   // A control message after the close proves the watcher is receiving.
   await watcher.publishAsync(topic, 'control', { qos: 1 })
-  await waitFor(() => received.includes('control'), 5_000, 'the control message')
-  t.deepEqual(received, ['control'])
+  const received = () => messages.map((m) => m.payload.toString())
+  await waitFor(() => received().includes('control'), 5_000, 'the control message')
+  t.deepEqual(received(), ['control'])
 })
 
 // ------------------------------------------------------------------ bad payloads, bad callbacks
@@ -301,15 +233,11 @@ test('the will message is not published when the instance closes cleanly', async
 test("a payload that is not JSON is reported as 'invalidPayload' and one warning; the subscription goes on", async (t) => {
   const topic = uniqueTopic('invalid-json')
   const warnings = captureWarnings(t, topic)
-  const pubsub = open(t, { endpoint: broker.wsUrl })
-  const invalid = []
-  pubsub.on('invalidPayload', (event) => invalid.push(event))
-  const values = []
-  const errors = []
-  const sub = pubsub.subscribe(topic, { format: 'json' }).subscribe({ next: (v) => values.push(v), error: (e) => errors.push(e) })
-  await sub.ready
+  const pubsub = newPubSub(t)
+  const invalid = recordEvents(pubsub, 'invalidPayload')
+  const { values, errors, sub } = await listen(t, pubsub, topic, { format: 'json' })
 
-  const outsider = await mqttJs(t)
+  const { client: outsider } = await mqttJs(t, broker.wsUrl)
   await outsider.publishAsync(topic, 'not json {', { qos: 1 })
   await outsider.publishAsync(topic, Buffer.from([0xff, 0xfe]), { qos: 1 })
   await outsider.publishAsync(topic, '{"valid":true}', { qos: 1 })
@@ -332,9 +260,8 @@ test("a next callback that throws is reported as 'callbackError' and one warning
   const topic = uniqueTopic('throwing')
   const marker = `thrown-in-${topic}`
   const warnings = captureWarnings(t, marker)
-  const pubsub = open(t, { endpoint: broker.wsUrl })
-  const reported = []
-  pubsub.on('callbackError', (error) => reported.push(error))
+  const pubsub = newPubSub(t)
+  const reported = recordEvents(pubsub, 'callbackError')
   const values = []
   const thrown = []
   const sub = pubsub.subscribe(topic).subscribe({
@@ -365,7 +292,7 @@ test("a next callback that throws is reported as 'callbackError' and one warning
 
 test('clientId returns the id given, and that is the id the broker sees', async (t) => {
   const clientId = `given-${uniqueTopic('id').replace(/\W/g, '-')}`
-  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId })
+  const pubsub = newPubSub(t, { endpoint: aedes.wsUrl, clientId })
   t.is(pubsub.clientId, clientId)
   await pubsub.publish(uniqueTopic('id'), 'x', { qos: 1 })
   t.true(connects.has(clientId), 'the broker saw the client id')
@@ -373,8 +300,8 @@ test('clientId returns the id given, and that is the id the broker sees', async 
 
 test('without a clientId each instance gets its own random UUID v4', (t) => {
   const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-  const a = open(t, { endpoint: broker.wsUrl })
-  const b = open(t, { endpoint: broker.wsUrl })
+  const a = newPubSub(t)
+  const b = newPubSub(t)
   t.regex(a.clientId, uuidV4)
   t.regex(b.clientId, uuidV4)
   t.not(a.clientId, b.clientId)
@@ -385,7 +312,7 @@ test('username and password reach the broker exactly as given', async (t) => {
   const clientId = `creds-${process.pid}-${Date.now()}`
   const username = 'zoë@example.com'
   const password = 'pä$$ wörd:with/odd=chars'
-  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId, username, password })
+  const pubsub = newPubSub(t, { endpoint: aedes.wsUrl, clientId, username, password })
   const topic = uniqueTopic('creds')
   const values = []
   const sub = pubsub.subscribe(topic).subscribe({ next: (v) => values.push(v) })
@@ -398,7 +325,7 @@ test('username and password reach the broker exactly as given', async (t) => {
 
 test('without credentials the broker gets no username or password', async (t) => {
   const clientId = `anon-${process.pid}-${Date.now()}`
-  const pubsub = open(t, { endpoint: aedes.wsUrl, clientId })
+  const pubsub = newPubSub(t, { endpoint: aedes.wsUrl, clientId })
   await pubsub.publish(uniqueTopic('anon'), 1, { qos: 1 })
   t.deepEqual(connects.get(clientId), { username: undefined, password: undefined })
 })

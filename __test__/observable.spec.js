@@ -3,66 +3,14 @@
 // async-iterable, and reference-counted at the broker. An in-process aedes broker lets the
 // tests see exactly which SUBSCRIBE and UNSUBSCRIBE packets arrive.
 const test = require('ava')
-const { PubSub, TOPIC } = require('../mqtt.js')
+const { TOPIC } = require('../mqtt.js')
 const { useAedes } = require('./helpers/aedes.js')
+const { topicNamer, pubsubOn, receiver, observe, subscribed, plain } = require('./helpers/pubsub.js')
 
 const broker = useAedes(test)
 
-let sequence = 0
-/** A topic no other test uses. */
-function uniqueTopic(name) {
-  return `spec/observable/${process.pid}/${name}-${++sequence}`
-}
-
-/** A PubSub on the file's broker, closed when the test ends. */
-function newPubSub(t, options = {}) {
-  const pubsub = new PubSub({ endpoint: broker.wsUrl, ...options })
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-/**
- * An observer that records what it receives; `take(n)` resolves with the first n values, and
- * fails (rejects) when they do not arrive in time or the subscription errors.
- */
-function receiver(timeoutMs = 5_000) {
-  const received = []
-  const waiting = new Set()
-  let failure = null
-  const check = () => {
-    for (const wait of waiting) {
-      if (failure) wait.reject(failure)
-      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
-      else continue
-      clearTimeout(wait.timer)
-      waiting.delete(wait)
-    }
-  }
-  return {
-    received,
-    observer: {
-      next(value) {
-        received.push(value)
-        check()
-      },
-      error(error) {
-        failure = error
-        check()
-      },
-    },
-    take(n) {
-      return new Promise((resolve, reject) => {
-        const wait = { n, resolve, reject }
-        wait.timer = setTimeout(() => {
-          waiting.delete(wait)
-          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
-        }, timeoutMs)
-        waiting.add(wait)
-        check()
-      })
-    },
-  }
-}
+const uniqueTopic = topicNamer('spec/observable')
+const newPubSub = pubsubOn(broker)
 
 /**
  * Records the SUBSCRIBE and UNSUBSCRIBE requests the broker handles for `filters`.
@@ -107,15 +55,14 @@ function within(promise, ms, what) {
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer))
 }
 
-/** A received JSON value as plain data (without the TOPIC key objects carry). */
-function plain(value) {
-  return JSON.parse(JSON.stringify(value))
+/** A fresh topic, the broker's log of SUBSCRIBE/UNSUBSCRIBE for it, and a PubSub. */
+function setup(t, name) {
+  const topic = uniqueTopic(name)
+  return { topic, log: brokerLog(t, topic), pubsub: newPubSub(t) }
 }
 
 test('the observable is cold: nothing is subscribed at the broker until .subscribe() is called', async (t) => {
-  const topic = uniqueTopic('cold')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
+  const { topic, log, pubsub } = setup(t, 'cold')
 
   const observable = pubsub.subscribe(topic, { qos: 1 })
   // A full round trip on the same connection: a SUBSCRIBE sent by pubsub.subscribe() would
@@ -132,18 +79,16 @@ test('each .subscribe() on one observable is a subscription of its own', async (
   const topic = uniqueTopic('independent')
   const pubsub = newPubSub(t)
   const observable = pubsub.subscribe(topic)
-  const first = receiver()
-  const second = receiver()
-  const firstSub = observable.subscribe(first.observer)
-  const secondSub = observable.subscribe(second.observer)
-  t.not(firstSub, secondSub)
-  await Promise.all([firstSub.ready, secondSub.ready])
+  const first = observe(observable)
+  const second = observe(observable)
+  t.not(first.subscription, second.subscription)
+  await Promise.all([first.subscription.ready, second.subscription.ready])
 
-  firstSub.unsubscribe()
+  first.subscription.unsubscribe()
   await pubsub.publish(topic, { n: 1 }, { qos: 1 })
 
   t.deepEqual((await second.take(1)).map(plain), [{ n: 1 }])
-  t.true(firstSub.closed)
+  t.true(first.subscription.closed)
   t.is(first.received.length, 0)
 })
 
@@ -185,9 +130,7 @@ test('.subscribe(next, error, complete) takes three functions, and complete runs
 })
 
 test('for await iterates messages, and leaving the loop unsubscribes at the broker', async (t) => {
-  const topic = uniqueTopic('for-await')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
+  const { topic, log, pubsub } = setup(t, 'for-await')
   const subscribedAtBroker = broker.waitFor('subscribe', (subs) => subs.some((s) => s.topic === topic))
   const unsubscribedAtBroker = brokerUnsubscribes(topic)
 
@@ -213,13 +156,12 @@ test('for await iterates messages, and leaving the loop unsubscribes at the brok
 test('for await yields messages that arrived before next() was called, in order', async (t) => {
   const topic = uniqueTopic('for-await-buffered')
   const pubsub = newPubSub(t)
-  const witness = receiver()
   const observable = pubsub.subscribe(topic, { qos: 1 })
   const iterator = observable[Symbol.asyncIterator]()
   t.teardown(() => iterator.return())
   // A second observer of the same filter tells us when the iterator's messages have arrived.
-  const witnessSub = observable.subscribe(witness.observer)
-  await witnessSub.ready
+  const witness = observe(observable)
+  await witness.subscription.ready
 
   for (let n = 1; n <= 3; n++) await pubsub.publish(topic, n, { qos: 1 })
   await witness.take(3)
@@ -252,9 +194,7 @@ test('next() calls made before messages arrive are answered in order, one messag
 })
 
 test('return() settles a next() that is still waiting with done: true', async (t) => {
-  const topic = uniqueTopic('return-pending')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
+  const { topic, log, pubsub } = setup(t, 'return-pending')
   const subscribedAtBroker = broker.waitFor('subscribe', (subs) => subs.some((s) => s.topic === topic))
   const unsubscribedAtBroker = brokerUnsubscribes(topic)
   const iterator = pubsub.subscribe(topic)[Symbol.asyncIterator]()
@@ -278,9 +218,8 @@ test("['@@observable']() returns the observable itself, for RxJS and zen-observa
   t.is(observable['@@observable'](), observable)
   if (typeof Symbol.observable === 'symbol') t.is(observable[Symbol.observable](), observable)
 
-  const inbox = receiver()
-  const subscription = observable['@@observable']().subscribe(inbox.observer)
-  await subscription.ready
+  const inbox = observe(observable['@@observable']())
+  await inbox.subscription.ready
   await pubsub.publish(topic, 'through interop', { qos: 1 })
   t.deepEqual(await inbox.take(1), ['through interop'])
 })
@@ -318,16 +257,14 @@ test('sub.ready settles, instead of staying pending forever, when unsubscribe() 
 test('unsubscribing stops delivery to that observer', async (t) => {
   const topic = uniqueTopic('stops')
   const pubsub = newPubSub(t)
-  const gone = receiver()
-  const stays = receiver()
-  const goneSub = pubsub.subscribe(topic).subscribe(gone.observer)
+  const gone = observe(pubsub.subscribe(topic))
   // A different filter matching the same topics keeps the connection and the messages coming.
-  const staysSub = pubsub.subscribe(`${topic}/#`).subscribe(stays.observer)
-  await Promise.all([goneSub.ready, staysSub.ready])
+  const stays = observe(pubsub.subscribe(`${topic}/#`))
+  await Promise.all([gone.subscription.ready, stays.subscription.ready])
 
   await pubsub.publish(topic, 'before', { qos: 1 })
   t.deepEqual(await gone.take(1), ['before'])
-  goneSub.unsubscribe()
+  gone.subscription.unsubscribe()
   await pubsub.publish(topic, 'after', { qos: 1 })
 
   t.deepEqual(await stays.take(2), ['before', 'after'])
@@ -335,13 +272,11 @@ test('unsubscribing stops delivery to that observer', async (t) => {
 })
 
 test('sub.ready resolves once the broker acknowledged the SUBSCRIBE, so a publish right after it is received', async (t) => {
-  const topic = uniqueTopic('ready')
-  const log = brokerLog(t, topic)
-  const subscriber = newPubSub(t)
+  const { topic, log, pubsub: subscriber } = setup(t, 'ready')
   const publisher = newPubSub(t)
-  const inbox = receiver()
 
-  const subscription = subscriber.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
+  const inbox = observe(subscriber.subscribe(topic, { qos: 1 }))
+  const { subscription } = inbox
   t.true(subscription.ready instanceof Promise)
   t.is(await subscription.ready, undefined)
   t.deepEqual(log.subscribes, [{ topic, qos: 1 }])
@@ -352,15 +287,11 @@ test('sub.ready resolves once the broker acknowledged the SUBSCRIBE, so a publis
 })
 
 test('two observers of one filter share a single SUBSCRIBE at the broker', async (t) => {
-  const topic = uniqueTopic('refcount-subscribe')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
-  const first = receiver()
-  const second = receiver()
+  const { topic, log, pubsub } = setup(t, 'refcount-subscribe')
 
-  const firstSub = pubsub.subscribe(topic).subscribe(first.observer)
-  const secondSub = pubsub.subscribe(topic).subscribe(second.observer)
-  await Promise.all([firstSub.ready, secondSub.ready])
+  const first = observe(pubsub.subscribe(topic))
+  const second = observe(pubsub.subscribe(topic))
+  await Promise.all([first.subscription.ready, second.subscription.ready])
   // A message through the broker after both: any second SUBSCRIBE has been handled by now.
   await pubsub.publish(topic, 'both', { qos: 1 })
   t.deepEqual(await first.take(1), ['both'])
@@ -370,14 +301,10 @@ test('two observers of one filter share a single SUBSCRIBE at the broker', async
 })
 
 test('an observer that joins an acknowledged filter is ready without another SUBSCRIBE', async (t) => {
-  const topic = uniqueTopic('refcount-late')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
-  const first = receiver()
-  const late = receiver()
+  const { topic, log, pubsub } = setup(t, 'refcount-late')
 
-  await pubsub.subscribe(topic).subscribe(first.observer).ready
-  await pubsub.subscribe(topic).subscribe(late.observer).ready
+  await subscribed(pubsub, topic)
+  const late = await subscribed(pubsub, topic)
   await pubsub.publish(topic, 'x', { qos: 1 })
 
   t.deepEqual(await late.take(1), ['x'])
@@ -385,23 +312,19 @@ test('an observer that joins an acknowledged filter is ready without another SUB
 })
 
 test('the broker gets UNSUBSCRIBE only when the last observer of a filter leaves', async (t) => {
-  const topic = uniqueTopic('refcount-unsubscribe')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
-  const first = receiver()
-  const last = receiver()
-  const firstSub = pubsub.subscribe(topic).subscribe(first.observer)
-  const lastSub = pubsub.subscribe(topic).subscribe(last.observer)
-  await Promise.all([firstSub.ready, lastSub.ready])
+  const { topic, log, pubsub } = setup(t, 'refcount-unsubscribe')
+  const first = observe(pubsub.subscribe(topic))
+  const last = observe(pubsub.subscribe(topic))
+  await Promise.all([first.subscription.ready, last.subscription.ready])
 
-  firstSub.unsubscribe()
+  first.subscription.unsubscribe()
   // Still subscribed at the broker: the remaining observer goes on receiving.
   await pubsub.publish(topic, 'still here', { qos: 1 })
   t.deepEqual(await last.take(1), ['still here'])
   t.deepEqual(log.unsubscribes, [])
 
   const unsubscribed = brokerUnsubscribes(topic)
-  lastSub.unsubscribe()
+  last.subscription.unsubscribe()
   await unsubscribed
   t.deepEqual(log.unsubscribes, [topic])
 })
@@ -412,9 +335,8 @@ test('leaving an observer of several filters unsubscribes only the filters nobod
   const log = brokerLog(t, shared, own)
   const pubsub = newPubSub(t)
   const both = pubsub.subscribe([shared, own]).subscribe(() => {})
-  const sharedOnly = receiver()
-  const sharedSub = pubsub.subscribe(shared).subscribe(sharedOnly.observer)
-  await Promise.all([both.ready, sharedSub.ready])
+  const sharedOnly = observe(pubsub.subscribe(shared))
+  await Promise.all([both.ready, sharedOnly.subscription.ready])
 
   const ownUnsubscribed = brokerUnsubscribes(own)
   both.unsubscribe()
@@ -426,14 +348,10 @@ test('leaving an observer of several filters unsubscribes only the filters nobod
 })
 
 test('an observer asking for a higher QoS upgrades the broker subscription of the filter', async (t) => {
-  const topic = uniqueTopic('refcount-qos')
-  const log = brokerLog(t, topic)
-  const pubsub = newPubSub(t)
-  const low = receiver()
-  const high = receiver()
+  const { topic, log, pubsub } = setup(t, 'refcount-qos')
 
-  await pubsub.subscribe(topic, { qos: 0 }).subscribe(low.observer).ready
-  await pubsub.subscribe(topic, { qos: 1, format: 'message' }).subscribe(high.observer).ready
+  const low = await subscribed(pubsub, topic, { qos: 0 })
+  const high = await subscribed(pubsub, topic, { qos: 1, format: 'message' })
   await pubsub.publish(topic, 'upgraded', { qos: 1 })
 
   t.deepEqual(log.subscribes, [

@@ -4,83 +4,20 @@
 // 'string', 'binary', 'message').
 const crypto = require('node:crypto')
 const test = require('ava')
-const { PubSub, TOPIC } = require('../mqtt.js')
+const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startAedes } = require('./helpers/aedes.js')
+const { topicNamer, pubsubOn, subscribed, ALL_BYTES } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
-let sequence = 0
-/** A topic no other test (or earlier run) uses. */
-function uniqueTopic(name) {
-  return `spec/payload-formats/${process.pid}/${name}-${++sequence}`
-}
-
-/** A PubSub on the file's broker, closed when the test ends. */
-function newPubSub(t, options = {}) {
-  const pubsub = new PubSub({ endpoint: broker.wsUrl, ...options })
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-/**
- * An observer that records what it receives; `take(n)` resolves with the first n values, and
- * fails (rejects) when they do not arrive in time or the subscription errors.
- */
-function receiver(timeoutMs = 5_000) {
-  const received = []
-  const waiting = new Set()
-  let failure = null
-  const check = () => {
-    for (const wait of waiting) {
-      if (failure) wait.reject(failure)
-      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
-      else continue
-      clearTimeout(wait.timer)
-      waiting.delete(wait)
-    }
-  }
-  return {
-    received,
-    observer: {
-      next(value) {
-        received.push(value)
-        check()
-      },
-      error(error) {
-        failure = error
-        check()
-      },
-    },
-    take(n) {
-      return new Promise((resolve, reject) => {
-        const wait = { n, resolve, reject }
-        wait.timer = setTimeout(() => {
-          waiting.delete(wait)
-          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
-        }, timeoutMs)
-        waiting.add(wait)
-        check()
-      })
-    },
-  }
-}
-
-/** Subscribes `pubsub` to `topic` with `options` and waits for the SUBACK. */
-async function subscribed(pubsub, topic, options) {
-  const inbox = receiver()
-  const subscription = pubsub.subscribe(topic, options).subscribe(inbox.observer)
-  await subscription.ready
-  return { inbox, subscription }
-}
-
-/** Every byte value 0..255: plenty of sequences that are not valid UTF-8. */
-const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+const uniqueTopic = topicNamer('spec/payload-formats')
+const newPubSub = pubsubOn(broker)
 
 test('a Buffer payload arrives byte-exact, including bytes that are not valid UTF-8', async (t) => {
   const topic = uniqueTopic('buffer')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'binary' })
+  const inbox = await subscribed(pubsub, topic, { format: 'binary' })
 
   await pubsub.publish(topic, ALL_BYTES, { qos: 1 })
 
@@ -93,7 +30,7 @@ test('a Buffer payload arrives byte-exact, including bytes that are not valid UT
 test('a Uint8Array payload is sent as its own bytes, even when it views part of a larger buffer', async (t) => {
   const topic = uniqueTopic('uint8array')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'binary' })
+  const inbox = await subscribed(pubsub, topic, { format: 'binary' })
 
   const backing = new Uint8Array([0x11, 0x22, 0x33, 0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0x44, 0x55])
   const view = new Uint8Array(backing.buffer, 3, 6) // ff fe 00 80 c3 28
@@ -107,7 +44,7 @@ test('a Uint8Array payload is sent as its own bytes, even when it views part of 
 test("format 'binary' gives the raw bytes of a JSON message as a Buffer", async (t) => {
   const topic = uniqueTopic('binary-json')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'binary' })
+  const inbox = await subscribed(pubsub, topic, { format: 'binary' })
 
   await pubsub.publish(topic, { a: 1, b: 'é' }, { qos: 1 })
 
@@ -119,7 +56,7 @@ test("format 'binary' gives the raw bytes of a JSON message as a Buffer", async 
 test("format 'binary' delivers an empty payload as an empty Buffer", async (t) => {
   const topic = uniqueTopic('binary-empty')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'binary' })
+  const inbox = await subscribed(pubsub, topic, { format: 'binary' })
 
   await pubsub.publish(topic, Buffer.alloc(0), { qos: 1 })
 
@@ -131,7 +68,7 @@ test("format 'binary' delivers an empty payload as an empty Buffer", async (t) =
 test("format 'string' decodes the payload as UTF-8 text", async (t) => {
   const topic = uniqueTopic('string')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'string' })
+  const inbox = await subscribed(pubsub, topic, { format: 'string' })
 
   const text = 'plain text, not JSON: héllo ✓ 🌍'
   await pubsub.publish(topic, Buffer.from(text, 'utf8'), { qos: 1 })
@@ -143,7 +80,7 @@ test("format 'string' decodes the payload as UTF-8 text", async (t) => {
 test("format 'message' gives topic, payload bytes, qos, retain and dup", async (t) => {
   const topic = uniqueTopic('message')
   const pubsub = newPubSub(t)
-  const { inbox } = await subscribed(pubsub, topic, { format: 'message', qos: 1 })
+  const inbox = await subscribed(pubsub, topic, { format: 'message', qos: 1 })
 
   await pubsub.publish(topic, Buffer.from([0xde, 0xad, 0xbe, 0xef]), { qos: 1 })
 
@@ -161,27 +98,23 @@ test("format 'message' gives topic, payload bytes, qos, retain and dup", async (
 test("format 'message' reports the QoS the broker delivered at: the lower of publish and subscribe", async (t) => {
   const base = uniqueTopic('message-qos')
   const pubsub = newPubSub(t)
-  const atMostOnce = await subscribed(pubsub, `${base}/sub0`, { format: 'message', qos: 0 })
-  const atLeastOnce = await subscribed(pubsub, `${base}/sub1`, { format: 'message', qos: 1 })
-  const exactlyOnce = await subscribed(pubsub, `${base}/sub2`, { format: 'message', qos: 2 })
+  // One subscription a QoS: sub0 at QoS 0, sub1 at QoS 1, sub2 at QoS 2.
+  const inboxes = []
+  for (const qos of [0, 1, 2]) inboxes.push(await subscribed(pubsub, `${base}/sub${qos}`, { format: 'message', qos }))
 
-  await pubsub.publish(`${base}/sub0`, 'x', { qos: 2 })
-  await pubsub.publish(`${base}/sub1`, 'x', { qos: 2 })
-  await pubsub.publish(`${base}/sub2`, 'x', { qos: 2 })
+  for (const qos of [0, 1, 2]) await pubsub.publish(`${base}/sub${qos}`, 'x', { qos: 2 })
   await pubsub.publish(`${base}/sub2`, 'x', { qos: 1 })
 
-  t.deepEqual(
-    (await atMostOnce.inbox.take(1)).map((m) => m.qos),
-    [0],
-  )
-  t.deepEqual(
-    (await atLeastOnce.inbox.take(1)).map((m) => m.qos),
-    [1],
-  )
-  t.deepEqual(
-    (await exactlyOnce.inbox.take(2)).map((m) => m.qos),
-    [2, 1],
-  )
+  for (const [qos, delivered] of [
+    [0, [0]],
+    [1, [1]],
+    [2, [2, 1]],
+  ]) {
+    t.deepEqual(
+      (await inboxes[qos].take(delivered.length)).map((m) => m.qos),
+      delivered,
+    )
+  }
 })
 
 test("format 'message' flags a retained copy with retain: true, and a live message with retain: false", async (t) => {
@@ -190,7 +123,7 @@ test("format 'message' flags a retained copy with retain: true, and a live messa
   t.teardown(() => pubsub.publish(topic, Buffer.alloc(0), { retain: true, qos: 1 }))
 
   await pubsub.publish(topic, 'stored', { qos: 1, retain: true })
-  const { inbox } = await subscribed(pubsub, topic, { format: 'message', qos: 1 })
+  const inbox = await subscribed(pubsub, topic, { format: 'message', qos: 1 })
   // Published with retain, but to an existing subscription: the broker clears the flag.
   await pubsub.publish(topic, 'live', { qos: 1, retain: true })
 
@@ -203,13 +136,10 @@ test("format 'message' flags a retained copy with retain: true, and a live messa
   t.false(live.dup)
 })
 
-test('a 256 KiB payload arrives byte-exact', async (t) => {
+/** Sends 256 KiB of random bytes from `publisher` to `subscriber` and checks they arrive byte-exact. */
+async function largeRoundTrip(t, subscriber, publisher) {
   const topic = uniqueTopic('large')
-  // Published over WebSockets, received over TCP: Debian's mosquitto (libwebsockets) takes
-  // seconds to write a large message out to a WebSocket client, whatever the client.
-  const subscriber = newPubSub(t, { endpoint: broker.tcpUrl })
-  const publisher = newPubSub(t)
-  const { inbox } = await subscribed(subscriber, topic, { format: 'binary', qos: 1 })
+  const inbox = await subscribed(subscriber, topic, { format: 'binary', qos: 1 })
 
   const big = crypto.randomBytes(256 * 1024)
   await publisher.publish(topic, big, { qos: 1 })
@@ -217,36 +147,32 @@ test('a 256 KiB payload arrives byte-exact', async (t) => {
   const [payload] = await inbox.take(1)
   t.is(payload.length, big.length)
   t.true(payload.equals(big))
+}
+
+test('a 256 KiB payload arrives byte-exact', async (t) => {
+  // Published over WebSockets, received over TCP: Debian's mosquitto (libwebsockets) takes
+  // seconds to write a large message out to a WebSocket client, whatever the client.
+  await largeRoundTrip(t, newPubSub(t, { endpoint: broker.tcpUrl }), newPubSub(t))
 })
 
 test('a 256 KiB payload arrives byte-exact over WebSockets in both directions (aedes broker)', async (t) => {
   const aedes = await startAedes()
   t.teardown(() => aedes.stop())
-  const topic = uniqueTopic('large-ws')
-  const subscriber = newPubSub(t, { endpoint: aedes.wsUrl })
-  const publisher = newPubSub(t, { endpoint: aedes.wsUrl })
-  const { inbox } = await subscribed(subscriber, topic, { format: 'binary', qos: 1 })
-
-  const big = crypto.randomBytes(256 * 1024)
-  await publisher.publish(topic, big, { qos: 1 })
-
-  const [payload] = await inbox.take(1)
-  t.is(payload.length, big.length)
-  t.true(payload.equals(big))
+  await largeRoundTrip(t, newPubSub(t, { endpoint: aedes.wsUrl }), newPubSub(t, { endpoint: aedes.wsUrl }))
 })
 
 const jsonRoundTrip = test.macro({
   async exec(t, _kind, value) {
     const topic = uniqueTopic('json')
     const pubsub = newPubSub(t)
-    const { inbox } = await subscribed(pubsub, topic, { qos: 1 })
+    const inbox = await subscribed(pubsub, topic, { qos: 1 })
     const raw = await subscribed(pubsub, topic, { qos: 1, format: 'string' })
 
     await pubsub.publish(topic, value, { qos: 1 })
 
     const [received] = await inbox.take(1)
     // On the wire: exactly JSON.stringify of the message.
-    t.deepEqual(await raw.inbox.take(1), [JSON.stringify(value)])
+    t.deepEqual(await raw.take(1), [JSON.stringify(value)])
     if (received !== null && typeof received === 'object') {
       t.is(received[TOPIC], topic)
       t.deepEqual(JSON.parse(JSON.stringify(received)), value)

@@ -2,48 +2,23 @@
 // Like a socket, a PubSub keeps Node running while it has work (a subscription, a pending
 // publish, a close in progress) and lets the process exit on its own when it has none. Each
 // test runs a small script in a child Node process and watches how, and how fast, it ends.
-const path = require('node:path')
-const { spawn } = require('node:child_process')
 const test = require('ava')
-const { PubSub } = require('../mqtt.js')
 const { useMosquitto, freePort } = require('./helpers/mosquitto.js')
+const { topicNamer, pubsubOn, listen, sleep, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
-const MQTT_JS = path.join(__dirname, '..', 'mqtt.js')
 /** How long a script that should end by itself may take. */
 const EXIT_LIMIT_MS = 10_000
 const broker = useMosquitto(test)
 
-let counter = 0
-function uniqueTopic(name) {
-  counter += 1
-  return `process-exit/${name}/${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`
-}
-
-function open(t, options) {
-  const pubsub = new PubSub(options)
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
+const uniqueTopic = topicNamer('process-exit')
+const newPubSub = pubsubOn(broker)
 
 /**
- * Runs `source` with `node -e`. The script finds the package in MQTT_JS, the broker in BROKER and
- * its topic in TOPIC. The child is killed when the test ends, whatever happens.
+ * Runs `body` in a child Node process after a prelude that makes `pubsub`, a PubSub with
+ * `options` on the file's broker (BROKER, unless `env` says otherwise); see `runScript`.
  */
-function runScript(t, source, env = {}) {
-  const child = spawn(process.execPath, ['-e', source], {
-    env: { ...process.env, MQTT_JS, BROKER: broker.wsUrl, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const run = { child, stdout: '', stderr: '', started: Date.now() }
-  child.stdout.on('data', (d) => (run.stdout += d))
-  child.stderr.on('data', (d) => (run.stderr += d))
-  run.exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - run.started }))
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  return run
+function runPubSubScript(t, body, env = {}, options = {}) {
+  return runScript(t, pubsubScript(body, options), { BROKER: broker.wsUrl, ...env })
 }
 
 /** Waits for the script to end by itself; kills it and fails the test if it does not in time. */
@@ -64,52 +39,26 @@ async function exitOf(t, run, limitMs = EXIT_LIMIT_MS) {
   return outcome
 }
 
-/** Resolves once the script printed `line`. */
-function printed(run, line, timeoutMs = EXIT_LIMIT_MS) {
-  return new Promise((resolve, reject) => {
-    const check = () => run.stdout.split('\n').includes(line)
-    if (check()) return resolve()
-    const timer = setTimeout(() => {
-      run.child.stdout.off('data', onData)
-      reject(new Error(`the script did not print '${line}' within ${timeoutMs} ms\nstdout: ${run.stdout}\nstderr: ${run.stderr}`))
-    }, timeoutMs)
-    const onData = () => {
-      if (!check()) return
-      clearTimeout(timer)
-      run.child.stdout.off('data', onData)
-      resolve()
-    }
-    run.child.stdout.on('data', onData)
-    run.exited.then(() => {
-      if (check()) return
-      clearTimeout(timer)
-      reject(new Error(`the script exited without printing '${line}'\nstdout: ${run.stdout}\nstderr: ${run.stderr}`))
-    })
-  })
+/** Waits for the script to end by itself, with code 0, having printed exactly `stdout`. */
+async function exitsCleanly(t, run, stdout, message) {
+  const { code, signal } = await exitOf(t, run)
+  t.is(code, 0, run.stderr)
+  t.is(signal, null)
+  t.is(run.stdout, stdout, message)
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const stillRunning = (run) => run.child.exitCode === null && run.child.signalCode === null
 
 test('a script that only publishes exits by itself once the publish resolves', async (t) => {
   const topic = uniqueTopic('publish-only')
-  const watcher = open(t, { endpoint: broker.wsUrl })
-  const values = []
-  const sub = watcher.subscribe(topic).subscribe({ next: (v) => values.push(v) })
-  await sub.ready
+  const { values } = await listen(t, newPubSub(t), topic)
 
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     pubsub.publish(process.env.TOPIC, { from: 'child' }, { qos: 1 }).then(() => console.log('published'))`,
+    `pubsub.publish(process.env.TOPIC, { from: 'child' }, { qos: 1 }).then(() => console.log('published'))`,
     { TOPIC: topic },
   )
-  const { code, signal } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(signal, null)
-  t.is(run.stdout, 'published\n')
+  await exitsCleanly(t, run, 'published\n')
   t.is(run.stderr, '')
   await sleep(100)
   t.like(values[0], { from: 'child' })
@@ -118,26 +67,21 @@ test('a script that only publishes exits by itself once the publish resolves', a
 test('a script that only publishes and exits by itself leaves the broker cleanly', async (t) => {
   const willTopic = uniqueTopic('publish-only-will')
   const will = await watchWill(t, willTopic)
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER, will: { topic: process.env.WILL, message: 'abrupt', qos: 1 } })
-     pubsub.publish(process.env.TOPIC, 'x', { qos: 1 }).then(() => console.log('published'))`,
-    { TOPIC: uniqueTopic('publish-only'), WILL: willTopic },
+    `pubsub.publish(process.env.TOPIC, 'x', { qos: 1 }).then(() => console.log('published'))`,
+    { TOPIC: uniqueTopic('publish-only') },
+    { will: { topic: willTopic, message: 'abrupt', qos: 1 } },
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'published\n')
+  await exitsCleanly(t, run, 'published\n')
   t.deepEqual(await will.settle(), [], 'a normal end of the program is not an abrupt disconnect: no will')
 })
 
 test('a script with an active subscription stays alive and keeps receiving', async (t) => {
   const topic = uniqueTopic('stays-alive')
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next: (value) => console.log('got ' + value) })
+    `const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next: (value) => console.log('got ' + value) })
      sub.ready.then(() => console.log('ready'))`,
     { TOPIC: topic },
   )
@@ -145,7 +89,7 @@ test('a script with an active subscription stays alive and keeps receiving', asy
   await sleep(1_500)
   t.true(stillRunning(run), `the script ended: ${run.stderr}`)
 
-  const publisher = open(t, { endpoint: broker.wsUrl })
+  const publisher = newPubSub(t)
   await publisher.publish(topic, 'still listening', { qos: 1 })
   await printed(run, 'got still listening')
   t.true(stillRunning(run))
@@ -156,18 +100,13 @@ test('a script with an active subscription stays alive and keeps receiving', asy
 })
 
 test('a script that subscribes and then unsubscribes exits by itself', async (t) => {
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
+    `const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
      sub.ready.then(() => { console.log('ready'); sub.unsubscribe() })`,
     { TOPIC: uniqueTopic('unsubscribe') },
   )
-  const { code, signal } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(signal, null)
-  t.is(run.stdout, 'ready\n')
+  await exitsCleanly(t, run, 'ready\n')
 })
 
 /**
@@ -175,10 +114,8 @@ test('a script that subscribes and then unsubscribes exits by itself', async (t)
  * and resolves with everything that arrived before it: the will, if the broker sent one.
  */
 async function watchWill(t, topic) {
-  const watcher = open(t, { endpoint: broker.wsUrl })
-  const values = []
-  const sub = watcher.subscribe(topic, { format: 'string' }).subscribe({ next: (v) => values.push(v) })
-  await sub.ready
+  const watcher = newPubSub(t)
+  const { values } = await listen(t, watcher, topic, { format: 'string' })
   return {
     async settle() {
       await sleep(300)
@@ -193,21 +130,19 @@ async function watchWill(t, topic) {
 test('after the last unsubscribe, Node stays up until the disconnect has finished: the broker sees no abrupt drop', async (t) => {
   const willTopic = uniqueTopic('unsubscribe-will')
   const will = await watchWill(t, willTopic)
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER, will: { topic: process.env.WILL, message: 'abrupt', qos: 1 } })
-     const states = []
+    `const states = []
      pubsub.on('ConnectionStateChange', (state) => states.push(state))
      process.on('exit', () => console.log(states.join(' → ')))
      const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
      sub.ready.then(() => { console.log('ready'); sub.unsubscribe() })`,
-    { TOPIC: uniqueTopic('unsubscribe'), WILL: willTopic },
+    { TOPIC: uniqueTopic('unsubscribe') },
+    { will: { topic: willTopic, message: 'abrupt', qos: 1 } },
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(
-    run.stdout,
+  await exitsCleanly(
+    t,
+    run,
     'ready\nConnecting → Connected → ConnectedPendingDisconnect → Disconnected\n',
     'Node stays up until the disconnect the last unsubscribe started has finished',
   )
@@ -215,43 +150,32 @@ test('after the last unsubscribe, Node stays up until the disconnect has finishe
 })
 
 test('a script that unsubscribes before the subscription is acknowledged exits by itself', async (t) => {
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
+    `const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
      sub.unsubscribe()
      console.log('unsubscribed')`,
     { TOPIC: uniqueTopic('early-unsubscribe') },
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'unsubscribed\n')
+  await exitsCleanly(t, run, 'unsubscribed\n')
 })
 
 test('a script that subscribes and then calls close() exits with code 0', async (t) => {
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {}, complete: () => console.log('complete') })
+    `const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {}, complete: () => console.log('complete') })
      sub.ready.then(() => pubsub.close()).then(() => console.log('closed'))`,
     { TOPIC: uniqueTopic('close') },
   )
-  const { code, signal } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(signal, null)
-  t.is(run.stdout, 'complete\nclosed\n')
+  await exitsCleanly(t, run, 'complete\nclosed\n')
   t.is(run.stderr, '')
 })
 
 test('a subscriber whose next callback throws keeps running, warns on stderr, and exits 0 after close()', async (t) => {
   const topic = uniqueTopic('throwing')
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     let reported = 0
+    `let reported = 0
      pubsub.on('callbackError', () => reported++)
      const sub = pubsub.subscribe(process.env.TOPIC).subscribe({
        next(value) {
@@ -264,7 +188,7 @@ test('a subscriber whose next callback throws keeps running, warns on stderr, an
     { TOPIC: topic },
   )
   await printed(run, 'ready')
-  const publisher = open(t, { endpoint: broker.wsUrl })
+  const publisher = newPubSub(t)
   await publisher.publish(topic, 'first', { qos: 1 })
   await printed(run, 'got first')
   await sleep(500)
@@ -273,9 +197,7 @@ test('a subscriber whose next callback throws keeps running, warns on stderr, an
   await publisher.publish(topic, 'second', { qos: 1 })
   await printed(run, 'got second')
   await publisher.publish(topic, 'close', { qos: 1 })
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'ready\ngot first\ngot second\ngot close\nclosed after 3 callbackErrors\n')
+  await exitsCleanly(t, run, 'ready\ngot first\ngot second\ngot close\nclosed after 3 callbackErrors\n')
   t.regex(run.stderr, /NativePubSubWarning: A subscriber callback threw .*boom from first/)
   t.is(run.stderr.match(/NativePubSubWarning/g).length, 1, 'one warning, not one per throw')
 })
@@ -290,36 +212,26 @@ test('a script that catches a constructor error exits with code 0', async (t) =>
        console.log(error.code)
      }`,
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'ERR_INVALID_ENDPOINT\n')
+  await exitsCleanly(t, run, 'ERR_INVALID_ENDPOINT\n')
 })
 
 test('a script whose publish fails to connect exits once it has handled the rejection', async (t) => {
   const port = await freePort()
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     pubsub.publish('a/b', 'x', { qos: 1 }).catch((error) => console.log(error.code))`,
+    `pubsub.publish('a/b', 'x', { qos: 1 }).catch((error) => console.log(error.code))`,
     { BROKER: `mqtt://127.0.0.1:${port}` },
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'ERR_CONNECTION\n')
+  await exitsCleanly(t, run, 'ERR_CONNECTION\n')
 })
 
 test('a pending publish keeps the script alive until it settles', async (t) => {
   const topic = uniqueTopic('pending')
   // Awaited nowhere: only the pending operation itself can keep the process running.
-  const run = runScript(
+  const run = runPubSubScript(
     t,
-    `const { PubSub } = require(process.env.MQTT_JS)
-     const pubsub = new PubSub({ endpoint: process.env.BROKER })
-     pubsub.publish(process.env.TOPIC, 'x', { qos: 2 }).then(() => console.log('settled'))`,
+    `pubsub.publish(process.env.TOPIC, 'x', { qos: 2 }).then(() => console.log('settled'))`,
     { TOPIC: topic },
   )
-  const { code } = await exitOf(t, run)
-  t.is(code, 0, run.stderr)
-  t.is(run.stdout, 'settled\n', 'Node did not exit before the QoS 2 handshake completed')
+  await exitsCleanly(t, run, 'settled\n', 'Node did not exit before the QoS 2 handshake completed')
 })

@@ -2,71 +2,14 @@
 // Publishing and subscribing through a real broker (Debian's mosquitto, over WebSockets unless
 // a test says otherwise): Amplify's PubSub API end to end.
 const test = require('ava')
-const { PubSub, TOPIC } = require('../mqtt.js')
+const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
+const { topicNamer, pubsubOn, observe, subscribed, plain } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
-let sequence = 0
-/** A topic no other test (or earlier run) uses. */
-function uniqueTopic(name) {
-  return `spec/publish-subscribe/${process.pid}/${name}-${++sequence}`
-}
-
-/** A PubSub on the file's broker, closed when the test ends. */
-function newPubSub(t, options = {}) {
-  const pubsub = new PubSub({ endpoint: broker.wsUrl, ...options })
-  t.teardown(() => pubsub.close())
-  return pubsub
-}
-
-/**
- * An observer that records what it receives; `take(n)` resolves with the first n values, and
- * fails (rejects) when they do not arrive in time or the subscription errors.
- */
-function receiver(timeoutMs = 5_000) {
-  const received = []
-  const waiting = new Set()
-  let failure = null
-  const check = () => {
-    for (const wait of waiting) {
-      if (failure) wait.reject(failure)
-      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
-      else continue
-      clearTimeout(wait.timer)
-      waiting.delete(wait)
-    }
-  }
-  return {
-    received,
-    observer: {
-      next(value) {
-        received.push(value)
-        check()
-      },
-      error(error) {
-        failure = error
-        check()
-      },
-    },
-    take(n) {
-      return new Promise((resolve, reject) => {
-        const wait = { n, resolve, reject }
-        wait.timer = setTimeout(() => {
-          waiting.delete(wait)
-          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
-        }, timeoutMs)
-        waiting.add(wait)
-        check()
-      })
-    },
-  }
-}
-
-/** A received JSON value as plain data (without the TOPIC key objects carry). */
-function plain(value) {
-  return JSON.parse(JSON.stringify(value))
-}
+const uniqueTopic = topicNamer('spec/publish-subscribe')
+const newPubSub = pubsubOn(broker)
 
 const topicsOf = (messages) => messages.map((m) => m.topic)
 
@@ -75,9 +18,7 @@ const roundTrip = test.macro({
     const topic = uniqueTopic(`qos${qos}`)
     const subscriber = newPubSub(t)
     const publisher = newPubSub(t)
-    const inbox = receiver()
-    const sub = subscriber.subscribe(topic, { qos }).subscribe(inbox.observer)
-    await sub.ready
+    const inbox = await subscribed(subscriber, topic, { qos })
 
     const sent = { reading: 21.5, unit: 'C', qos }
     const published = publisher.publish(topic, sent, { qos })
@@ -98,9 +39,7 @@ test(roundTrip, 2)
 test('publish and subscribe accept the Amplify v5 call form (topics, message/options, options)', async (t) => {
   const topic = uniqueTopic('v5')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, topic, { qos: 1 })
 
   await pubsub.publish(topic, { form: 'v5' }, { qos: 1 })
 
@@ -111,9 +50,7 @@ test('publish and subscribe accept the Amplify v5 call form (topics, message/opt
 test('publish and subscribe accept the Amplify v6 call form ({ topics, message, options })', async (t) => {
   const topic = uniqueTopic('v6')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe({ topics: [topic], options: { qos: 1 } }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, { topics: [topic], options: { qos: 1 } })
 
   await pubsub.publish({ topics: topic, message: { form: 'v6' }, options: { qos: 1 } })
 
@@ -125,9 +62,7 @@ test('publish and subscribe accept the Amplify v6 call form ({ topics, message, 
 test('the v6 forms work without options', async (t) => {
   const topic = uniqueTopic('v6-defaults')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe({ topics: topic }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, { topics: topic })
 
   await pubsub.publish({ topics: [topic], message: { form: 'v6', options: 'none' } })
 
@@ -138,9 +73,7 @@ test('the v6 forms work without options', async (t) => {
 test('publishing to several topics sends one message per topic and resolves once all are sent', async (t) => {
   const base = uniqueTopic('fan-out')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(`${base}/#`, { format: 'message' }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, `${base}/#`, { format: 'message' })
 
   await pubsub.publish([`${base}/a`, `${base}/b`, `${base}/c`], { fanned: true }, { qos: 1 })
   // A marker sent afterwards: had any topic got two copies, they would arrive before it.
@@ -158,9 +91,7 @@ test('subscribing to several topics at once receives from each of them, and only
   const y = uniqueTopic('multi-y')
   const other = uniqueTopic('multi-other')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe([x, y], { qos: 1 }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, [x, y], { qos: 1 })
 
   await pubsub.publish(x, { from: 'x' }, { qos: 1 })
   await pubsub.publish(other, { from: 'other' }, { qos: 1 })
@@ -177,9 +108,7 @@ test('subscribing to several topics at once receives from each of them, and only
 test("the '+' wildcard matches exactly one topic level", async (t) => {
   const base = uniqueTopic('plus')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(`${base}/+/temperature`, { format: 'message' }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, `${base}/+/temperature`, { format: 'message' })
 
   for (const topic of [
     `${base}/kitchen/temperature`,
@@ -199,9 +128,7 @@ test("the '#' wildcard matches the parent level and every level below it", async
   const base = uniqueTopic('hash')
   const sibling = `${base}-sibling/x`
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(`${base}/#`, { format: 'message' }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, `${base}/#`, { format: 'message' })
 
   for (const topic of [base, `${base}/a`, sibling, `${base}/a/b/c`]) {
     await pubsub.publish(topic, 1, { qos: 1 })
@@ -214,9 +141,7 @@ test("the '#' wildcard matches the parent level and every level below it", async
 test('a message matching two filters of one observer reaches that observer once', async (t) => {
   const base = uniqueTopic('overlap')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe([`${base}/+`, `${base}/#`], { format: 'message' }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, [`${base}/+`, `${base}/#`], { format: 'message' })
 
   await pubsub.publish(`${base}/both`, 'matches both filters', { qos: 1 })
   // Matches only '#': a second copy of the first message would arrive before it.
@@ -230,24 +155,22 @@ test('two observers of one filter both receive, and one unsubscribing leaves the
   const topic = uniqueTopic('shared')
   const pubsub = newPubSub(t)
   const observable = pubsub.subscribe(topic, { qos: 1 })
-  const first = receiver()
-  const second = receiver()
-  const firstSub = observable.subscribe(first.observer)
-  const secondSub = observable.subscribe(second.observer)
-  await Promise.all([firstSub.ready, secondSub.ready])
+  const first = observe(observable)
+  const second = observe(observable)
+  await Promise.all([first.subscription.ready, second.subscription.ready])
 
   await pubsub.publish(topic, { n: 1 }, { qos: 1 })
   t.deepEqual((await first.take(1)).map(plain), [{ n: 1 }])
   t.deepEqual((await second.take(1)).map(plain), [{ n: 1 }])
 
-  firstSub.unsubscribe()
+  first.subscription.unsubscribe()
   await pubsub.publish(topic, { n: 2 }, { qos: 1 })
 
   t.deepEqual((await second.take(2)).map(plain), [{ n: 1 }, { n: 2 }])
   // Both observers are served from the same delivery: the first would have it by now.
   t.is(first.received.length, 1)
-  t.true(firstSub.closed)
-  t.false(secondSub.closed)
+  t.true(first.subscription.closed)
+  t.false(second.subscription.closed)
 })
 
 test('a retained message reaches a later subscriber, and an empty retained message clears it', async (t) => {
@@ -258,19 +181,15 @@ test('a retained message reaches a later subscriber, and an empty retained messa
   await publisher.publish(topic, { state: 'on' }, { qos: 1, retain: true })
 
   // Subscribed after the publish resolved: only the broker's retained copy can reach it.
-  const late = receiver()
-  const lateSub = subscriber.subscribe(topic, { qos: 1 }).subscribe(late.observer)
-  await lateSub.ready
+  const late = await subscribed(subscriber, topic, { qos: 1 })
   const [retained] = await late.take(1)
   t.deepEqual(plain(retained), { state: 'on' })
-  lateSub.unsubscribe()
+  late.subscription.unsubscribe()
 
   await publisher.publish(topic, Buffer.alloc(0), { qos: 1, retain: true })
 
   // A new subscriber gets no retained copy: the first message it sees is the live one.
-  const fresh = receiver()
-  const freshSub = subscriber.subscribe(topic, { qos: 1 }).subscribe(fresh.observer)
-  await freshSub.ready
+  const fresh = await subscribed(subscriber, topic, { qos: 1 })
   await publisher.publish(topic, { state: 'live' }, { qos: 1 })
   const [first] = await fresh.take(1)
   t.deepEqual(plain(first), { state: 'live' })
@@ -279,9 +198,7 @@ test('a retained message reaches a later subscriber, and an empty retained messa
 test('JSON objects (and arrays) arrive with their topic under the TOPIC symbol', async (t) => {
   const base = uniqueTopic('topic-symbol')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(`${base}/#`).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, `${base}/#`)
 
   await pubsub.publish(`${base}/object`, { temperature: 20 }, { qos: 1 })
   await pubsub.publish(`${base}/array`, [1, 2], { qos: 1 })
@@ -300,9 +217,7 @@ test('JSON objects (and arrays) arrive with their topic under the TOPIC symbol',
 test('primitive JSON values arrive as plain primitives, without a TOPIC', async (t) => {
   const topic = uniqueTopic('primitive')
   const pubsub = newPubSub(t)
-  const inbox = receiver()
-  const sub = pubsub.subscribe(topic).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(pubsub, topic)
 
   for (const value of ['text', 42, true, null]) {
     await pubsub.publish(topic, value, { qos: 1 })
@@ -320,9 +235,7 @@ test('an mqtt:// (plain TCP) endpoint works like a WebSocket one', async (t) => 
   const topic = uniqueTopic('tcp')
   const subscriber = newPubSub(t, { endpoint: broker.tcpUrl })
   const publisher = newPubSub(t, { endpoint: broker.tcpUrl })
-  const inbox = receiver()
-  const sub = subscriber.subscribe(topic, { qos: 1 }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(subscriber, topic, { qos: 1 })
 
   await publisher.publish(topic, { over: 'tcp' }, { qos: 1 })
 
@@ -335,9 +248,7 @@ test('messages travel between a TCP client and a WebSocket client of the same br
   const topic = uniqueTopic('tcp-to-ws')
   const subscriber = newPubSub(t)
   const publisher = newPubSub(t, { endpoint: broker.tcpUrl })
-  const inbox = receiver()
-  const sub = subscriber.subscribe(topic, { qos: 2 }).subscribe(inbox.observer)
-  await sub.ready
+  const inbox = await subscribed(subscriber, topic, { qos: 2 })
 
   await publisher.publish(topic, { from: 'tcp' }, { qos: 2 })
 

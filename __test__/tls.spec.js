@@ -4,6 +4,7 @@ const test = require('ava')
 const { PubSub, TOPIC } = require('../mqtt.js')
 const { startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { makeCertificates } = require('./helpers/certificates.js')
+const { openPubSub } = require('./helpers/pubsub.js')
 
 const tls = {}
 
@@ -31,8 +32,7 @@ test.after.always(async () => {
 })
 
 async function roundTrip(t, endpoint, ca) {
-  const pubsub = new PubSub({ endpoint, ca })
-  t.teardown(() => pubsub.close())
+  const pubsub = openPubSub(t, { endpoint, ca })
   const topic = `tls/${Math.random().toString(36).slice(2)}`
   const received = new Promise((resolve, reject) => {
     const sub = pubsub.subscribe(topic).subscribe({ next: resolve, error: reject })
@@ -55,8 +55,7 @@ for (const scheme of ['mqtts', 'wss']) {
   test(`${scheme}:// to a certificate no trusted CA signed fails with ERR_CONNECTION, naming the endpoint`, async (t) => {
     const port = scheme === 'mqtts' ? tls.mqttsPort : tls.wssPort
     const endpoint = `${scheme}://127.0.0.1:${port}/mqtt`
-    const pubsub = new PubSub({ endpoint, connectTimeout: 5_000 })
-    t.teardown(() => pubsub.close())
+    const pubsub = openPubSub(t, { endpoint, connectTimeout: 5_000 })
     const error = await t.throwsAsync(pubsub.publish('tls/untrusted', 'x', { qos: 1 }))
     t.is(error.code, 'ERR_CONNECTION')
     t.true(error.message.includes(`127.0.0.1:${port}`), error.message)

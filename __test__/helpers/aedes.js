@@ -4,6 +4,7 @@
 // events) and plug in authorization hooks. `useAedes(test)` runs one broker per test file.
 const http = require('node:http')
 const { WebSocketServer, createWebSocketStream } = require('ws')
+const { useForFile } = require('./pubsub.js')
 
 /**
  * @param {object} [options] passed to `Aedes.createBroker`, e.g. `authenticate`,
@@ -74,14 +75,7 @@ async function startAedes(options = {}) {
 
 /** Starts aedes for the whole test file: `const broker = useAedes(test, options)`. */
 function useAedes(test, options) {
-  const handle = {}
-  test.before(async () => {
-    Object.assign(handle, await startAedes(options))
-  })
-  test.after.always(async () => {
-    if (handle.stop) await handle.stop()
-  })
-  return handle
+  return useForFile(test, () => startAedes(options))
 }
 
 module.exports = { startAedes, useAedes }

@@ -6,6 +6,7 @@ const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
+const { useForFile } = require('./pubsub.js')
 
 const INSTALL_HINT = 'mosquitto is not installed: run `apt-get install -y mosquitto` (or `bash .ci/run`, which installs it)'
 
@@ -109,16 +110,9 @@ async function startMosquitto(settings = {}) {
   }
 }
 
-/** Starts mosquitto for the whole test file: `const broker = useMosquitto(test)`. */
+/** Starts mosquitto for the whole test file: `const broker = useMosquitto(test, settings)`. */
 function useMosquitto(test, settings) {
-  const handle = {}
-  test.before(async () => {
-    Object.assign(handle, await startMosquitto(settings))
-  })
-  test.after.always(async () => {
-    if (handle.stop) await handle.stop()
-  })
-  return handle
+  return useForFile(test, () => startMosquitto(settings))
 }
 
 module.exports = { startMosquitto, useMosquitto, freePort }

@@ -1,0 +1,299 @@
+'use strict'
+// The small utilities the spec files share: unique topics, PubSub instances closed at the end of
+// the test, receivers that wait for messages, polling and sleeping, an independent MQTT.js
+// client, stand-in servers, child Node scripts, and a per-file broker fixture.
+const net = require('node:net')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { PubSub } = require('../../mqtt.js')
+
+/** The package's generic MQTT entry point, for scripts run in a child process. */
+const MQTT_JS = path.join(__dirname, '..', '..', 'mqtt.js')
+
+/** Every byte value 0..255: plenty of sequences that are not valid UTF-8. */
+const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+
+// ------------------------------------------------------------------------- per-file fixtures
+
+/**
+ * Runs `start()` before the file's tests and the `stop()` of what it resolves with after them,
+ * pass or fail. Returns a handle that gets the resolved object's properties once `start()` is
+ * done, so tests read `handle.wsUrl` and the like: `const broker = useForFile(test, start)`.
+ * @template T
+ * @param {import('ava').TestFn} test
+ * @param {() => Promise<T & { stop(): Promise<void> }>} start
+ * @returns {T & { stop(): Promise<void> }}
+ */
+function useForFile(test, start) {
+  const handle = {}
+  test.before(async () => {
+    Object.assign(handle, await start())
+  })
+  test.after.always(async () => {
+    if (handle.stop) await handle.stop()
+  })
+  return handle
+}
+
+// -------------------------------------------------------------------------- topics, PubSubs
+
+let topicCount = 0
+/**
+ * A namer of topics for one spec file: `const uniqueTopic = topicNamer('errors')`, then
+ * `uniqueTopic('auth')` is a topic `errors/auth/<pid>-<n>-<random>` that no other test of the
+ * run (nor of an earlier run) uses. Names may contain `/` but no wildcards.
+ * @param {string} prefix the first level(s), usually the spec file's name
+ * @returns {(name: string) => string}
+ */
+function topicNamer(prefix) {
+  return (name) => `${prefix}/${name}/${process.pid}-${++topicCount}-${Math.random().toString(36).slice(2, 8)}`
+}
+
+/** `new PubSub(options)`, closed when the test `t` ends. */
+function openPubSub(t, options) {
+  const pubsub = new PubSub(options)
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/**
+ * `openPubSub` with a default endpoint: `const newPubSub = pubsubOn(broker)`, then
+ * `newPubSub(t)` is a PubSub on the broker's WebSocket listener and `newPubSub(t, { endpoint })`
+ * one elsewhere. `broker` is read when a test calls it, so a `useForFile` handle works.
+ * @param {{ wsUrl: string }} broker
+ */
+function pubsubOn(broker) {
+  return (t, options = {}) => openPubSub(t, { endpoint: broker.wsUrl, ...options })
+}
+
+// -------------------------------------------------------------------------------- receiving
+
+/**
+ * An observer that records what it receives; `take(n)` resolves with the first n values, and
+ * fails (rejects) when they do not arrive within `timeoutMs` or the subscription errors.
+ * `received` holds every value so far and `errors` every error the observer got.
+ */
+function receiver(timeoutMs = 5_000) {
+  const received = []
+  const errors = []
+  const waiting = new Set()
+  let failure = null
+  const check = () => {
+    for (const wait of waiting) {
+      if (failure) wait.reject(failure)
+      else if (received.length >= wait.n) wait.resolve(received.slice(0, wait.n))
+      else continue
+      clearTimeout(wait.timer)
+      waiting.delete(wait)
+    }
+  }
+  return {
+    received,
+    errors,
+    observer: {
+      next(value) {
+        received.push(value)
+        check()
+      },
+      error(error) {
+        errors.push(error)
+        failure = error
+        check()
+      },
+    },
+    take(n) {
+      return new Promise((resolve, reject) => {
+        const wait = { n, resolve, reject }
+        wait.timer = setTimeout(() => {
+          waiting.delete(wait)
+          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
+        }, timeoutMs)
+        waiting.add(wait)
+        check()
+      })
+    },
+  }
+}
+
+/**
+ * Subscribes a new `receiver()` to `observable` (without waiting for the SUBACK) and returns it,
+ * with the Subscription as `subscription`.
+ */
+function observe(observable) {
+  const inbox = receiver()
+  inbox.subscription = observable.subscribe(inbox.observer)
+  return inbox
+}
+
+/**
+ * `pubsub.subscribe(...args)` (either call form) observed by a `receiver()`; resolves with the
+ * receiver once the broker acknowledged the subscription. Its `subscription` is the Subscription.
+ */
+async function subscribed(pubsub, ...args) {
+  const inbox = observe(pubsub.subscribe(...args))
+  await inbox.subscription.ready
+  return inbox
+}
+
+/**
+ * Like `subscribed`, and the subscription ends with the test `t`. Resolves with
+ * `{ values, errors, sub, take }`: the values and errors the observer got so far, the
+ * Subscription, and the receiver's `take(n)`.
+ */
+async function listen(t, pubsub, filter, options) {
+  const inbox = observe(pubsub.subscribe(filter, options))
+  t.teardown(() => inbox.subscription.unsubscribe())
+  await inbox.subscription.ready
+  return { values: inbox.received, errors: inbox.errors, sub: inbox.subscription, take: inbox.take }
+}
+
+/** An array that fills with the first argument of every `event` that `emitter` emits. */
+function recordEvents(emitter, event) {
+  const events = []
+  emitter.on(event, (value) => events.push(value))
+  return events
+}
+
+/** A received JSON value as plain data (without the TOPIC key objects carry). */
+function plain(value) {
+  return JSON.parse(JSON.stringify(value))
+}
+
+// ---------------------------------------------------------------------------------- waiting
+
+/** Resolves once `predicate()` holds, checking every 10 ms; rejects after `timeoutMs`. */
+function waitFor(predicate, timeoutMs = 5_000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) resolve()
+      else if (Date.now() > deadline) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      else setTimeout(check, 10)
+    }
+    check()
+  })
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// ------------------------------------------------------------------- other clients, servers
+
+let mqttJsCount = 0
+/**
+ * An independent MQTT.js client connected to `url`, ended when the test `t` ends;
+ * `messages` collects what it receives as `{ topic, payload, qos, retain }`.
+ * @returns {Promise<{ client: import('mqtt').MqttClient, messages: Array<{ topic: string,
+ *   payload: Buffer, qos: number, retain: boolean }> }>}
+ */
+async function mqttJs(t, url) {
+  const mqtt = require('mqtt')
+  const client = await mqtt.connectAsync(url, {
+    reconnectPeriod: 0,
+    clientId: `mqttjs-${process.pid}-${++mqttJsCount}-${Math.random().toString(36).slice(2, 8)}`,
+  })
+  t.teardown(() => client.endAsync(true))
+  const messages = []
+  client.on('message', (topic, payload, packet) => messages.push({ topic, payload, qos: packet.qos, retain: packet.retain }))
+  return { client, messages }
+}
+
+/**
+ * A TCP server on 127.0.0.1 that answers the first packet of each connection with `reply`, or,
+ * when `reply` is null, accepts connections and never answers (connecting hangs). Closed when
+ * the test `t` ends. Resolves with its `mqtt://` URL.
+ */
+async function fakeServer(t, reply) {
+  const sockets = new Set()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    if (reply) socket.once('data', () => socket.write(reply))
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  return `mqtt://127.0.0.1:${server.address().port}`
+}
+
+// ---------------------------------------------------------------------- child Node scripts
+
+/**
+ * The source of a child script that loads the package and makes `pubsub`, a
+ * `new PubSub({ endpoint: process.env.BROKER, ...options })`, then runs `body`.
+ */
+function pubsubScript(body, options = {}) {
+  return `const { PubSub } = require(process.env.MQTT_JS)
+     const pubsub = new PubSub({ endpoint: process.env.BROKER, ...${JSON.stringify(options)} })
+     ${body}`
+}
+
+/**
+ * Runs `source` with `node -e`, with `env` added to the environment; the script finds the
+ * package in MQTT_JS. The child is killed when the test `t` ends, whatever happens. Returns
+ * `{ child, stdout, stderr, started, exited }`: the output so far, and a promise of
+ * `{ code, signal, ms }`.
+ */
+function runScript(t, source, env = {}) {
+  const child = spawn(process.execPath, ['-e', source], {
+    env: { ...process.env, MQTT_JS, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const run = { child, stdout: '', stderr: '', started: Date.now() }
+  child.stdout.on('data', (d) => (run.stdout += d))
+  child.stderr.on('data', (d) => (run.stderr += d))
+  run.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - run.started }))
+  })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  return run
+}
+
+/** Resolves once the script `run` printed the line `line`; rejects if it exits or times out first. */
+function printed(run, line, timeoutMs = 10_000) {
+  return new Promise((resolve, reject) => {
+    const check = () => run.stdout.split('\n').includes(line)
+    if (check()) return resolve()
+    const timer = setTimeout(() => {
+      run.child.stdout.off('data', onData)
+      reject(new Error(`the script did not print '${line}' within ${timeoutMs} ms\nstdout: ${run.stdout}\nstderr: ${run.stderr}`))
+    }, timeoutMs)
+    const onData = () => {
+      if (!check()) return
+      clearTimeout(timer)
+      run.child.stdout.off('data', onData)
+      resolve()
+    }
+    run.child.stdout.on('data', onData)
+    run.exited.then(() => {
+      if (check()) return
+      clearTimeout(timer)
+      reject(new Error(`the script exited without printing '${line}'\nstdout: ${run.stdout}\nstderr: ${run.stderr}`))
+    })
+  })
+}
+
+module.exports = {
+  MQTT_JS,
+  ALL_BYTES,
+  useForFile,
+  topicNamer,
+  openPubSub,
+  pubsubOn,
+  receiver,
+  observe,
+  subscribed,
+  listen,
+  recordEvents,
+  plain,
+  waitFor,
+  sleep,
+  mqttJs,
+  fakeServer,
+  pubsubScript,
+  runScript,
+  printed,
+}
