@@ -18,7 +18,7 @@ use crate::topic::{validate_filter, validate_topic};
 /// Requests rumqttc's channel holds; the rest wait in the outbox's backlog.
 const REQUEST_CHANNEL_CAPACITY: usize = 1_024;
 /// Publishes the backlog takes before `publish` asks JS to wait for `writable`.
-const MAX_BACKLOG: usize = 1_024;
+pub const MAX_BACKLOG: usize = 1_024;
 
 pub struct Core {
     pub outbox: Outbox,
@@ -54,11 +54,16 @@ impl Shared {
         }
     }
 
-    /// Settles everything outstanding with `error`; observers are told through `Failed`.
-    pub fn fail_everything(&self, core: &mut Core, error: PubSubError) {
+    /// Rejects every publish still in the outbox with `error`.
+    fn reject_pending_publishes(&self, core: &mut Core, error: &PubSubError) {
         for op in core.outbox.abandon() {
             self.delivery.push(Event::Published { op, error: Some(error.clone()) });
         }
+    }
+
+    /// Settles everything outstanding with `error`; observers are told through `Failed`.
+    pub fn fail_everything(&self, core: &mut Core, error: PubSubError) {
+        self.reject_pending_publishes(core, &error);
         if !core.subs.clear().is_empty() {
             self.delivery.push(Event::Failed { error });
         }
@@ -198,9 +203,8 @@ impl Client {
             return;
         }
         core.closed = true;
-        for op in core.outbox.abandon() {
-            self.shared.delivery.push(Event::Published { op, error: Some(PubSubError::Closed) });
-        }
+        // Observers are completed (not failed) by JS when the `Closed` event arrives.
+        self.shared.reject_pending_publishes(&mut core, &PubSubError::Closed);
         core.subs.clear();
         self.shared.attention.notify_one();
     }

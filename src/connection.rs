@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet};
 
-use crate::client::{Core, Shared};
+use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::options::ClientOptions;
@@ -38,7 +38,7 @@ impl ConnectionState {
 /// How long a goodbye (DISCONNECT) may take before the socket is simply dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Backlog size below which JS may publish again after being told to wait.
-const WRITABLE_BELOW: usize = 512;
+const WRITABLE_BELOW: usize = MAX_BACKLOG / 2;
 
 enum End {
     Closed,
