@@ -35,10 +35,10 @@ export type ErrorCode =
   | 'ERR_CONNECT_REFUSED'
   | 'ERR_NOT_AUTHORIZED'
   | 'ERR_CONNECT_TIMEOUT'
+  | 'ERR_CREDENTIALS'
   | 'ERR_CONNECTION'
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
-  | 'ERR_NOT_IMPLEMENTED'
 
 /** Every error this package produces is an `Error` with a stable `code`. */
 export interface PubSubError extends Error {
@@ -132,10 +132,30 @@ export interface MqttPubSubOptions extends CommonOptions {
   aws_pubsub_region?: string
 }
 
+/** AWS credentials, as the AWS SDKs and Amplify's `fetchAuthSession()` give them. */
+export interface AwsCredentials {
+  accessKeyId: string
+  secretAccessKey: string
+  sessionToken?: string
+  /** When they stop working; expired credentials are never used to connect. */
+  expiration?: Date | number | string
+}
+
 export interface IotPubSubOptions extends CommonOptions {
+  /**
+   * `wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt`, or just the host that
+   * `aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints.
+   */
+  endpoint?: string
   /** Signing region; parsed from an `*.amazonaws.com` endpoint when not given. */
   region?: string
   aws_pubsub_region?: string
+  /**
+   * Static credentials, or a function returning them, called before every connect and
+   * reconnect. Default: the AWS default chain (environment, shared profiles, SSO, web
+   * identity, ECS, EC2 instance metadata).
+   */
+  credentials?: AwsCredentials | (() => AwsCredentials | Promise<AwsCredentials>)
 }
 
 export interface PublishInput {

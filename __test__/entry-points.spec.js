@@ -45,10 +45,12 @@ test('the generic and IoT entry points export different PubSub classes, sharing 
   t.is(require('native-pubsub').PubSub, iot.PubSub)
 })
 
-test('the IoT provider says it is not implemented yet, with a code', (t) => {
-  const { PubSub } = require('native-pubsub')
-  const error = t.throws(() => new PubSub({ endpoint: 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt' }))
-  t.is(error.code, 'ERR_NOT_IMPLEMENTED')
+test('the PubSub of each entry point names its provider as Amplify does', async (t) => {
+  const iot = new (require('native-pubsub').PubSub)({ endpoint: 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt' })
+  const mqtt = new (require('native-pubsub/mqtt').PubSub)({ endpoint: 'ws://127.0.0.1:1/mqtt' })
+  t.is(iot.getProviderName(), 'AWSIoTProvider')
+  t.is(mqtt.getProviderName(), 'MqttOverWSProvider')
+  await Promise.all([iot.close(), mqtt.close()])
 })
 
 test('the documented TypeScript usage typechecks and misuse does not (tsc --noEmit)', (t) => {

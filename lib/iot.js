@@ -1,10 +1,14 @@
 'use strict'
-const { pubsubError } = require('./errors')
+const { PubSubBase } = require('./pubsub')
 
-/** The AWS IoT Core provider (SigV4 over WSS) lands with its own issue. */
-class PubSub {
-  constructor() {
-    throw pubsubError('ERR_NOT_IMPLEMENTED', "The AWS IoT provider is not implemented yet; use require('native-pubsub/mqtt') for any MQTT broker")
+/** The AWS IoT Core provider: MQTT over WSS with a SigV4-presigned URL, signed afresh per connect. */
+class PubSub extends PubSubBase {
+  constructor(options) {
+    super(options, 'iot')
+  }
+
+  getProviderName() {
+    return 'AWSIoTProvider'
   }
 }
 

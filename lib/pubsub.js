@@ -50,13 +50,38 @@ function plainOptions(options, prefix = '') {
   return plain
 }
 
+/** Milliseconds since 1970 for a `Date` or a date string; other values as they are. */
+function toEpochMs(value) {
+  if (value instanceof Date) return value.getTime()
+  if (typeof value === 'string' && !Number.isNaN(Date.parse(value))) return Date.parse(value)
+  return value
+}
+
 /**
- * The generic MQTT provider: Amplify's PubSub API over one MQTT connection per instance.
- * Events: `ConnectionStateChange` (state), `invalidPayload` ({ topic, payload, error }),
- * `callbackError` (error thrown by a subscriber's callback).
+ * AWS credentials as Rust reads them: the four fields copied (they may be getters, as on AWS
+ * SDK credential objects), `expiration` in milliseconds. Rust checks them and says what is wrong.
  */
-class PubSub extends EventEmitter {
+function plainCredentials(value) {
+  if (value === undefined || value === null || typeof value !== 'object') {
+    return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? value : null
+  }
+  const { accessKeyId, secretAccessKey, sessionToken, expiration } = value
+  return plainOptions({ accessKeyId, secretAccessKey, sessionToken, expiration: toEpochMs(expiration) }, 'credentials.')
+}
+
+function reasonOf(error) {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/**
+ * Amplify's PubSub API over one MQTT connection per instance; `provider` is 'mqtt' (any
+ * broker) or 'iot' (AWS IoT Core). Events: `ConnectionStateChange` (state), `invalidPayload`
+ * ({ topic, payload, error }), `callbackError` (error thrown by a subscriber's callback).
+ */
+class PubSubBase extends EventEmitter {
   #native
+  /** the user's `credentials` function, called when Rust asks before a connect */
+  #credentialsFunction = null
   #state = 'Disconnected'
   #nextId = 1
   /** publish op id → { resolve, reject, remaining } */
@@ -80,17 +105,18 @@ class PubSub extends EventEmitter {
     // When Node is about to exit, end idle connections with DISCONNECT rather than a dropped
     // socket, so brokers do not publish wills for processes that simply finished.
     process.on('beforeExit', () => {
-      for (const pubsub of PubSub.#open) pubsub.#disconnectIfIdle()
+      for (const pubsub of PubSubBase.#open) pubsub.#disconnectIfIdle()
     })
   }
 
-  constructor(options) {
+  constructor(options, provider) {
     super()
     if (options === null || typeof options !== 'object') {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
-    const { will, ca, ...rest } = options
-    let willPayload = null
+    const { will, ca, credentials, ...rest } = options
+    if (typeof credentials === 'function') this.#credentialsFunction = credentials
+    let willPayload
     let willOptions
     if (will !== undefined && will !== null) {
       if (typeof will !== 'object') throw pubsubError('ERR_INVALID_OPTION', "Option 'will' must be an object")
@@ -98,10 +124,13 @@ class PubSub extends EventEmitter {
       willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain }, 'will.')
     }
     const caText = Buffer.isBuffer(ca) ? ca.toString('utf8') : ca
-    this.#native = new NativeClient(plainOptions({ ...rest, will: willOptions, ca: caText }), willPayload, (batch) =>
-      this.#onEvents(batch),
+    const staticCredentials = credentials === undefined || this.#credentialsFunction ? undefined : plainCredentials(credentials)
+    this.#native = new NativeClient(
+      plainOptions({ ...rest, will: willOptions, ca: caText, credentials: staticCredentials }),
+      { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
+      (batch) => this.#onEvents(batch),
     )
-    PubSub.#open.add(this)
+    PubSubBase.#open.add(this)
   }
 
   /** The MQTT client id of this instance's connection. */
@@ -112,10 +141,6 @@ class PubSub extends EventEmitter {
   /** The connection state last announced (by the `ConnectionStateChange` event and Hub). */
   get connectionState() {
     return this.#state
-  }
-
-  getProviderName() {
-    return 'MqttOverWSProvider'
   }
 
   /** `publish({ topics, message, options })` or `publish(topics, message, options)`. */
@@ -304,16 +329,32 @@ class PubSub extends EventEmitter {
         return this.#announce(event.state)
       case 'writable':
         return this.#sendHeld()
+      case 'credentials':
+        return this.#fetchCredentials(event.id)
       case 'closed': {
         const entries = [...this.#observers.values()]
         this.#observers.clear()
         for (const entry of entries) this.#complete(entry)
         this.#resolveClosed()
         this.#resolveClosed = null
-        PubSub.#open.delete(this)
+        PubSubBase.#open.delete(this)
         return
       }
     }
+  }
+
+  /** Calls the user's credentials function and hands Rust the answer (it checks the shape). */
+  #fetchCredentials(request) {
+    new Promise((resolve) => resolve(this.#credentialsFunction())).then(
+      (value) => {
+        try {
+          this.#native.credentialsResolved(request, plainCredentials(value))
+        } catch (error) {
+          this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`)
+        }
+      },
+      (error) => this.#native.credentialsRejected(request, `The credentials function failed: ${reasonOf(error)}`),
+    )
   }
 
   #deliver(message) {
@@ -392,4 +433,4 @@ class PubSub extends EventEmitter {
   }
 }
 
-module.exports = { PubSub }
+module.exports = { PubSubBase }

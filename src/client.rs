@@ -8,10 +8,12 @@ use rumqttc::{AsyncClient, NetworkOptions};
 use tokio::sync::Notify;
 
 use crate::connection::{self, ConnectionState};
+use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
 use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES};
 use crate::outbox::{Outbox, Request};
+use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
 
@@ -36,6 +38,12 @@ impl Core {
     }
 }
 
+/// What an AWS IoT instance signs its connections with.
+pub struct AwsAuth {
+    pub credentials: CredentialSource,
+    pub presigner: Arc<Presigner>,
+}
+
 pub struct Shared {
     pub core: Mutex<Core>,
     pub requests: AsyncClient,
@@ -44,6 +52,8 @@ pub struct Shared {
     /// observer left.
     pub attention: Notify,
     pub options: ClientOptions,
+    /// Set for the AWS IoT provider.
+    pub aws: Option<AwsAuth>,
 }
 
 impl Shared {
@@ -78,7 +88,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(options: ClientOptions, will_payload: Vec<u8>, callback: Arc<EventsFn>) -> Result<Self> {
-        let mqtt_options = options.to_mqtt_options(will_payload)?;
+        let mut mqtt_options = options.to_mqtt_options(will_payload)?;
+        let aws = options.aws.clone().map(|aws| AwsAuth {
+            credentials: CredentialSource::new(aws.credentials, aws.region.clone()),
+            presigner: Arc::new(Presigner::new(aws.region)),
+        });
+        if let Some(aws) = &aws {
+            // rumqttc runs this before every WebSocket connect: each one gets a fresh signature.
+            let presigner = aws.presigner.clone();
+            mqtt_options.set_request_modifier(move |request| {
+                let signed = presigner.sign_request(request);
+                async move { signed }
+            });
+        }
         let (requests, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CHANNEL_CAPACITY);
         let mut network = NetworkOptions::new();
         // Without TCP_NODELAY small QoS 1 exchanges wait on Nagle's algorithm.
@@ -100,6 +122,7 @@ impl Client {
             delivery: delivery.clone(),
             attention: Notify::new(),
             options,
+            aws,
         });
         napi::bindgen_prelude::spawn(delivery.run(callback));
         napi::bindgen_prelude::spawn(connection::run(shared.clone(), eventloop));
@@ -207,6 +230,13 @@ impl Client {
         self.shared.reject_pending_publishes(&mut core, &PubSubError::Closed);
         core.subs.clear();
         self.shared.attention.notify_one();
+    }
+
+    /// JS's answer for the credentials function (see `CredentialSource::answer`).
+    pub fn answer_credentials(&self, request: u32, answer: std::result::Result<&serde_json::Value, String>) {
+        if let Some(aws) = &self.shared.aws {
+            aws.credentials.answer(request, answer);
+        }
     }
 
     fn wake_if_idle(&self, core: &Core) {

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet};
+use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, StateError};
 
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::options::ClientOptions;
 use crate::outbox::Completion;
+use crate::signing::redact;
 
 /// Amplify's connection states that a Node process can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +106,26 @@ async fn until_closed(shared: &Shared) {
 
 async fn connect(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSubError> {
     shared.set_state(&mut shared.core.lock(), ConnectionState::Connecting);
+    tokio::select! {
+        _ = until_closed(shared) => Err(PubSubError::Closed),
+        outcome = attempt(shared, eventloop) => outcome,
+    }
+}
+
+/// One connection attempt: credentials and a fresh signature first for AWS IoT, then the
+/// transport and CONNECT/CONNACK, each within `connectTimeout`.
+async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSubError> {
     let timeout = shared.options.connect_timeout;
-    let outcome = tokio::select! {
-        _ = until_closed(shared) => return Err(PubSubError::Closed),
-        outcome = tokio::time::timeout(timeout, eventloop.poll()) => outcome,
-    };
-    match outcome {
+    if let Some(aws) = &shared.aws {
+        let credentials = aws.credentials.fetch(&shared.delivery, timeout).await?;
+        aws.presigner.use_credentials(credentials);
+    }
+    match tokio::time::timeout(timeout, eventloop.poll()).await {
         Err(_elapsed) => Err(PubSubError::ConnectTimeout(timeout)),
-        Ok(Err(error)) => Err(describe(error, &shared.options)),
+        Ok(Err(error)) => match shared.aws.as_ref().and_then(|aws| aws.presigner.take_failure()) {
+            Some(signing_failure) => Err(signing_failure),
+            None => Err(describe_connect_failure(error, &shared.options)),
+        },
         Ok(Ok(_connack)) => {
             shared.set_state(&mut shared.core.lock(), ConnectionState::Connected);
             Ok(())
@@ -215,9 +228,30 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
     eventloop.pending.clear();
 }
 
-/// Turns rumqttc's error into one a user can act on.
+/// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
+/// closed it after our CONNECT: how AWS IoT refuses a client its policy does not allow.
+fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> PubSubError {
+    match (&error, &options.aws) {
+        (ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_)), Some(aws)) => {
+            PubSubError::NotAuthorized(format!(
+                "AWS IoT closed the connection right after CONNECT, without a CONNACK. This is how it refuses a client \
+                 its IoT policy does not allow: check that the policy attached to these credentials allows iot:Connect \
+                 on arn:aws:iot:{}:<account-id>:client/{}",
+                aws.region, options.client_id
+            ))
+        }
+        (ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_)), None) => PubSubError::Connection(format!(
+            "{} closed the connection after CONNECT without a CONNACK",
+            options.endpoint.shown()
+        )),
+        _ => describe(error, options),
+    }
+}
+
+/// Turns rumqttc's error into one a user can act on. No message shows a signature, a key id
+/// or a token.
 fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
-    let url = &options.endpoint.url;
+    let url = options.endpoint.shown();
     match error {
         ConnectionError::ConnectionRefused(code) => match code {
             ConnectReturnCode::BadUserNamePassword => PubSubError::NotAuthorized(format!(
@@ -239,15 +273,25 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
         },
         ConnectionError::Websocket(tungstenite::Error::Http(response)) => {
             let status = response.status();
-            let detail = format!("the WebSocket upgrade to {url} was answered HTTP {status}");
-            if status.as_u16() == 401 || status.as_u16() == 403 {
-                PubSubError::NotAuthorized(detail)
-            } else {
-                PubSubError::Connection(format!("Cannot connect: {detail}"))
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let said = match body.trim() {
+                "" => String::new(),
+                text => format!(" ('{}')", redact(&text.chars().take(200).collect::<String>())),
+            };
+            let detail = format!("the WebSocket upgrade to {url} was answered HTTP {status}{said}");
+            match (status.as_u16(), &options.aws) {
+                (401 | 403, Some(aws)) => PubSubError::NotAuthorized(format!(
+                    "AWS IoT did not accept the request signature: {detail}. Likely causes: an unknown or inactive \
+                     access key, a wrong secret access key, expired credentials or session token, a region other than \
+                     the endpoint's (signed for '{}'), or this machine's clock more than 5 minutes off",
+                    aws.region
+                )),
+                (401 | 403, None) => PubSubError::NotAuthorized(detail),
+                _ => PubSubError::Connection(format!("Cannot connect: {detail}")),
             }
         }
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
-        ConnectionError::Io(e) => PubSubError::Connection(format!("Connection to {url} failed: {e}")),
-        other => PubSubError::Connection(format!("Connection to {url} failed: {other}")),
+        ConnectionError::Io(e) => PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}"))),
+        other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
     }
 }

@@ -36,6 +36,8 @@ pub enum Event {
     State(ConnectionState),
     /// The publish backlog has room again after a publish was turned away.
     Writable,
+    /// The connection task waits for the credentials function's answer to `request`.
+    CredentialsWanted { request: u32 },
     /// The instance is closed; the last event.
     Closed,
 }
@@ -101,6 +103,7 @@ impl From<Event> for NativeEvent {
             Event::Failed { error } => Self::new("failed").with_error(Some(error)),
             Event::State(state) => Self { state: Some(state.as_str().to_string()), ..Self::new("state") },
             Event::Writable => Self::new("writable"),
+            Event::CredentialsWanted { request } => Self { id: Some(request), ..Self::new("credentials") },
             Event::Closed => Self::new("closed"),
         }
     }

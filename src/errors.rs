@@ -20,6 +20,8 @@ pub enum PubSubError {
     ConnectRefused(String),
     /// The broker (or gateway) refused our credentials or identity.
     NotAuthorized(String),
+    /// AWS credentials are missing, malformed, expired, or could not be fetched.
+    Credentials(String),
     /// No CONNACK within `connectTimeout`.
     ConnectTimeout(Duration),
     /// The transport failed: DNS, TCP, TLS, WebSocket, or the connection dropped.
@@ -39,6 +41,7 @@ impl PubSubError {
             Self::Payload(_) => "ERR_PAYLOAD",
             Self::ConnectRefused(_) => "ERR_CONNECT_REFUSED",
             Self::NotAuthorized(_) => "ERR_NOT_AUTHORIZED",
+            Self::Credentials(_) => "ERR_CREDENTIALS",
             Self::ConnectTimeout(_) => "ERR_CONNECT_TIMEOUT",
             Self::Connection(_) => "ERR_CONNECTION",
             Self::SubscribeRefused(_) => "ERR_SUBSCRIBE_REFUSED",
@@ -59,6 +62,7 @@ impl fmt::Display for PubSubError {
             | Self::InvalidEndpoint(m)
             | Self::InvalidTopic(m)
             | Self::Payload(m)
+            | Self::Credentials(m)
             | Self::Connection(m) => f.write_str(m),
             Self::ConnectRefused(m) => write!(f, "The broker refused the connection: {m}"),
             Self::NotAuthorized(m) => write!(f, "Not authorized: {m}"),

@@ -4,10 +4,12 @@
 
 mod client;
 mod connection;
+mod credentials;
 mod delivery;
 mod errors;
 mod options;
 mod outbox;
+mod signing;
 mod subscriptions;
 mod tls;
 mod topic;
@@ -20,6 +22,17 @@ use napi_derive::napi;
 use crate::delivery::{Event, EventsFn, NativeEvent};
 use crate::errors::{js, ErrorCode};
 
+/// What the JS layer tells the native client besides the user's plain-data options.
+#[napi(object)]
+pub struct NativeSetup {
+    /// `'mqtt'` (any broker) or `'iot'` (AWS IoT Core, SigV4-signed).
+    pub provider: String,
+    /// The will message, already encoded.
+    pub will_payload: Option<Buffer>,
+    /// The user gave a function as `credentials`: ask JS for them before each connect.
+    pub credentials_function: bool,
+}
+
 /// One MQTT connection, shared by every subscription of a JS `PubSub` instance.
 #[napi]
 pub struct NativeClient {
@@ -29,15 +42,16 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    /// `options` is the plain-data part of the user's options; `willPayload` the encoded will
-    /// message; `onEvents` receives batches of events.
+    /// `options` is the plain-data part of the user's options; `onEvents` receives batches
+    /// of events.
     #[napi(constructor)]
     pub fn new(
         options: serde_json::Value,
-        will_payload: Option<Buffer>,
+        setup: NativeSetup,
         on_events: Function<Vec<NativeEvent>, ()>,
     ) -> napi::Result<Self, ErrorCode> {
-        let options = js(options::ClientOptions::from_js(&options))?;
+        let provider = js(options::Provider::from_name(&setup.provider))?;
+        let options = js(options::ClientOptions::from_js(&options, provider, setup.credentials_function))?;
         let events: EventsFn = on_events
             .build_threadsafe_function::<Vec<Event>>()
             .callee_handled::<false>()
@@ -45,7 +59,7 @@ impl NativeClient {
             .build_callback(|ctx| Ok(ctx.value.into_iter().map(NativeEvent::from).collect()))
             .map_err(|e| napi::Error::new("ERR_INTERNAL", e.reason))?;
         let events = Arc::new(events);
-        let will_payload = will_payload.map(|b| b.to_vec()).unwrap_or_default();
+        let will_payload = setup.will_payload.map(|b| b.to_vec()).unwrap_or_default();
         let client = js(client::Client::new(options, will_payload, events.clone()))?;
         Ok(Self { client, events })
     }
@@ -76,6 +90,18 @@ impl NativeClient {
     #[napi]
     pub fn disconnect_when_idle(&self) -> bool {
         self.client.disconnect_when_idle()
+    }
+
+    /// The credentials function's value for the `credentials` event `request`.
+    #[napi]
+    pub fn credentials_resolved(&self, request: u32, credentials: serde_json::Value) {
+        self.client.answer_credentials(request, Ok(&credentials))
+    }
+
+    /// Why the credentials function failed for the `credentials` event `request`.
+    #[napi]
+    pub fn credentials_rejected(&self, request: u32, reason: String) {
+        self.client.answer_credentials(request, Err(reason))
     }
 
     #[napi]

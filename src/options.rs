@@ -7,27 +7,71 @@ use rumqttc::{LastWill, MqttOptions, QoS, Transport};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
+use crate::signing::redact;
 use crate::tls;
 use crate::topic::validate_topic;
 
 /// Largest MQTT packet (the protocol's own limit, 256 MiB − 1).
 pub const MAX_PACKET_BYTES: usize = 268_435_455;
 
-const KNOWN_OPTIONS: &[&str] = &[
+/// Options both providers take. The generic one accepts the region aliases too, unused, so
+/// that Amplify setup code pasted as is keeps working.
+const COMMON_OPTIONS: &[&str] = &[
     "endpoint",
     "aws_pubsub_endpoint",
     "region",
     "aws_pubsub_region",
     "clientId",
-    "username",
-    "password",
     "keepAlive",
     "connectTimeout",
     "cleanSession",
     "will",
     "ca",
 ];
+const MQTT_OPTIONS: &[&str] = &["username", "password"];
+const IOT_OPTIONS: &[&str] = &["credentials"];
+
+/// Which of the two providers an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Any MQTT broker (`native-pubsub/mqtt`).
+    Mqtt,
+    /// AWS IoT Core, SigV4-signed (`native-pubsub`, `native-pubsub/iot`).
+    Iot,
+}
+
+impl Provider {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "mqtt" => Ok(Self::Mqtt),
+            "iot" => Ok(Self::Iot),
+            other => Err(invalid(format!("Unknown provider '{other}'"))),
+        }
+    }
+
+    fn own_options(self) -> &'static [&'static str] {
+        match self {
+            Self::Mqtt => MQTT_OPTIONS,
+            Self::Iot => IOT_OPTIONS,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mqtt => "generic MQTT provider",
+            Self::Iot => "AWS IoT provider",
+        }
+    }
+}
+
+/// What signing an AWS IoT connection needs.
+#[derive(Debug, Clone)]
+pub struct AwsIot {
+    pub region: String,
+    pub credentials: CredentialsOption,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -44,6 +88,13 @@ pub struct Endpoint {
     pub port: u16,
     /// The URL as given (normalised), used whole for WebSocket connections.
     pub url: String,
+}
+
+impl Endpoint {
+    /// The URL as messages may show it: a presigned URL's secrets redacted.
+    pub fn shown(&self) -> String {
+        redact(&self.url)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +116,8 @@ pub struct ClientOptions {
     pub will: Option<Will>,
     /// Extra trusted CA certificates (PEM) for wss:// and mqtts://.
     pub ca: Option<String>,
+    /// Set for the AWS IoT provider.
+    pub aws: Option<AwsIot>,
 }
 
 fn invalid(msg: String) -> PubSubError {
@@ -137,7 +190,7 @@ pub fn parse_qos(value: u32) -> Result<QoS> {
 
 /// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
-    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", without_userinfo(raw)));
+    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))));
     let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
     let scheme = match url.scheme() {
         "ws" => Scheme::Ws,
@@ -187,15 +240,81 @@ fn parse_will(value: &Value) -> Result<Option<Will>> {
     Ok(Some(Will { topic, qos, retain }))
 }
 
+/// An AWS IoT endpoint: `wss://host/mqtt`, also accepted as the bare host that
+/// `aws iot describe-endpoint` prints, or without the `/mqtt` path.
+fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
+    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("wss://{raw}") };
+    let mut endpoint = parse_endpoint(&with_scheme)?;
+    if endpoint.scheme != Scheme::Wss {
+        return Err(PubSubError::InvalidEndpoint(format!(
+            "Invalid endpoint '{}': AWS IoT takes MQTT over WebSockets at wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt \
+             (for other brokers use require('native-pubsub/mqtt'))",
+            redact(raw)
+        )));
+    }
+    let mut url = Url::parse(&endpoint.url).map_err(|e| PubSubError::InvalidEndpoint(e.to_string()))?;
+    if url.path() == "/" {
+        url.set_path("/mqtt");
+        endpoint.url = url.to_string();
+    }
+    Ok(endpoint)
+}
+
+/// The region in an AWS host: `<prefix>-ats.iot.<region>.amazonaws.com`, also `.amazonaws.com.cn`
+/// and VPC endpoint hosts (`….iot.<region>.vpce.amazonaws.com`).
+pub fn region_from_host(host: &str) -> Option<String> {
+    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let labels: Vec<&str> = rest.split('.').collect();
+    let after_iot = labels.iter().position(|l| *l == "iot").and_then(|i| labels.get(i + 1)).copied();
+    let region = [after_iot, labels.last().copied()].into_iter().flatten().find(|l| looks_like_region(l));
+    region.map(String::from)
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`…
+fn looks_like_region(label: &str) -> bool {
+    let parts: Vec<&str> = label.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+fn parse_aws(fields: &Fields, endpoint: &Endpoint, credentials_function: bool) -> Result<AwsIot> {
+    let region = match fields.string("region")?.or(fields.string("aws_pubsub_region")?) {
+        Some(region) if !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => region,
+        Some(_) => return Err(invalid("Option 'region' must be an AWS region name like 'us-east-1'".into())),
+        None => region_from_host(&endpoint.host).ok_or_else(|| {
+            invalid(format!(
+                "Cannot tell the AWS region from the endpoint host '{}' (not an *.iot.<region>.amazonaws.com host): pass the 'region' option, e.g. region: 'us-east-1'",
+                endpoint.host
+            ))
+        })?,
+    };
+    let credentials = match (fields.map.get("credentials"), credentials_function) {
+        (_, true) => CredentialsOption::Function,
+        (None | Some(Value::Null), false) => CredentialsOption::DefaultChain,
+        (Some(value), false) => CredentialsOption::Static(parse_credentials(value, "Option 'credentials'").map_err(invalid)?),
+    };
+    Ok(AwsIot { region, credentials })
+}
+
 impl ClientOptions {
-    pub fn from_js(value: &Value) -> Result<Self> {
+    /// `credentials_function`: the user gave a function as `credentials` (JS calls it).
+    pub fn from_js(value: &Value, provider: Provider, credentials_function: bool) -> Result<Self> {
         let map = match value {
             Value::Object(map) => map,
             other => return Err(invalid(format!("PubSub options must be an object, got {}", type_name(other)))),
         };
         let fields = Fields { map, prefix: "" };
-        if let Some(unknown) = map.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
-            return Err(invalid(format!("Unknown option '{unknown}'; known options are {}", KNOWN_OPTIONS.join(", "))));
+        let known = |key: &str| COMMON_OPTIONS.contains(&key) || provider.own_options().contains(&key);
+        if let Some(unknown) = map.keys().map(String::as_str).chain(credentials_function.then_some("credentials")).find(|k| !known(k)) {
+            let known: Vec<&str> = COMMON_OPTIONS.iter().chain(provider.own_options()).copied().collect();
+            return Err(invalid(format!(
+                "Unknown option '{unknown}' for the {}; known options are {}",
+                provider.name(),
+                known.join(", ")
+            )));
         }
         let raw_endpoint = match fields.string("endpoint")? {
             Some(e) => e,
@@ -203,7 +322,14 @@ impl ClientOptions {
                 PubSubError::InvalidEndpoint("Option 'endpoint' is required, e.g. 'wss://broker.example.com/mqtt'".into())
             })?,
         };
-        let endpoint = parse_endpoint(&raw_endpoint)?;
+        let endpoint = match provider {
+            Provider::Mqtt => parse_endpoint(&raw_endpoint)?,
+            Provider::Iot => parse_iot_endpoint(&raw_endpoint)?,
+        };
+        let aws = match provider {
+            Provider::Mqtt => None,
+            Provider::Iot => Some(parse_aws(&fields, &endpoint, credentials_function)?),
+        };
 
         let client_id = match fields.string("clientId")? {
             Some(id) if id.is_empty() || id.len() > 65_535 => {
@@ -240,6 +366,7 @@ impl ClientOptions {
             clean_session,
             will,
             ca,
+            aws,
         })
     }
 
@@ -278,6 +405,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn mqtt(value: &Value) -> Result<ClientOptions> {
+        ClientOptions::from_js(value, Provider::Mqtt, false)
+    }
+
+    fn iot(value: &Value) -> Result<ClientOptions> {
+        ClientOptions::from_js(value, Provider::Iot, false)
+    }
+
     #[test]
     fn endpoints_of_every_scheme_parse_with_default_ports() {
         let ws = parse_endpoint("ws://127.0.0.1:9001/mqtt").unwrap();
@@ -311,14 +446,14 @@ mod tests {
             (json!({ "topic": 5 }), "will.topic"),
             (json!({ "topic": "a", "retain": "yes" }), "will.retain"),
         ] {
-            let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "will": will })).unwrap_err();
+            let err = mqtt(&json!({ "endpoint": "ws://h/", "will": will })).unwrap_err();
             assert!(err.to_string().contains(field), "{err}");
         }
     }
 
     #[test]
     fn defaults_match_the_spec() {
-        let o = ClientOptions::from_js(&json!({ "endpoint": "ws://127.0.0.1:1/mqtt" })).unwrap();
+        let o = mqtt(&json!({ "endpoint": "ws://127.0.0.1:1/mqtt" })).unwrap();
         assert_eq!(o.keep_alive, Duration::from_secs(60));
         assert_eq!(o.connect_timeout, Duration::from_secs(30));
         assert!(o.clean_session);
@@ -327,18 +462,80 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_option() {
-        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "keepAlive": "60" })).unwrap_err();
+        let err = mqtt(&json!({ "endpoint": "ws://h/", "keepAlive": "60" })).unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_OPTION");
         assert!(err.to_string().contains("keepAlive"), "{err}");
-        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "keepalive": 5 })).unwrap_err();
+        let err = mqtt(&json!({ "endpoint": "ws://h/", "keepalive": 5 })).unwrap_err();
         assert!(err.to_string().contains("Unknown option 'keepalive'"), "{err}");
-        let err = ClientOptions::from_js(&json!({ "endpoint": "ws://h/", "will": { "topic": "a/#" } })).unwrap_err();
+        let err = mqtt(&json!({ "endpoint": "ws://h/", "will": { "topic": "a/#" } })).unwrap_err();
         assert!(err.to_string().contains("will.topic"), "{err}");
     }
 
     #[test]
     fn the_v5_endpoint_alias_is_accepted() {
-        let o = ClientOptions::from_js(&json!({ "aws_pubsub_endpoint": "wss://h/mqtt" })).unwrap();
+        let o = mqtt(&json!({ "aws_pubsub_endpoint": "wss://h/mqtt" })).unwrap();
         assert_eq!(o.endpoint.scheme, Scheme::Wss);
+    }
+
+    #[test]
+    fn the_region_comes_from_aws_hosts() {
+        for (host, region) in [
+            ("a1b2c3-ats.iot.us-east-1.amazonaws.com", Some("us-east-1")),
+            ("a1b2c3-ats.iot.eu-central-2.amazonaws.com", Some("eu-central-2")),
+            ("a1b2c3.ats.iot.cn-north-1.amazonaws.com.cn", Some("cn-north-1")),
+            ("a1b2c3-ats.iot.us-gov-west-1.amazonaws.com", Some("us-gov-west-1")),
+            ("vpce-0123-abcd.data.iot.ap-southeast-2.vpce.amazonaws.com", Some("ap-southeast-2")),
+            ("iot.example.com", None),
+            ("amazonaws.com.evil.example", None),
+            ("a.iot.notaregion.amazonaws.com", None),
+        ] {
+            assert_eq!(region_from_host(host).as_deref(), region, "{host}");
+        }
+    }
+
+    #[test]
+    fn iot_options_take_the_region_from_the_option_or_the_host() {
+        let o = iot(&json!({ "endpoint": "wss://x-ats.iot.eu-west-1.amazonaws.com/mqtt" })).unwrap();
+        assert_eq!(o.aws.unwrap().region, "eu-west-1");
+        let o = iot(&json!({ "aws_pubsub_endpoint": "wss://x-ats.iot.eu-west-1.amazonaws.com/mqtt", "aws_pubsub_region": "us-west-2" })).unwrap();
+        assert_eq!(o.aws.unwrap().region, "us-west-2");
+        let err = iot(&json!({ "endpoint": "wss://mqtt.example.com/mqtt" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+        assert!(err.to_string().contains("pass the 'region' option"), "{err}");
+        let err = iot(&json!({ "endpoint": "wss://mqtt.example.com/mqtt", "region": "US East" })).unwrap_err();
+        assert!(err.to_string().contains("'region'"), "{err}");
+    }
+
+    #[test]
+    fn iot_endpoints_may_be_a_bare_host_and_must_be_wss() {
+        let o = iot(&json!({ "endpoint": "x-ats.iot.us-east-1.amazonaws.com" })).unwrap();
+        assert_eq!(o.endpoint.url, "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt");
+        let o = iot(&json!({ "endpoint": "wss://x-ats.iot.us-east-1.amazonaws.com" })).unwrap();
+        assert_eq!(o.endpoint.url, "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt");
+        let err = iot(&json!({ "endpoint": "ws://x-ats.iot.us-east-1.amazonaws.com/mqtt" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+    }
+
+    #[test]
+    fn each_provider_refuses_the_other_ones_options() {
+        let endpoint = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        let err = iot(&json!({ "endpoint": endpoint, "username": "u" })).unwrap_err();
+        assert!(err.to_string().contains("Unknown option 'username' for the AWS IoT provider"), "{err}");
+        let err = mqtt(&json!({ "endpoint": endpoint, "credentials": {} })).unwrap_err();
+        assert!(err.to_string().contains("Unknown option 'credentials'"), "{err}");
+        let err = ClientOptions::from_js(&json!({ "endpoint": endpoint }), Provider::Mqtt, true).unwrap_err();
+        assert!(err.to_string().contains("Unknown option 'credentials'"), "{err}");
+    }
+
+    #[test]
+    fn iot_credentials_are_static_a_function_or_the_default_chain() {
+        let endpoint = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        let o = iot(&json!({ "endpoint": endpoint, "credentials": { "accessKeyId": "AKID", "secretAccessKey": "s" } })).unwrap();
+        assert!(matches!(o.aws.unwrap().credentials, CredentialsOption::Static(c) if c.access_key_id() == "AKID"));
+        let o = ClientOptions::from_js(&json!({ "endpoint": endpoint }), Provider::Iot, true).unwrap();
+        assert!(matches!(o.aws.unwrap().credentials, CredentialsOption::Function));
+        assert!(matches!(iot(&json!({ "endpoint": endpoint })).unwrap().aws.unwrap().credentials, CredentialsOption::DefaultChain));
+        let err = iot(&json!({ "endpoint": endpoint, "credentials": { "accessKeyId": "AKID" } })).unwrap_err();
+        assert!(err.to_string().contains("'secretAccessKey' is missing"), "{err}");
     }
 }

@@ -1,0 +1,203 @@
+//! AWS credentials for signing, fetched before every connect: from the `credentials` option
+//! (static keys, or a JS function that JS calls when asked) or else the AWS default chain
+//! (aws-config: environment, shared profiles, SSO, web identity, ECS, instance metadata).
+//! No message here ever contains a key, a secret or a token.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::ProvideCredentials;
+pub use aws_credential_types::Credentials;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{oneshot, OnceCell};
+
+use crate::delivery::{Delivery, Event};
+use crate::errors::{PubSubError, Result};
+
+/// Where an instance's credentials come from.
+#[derive(Debug, Clone)]
+pub enum CredentialsOption {
+    /// Keys given in the `credentials` option.
+    Static(Credentials),
+    /// A JS function, called (by JS) before each connect.
+    Function,
+    /// The AWS default chain.
+    DefaultChain,
+}
+
+/// Reads `{ accessKeyId, secretAccessKey, sessionToken?, expiration? }`; `expiration` is in
+/// milliseconds since the epoch (JS turns a `Date` into that). `what` names the value in
+/// messages. Values are described by type only, never echoed.
+pub fn parse_credentials(value: &Value, what: &str) -> std::result::Result<Credentials, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("{what} must be an object {{ accessKeyId, secretAccessKey, sessionToken?, expiration? }}, got {}", kind(value)));
+    };
+    let required = |key: &str| match map.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("{what}: '{key}' is empty")),
+        None | Some(Value::Null) => Err(format!("{what}: '{key}' is missing")),
+        Some(other) => Err(format!("{what}: '{key}' must be a string, got {}", kind(other))),
+    };
+    let access_key_id = required("accessKeyId")?;
+    if !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("{what}: 'accessKeyId' must be letters and digits only (like AKIA… or ASIA…)"));
+    }
+    let secret_access_key = required("secretAccessKey")?;
+    let session_token = match map.get("sessionToken") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(format!("{what}: 'sessionToken' must be a string, got {}", kind(other))),
+    };
+    let expiry = match map.get("expiration") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(ms) if ms >= 0.0 => Some(UNIX_EPOCH + Duration::from_millis(ms as u64)),
+            _ => return Err(format!("{what}: 'expiration' must be a Date or a time in milliseconds since 1970")),
+        },
+        Some(other) => {
+            return Err(format!("{what}: 'expiration' must be a Date or a time in milliseconds since 1970, got {}", kind(other)))
+        }
+    };
+    Ok(Credentials::new(access_key_id, secret_access_key, session_token, expiry, "native-pubsub"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null or undefined",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An error and its causes, as one line.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Fetches credentials for one instance.
+pub struct CredentialSource {
+    option: CredentialsOption,
+    region: String,
+    /// The request JS is answering for the credentials function, if any.
+    waiting: Mutex<Option<(u32, oneshot::Sender<Result<Credentials>>)>>,
+    next_request: AtomicU32,
+    chain: OnceCell<DefaultCredentialsChain>,
+}
+
+impl CredentialSource {
+    pub fn new(option: CredentialsOption, region: String) -> Self {
+        Self { option, region, waiting: Mutex::new(None), next_request: AtomicU32::new(1), chain: OnceCell::new() }
+    }
+
+    /// Credentials that are not expired, within `timeout`.
+    pub async fn fetch(&self, delivery: &Delivery, timeout: Duration) -> Result<Credentials> {
+        let credentials = match tokio::time::timeout(timeout, self.fetch_unbounded(delivery)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                let source = match self.option {
+                    CredentialsOption::Function => "the credentials function did not settle",
+                    _ => "the AWS default credential chain did not answer",
+                };
+                return Err(PubSubError::Credentials(format!(
+                    "No credentials within {} ms (connectTimeout): {source}",
+                    timeout.as_millis()
+                )));
+            }
+        };
+        if let Some(expiry) = credentials.expiry() {
+            if let Ok(ago) = SystemTime::now().duration_since(expiry) {
+                let source = match self.option {
+                    CredentialsOption::Static(_) => "The credentials in the 'credentials' option",
+                    CredentialsOption::Function => "The credentials the credentials function returned",
+                    CredentialsOption::DefaultChain => "The credentials from the AWS default chain",
+                };
+                return Err(PubSubError::Credentials(format!(
+                    "{source} expired {} s ago (their 'expiration'); pass a function that returns fresh ones",
+                    ago.as_secs()
+                )));
+            }
+        }
+        Ok(credentials)
+    }
+
+    async fn fetch_unbounded(&self, delivery: &Delivery) -> Result<Credentials> {
+        match &self.option {
+            CredentialsOption::Static(credentials) => Ok(credentials.clone()),
+            CredentialsOption::Function => {
+                let (sender, receiver) = oneshot::channel();
+                let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+                *self.waiting.lock() = Some((request, sender));
+                delivery.push(Event::CredentialsWanted { request });
+                receiver.await.unwrap_or_else(|_| Err(PubSubError::Closed))
+            }
+            CredentialsOption::DefaultChain => {
+                let region = aws_config::Region::new(self.region.clone());
+                let chain = self.chain.get_or_init(|| DefaultCredentialsChain::builder().region(region).build()).await;
+                chain.provide_credentials().await.map_err(|error| {
+                    PubSubError::Credentials(format!(
+                        "No AWS credentials found: pass the 'credentials' option, or set up the AWS default chain \
+                         (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials or SSO, \
+                         web identity, ECS or EC2 instance metadata). The chain said: {}",
+                        with_sources(&error)
+                    ))
+                })
+            }
+        }
+    }
+
+    /// JS's answer to `Event::CredentialsWanted { request }`: the function's value, or why it
+    /// failed. Answers to a request no longer waited for are ignored.
+    pub fn answer(&self, request: u32, answer: std::result::Result<&Value, String>) {
+        let mut waiting = self.waiting.lock();
+        if !matches!(&*waiting, Some((id, _)) if *id == request) {
+            return;
+        }
+        if let Some((_, sender)) = waiting.take() {
+            let result = answer
+                .and_then(|value| parse_credentials(value, "The credentials function's result"))
+                .map_err(PubSubError::Credentials);
+            let _ = sender.send(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credentials_parse_with_optional_token_and_expiration() {
+        let c = parse_credentials(&json!({ "accessKeyId": "AKID1", "secretAccessKey": "s", "sessionToken": "t", "expiration": 1000 }), "x").unwrap();
+        assert_eq!((c.access_key_id(), c.secret_access_key(), c.session_token()), ("AKID1", "s", Some("t")));
+        assert_eq!(c.expiry(), Some(UNIX_EPOCH + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn malformed_credentials_say_what_is_wrong_without_echoing_values() {
+        for (value, expected) in [
+            (json!("AKID:secret"), "must be an object"),
+            (json!({ "secretAccessKey": "hush" }), "'accessKeyId' is missing"),
+            (json!({ "accessKeyId": "AKID", "secretAccessKey": 5 }), "'secretAccessKey' must be a string, got a number"),
+            (json!({ "accessKeyId": "AK ID", "secretAccessKey": "hush" }), "letters and digits"),
+            (json!({ "accessKeyId": "AKID", "secretAccessKey": "hush", "expiration": "soon" }), "'expiration'"),
+        ] {
+            let message = parse_credentials(&value, "X").unwrap_err();
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("hush") && !message.contains("AK ID") && !message.contains("AKID:"), "{message}");
+        }
+    }
+}
