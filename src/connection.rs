@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, StateError};
+use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet};
 
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
@@ -229,10 +229,10 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 }
 
 /// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
-/// closed it after our CONNECT: how AWS IoT refuses a client its policy does not allow.
+/// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow.
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> PubSubError {
     match (&error, &options.aws) {
-        (ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_)), Some(aws)) => {
+        (ConnectionError::MqttState(_), Some(aws)) => {
             PubSubError::NotAuthorized(format!(
                 "AWS IoT closed the connection right after CONNECT, without a CONNACK. This is how it refuses a client \
                  its IoT policy does not allow: check that the policy attached to these credentials allows iot:Connect \
@@ -240,10 +240,10 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> 
                 aws.region, options.client_id
             ))
         }
-        (ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_)), None) => PubSubError::Connection(format!(
-            "{} closed the connection after CONNECT without a CONNACK",
+        (ConnectionError::MqttState(error), None) => PubSubError::Connection(redact(&format!(
+            "{} closed the connection after CONNECT without a CONNACK ({error})",
             options.endpoint.shown()
-        )),
+        ))),
         _ => describe(error, options),
     }
 }
@@ -272,13 +272,9 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             }
         },
         ConnectionError::Websocket(tungstenite::Error::Http(response)) => {
+            // The body is not shown: a gateway may echo the key id in it.
             let status = response.status();
-            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let said = match body.trim() {
-                "" => String::new(),
-                text => format!(" ('{}')", redact(&text.chars().take(200).collect::<String>())),
-            };
-            let detail = format!("the WebSocket upgrade to {url} was answered HTTP {status}{said}");
+            let detail = format!("the WebSocket upgrade to {url} was answered HTTP {status}");
             match (status.as_u16(), &options.aws) {
                 (401 | 403, Some(aws)) => PubSubError::NotAuthorized(format!(
                     "AWS IoT did not accept the request signature: {detail}. Likely causes: an unknown or inactive \

@@ -154,6 +154,7 @@ async function startIotGateway(options = {}) {
   const keys = new Map()
   const refusedClientIds = new Set()
   const pendingSockets = new Set() // upgrade requests being verified
+  const upgradedSockets = new Set() // every socket that asked for an upgrade and is still open
   const connections = new Set() // { ws, tcp }
   let stopping = null
 
@@ -234,9 +235,10 @@ async function startIotGateway(options = {}) {
       if (!stopping) {
         stopping = (async () => {
           const closed = new Promise((resolve) => server.close(() => resolve()))
-          for (const socket of pendingSockets) socket.destroy()
-          pendingSockets.clear()
           gateway.dropAll()
+          for (const socket of [...pendingSockets, ...upgradedSockets]) socket.destroy()
+          pendingSockets.clear()
+          upgradedSockets.clear()
           wss.close()
           server.closeAllConnections()
           await closed
@@ -343,6 +345,8 @@ async function startIotGateway(options = {}) {
 
   server.on('upgrade', (req, socket, head) => {
     socket.on('error', () => {})
+    upgradedSockets.add(socket)
+    socket.once('close', () => upgradedSockets.delete(socket))
     const target = req.url || ''
     const q = target.indexOf('?')
     const path = q === -1 ? target : target.slice(0, q)
@@ -395,6 +399,7 @@ async function startIotGateway(options = {}) {
           pipe(ws, record)
         })
       })
+      .catch(() => socket.destroy())
   })
 
   /** Waits for the client's CONNECT, then pipes the WebSocket to a new TCP connection to the broker. */

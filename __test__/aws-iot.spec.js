@@ -1,0 +1,432 @@
+'use strict'
+// The AWS IoT Core provider (`require('native-pubsub')`), tested without AWS: a local gateway
+// verifies every presigned URL as AWS IoT does (algorithm, credential scope, signed headers,
+// date and expiry, and the signature recomputed with AWS's own @smithy/signature-v4), answers
+// 403 on any mismatch, can refuse a client id the way an IoT policy does, and pipes accepted
+// connections to mosquitto.
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const test = require('ava')
+const { PubSub, Hub } = require('../index.js')
+const { useMosquitto } = require('./helpers/mosquitto.js')
+const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
+const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, waitFor, sleep } = require('./helpers/pubsub.js')
+
+const ROOT = path.join(__dirname, '..')
+const uniqueTopic = topicNamer('aws-iot')
+
+// Each test uses its own key pair, so tests running side by side never share credentials.
+let keyCount = 0
+function newKeys(gateway, { sessionToken } = {}) {
+  keyCount += 1
+  const keys = {
+    accessKeyId: `AKIDTEST${process.pid}X${keyCount}`,
+    secretAccessKey: `secret/${keyCount}+${Math.random().toString(36).slice(2)}`,
+  }
+  if (sessionToken) keys.sessionToken = sessionToken
+  gateway.addKey(keys.accessKeyId, keys.secretAccessKey, { sessionToken })
+  return keys
+}
+
+const broker = useMosquitto(test)
+const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
+
+/** An IoT PubSub on the gateway (trusting its test CA), closed when the test ends. */
+function iotPubSub(t, options, gw = gateway) {
+  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, ...options })
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/** The gateway's records of upgrades signed with `accessKeyId`. */
+function upgradesBy(accessKeyId, gw = gateway) {
+  return gw.upgrades.filter((u) => u.accessKeyId === accessKeyId)
+}
+
+// ------------------------------------------------------------------------------ connecting
+
+for (const qos of [0, 1]) {
+  test(`static credentials: subscribe and publish round trip at QoS ${qos}`, async (t) => {
+    const credentials = newKeys(gateway)
+    const pubsub = iotPubSub(t, { region: 'us-east-1', credentials })
+    const topic = uniqueTopic(`static-qos${qos}`)
+    const inbox = await listen(t, pubsub, topic, { qos })
+    await pubsub.publish({ topics: topic, message: { hello: 'iot', qos }, options: { qos } })
+    const [message] = await inbox.take(1)
+    t.deepEqual(plain(message), { hello: 'iot', qos })
+    t.is(pubsub.getProviderName(), 'AWSIoTProvider')
+    const [upgrade] = upgradesBy(credentials.accessKeyId)
+    t.is(upgrade.status, 101)
+    t.is(upgrade.region, 'us-east-1')
+    t.deepEqual(gateway.connects.filter((c) => c.clientId === pubsub.clientId).map((c) => c.refused), [false])
+  })
+}
+
+test('messages from other clients of the broker reach an IoT subscriber', async (t) => {
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gateway) })
+  const topic = uniqueTopic('from-broker')
+  const inbox = await listen(t, pubsub, topic)
+  const other = await mqttJs(t, broker.tcpUrl)
+  await other.client.publishAsync(topic, JSON.stringify({ from: 'mqtt.js' }), { qos: 1 })
+  t.deepEqual(plain((await inbox.take(1))[0]), { from: 'mqtt.js' })
+})
+
+test('a credentials function (sync or async) is called before connecting and its keys sign the URL', async (t) => {
+  for (const wrap of [(keys) => () => keys, (keys) => async () => keys]) {
+    const keys = newKeys(gateway)
+    let calls = 0
+    const credentials = wrap(keys)
+    const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: () => (calls++, credentials()) })
+    const topic = uniqueTopic('function')
+    const inbox = await listen(t, pubsub, topic, { qos: 1 })
+    await pubsub.publish(topic, 'via a function', { qos: 1 })
+    t.is((await inbox.take(1))[0], 'via a function')
+    t.is(calls, 1)
+    t.is(upgradesBy(keys.accessKeyId)[0].status, 101)
+  }
+})
+
+test('a session token travels after the signature and is not signed', async (t) => {
+  const sessionToken = `FwoGZXIvYXdzE/token+with=odd&chars-${keyCount}`
+  const credentials = newKeys(gateway, { sessionToken })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials })
+  await pubsub.publish(uniqueTopic('token'), 1, { qos: 1 })
+  const [upgrade] = upgradesBy(credentials.accessKeyId)
+  t.is(upgrade.status, 101)
+  t.is(upgrade.sessionToken, sessionToken)
+  // The gateway recomputed the signature without the token; the token is the last parameter.
+  t.deepEqual(upgrade.paramOrder.slice(-2), ['X-Amz-Signature', 'X-Amz-Security-Token'])
+  t.is(upgrade.paramOrder.length, new Set(upgrade.paramOrder).size)
+})
+
+test('credentials from the environment (the AWS default chain) connect', async (t) => {
+  const keys = newKeys(gateway)
+  const topic = uniqueTopic('env')
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
+     pubsub.publish(${JSON.stringify(topic)}, 'from env', { qos: 1 })
+       .then(() => console.log('published'), (e) => console.log('failed', e.code, e.message))
+       .finally(() => pubsub.close())`,
+    {
+      ...cleanAwsEnvironment(t),
+      ENDPOINT: gateway.url,
+      CA: gateway.ca,
+      AWS_ACCESS_KEY_ID: keys.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+    },
+  )
+  const { code } = await run.exited
+  t.is(run.stdout.trim(), 'published', run.stderr)
+  t.is(code, 0)
+  t.is(upgradesBy(keys.accessKeyId)[0].status, 101)
+})
+
+test('credentials from a shared credentials file profile (AWS_PROFILE) connect', async (t) => {
+  const keys = newKeys(gateway)
+  const env = cleanAwsEnvironment(t)
+  fs.writeFileSync(
+    env.AWS_SHARED_CREDENTIALS_FILE,
+    `[default]\naws_access_key_id = AKIDNOTTHISONE\naws_secret_access_key = nope\n\n[iot-test]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`,
+  )
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
+     pubsub.publish('aws-iot/profile', 'from a profile', { qos: 1 })
+       .then(() => console.log('published'), (e) => console.log('failed', e.code, e.message))
+       .finally(() => pubsub.close())`,
+    { ...env, ENDPOINT: gateway.url, CA: gateway.ca, AWS_PROFILE: 'iot-test' },
+  )
+  await run.exited
+  t.is(run.stdout.trim(), 'published', run.stderr)
+  t.is(upgradesBy(keys.accessKeyId)[0].status, 101)
+})
+
+test('with no credentials anywhere, connecting fails quickly with ERR_CREDENTIALS', async (t) => {
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', connectTimeout: 10000 })
+     const started = Date.now()
+     pubsub.publish('aws-iot/none', 'x')
+       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message, ms: Date.now() - started })))
+       .finally(() => pubsub.close())`,
+    { ...cleanAwsEnvironment(t), ENDPOINT: gateway.url, CA: gateway.ca },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const result = JSON.parse(run.stdout)
+  t.is(result.code, 'ERR_CREDENTIALS')
+  t.regex(result.message, /No AWS credentials found: pass the 'credentials' option/)
+  t.true(result.ms < 5_000, `took ${result.ms} ms`)
+})
+
+/** An environment where the AWS default chain finds nothing unless a test adds it. */
+function cleanAwsEnvironment(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-aws-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const env = {}
+  for (const name of Object.keys(process.env)) if (name.startsWith('AWS_')) env[name] = ''
+  return { ...env, HOME: dir, AWS_CONFIG_FILE: path.join(dir, 'config'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials') }
+}
+
+// ------------------------------------------------------------------------ refused signatures
+
+/** Publishes and subscribes on `pubsub`; both must fail with the same permanent error. */
+async function bothFail(t, pubsub) {
+  const topic = uniqueTopic('refused')
+  const errors = []
+  pubsub.subscribe(topic).subscribe({ next: () => t.fail('no message expected'), error: (e) => errors.push(e) })
+  const publishError = await t.throwsAsync(pubsub.publish(topic, 'x', { qos: 1 }))
+  await waitFor(() => errors.length === 1, 5_000, 'the observer error')
+  t.is(errors[0].code, publishError.code)
+  t.is(pubsub.connectionState, 'Disconnected')
+  return publishError
+}
+
+test('a wrong secret access key is refused with ERR_NOT_AUTHORIZED naming the likely causes', async (t) => {
+  const keys = newKeys(gateway)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: { ...keys, secretAccessKey: 'not-the-secret' } })
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.regex(error.message, /HTTP 403/)
+  t.regex(error.message, /wrong secret access key/)
+  t.is(upgradesBy(keys.accessKeyId)[0].reason.includes('signature does not match'), true)
+})
+
+test('an unknown access key is refused with ERR_NOT_AUTHORIZED', async (t) => {
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: { accessKeyId: 'AKIDNOSUCHKEY', secretAccessKey: 'whatever' } })
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.regex(error.message, /unknown or inactive access key/)
+})
+
+test('signing for the wrong region is refused, and the message names the region signed for', async (t) => {
+  const keys = newKeys(gateway)
+  const pubsub = iotPubSub(t, { region: 'eu-west-1', credentials: keys })
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.regex(error.message, /signed for 'eu-west-1'/)
+  t.regex(upgradesBy(keys.accessKeyId)[0].reason, /region/)
+})
+
+test('a signature the gateway sees as expired (clock skew) is refused', async (t) => {
+  // A gateway of its own: its clock runs 20 minutes ahead of ours.
+  const skewed = await startIotGateway({ region: 'us-east-1', broker: broker.tcpUrl })
+  t.teardown(() => skewed.stop())
+  skewed.clockSkewMs = 20 * 60_000
+  const keys = { accessKeyId: 'AKIDSKEWED', secretAccessKey: 'skewed-secret' }
+  skewed.addKey(keys.accessKeyId, keys.secretAccessKey)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: keys }, skewed)
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.regex(error.message, /clock more than 5 minutes off/)
+  t.regex(skewed.upgrades[0].reason, /expired/)
+})
+
+test('a client id the IoT policy refuses (socket closed after CONNECT) says to check the policy', async (t) => {
+  const clientId = `refused-${process.pid}-${Math.random().toString(36).slice(2)}`
+  gateway.refuseClientId(clientId)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gateway) })
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.regex(error.message, /iot:Connect/)
+  t.true(error.message.includes(`arn:aws:iot:us-east-1:<account-id>:client/${clientId}`), error.message)
+  t.deepEqual(gateway.connects.filter((c) => c.clientId === clientId).map((c) => c.refused), [true])
+})
+
+// ------------------------------------------------------------------------------ credentials
+
+// gateway.dropAll() cuts every connection: the tests using it run serially, before the others.
+test.serial('a credentials function that starts returning new keys is used on the next connection', async (t) => {
+  const first = newKeys(gateway)
+  const second = newKeys(gateway)
+  let current = first
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => current })
+  const topic = uniqueTopic('rotate')
+  await pubsub.publish(topic, 1, { qos: 1 })
+  t.is(upgradesBy(first.accessKeyId).length, 1)
+
+  current = second
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  gateway.dropAll()
+  await waitFor(() => states.includes('Disconnected'), 5_000, 'the drop to be noticed')
+  await pubsub.publish(topic, 2, { qos: 1 })
+  t.is(upgradesBy(first.accessKeyId).length, 1)
+  t.is(upgradesBy(second.accessKeyId).length, 1)
+  t.is(upgradesBy(second.accessKeyId)[0].status, 101)
+})
+
+test.serial('every connection is signed afresh: a new date, a new signature', async (t) => {
+  const keys = newKeys(gateway)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: keys })
+  const topic = uniqueTopic('fresh')
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  await pubsub.publish(topic, 1, { qos: 1 })
+  await sleep(1_100) // X-Amz-Date has a resolution of one second
+  gateway.dropAll()
+  await waitFor(() => states.includes('Disconnected'), 5_000, 'the drop to be noticed')
+  await pubsub.publish(topic, 2, { qos: 1 })
+  const [a, b] = upgradesBy(keys.accessKeyId)
+  const param = (u, name) => new URLSearchParams(u.rawQuery).get(name)
+  t.not(param(a, 'X-Amz-Date'), param(b, 'X-Amz-Date'))
+  t.not(param(a, 'X-Amz-Signature'), param(b, 'X-Amz-Signature'))
+  t.is(b.status, 101)
+})
+
+test('a credentials function that rejects fails with ERR_CREDENTIALS and its reason', async (t) => {
+  const pubsub = iotPubSub(t, {
+    region: 'us-east-1',
+    credentials: async () => {
+      throw new Error('Cognito identity pool unreachable')
+    },
+  })
+  const error = await bothFail(t, pubsub)
+  t.is(error.code, 'ERR_CREDENTIALS')
+  t.regex(error.message, /The credentials function failed: Cognito identity pool unreachable/)
+})
+
+test('a credentials function that throws synchronously is reported the same way', async (t) => {
+  const pubsub = iotPubSub(t, {
+    region: 'us-east-1',
+    credentials: () => {
+      throw new TypeError('no session')
+    },
+  })
+  const error = await t.throwsAsync(pubsub.publish(uniqueTopic('throws'), 1))
+  t.is(error.code, 'ERR_CREDENTIALS')
+  t.regex(error.message, /no session/)
+})
+
+test('a malformed value from the credentials function says what is wrong', async (t) => {
+  for (const [value, expected] of [
+    [undefined, /must be an object/],
+    ['AKID:secret', /must be an object/],
+    [{ accessKeyId: 'AKIDX' }, /'secretAccessKey' is missing/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 42 }, /'secretAccessKey' must be a string, got a number/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 's', expiration: 'tomorrow-ish' }, /'expiration' must be a Date/],
+  ]) {
+    const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => value })
+    const error = await t.throwsAsync(pubsub.publish(uniqueTopic('malformed'), 1))
+    t.is(error.code, 'ERR_CREDENTIALS')
+    t.regex(error.message, expected)
+    t.regex(error.message, /^The credentials function's result/)
+  }
+})
+
+test('expired credentials are never used: fetched again, and refused if still expired', async (t) => {
+  const keys = newKeys(gateway)
+  const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
+
+  const fixed = iotPubSub(t, { region: 'us-east-1', credentials: expired })
+  const staticError = await t.throwsAsync(fixed.publish(uniqueTopic('expired'), 1))
+  t.is(staticError.code, 'ERR_CREDENTIALS')
+  t.regex(staticError.message, /The credentials in the 'credentials' option expired \d+ s ago/)
+
+  const fresh = { ...keys, expiration: new Date(Date.now() + 3_600_000) }
+  const answers = [expired, fresh]
+  const refreshing = iotPubSub(t, { region: 'us-east-1', credentials: async () => answers.shift() })
+  const functionError = await t.throwsAsync(refreshing.publish(uniqueTopic('expired'), 1))
+  t.regex(functionError.message, /The credentials the credentials function returned expired/)
+  // The next connection asks again and gets fresh ones (an ISO string works too).
+  answers.unshift({ ...fresh, expiration: fresh.expiration.toISOString() })
+  await refreshing.publish(uniqueTopic('expired'), 2)
+  t.is(upgradesBy(keys.accessKeyId).length, 1, 'only fresh credentials reached the gateway')
+})
+
+test('a credentials function that never settles fails with ERR_CREDENTIALS after connectTimeout', async (t) => {
+  const pubsub = iotPubSub(t, { region: 'us-east-1', connectTimeout: 300, credentials: () => new Promise(() => {}) })
+  const started = Date.now()
+  const error = await t.throwsAsync(pubsub.publish(uniqueTopic('never'), 1))
+  t.is(error.code, 'ERR_CREDENTIALS')
+  t.regex(error.message, /No credentials within 300 ms \(connectTimeout\): the credentials function did not settle/)
+  t.true(Date.now() - started < 3_000)
+})
+
+// ------------------------------------------------------------------------------ options
+
+test('the region comes from an AWS IoT endpoint host; a custom domain needs the region option', (t) => {
+  const fromHost = new PubSub({ endpoint: 'wss://a1b2c3-ats.iot.ap-northeast-1.amazonaws.com/mqtt' })
+  t.teardown(() => fromHost.close())
+  const bareHost = new PubSub({ aws_pubsub_endpoint: 'a1b2c3-ats.iot.cn-north-1.amazonaws.com.cn', aws_pubsub_region: 'cn-north-1' })
+  t.teardown(() => bareHost.close())
+  const error = t.throws(() => new PubSub({ endpoint: 'wss://iot.example.com/mqtt' }))
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.regex(error.message, /Cannot tell the AWS region from the endpoint host 'iot\.example\.com'.*pass the 'region' option/)
+  const custom = new PubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'us-east-1' })
+  t.teardown(() => custom.close())
+})
+
+test('options of the other provider, a non-wss endpoint and malformed static credentials throw', (t) => {
+  const endpoint = 'wss://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt'
+  t.is(t.throws(() => new PubSub({ endpoint, username: 'u' })).code, 'ERR_INVALID_OPTION')
+  t.is(t.throws(() => new PubSub({ endpoint: 'ws://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt' })).code, 'ERR_INVALID_ENDPOINT')
+  t.is(t.throws(() => new PubSub({ endpoint: 'mqtts://a1b2c3-ats.iot.us-east-1.amazonaws.com' })).code, 'ERR_INVALID_ENDPOINT')
+  const error = t.throws(() => new PubSub({ endpoint, credentials: { accessKeyId: 'AKIDX', secretAccessKey: '' } }))
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.regex(error.message, /Option 'credentials': 'secretAccessKey' is empty/)
+  const generic = require('../mqtt.js')
+  const mqttError = t.throws(() => new generic.PubSub({ endpoint: 'ws://127.0.0.1:1', credentials: () => ({}) }))
+  t.regex(mqttError.message, /Unknown option 'credentials' for the generic MQTT provider/)
+})
+
+// ------------------------------------------------------------------------ no secret leaks
+
+test('no key id, secret or token appears in any error, event, warning or log line', async (t) => {
+  const secret = { accessKeyId: 'AKIDLEAKCANARY1', secretAccessKey: 'SECRETLEAKCANARY/1', sessionToken: 'TOKENLEAKCANARY+1' }
+  gateway.addKey('AKIDLEAKCANARY2', 'SECRETLEAKCANARY2', { sessionToken: 'TOKENLEAKCANARY2' })
+  const refusedId = `refused-canary-${process.pid}`
+  gateway.refuseClientId(refusedId)
+  // Every failure path, each in a child process whose output we read whole.
+  const scenarios = [
+    { region: 'us-east-1', credentials: secret }, // unknown key
+    { region: 'us-east-1', credentials: { accessKeyId: 'AKIDLEAKCANARY2', secretAccessKey: 'SECRETLEAKCANARY/wrong', sessionToken: 'TOKENLEAKCANARY2' } },
+    { region: 'eu-west-1', credentials: { accessKeyId: 'AKIDLEAKCANARY2', secretAccessKey: 'SECRETLEAKCANARY2', sessionToken: 'TOKENLEAKCANARY2' } },
+    { region: 'us-east-1', clientId: refusedId, credentials: { accessKeyId: 'AKIDLEAKCANARY2', secretAccessKey: 'SECRETLEAKCANARY2', sessionToken: 'TOKENLEAKCANARY2' } },
+    { region: 'us-east-1', credentials: { ...secret, expiration: 1 } }, // expired
+    { region: 'us-east-1', credentials: 'FUNCTION' }, // a function returning a malformed value
+    { region: 'us-east-1', credentials: { accessKeyId: 'AKIDLEAK CANARY', secretAccessKey: 'SECRETLEAKCANARY3' } }, // bad option
+    { endpoint: 'wss://127.0.0.1:1/mqtt?X-Amz-Credential=AKIDLEAKCANARY4&X-Amz-Signature=SECRETLEAKCANARY4', region: 'us-east-1', credentials: secret },
+  ]
+  const run = runScript(
+    t,
+    `const { PubSub, Hub } = require(${JSON.stringify(ROOT)})
+     const seen = []
+     Hub.listen('pubsub', (capsule) => seen.push(capsule.payload.message, capsule.payload.data.connectionState))
+     async function scenario(options) {
+       if (options.credentials === 'FUNCTION') {
+         options.credentials = async () => ({ accessKeyId: 'AKIDLEAKCANARY5', secretAccessKey: { nested: 'SECRETLEAKCANARY5' }, sessionToken: 'TOKENLEAKCANARY5' })
+       }
+       let pubsub
+       try {
+         pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, ...options })
+       } catch (error) {
+         return seen.push(String(error), error.stack, JSON.stringify(error))
+       }
+       pubsub.on('ConnectionStateChange', (state) => seen.push(state))
+       // No error callback: the failure is also printed as a process warning.
+       pubsub.subscribe('aws-iot/leak').subscribe(() => {})
+       await pubsub.publish('aws-iot/leak', 'x', { qos: 1 }).catch((error) => seen.push(String(error), error.stack, JSON.stringify(error)))
+       await pubsub.close()
+     }
+     ;(async () => {
+       for (const options of JSON.parse(process.env.SCENARIOS)) await scenario(options)
+       console.log(JSON.stringify(seen))
+     })()`,
+    { ENDPOINT: gateway.url, CA: gateway.ca, SCENARIOS: JSON.stringify(scenarios), AWS_EC2_METADATA_DISABLED: 'true' },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const seen = JSON.parse(run.stdout)
+  const everything = `${run.stdout}\n${run.stderr}`
+  // The scenarios did fail in the ways meant (so the check below looks at real messages).
+  for (const expected of [/access key/, /iot:Connect/, /signed for 'eu-west-1'/, /expired/, /'secretAccessKey' must be a string/, /letters and digits/, /X-Amz-Credential=\*\*\*/]) {
+    t.regex(everything, expected)
+  }
+  t.true(seen.length > scenarios.length * 2)
+  t.notRegex(everything, /LEAKCANARY/)
+  t.notRegex(everything, /LEAK CANARY/)
+})
