@@ -1,3 +1,3 @@
 'use strict'
 // native-pubsub/iot: the AWS IoT Core provider.
-module.exports = { ...require('./lib/common'), PubSub: require('./lib/iot').PubSub }
+module.exports = { ...require('./lib/common'), PubSub: require('./lib/pubsub').IotPubSub }

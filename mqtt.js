@@ -1,3 +1,3 @@
 'use strict'
 // native-pubsub/mqtt: the generic MQTT provider, for any broker.
-module.exports = { ...require('./lib/common'), PubSub: require('./lib/mqtt').PubSub }
+module.exports = { ...require('./lib/common'), PubSub: require('./lib/pubsub').MqttPubSub }

@@ -433,4 +433,22 @@ class PubSubBase extends EventEmitter {
   }
 }
 
-module.exports = { PubSubBase }
+/** The `PubSub` class of an entry point: `provider` is 'mqtt' or 'iot'. */
+function providerClass(provider, providerName) {
+  return class PubSub extends PubSubBase {
+    constructor(options) {
+      super(options, provider)
+    }
+
+    getProviderName() {
+      return providerName
+    }
+  }
+}
+
+/** The generic MQTT provider: any broker over ws://, wss://, mqtt:// or mqtts://. */
+const MqttPubSub = providerClass('mqtt', 'MqttOverWSProvider')
+/** The AWS IoT Core provider: MQTT over WSS, SigV4-presigned afresh for every connect. */
+const IotPubSub = providerClass('iot', 'AWSIoTProvider')
+
+module.exports = { MqttPubSub, IotPubSub }

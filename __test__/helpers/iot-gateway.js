@@ -529,45 +529,20 @@ function useIotGateway(test, optionsOrFunction = {}) {
     if (!fixture.gateway) throw new Error('the IoT gateway is not started yet: use it inside a test, or in a hook registered after useIotGateway')
     return fixture.gateway
   }
-  return {
-    get url() {
-      return started().url
+  // Every property read, method call and assignment goes to the started gateway.
+  return new Proxy(
+    {},
+    {
+      get(_, name) {
+        const value = started()[name]
+        return typeof value === 'function' ? value.bind(started()) : value
+      },
+      set(_, name, value) {
+        started()[name] = value
+        return true
+      },
     },
-    get host() {
-      return started().host
-    },
-    get port() {
-      return started().port
-    },
-    get region() {
-      return started().region
-    },
-    get ca() {
-      return started().ca
-    },
-    get upgrades() {
-      return started().upgrades
-    },
-    get connects() {
-      return started().connects
-    },
-    get liveConnections() {
-      return started().liveConnections
-    },
-    get clockSkewMs() {
-      return started().clockSkewMs
-    },
-    set clockSkewMs(ms) {
-      started().clockSkewMs = ms
-    },
-    addKey: (...args) => started().addKey(...args),
-    removeKey: (...args) => started().removeKey(...args),
-    refuseClientId: (...args) => started().refuseClientId(...args),
-    dropAll: () => started().dropAll(),
-    stop: async () => {
-      if (fixture.gateway) await fixture.gateway.stop()
-    },
-  }
+  )
 }
 
 module.exports = { startIotGateway, useIotGateway, SERVICE }

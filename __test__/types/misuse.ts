@@ -13,3 +13,9 @@ pubsub.subscribe('a', { format: 'string' }).subscribe((value: number) => value)
 new PubSub({ endpoint: 'ws://h/mqtt', credentials: {} })
 // @ts-expect-error keepAlive is a number of seconds
 new PubSub({ endpoint: 'ws://h/mqtt', keepAlive: '60' })
+
+import { PubSub as IotPubSub } from 'native-pubsub'
+// @ts-expect-error credentials need a secret access key
+new IotPubSub({ endpoint: 'wss://h/mqtt', credentials: { accessKeyId: 'AKID' } })
+// @ts-expect-error the AWS IoT provider has no username (it signs with AWS credentials)
+new IotPubSub({ endpoint: 'wss://h/mqtt', username: 'u' })

@@ -33,3 +33,16 @@ export async function usage(): Promise<void> {
   const iot: IotPubSub = new IotPubSub({ region: 'us-east-1', endpoint: 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt' })
   void iot
 }
+
+// AWS IoT: static keys, a (Cognito-style) provider function, or the default chain.
+export const iotStatic = new IotPubSub({
+  endpoint: 'wss://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt',
+  credentials: { accessKeyId: 'AKID', secretAccessKey: 's', sessionToken: 't', expiration: new Date() },
+})
+export const iotFunction = new IotPubSub({
+  aws_pubsub_endpoint: 'a1b2c3-ats.iot.us-east-1.amazonaws.com',
+  aws_pubsub_region: 'us-east-1',
+  credentials: async () => ({ accessKeyId: 'AKID', secretAccessKey: 's' }),
+})
+export const iotDefaultChain = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1' })
+export const iotProvider: 'AWSIoTProvider' | 'MqttOverWSProvider' = iotDefaultChain.getProviderName()
