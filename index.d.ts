@@ -36,6 +36,8 @@ export type ErrorCode =
   | 'ERR_NOT_AUTHORIZED'
   | 'ERR_CONNECT_TIMEOUT'
   | 'ERR_CREDENTIALS'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_CLIENT_ID_TAKEOVER'
   | 'ERR_CONNECTION'
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
@@ -122,6 +124,64 @@ export interface CommonOptions {
   will?: WillOptions
   /** Extra trusted CA certificates (PEM) for wss:// and mqtts://. */
   ca?: string | Buffer
+  /**
+   * Automatic reconnection after a lost connection, on by default: exponential backoff with
+   * full jitter. `false` turns it off (a lost connection then fails what is pending).
+   */
+  reconnect?: false | ReconnectOptions
+  /** What publish does while the connection is down. Default `'qos1'`, 65,536 messages, 64 MiB. */
+  offlineQueue?: OfflineQueuePolicy | OfflineQueueOptions
+}
+
+export interface ReconnectOptions {
+  /** First wait, and the least one. Default 1000. */
+  minDelayMs?: number
+  /** The cap the doubling wait stops at. Default 120000. */
+  maxDelayMs?: number
+  /** A connection that lasts this long starts the backoff over. Default 30000. */
+  resetAfterMs?: number
+}
+
+/** 'all': every publish waits; 'qos1': QoS 1 and 2 wait, QoS 0 is rejected; 'none': all are rejected. */
+export type OfflineQueuePolicy = 'all' | 'qos1' | 'none'
+
+export interface OfflineQueueOptions {
+  policy?: OfflineQueuePolicy
+  /** Past this many waiting publishes, publish rejects with ERR_QUEUE_FULL. */
+  maxMessages?: number
+  /** Past this many waiting bytes (topics and payloads), publish rejects with ERR_QUEUE_FULL. */
+  maxBytes?: number
+}
+
+/** Counts of operations and their bytes (topic and payload). */
+export interface OperationLoad {
+  operations: number
+  bytes: number
+}
+
+/** What `stats()` returns. */
+export interface PubSubStats {
+  connectionState: ConnectionState
+  /** Publishes waiting to be handed to the connection (in the offline queue or held back). */
+  queued: OperationLoad
+  /** Publishes handed to the connection and not yet written (QoS 0) or acknowledged (QoS 1, 2). */
+  inFlight: OperationLoad
+  reconnects: number
+  messagesReceived: number
+  messagesSent: number
+  /** Messages dropped, by reason. */
+  dropped: {
+    /** Publishes refused while the connection was down (offline queue policy). */
+    offline: number
+    /** Publishes refused because the offline queue was full. */
+    queueFull: number
+    /** Publishes accepted, then failed because the connection went down before they were sent. */
+    connectionLost: number
+    /** Incoming messages no observer wanted any more. */
+    unrouted: number
+    /** Incoming messages that were not valid JSON for a 'json' observer. */
+    invalidPayload: number
+  }
 }
 
 export interface MqttPubSubOptions extends CommonOptions {
@@ -193,6 +253,9 @@ export interface PubSubInstance extends EventEmitter {
   subscribe(topics: string | string[], options: SubscribeOptions & { format: 'binary' }): Observable<Buffer>
   subscribe(topics: string | string[], options: SubscribeOptions & { format: 'message' }): Observable<MqttMessage>
   subscribe<T = any>(topics: string | string[], options?: SubscribeOptions): Observable<T>
+
+  /** Counts of queued and in-flight publishes, reconnects, messages in and out, drops. */
+  stats(): PubSubStats
 
   /** Completes every observer, rejects what is pending with ERR_CLOSED, disconnects. */
   close(): Promise<void>

@@ -389,7 +389,7 @@ test('no key id, secret or token appears in any error, event, warning or log lin
     { region: 'us-east-1', credentials: { ...secret, expiration: 1 } }, // expired
     { region: 'us-east-1', credentials: 'FUNCTION' }, // a function returning a malformed value
     { region: 'us-east-1', credentials: { accessKeyId: 'AKIDLEAK CANARY', secretAccessKey: 'SECRETLEAKCANARY3' } }, // bad option
-    { endpoint: 'wss://127.0.0.1:1/mqtt?X-Amz-Credential=AKIDLEAKCANARY4&X-Amz-Signature=SECRETLEAKCANARY4', region: 'us-east-1', credentials: secret },
+    { endpoint: 'wss://127.0.0.1:1/mqtt?X-Amz-Credential=AKIDLEAKCANARY4&X-Amz-Signature=SECRETLEAKCANARY4', region: 'us-east-1', credentials: secret, reconnect: false },
   ]
   const run = runScript(
     t,

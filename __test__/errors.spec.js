@@ -285,19 +285,20 @@ test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the 
 
 // ---------------------------------------------------------------- connection failures
 
-test('a broker that is not listening makes publish reject ERR_CONNECTION', async (t) => {
+// With reconnect on (the default) these failures are retried instead; see reconnect.spec.js.
+test('a broker that is not listening makes publish reject ERR_CONNECTION (reconnect: false)', async (t) => {
   const port = await freePort()
   for (const url of [`mqtt://127.0.0.1:${port}`, `ws://127.0.0.1:${port}/mqtt`]) {
-    const pubsub = newPubSub(t, { endpoint: url })
+    const pubsub = newPubSub(t, { endpoint: url, reconnect: false })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECTION' })
     t.true(error.message.includes(url), `the message names the endpoint: ${error.message}`)
     t.regex(error.message, /refused/i)
   }
 })
 
-test('a broker that is not listening fails a subscription with ERR_CONNECTION', async (t) => {
+test('a broker that is not listening fails a subscription with ERR_CONNECTION (reconnect: false)', async (t) => {
   const port = await freePort()
-  const pubsub = newPubSub(t, { endpoint: `mqtt://127.0.0.1:${port}` })
+  const pubsub = newPubSub(t, { endpoint: `mqtt://127.0.0.1:${port}`, reconnect: false })
   const { error, sub } = await observerError(pubsub, 'a/b')
   t.is(error.code, 'ERR_CONNECTION')
   await t.throwsAsync(sub.ready, { code: 'ERR_CONNECTION' })
@@ -305,7 +306,7 @@ test('a broker that is not listening fails a subscription with ERR_CONNECTION', 
 
 test('a server that accepts but never sends CONNACK makes publish reject ERR_CONNECT_TIMEOUT after connectTimeout', async (t) => {
   const url = await fakeServer(t, null)
-  const pubsub = newPubSub(t, { endpoint: url, connectTimeout: 500 })
+  const pubsub = newPubSub(t, { endpoint: url, connectTimeout: 500, reconnect: false })
   const started = Date.now()
   const error = await t.throwsAsync(pubsub.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECT_TIMEOUT' })
   const elapsed = Date.now() - started
@@ -359,14 +360,11 @@ test("CONNACK 'identifier rejected' is ERR_CONNECT_REFUSED naming the client id"
   t.regex(error.message, /identifier rejected.*rejected-client-id/)
 })
 
-test("CONNACK 'server unavailable' and 'unacceptable protocol version' are ERR_CONNECT_REFUSED", async (t) => {
-  for (const [returnCode, hint] of [
-    [3, /server unavailable/],
-    [1, /protocol version/],
-  ]) {
-    const pubsub = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(returnCode)) })
-    await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECT_REFUSED', message: hint })
-  }
+test("CONNACK 'unacceptable protocol version' is ERR_CONNECT_REFUSED; 'server unavailable' is a transient ERR_CONNECTION", async (t) => {
+  const refused = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(1)) })
+  await t.throwsAsync(refused.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECT_REFUSED', message: /protocol version/ })
+  const unavailable = newPubSub(t, { endpoint: await fakeServer(t, CONNACK(3)), reconnect: false })
+  await t.throwsAsync(unavailable.publish('a/b', 'x', { qos: 1 }), { code: 'ERR_CONNECTION', message: /server unavailable/ })
 })
 
 // ------------------------------------------------------------------ ERR_SUBSCRIBE_REFUSED

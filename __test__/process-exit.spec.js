@@ -217,9 +217,11 @@ test('a script that catches a constructor error exits with code 0', async (t) =>
 
 test('a script whose publish fails to connect exits once it has handled the rejection', async (t) => {
   const port = await freePort()
+  // QoS 0 is not kept for a reconnect (offlineQueue 'qos1'): it fails with the first attempt,
+  // and the reconnect waiting in the background does not hold the process.
   const run = runPubSubScript(
     t,
-    `pubsub.publish('a/b', 'x', { qos: 1 }).catch((error) => console.log(error.code))`,
+    `pubsub.publish('a/b', 'x', { qos: 0 }).catch((error) => console.log(error.code))`,
     { BROKER: `mqtt://127.0.0.1:${port}` },
   )
   await exitsCleanly(t, run, 'ERR_CONNECTION\n')

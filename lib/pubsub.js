@@ -97,6 +97,7 @@ class PubSubBase extends EventEmitter {
   /** a graceful disconnect is under way: stay alive until it is done */
   #disconnecting = false
   #warned = new Set()
+  #invalidPayloads = 0
 
   /** Instances not yet closed, for the process-exit hook below. */
   static #open = new Set()
@@ -165,6 +166,36 @@ class PubSubBase extends EventEmitter {
   subscribe(...args) {
     const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
     return new Observable((observer) => this.#attach(topics, options, observer))
+  }
+
+  /**
+   * Counts like aws-crt's operation statistics: publishes queued (not yet handed to the
+   * connection) and in flight (handed over, not yet written or acknowledged), with their bytes;
+   * reconnects; messages received and sent; messages dropped, by reason.
+   */
+  stats() {
+    const native = this.#native.stats()
+    let heldOperations = 0
+    let heldBytes = 0
+    for (const { topics, payload } of this.#held) {
+      heldOperations += topics.length
+      for (const topic of topics) heldBytes += Buffer.byteLength(topic) + payload.length
+    }
+    return {
+      connectionState: native.connectionState,
+      queued: { operations: native.queuedOperations + heldOperations, bytes: native.queuedBytes + heldBytes },
+      inFlight: { operations: native.inFlightOperations, bytes: native.inFlightBytes },
+      reconnects: native.reconnects,
+      messagesReceived: native.messagesReceived,
+      messagesSent: native.messagesSent,
+      dropped: {
+        offline: native.droppedOffline,
+        queueFull: native.droppedQueueFull,
+        connectionLost: native.droppedConnectionLost,
+        unrouted: native.droppedUnrouted,
+        invalidPayload: this.#invalidPayloads,
+      },
+    }
   }
 
   /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */
@@ -394,6 +425,7 @@ class PubSubBase extends EventEmitter {
   }
 
   #reportInvalidJson(topic, payload, cause) {
+    this.#invalidPayloads++
     const error = pubsubError('ERR_PAYLOAD', `A message on '${topic}' is not valid JSON (${cause.message}); subscribe with format 'string' or 'binary' to receive such messages`)
     this.emit('invalidPayload', { topic, payload, error })
     this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)

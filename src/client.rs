@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, NetworkOptions};
+use rumqttc::{AsyncClient, NetworkOptions, QoS};
 use tokio::sync::Notify;
 
 use crate::connection::{self, ConnectionState};
 use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
-use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES};
-use crate::outbox::{Outbox, Request};
+use crate::options::{parse_qos, ClientOptions, OfflinePolicy, MAX_PACKET_BYTES};
+use crate::outbox::{Load, Outbox, Request};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
@@ -22,6 +22,22 @@ const REQUEST_CHANNEL_CAPACITY: usize = 1_024;
 /// Publishes the backlog takes before `publish` asks JS to wait for `writable`.
 pub const MAX_BACKLOG: usize = 1_024;
 
+/// Running totals for `stats()`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub reconnects: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    /// Incoming messages no observer wanted (arrived just after an unsubscribe).
+    pub dropped_unrouted: u64,
+    /// Publishes refused while the connection was down (offline queue policy).
+    pub dropped_offline: u64,
+    /// Publishes refused because the offline queue was full.
+    pub dropped_queue_full: u64,
+    /// Publishes accepted, then failed when the connection was lost before they were sent.
+    pub dropped_connection_lost: u64,
+}
+
 pub struct Core {
     pub outbox: Outbox,
     pub subs: Subscriptions,
@@ -29,6 +45,7 @@ pub struct Core {
     pub closed: bool,
     /// JS was told to hold publishes; tell it when there is room.
     pub writable_wanted: bool,
+    pub counters: Counters,
 }
 
 impl Core {
@@ -117,6 +134,7 @@ impl Client {
                 state: ConnectionState::Disconnected,
                 closed: false,
                 writable_wanted: false,
+                counters: Counters::default(),
             }),
             requests,
             delivery: delivery.clone(),
@@ -147,7 +165,11 @@ impl Client {
         if core.closed {
             return Err(PubSubError::Closed);
         }
-        if core.outbox.backlog_len() >= MAX_BACKLOG {
+        if core.outbox.is_held() {
+            // The connection is down: the offline queue decides, and JS need not wait.
+            let bytes = topics.iter().map(|t| t.len() + payload.len()).sum();
+            self.check_offline_queue(&mut core, qos, topics.len(), bytes)?;
+        } else if core.outbox.backlog_len() >= MAX_BACKLOG {
             core.writable_wanted = true;
             return Ok(false);
         }
@@ -160,6 +182,35 @@ impl Client {
         }
         self.wake_if_idle(&core);
         Ok(true)
+    }
+
+    /// Whether a publish of `messages` (`bytes`) may wait for the connection to come back.
+    fn check_offline_queue(&self, core: &mut Core, qos: QoS, messages: usize, bytes: usize) -> Result<()> {
+        let queue = &self.shared.options.offline_queue;
+        let refused = match queue.policy {
+            OfflinePolicy::None => Some("offlineQueue 'none' keeps nothing"),
+            OfflinePolicy::Qos1 if qos == QoS::AtMostOnce => Some("offlineQueue 'qos1' keeps only QoS 1 and 2 publishes"),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            core.counters.dropped_offline += 1;
+            return Err(PubSubError::Connection(format!("Not published: the connection is down and {why}")));
+        }
+        let Load { operations, bytes: queued_bytes } = core.outbox.queued();
+        if operations + messages > queue.max_messages || queued_bytes + bytes > queue.max_bytes {
+            core.counters.dropped_queue_full += 1;
+            return Err(PubSubError::QueueFull(format!(
+                "The offline queue is full ({operations} messages, {queued_bytes} bytes waiting; offlineQueue.maxMessages {}, maxBytes {}): not published",
+                queue.max_messages, queue.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts for `stats()`: publishes waiting and in flight, and the running totals.
+    pub fn stats(&self) -> (Load, Load, Counters, ConnectionState) {
+        let core = self.shared.core.lock();
+        (core.outbox.queued(), core.outbox.in_flight(), core.counters.clone(), core.state)
     }
 
     /// Registers observer `observer` for `filters`; an `Event::Subscribed` follows once the

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet};
+use rumqttc::{ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, PubRel, QoS, Request as MqttRequest, StateError};
+use tokio::time::Instant;
 
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
-use crate::options::ClientOptions;
+use crate::options::{ClientOptions, OfflinePolicy};
+use crate::reconnect::{Backoff, TAKEOVER_STREAK};
 use crate::outbox::Completion;
 use crate::signing::redact;
 
@@ -44,18 +46,28 @@ const WRITABLE_BELOW: usize = MAX_BACKLOG / 2;
 enum End {
     Closed,
     Idle,
-    Lost(PubSubError),
+    /// `by_broker`: the broker closed the socket (EOF), rather than an error or our timeout.
+    Lost { error: PubSubError, by_broker: bool },
 }
 
 pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
+    let mut backoff = shared.options.reconnect.clone().map(Backoff::new);
+    // Connection attempts that failed since the last connection ended.
+    let mut failed_attempts = 0u32;
+    // QoS 2 publishes awaiting PUBCOMP from the previous connection (their PUBREL is due).
+    let mut pubrels: Vec<u16> = Vec::new();
     while wait_for_work(&shared).await {
-        if let Err(error) = connect(&shared, &mut eventloop).await {
-            let mut core = shared.core.lock();
-            forget_queued_requests(&mut eventloop);
-            shared.fail_everything(&mut core, error);
-            shared.set_state(&mut core, ConnectionState::Disconnected);
-            continue;
-        }
+        let session_present = match connect(&shared, &mut eventloop).await {
+            Ok(session_present) => session_present,
+            Err(error) => {
+                failed_attempts += 1;
+                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
+                continue;
+            }
+        };
+        resume(&shared, session_present, &mut pubrels);
+        let first_try = std::mem::take(&mut failed_attempts) == 0;
+        let connected_at = Instant::now();
         match serve(&shared, &mut eventloop).await {
             End::Closed => break,
             End::Idle => {
@@ -63,11 +75,10 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
-            End::Lost(error) => {
-                let mut core = shared.core.lock();
-                forget_queued_requests(&mut eventloop);
-                shared.fail_everything(&mut core, error);
-                shared.set_state(&mut core, ConnectionState::Disconnected);
+            End::Lost { error, by_broker } => {
+                let kicked_again = backoff.as_mut().is_some_and(|b| b.connection_ended(connected_at.elapsed(), by_broker, first_try));
+                let error = if kicked_again { takeover(&shared.options) } else { error };
+                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
             }
         }
     }
@@ -77,6 +88,105 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
     forget_queued_requests(&mut eventloop);
     shared.set_state(&mut core, ConnectionState::Disconnected);
     shared.delivery.push(JsEvent::Closed);
+}
+
+fn takeover(options: &ClientOptions) -> PubSubError {
+    let iot_also = if options.aws.is_some() {
+        " On AWS IoT this also happens when a subscription or publish is outside the IoT policy."
+    } else {
+        ""
+    };
+    PubSubError::ClientIdTakeover(format!(
+        "The broker closed the connection {TAKEOVER_STREAK} times in a row soon after accepting it: another client is \
+         probably connecting with the same client id '{}', each taking the connection from the other. Give every \
+         client its own clientId.{iot_also}",
+        options.client_id
+    ))
+}
+
+/// A connection attempt failed or a connection was lost. A transient failure with reconnect on:
+/// take back what was pending (the offline queue policy decides what waits), announce
+/// ConnectionDisrupted and wait out the backoff. Otherwise fail everything pending.
+async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSubError, backoff: Option<&mut Backoff>, pubrels: &mut Vec<u16>) {
+    let backoff = match backoff {
+        Some(backoff) if !error.is_permanent() => backoff,
+        _ => {
+            let mut core = shared.core.lock();
+            forget_queued_requests(eventloop);
+            pubrels.clear();
+            if !core.closed {
+                shared.fail_everything(&mut core, error);
+            }
+            shared.set_state(&mut core, ConnectionState::Disconnected);
+            return;
+        }
+    };
+    {
+        let mut core = shared.core.lock();
+        if core.closed {
+            return;
+        }
+        requeue(shared, &mut core, eventloop, pubrels, &error);
+        shared.set_state(&mut core, ConnectionState::ConnectionDisrupted);
+    }
+    let delay = backoff.next_delay();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = until_closed(shared) => {}
+    }
+    let mut core = shared.core.lock();
+    if !core.closed && !core.wants_connection() {
+        // Everything was unsubscribed and settled meanwhile: no need to reconnect.
+        core.outbox.release(&shared.requests, Vec::new());
+        shared.set_state(&mut core, ConnectionState::Disconnected);
+    }
+}
+
+/// Takes back from rumqttc what the lost connection left (unacknowledged publishes, its
+/// channel) into the outbox, which holds it until the next connection.
+fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels: &mut Vec<u16>, error: &PubSubError) {
+    // rumqttc already cleaned up after an error while connected; this also takes what JS put
+    // in its channel since, and is harmless when there is nothing left.
+    eventloop.clean();
+    if let Some(parked) = eventloop.state.collision.take() {
+        eventloop.pending.push_front(MqttRequest::Publish(parked));
+    }
+    let policy = shared.options.offline_queue.policy;
+    let keeps = |qos: QoS| match policy {
+        OfflinePolicy::All => true,
+        OfflinePolicy::Qos1 => qos != QoS::AtMostOnce,
+        OfflinePolicy::None => false,
+    };
+    let requeued = core.outbox.requeue(eventloop.pending.drain(..), keeps);
+    let lost = PubSubError::Connection(format!("Not published: the connection failed or was lost before it was sent ({error})"));
+    for op in requeued.rejected {
+        core.counters.dropped_connection_lost += 1;
+        shared.delivery.push(JsEvent::Published { op, error: Some(lost.clone()) });
+    }
+    // rumqttc sends these first on a resumed session, and forgets them on a new one.
+    eventloop.pending.extend(requeued.pubrels.iter().map(|pkid| MqttRequest::PubRel(PubRel::new(*pkid))));
+    *pubrels = requeued.pubrels;
+    if core.writable_wanted {
+        // JS holds publishes back: let it hand them over; the offline queue decides now.
+        core.writable_wanted = false;
+        shared.delivery.push(JsEvent::Writable);
+    }
+}
+
+/// After CONNACK: renew the subscriptions, then let what waited go out.
+fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
+    let mut core = shared.core.lock();
+    if !session_present {
+        for completion in core.outbox.forget_pubrels(pubrels) {
+            complete(shared, &mut core, completion);
+        }
+    }
+    pubrels.clear();
+    if core.outbox.is_held() {
+        core.counters.reconnects += 1;
+        let renewal = core.subs.renewal(session_present);
+        core.outbox.release(&shared.requests, renewal);
+    }
 }
 
 /// Waits until the instance needs a connection (true) or is closed (false).
@@ -104,7 +214,8 @@ async fn until_closed(shared: &Shared) {
     }
 }
 
-async fn connect(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSubError> {
+/// Connects; `Ok(session_present)` once the broker accepted.
+async fn connect(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, PubSubError> {
     shared.set_state(&mut shared.core.lock(), ConnectionState::Connecting);
     tokio::select! {
         _ = until_closed(shared) => Err(PubSubError::Closed),
@@ -114,7 +225,7 @@ async fn connect(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSu
 
 /// One connection attempt: credentials and a fresh signature first for AWS IoT, then the
 /// transport and CONNECT/CONNACK, each within `connectTimeout`.
-async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSubError> {
+async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, PubSubError> {
     let timeout = shared.options.connect_timeout;
     if let Some(aws) = &shared.aws {
         let credentials = aws.credentials.fetch(&shared.delivery, timeout).await?;
@@ -126,14 +237,18 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<(), PubSu
             Some(signing_failure) => Err(signing_failure),
             None => Err(describe_connect_failure(error, &shared.options)),
         },
-        Ok(Ok(_connack)) => {
+        Ok(Ok(event)) => {
             shared.set_state(&mut shared.core.lock(), ConnectionState::Connected);
-            Ok(())
+            Ok(matches!(event, Event::Incoming(Packet::ConnAck(ConnAck { session_present: true, .. }))))
         }
     }
 }
 
 async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
+    // A PINGREQ unanswered for half a keep-alive means the broker or the path to it is dead:
+    // found within 1.5 × keepAlive, not when the OS gives up on the socket.
+    let ping_timeout = shared.options.keep_alive / 2;
+    let mut ping_deadline: Option<Instant> = None;
     loop {
         if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
             return end;
@@ -142,11 +257,26 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             biased;
             // Close, or the last observer left: look again at the top of the loop.
             _ = shared.attention.notified() => continue,
+            _ = sleep_until_some(ping_deadline) => {
+                let error = PubSubError::Connection(format!(
+                    "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
+                    ping_timeout.as_millis()
+                ));
+                return End::Lost { error, by_broker: false };
+            }
             event = eventloop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let observers = shared.core.lock().subs.route(&publish.topic);
+                let observers = {
+                    let mut core = shared.core.lock();
+                    core.counters.messages_received += 1;
+                    let observers = core.subs.route(&publish.topic);
+                    if observers.is_empty() {
+                        core.counters.dropped_unrouted += 1;
+                    }
+                    observers
+                };
                 if observers.is_empty() {
                     continue;
                 }
@@ -161,20 +291,38 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                 // Waits while JS is behind: the socket is not read meanwhile.
                 shared.delivery.push_message(message).await;
             }
+            Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,
             Ok(Event::Incoming(packet)) => {
                 let mut core = shared.core.lock();
                 for completion in core.outbox.on_incoming(&packet) {
                     complete(shared, &mut core, completion);
                 }
             }
+            Ok(Event::Outgoing(Outgoing::PingReq)) => {
+                ping_deadline.get_or_insert_with(|| Instant::now() + ping_timeout);
+            }
             Ok(Event::Outgoing(outgoing)) => {
                 let mut core = shared.core.lock();
+                if matches!(outgoing, Outgoing::Publish(_)) {
+                    core.counters.messages_sent += 1;
+                }
                 if let Some(completion) = core.outbox.on_outgoing(&outgoing) {
                     complete(shared, &mut core, completion);
                 }
             }
-            Err(error) => return End::Lost(describe(error, &shared.options)),
+            Err(error) => {
+                let by_broker = matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted));
+                return End::Lost { error: describe(error, &shared.options), by_broker };
+            }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -226,6 +374,7 @@ async fn say_goodbye(eventloop: &mut EventLoop) {
 fn forget_queued_requests(eventloop: &mut EventLoop) {
     eventloop.clean();
     eventloop.pending.clear();
+    eventloop.state.collision = None;
 }
 
 /// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
@@ -248,6 +397,22 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> 
     }
 }
 
+/// Whether rustls refused the server's certificate, wherever in the error's chain it is
+/// (rumqttc and tungstenite wrap it in I/O errors).
+fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) = error.downcast_ref() {
+            return true;
+        }
+        next = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
+}
+
 /// Turns rumqttc's error into one a user can act on. No message shows a signature, a key id
 /// or a token.
 fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
@@ -267,8 +432,9 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             ConnectReturnCode::RefusedProtocolVersion => {
                 PubSubError::ConnectRefused("CONNACK 'unacceptable protocol version' (the broker does not speak MQTT 3.1.1)".into())
             }
+            // Temporary by definition: reconnecting may succeed.
             ConnectReturnCode::ServiceUnavailable | ConnectReturnCode::Success => {
-                PubSubError::ConnectRefused("CONNACK 'server unavailable'".into())
+                PubSubError::Connection(format!("{url} answered CONNACK 'server unavailable'"))
             }
         },
         ConnectionError::Websocket(tungstenite::Error::Http(response)) => {
@@ -287,6 +453,7 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             }
         }
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
+        other if certificate_refused(&other) => PubSubError::Untrusted(redact(&format!("Connection to {url} failed: {other}"))),
         ConnectionError::Io(e) => PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}"))),
         other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
     }

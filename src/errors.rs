@@ -26,8 +26,16 @@ pub enum PubSubError {
     ConnectTimeout(Duration),
     /// The transport failed: DNS, TCP, TLS, WebSocket, or the connection dropped.
     Connection(String),
+    /// The server's TLS certificate is not one we trust: a connection failure that retrying
+    /// cannot heal.
+    Untrusted(String),
     /// The broker answered SUBACK with a failure for this filter.
     SubscribeRefused(String),
+    /// The offline queue is full: the publish was not queued.
+    QueueFull(String),
+    /// The broker keeps closing our connections soon after accepting them: most likely
+    /// another client connects with the same client id.
+    ClientIdTakeover(String),
     /// The instance was closed.
     Closed,
 }
@@ -43,10 +51,18 @@ impl PubSubError {
             Self::NotAuthorized(_) => "ERR_NOT_AUTHORIZED",
             Self::Credentials(_) => "ERR_CREDENTIALS",
             Self::ConnectTimeout(_) => "ERR_CONNECT_TIMEOUT",
-            Self::Connection(_) => "ERR_CONNECTION",
+            Self::Connection(_) | Self::Untrusted(_) => "ERR_CONNECTION",
             Self::SubscribeRefused(_) => "ERR_SUBSCRIBE_REFUSED",
+            Self::QueueFull(_) => "ERR_QUEUE_FULL",
+            Self::ClientIdTakeover(_) => "ERR_CLIENT_ID_TAKEOVER",
             Self::Closed => "ERR_CLOSED",
         }
+    }
+
+    /// Whether trying again cannot help: reconnecting stops and everything pending fails.
+    /// Unreachable brokers, timeouts and dropped connections heal; refusals do not.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Connection(_) | Self::ConnectTimeout(_))
     }
 
     /// The error as a JS exception with `err.code` set.
@@ -63,7 +79,10 @@ impl fmt::Display for PubSubError {
             | Self::InvalidTopic(m)
             | Self::Payload(m)
             | Self::Credentials(m)
-            | Self::Connection(m) => f.write_str(m),
+            | Self::QueueFull(m)
+            | Self::ClientIdTakeover(m)
+            | Self::Connection(m)
+            | Self::Untrusted(m) => f.write_str(m),
             Self::ConnectRefused(m) => write!(f, "The broker refused the connection: {m}"),
             Self::NotAuthorized(m) => write!(f, "Not authorized: {m}"),
             Self::ConnectTimeout(d) => write!(

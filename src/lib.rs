@@ -9,6 +9,7 @@ mod delivery;
 mod errors;
 mod options;
 mod outbox;
+mod reconnect;
 mod signing;
 mod subscriptions;
 mod tls;
@@ -31,6 +32,23 @@ pub struct NativeSetup {
     pub will_payload: Option<Buffer>,
     /// The user gave a function as `credentials`: ask JS for them before each connect.
     pub credentials_function: bool,
+}
+
+/// `stats()` as Rust knows them; JS adds what it holds itself.
+#[napi(object)]
+pub struct NativeStats {
+    pub connection_state: String,
+    pub queued_operations: u32,
+    pub queued_bytes: f64,
+    pub in_flight_operations: u32,
+    pub in_flight_bytes: f64,
+    pub reconnects: f64,
+    pub messages_received: f64,
+    pub messages_sent: f64,
+    pub dropped_unrouted: f64,
+    pub dropped_offline: f64,
+    pub dropped_queue_full: f64,
+    pub dropped_connection_lost: f64,
 }
 
 /// One MQTT connection, shared by every subscription of a JS `PubSub` instance.
@@ -102,6 +120,25 @@ impl NativeClient {
     #[napi]
     pub fn credentials_rejected(&self, request: u32, reason: String) {
         self.client.answer_credentials(request, Err(reason))
+    }
+
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        let (queued, in_flight, counters, state) = self.client.stats();
+        NativeStats {
+            connection_state: state.as_str().to_string(),
+            queued_operations: queued.operations as u32,
+            queued_bytes: queued.bytes as f64,
+            in_flight_operations: in_flight.operations as u32,
+            in_flight_bytes: in_flight.bytes as f64,
+            reconnects: counters.reconnects as f64,
+            messages_received: counters.messages_received as f64,
+            messages_sent: counters.messages_sent as f64,
+            dropped_unrouted: counters.dropped_unrouted as f64,
+            dropped_offline: counters.dropped_offline as f64,
+            dropped_queue_full: counters.dropped_queue_full as f64,
+            dropped_connection_lost: counters.dropped_connection_lost as f64,
+        }
     }
 
     #[napi]

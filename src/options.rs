@@ -29,6 +29,8 @@ const COMMON_OPTIONS: &[&str] = &[
     "cleanSession",
     "will",
     "ca",
+    "reconnect",
+    "offlineQueue",
 ];
 const MQTT_OPTIONS: &[&str] = &["username", "password"];
 const IOT_OPTIONS: &[&str] = &["credentials"];
@@ -63,6 +65,47 @@ impl Provider {
             Self::Mqtt => "generic MQTT provider",
             Self::Iot => "AWS IoT provider",
         }
+    }
+}
+
+/// Automatic reconnection: exponential backoff with full jitter between `min_delay` and a cap
+/// that doubles per failed attempt up to `max_delay`; the attempt count starts again once a
+/// connection has lasted `reset_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self { min_delay: Duration::from_secs(1), max_delay: Duration::from_secs(120), reset_after: Duration::from_secs(30) }
+    }
+}
+
+/// Which publishes wait for the connection to come back (aws-crt's offline queue policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflinePolicy {
+    /// Every publish waits.
+    All,
+    /// QoS 1 and 2 wait; QoS 0 made while the connection is down is rejected.
+    Qos1,
+    /// Nothing waits: publishes made while the connection is down are rejected.
+    None,
+}
+
+/// The bounded queue of publishes waiting while the connection is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineQueue {
+    pub policy: OfflinePolicy,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for OfflineQueue {
+    fn default() -> Self {
+        Self { policy: OfflinePolicy::Qos1, max_messages: 65_536, max_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -118,6 +161,9 @@ pub struct ClientOptions {
     pub ca: Option<String>,
     /// Set for the AWS IoT provider.
     pub aws: Option<AwsIot>,
+    /// `None`: `reconnect: false`, a lost connection fails what is pending.
+    pub reconnect: Option<Reconnect>,
+    pub offline_queue: OfflineQueue,
 }
 
 fn invalid(msg: String) -> PubSubError {
@@ -224,6 +270,67 @@ fn without_userinfo(raw: &str) -> String {
         Some(at) => format!("{}***@{}", &raw[..authority_start], &raw[authority_start + at + 1..]),
         None => raw.to_string(),
     }
+}
+
+fn parse_reconnect(value: Option<&Value>) -> Result<Option<Reconnect>> {
+    let map = match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => return Ok(Some(Reconnect::default())),
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(invalid(format!("Option 'reconnect' must be false or {{ minDelayMs, maxDelayMs, resetAfterMs }}, got {}", type_name(other))))
+        }
+    };
+    let fields = Fields { map, prefix: "reconnect." };
+    if let Some(unknown) = map.keys().find(|k| !["minDelayMs", "maxDelayMs", "resetAfterMs"].contains(&k.as_str())) {
+        return Err(invalid(format!("Unknown option 'reconnect.{unknown}'; known are minDelayMs, maxDelayMs, resetAfterMs")));
+    }
+    let defaults = Reconnect::default();
+    let ms = |key: &str, default: Duration| -> Result<Duration> {
+        Ok(fields.number(key, 1.0, 86_400_000.0, "milliseconds")?.map_or(default, |v| Duration::from_millis(v as u64)))
+    };
+    let reconnect = Reconnect {
+        min_delay: ms("minDelayMs", defaults.min_delay)?,
+        max_delay: ms("maxDelayMs", defaults.max_delay)?,
+        reset_after: ms("resetAfterMs", defaults.reset_after)?,
+    };
+    if reconnect.min_delay > reconnect.max_delay {
+        return Err(invalid("Option 'reconnect.minDelayMs' must not exceed 'reconnect.maxDelayMs'".into()));
+    }
+    Ok(Some(reconnect))
+}
+
+fn parse_offline_policy(name: &str) -> Result<OfflinePolicy> {
+    match name {
+        "all" => Ok(OfflinePolicy::All),
+        "qos1" => Ok(OfflinePolicy::Qos1),
+        "none" => Ok(OfflinePolicy::None),
+        other => Err(invalid(format!("Option 'offlineQueue' policy must be 'all', 'qos1' or 'none', got '{other}'"))),
+    }
+}
+
+fn parse_offline_queue(value: Option<&Value>) -> Result<OfflineQueue> {
+    let defaults = OfflineQueue::default();
+    let map = match value {
+        None | Some(Value::Null) => return Ok(defaults),
+        Some(Value::String(policy)) => return Ok(OfflineQueue { policy: parse_offline_policy(policy)?, ..defaults }),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(invalid(format!(
+                "Option 'offlineQueue' must be 'all', 'qos1', 'none' or {{ policy, maxMessages, maxBytes }}, got {}",
+                type_name(other)
+            )))
+        }
+    };
+    let fields = Fields { map, prefix: "offlineQueue." };
+    if let Some(unknown) = map.keys().find(|k| !["policy", "maxMessages", "maxBytes"].contains(&k.as_str())) {
+        return Err(invalid(format!("Unknown option 'offlineQueue.{unknown}'; known are policy, maxMessages, maxBytes")));
+    }
+    Ok(OfflineQueue {
+        policy: fields.string("policy")?.as_deref().map_or(Ok(defaults.policy), parse_offline_policy)?,
+        max_messages: fields.number("maxMessages", 1.0, 100_000_000.0, "messages")?.map_or(defaults.max_messages, |v| v as usize),
+        max_bytes: fields.number("maxBytes", 1.0, 1e12, "bytes")?.map_or(defaults.max_bytes, |v| v as usize),
+    })
 }
 
 fn parse_will(value: &Value) -> Result<Option<Will>> {
@@ -367,6 +474,8 @@ impl ClientOptions {
             will,
             ca,
             aws,
+            reconnect: parse_reconnect(map.get("reconnect"))?,
+            offline_queue: parse_offline_queue(map.get("offlineQueue"))?,
         })
     }
 
@@ -537,5 +646,32 @@ mod tests {
         assert!(matches!(iot(&json!({ "endpoint": endpoint })).unwrap().aws.unwrap().credentials, CredentialsOption::DefaultChain));
         let err = iot(&json!({ "endpoint": endpoint, "credentials": { "accessKeyId": "AKID" } })).unwrap_err();
         assert!(err.to_string().contains("'secretAccessKey' is missing"), "{err}");
+    }
+
+    #[test]
+    fn reconnect_is_on_by_default_off_with_false_and_bounded_by_an_object() {
+        let endpoint = "ws://h/";
+        assert_eq!(mqtt(&json!({ "endpoint": endpoint })).unwrap().reconnect, Some(Reconnect::default()));
+        assert_eq!(mqtt(&json!({ "endpoint": endpoint, "reconnect": false })).unwrap().reconnect, None);
+        let o = mqtt(&json!({ "endpoint": endpoint, "reconnect": { "minDelayMs": 50, "maxDelayMs": 400 } })).unwrap();
+        let r = o.reconnect.unwrap();
+        assert_eq!((r.min_delay, r.max_delay, r.reset_after), (Duration::from_millis(50), Duration::from_millis(400), Duration::from_secs(30)));
+        for bad in [json!({ "minDelayMs": 500, "maxDelayMs": 100 }), json!({ "minDelay": 5 }), json!("yes"), json!({ "maxDelayMs": -1 })] {
+            let err = mqtt(&json!({ "endpoint": endpoint, "reconnect": bad })).unwrap_err();
+            assert!(err.to_string().contains("reconnect"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_offline_queue_takes_a_policy_name_or_an_object() {
+        let endpoint = "ws://h/";
+        assert_eq!(mqtt(&json!({ "endpoint": endpoint })).unwrap().offline_queue, OfflineQueue::default());
+        assert_eq!(mqtt(&json!({ "endpoint": endpoint, "offlineQueue": "all" })).unwrap().offline_queue.policy, OfflinePolicy::All);
+        let q = mqtt(&json!({ "endpoint": endpoint, "offlineQueue": { "policy": "none", "maxMessages": 10, "maxBytes": 1000 } })).unwrap().offline_queue;
+        assert_eq!(q, OfflineQueue { policy: OfflinePolicy::None, max_messages: 10, max_bytes: 1000 });
+        for bad in [json!("some"), json!({ "maxMessages": 0 }), json!({ "size": 1 }), json!(5)] {
+            let err = mqtt(&json!({ "endpoint": endpoint, "offlineQueue": bad })).unwrap_err();
+            assert!(err.to_string().contains("offlineQueue"), "{err}");
+        }
     }
 }

@@ -4,10 +4,19 @@
 //! entered its channel, but does not say which request got which packet id. So every request
 //! we put in the channel is recorded in `in_channel`, in the same order, under the same lock;
 //! each Outgoing event pops the front and, for QoS > 0, files it by packet id until the ack.
+//!
+//! When the connection is lost, what rumqttc still held (unacknowledged publishes, its channel)
+//! comes back here with `requeue`, in the order it was first sent, and waits (`held`) until the
+//! connection is back and the subscriptions are renewed (`release`).
 
 use std::collections::{HashMap, VecDeque};
 
 use rumqttc::{AsyncClient, ClientError, Outgoing, Packet, QoS, Request as MqttRequest, SubscribeFilter, SubscribeReasonCode};
+
+/// Bytes a publish request accounts for in the queues and statistics.
+fn publish_bytes(topic: &str, payload: &[u8]) -> usize {
+    topic.len() + payload.len()
+}
 
 /// A request we make of the broker.
 #[derive(Debug)]
@@ -20,7 +29,7 @@ pub enum Request {
 /// What we remember of a request once it is in rumqttc's channel.
 #[derive(Debug)]
 enum Sent {
-    Publish { op: u32, qos: QoS },
+    Publish { op: u32, qos: QoS, bytes: usize },
     Subscribe { filters: Vec<String> },
     Unsubscribe,
 }
@@ -34,22 +43,44 @@ pub enum Completion {
     Subscribed(String, Option<QoS>),
 }
 
+/// What `requeue` could not keep, and what it left to the next session.
+#[derive(Debug, Default, PartialEq)]
+pub struct Requeued {
+    /// Publish ops that will not be sent again (the offline queue policy turned them away).
+    pub rejected: Vec<u32>,
+    /// QoS 2 publishes the broker has received (PUBREC) but not completed: PUBREL is due.
+    pub pubrels: Vec<u16>,
+}
+
+/// Counts and bytes of publishes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub operations: usize,
+    pub bytes: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     backlog: VecDeque<Request>,
+    /// Publishes in `backlog`, and their bytes.
+    queued: Load,
     in_channel: VecDeque<Sent>,
-    awaiting_puback: HashMap<u16, u32>,
+    /// QoS 1/2 publishes written and not yet acknowledged: packet id → (op, bytes).
+    awaiting_puback: HashMap<u16, (u32, usize)>,
     awaiting_suback: HashMap<u16, Vec<String>>,
     awaiting_unsuback: usize,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
-    collided: Option<u32>,
+    collided: Option<(u32, usize)>,
+    /// The connection is down after a loss: requests wait in the backlog.
+    held: bool,
 }
 
 fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
     match request {
         Request::Publish { op, topic, qos, retain, payload } => {
+            let bytes = publish_bytes(&topic, &payload);
             match client.try_publish(topic.clone(), qos, retain, payload) {
-                Ok(()) => Ok(Sent::Publish { op, qos }),
+                Ok(()) => Ok(Sent::Publish { op, qos, bytes }),
                 // rumqttc hands back the request it could not queue (its channel is full).
                 Err(ClientError::TryRequest(returned) | ClientError::Request(returned)) => match returned {
                     MqttRequest::Publish(p) => Err(Request::Publish { op, topic, qos, retain, payload: Vec::from(p.payload) }),
@@ -74,15 +105,35 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
 impl Outbox {
     /// Queues a request and moves what fits into rumqttc's channel.
     pub fn submit(&mut self, client: &AsyncClient, request: Request) {
-        self.backlog.push_back(request);
+        self.push_back(request);
         self.pump(client);
     }
 
-    /// Moves backlog into rumqttc's channel while it has room, keeping order.
+    fn push_back(&mut self, request: Request) {
+        if let Request::Publish { topic, payload, .. } = &request {
+            self.queued.operations += 1;
+            self.queued.bytes += publish_bytes(topic, payload);
+        }
+        self.backlog.push_back(request);
+    }
+
+    /// Moves backlog into rumqttc's channel while it has room, keeping order; nothing moves
+    /// while the outbox is held.
     pub fn pump(&mut self, client: &AsyncClient) {
-        while let Some(request) = self.backlog.pop_front() {
+        while !self.held {
+            let Some(request) = self.backlog.pop_front() else { break };
+            let bytes = match &request {
+                Request::Publish { topic, payload, .. } => Some(publish_bytes(topic, payload)),
+                _ => None,
+            };
             match try_send(client, request) {
-                Ok(sent) => self.in_channel.push_back(sent),
+                Ok(sent) => {
+                    if let Some(bytes) = bytes {
+                        self.queued.operations -= 1;
+                        self.queued.bytes -= bytes;
+                    }
+                    self.in_channel.push_back(sent);
+                }
                 Err(request) => {
                     self.backlog.push_front(request);
                     break;
@@ -93,6 +144,112 @@ impl Outbox {
 
     pub fn backlog_len(&self) -> usize {
         self.backlog.len()
+    }
+
+    /// Publishes waiting to be handed to rumqttc.
+    pub fn queued(&self) -> Load {
+        self.queued
+    }
+
+    /// Publishes handed to rumqttc and not yet done (written for QoS 0, acknowledged otherwise).
+    pub fn in_flight(&self) -> Load {
+        let mut load = Load::default();
+        let sent = self.in_channel.iter().filter_map(|s| match s {
+            Sent::Publish { bytes, .. } => Some(*bytes),
+            _ => None,
+        });
+        for bytes in sent.chain(self.awaiting_puback.values().map(|(_, b)| *b)).chain(self.collided.map(|(_, b)| b)) {
+            load.operations += 1;
+            load.bytes += bytes;
+        }
+        load
+    }
+
+    /// Whether requests wait for the connection to come back.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// After a lost connection: takes back what rumqttc held (`pending`: its unacknowledged
+    /// publishes, then its channel, as `EventLoop::clean` leaves them), keeps what `keeps`
+    /// allows at the front of the backlog in the order first sent, and holds everything until
+    /// `release`. Subscribe requests are dropped: `release` renews every live filter.
+    pub fn requeue(&mut self, pending: impl IntoIterator<Item = MqttRequest>, keeps: impl Fn(QoS) -> bool) -> Requeued {
+        self.held = true;
+        let mut pubrels = Vec::new();
+        let mut front = VecDeque::new();
+        let mut in_channel = std::mem::take(&mut self.in_channel);
+        // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
+        let keep = |op: u32, publish: rumqttc::Publish, front: &mut VecDeque<Request>| {
+            let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
+            front.push_back(Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) });
+        };
+        for request in pending {
+            match request {
+                // Written, unacknowledged: it had a packet id.
+                MqttRequest::Publish(publish) if publish.pkid != 0 => {
+                    let owner = self.awaiting_puback.remove(&publish.pkid).or_else(|| self.collided.take());
+                    if let Some((op, _)) = owner {
+                        keep(op, publish, &mut front);
+                    }
+                }
+                MqttRequest::Publish(publish) => match in_channel.pop_front() {
+                    Some(Sent::Publish { op, .. }) => keep(op, publish, &mut front),
+                    other => in_channel.extend(other),
+                },
+                // The op keeps waiting for PUBCOMP under its packet id.
+                MqttRequest::PubRel(pubrel) => pubrels.push(pubrel.pkid),
+                MqttRequest::Subscribe(_) => {
+                    in_channel.pop_front();
+                }
+                MqttRequest::Unsubscribe(unsubscribe) => {
+                    in_channel.pop_front();
+                    front.extend(unsubscribe.topics.into_iter().map(|filter| Request::Unsubscribe { filter }));
+                }
+                _ => {}
+            }
+        }
+        let mut requeued = Requeued::default();
+        // Never expected: records rumqttc did not give back cannot be sent again.
+        for sent in in_channel {
+            if let Sent::Publish { op, .. } = sent {
+                requeued.rejected.push(op);
+            }
+        }
+        requeued.rejected.extend(self.awaiting_puback.iter().filter(|(pkid, _)| !pubrels.contains(pkid)).map(|(_, (op, _))| *op));
+        self.awaiting_puback.retain(|pkid, _| pubrels.contains(pkid));
+        requeued.pubrels = pubrels;
+        requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
+        self.awaiting_suback.clear();
+        self.awaiting_unsuback = 0;
+
+        let earlier = std::mem::take(&mut self.backlog);
+        self.queued = Load::default();
+        for request in front.into_iter().chain(earlier) {
+            match request {
+                Request::Publish { op, qos, .. } if !keeps(qos) => requeued.rejected.push(op),
+                Request::Subscribe { .. } => {}
+                request => self.push_back(request),
+            }
+        }
+        requeued.rejected.sort_unstable();
+        requeued.rejected.dedup();
+        requeued
+    }
+
+    /// The connection is back: renews `subscriptions` first, then sends what waited.
+    pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
+        if !subscriptions.is_empty() {
+            self.backlog.push_front(Request::Subscribe { filters: subscriptions });
+        }
+        self.held = false;
+        self.pump(client);
+    }
+
+    /// The new session does not know the QoS 2 publishes awaiting PUBCOMP: the broker had
+    /// received them (PUBREC), so they count as published.
+    pub fn forget_pubrels(&mut self, pubrels: &[u16]) -> Vec<Completion> {
+        pubrels.iter().flat_map(|pkid| self.settle_publish(*pkid)).collect()
     }
 
     /// Nothing queued, nothing unacknowledged.
@@ -108,23 +265,23 @@ impl Outbox {
     pub fn on_outgoing(&mut self, outgoing: &Outgoing) -> Option<Completion> {
         match outgoing {
             Outgoing::Publish(pkid) => {
-                if let Some(op) = self.collided.take() {
+                if let Some(parked) = self.collided.take() {
                     // rumqttc sends the parked publish once its packet id is free again.
-                    self.awaiting_puback.insert(*pkid, op);
+                    self.awaiting_puback.insert(*pkid, parked);
                     return None;
                 }
                 match self.in_channel.pop_front() {
-                    Some(Sent::Publish { op, qos: QoS::AtMostOnce }) => Some(Completion::Published(op)),
-                    Some(Sent::Publish { op, .. }) => {
-                        self.awaiting_puback.insert(*pkid, op);
+                    Some(Sent::Publish { op, qos: QoS::AtMostOnce, .. }) => Some(Completion::Published(op)),
+                    Some(Sent::Publish { op, bytes, .. }) => {
+                        self.awaiting_puback.insert(*pkid, (op, bytes));
                         None
                     }
                     other => self.out_of_step(other),
                 }
             }
             Outgoing::AwaitAck(_) => match self.in_channel.pop_front() {
-                Some(Sent::Publish { op, .. }) => {
-                    self.collided = Some(op);
+                Some(Sent::Publish { op, bytes, .. }) => {
+                    self.collided = Some((op, bytes));
                     None
                 }
                 other => self.out_of_step(other),
@@ -181,13 +338,13 @@ impl Outbox {
     }
 
     fn settle_publish(&mut self, pkid: u16) -> Vec<Completion> {
-        self.awaiting_puback.remove(&pkid).map(Completion::Published).into_iter().collect()
+        self.awaiting_puback.remove(&pkid).map(|(op, _)| Completion::Published(op)).into_iter().collect()
     }
 
     /// Forgets everything outstanding; returns the publish ops that will never complete.
     pub fn abandon(&mut self) -> Vec<u32> {
-        let mut ops: Vec<u32> = self.awaiting_puback.drain().map(|(_, op)| op).collect();
-        ops.extend(self.collided.take());
+        let mut ops: Vec<u32> = self.awaiting_puback.drain().map(|(_, (op, _))| op).collect();
+        ops.extend(self.collided.take().map(|(op, _)| op));
         for sent in self.in_channel.drain(..) {
             if let Sent::Publish { op, .. } = sent {
                 ops.push(op);
@@ -198,8 +355,10 @@ impl Outbox {
                 ops.push(op);
             }
         }
+        self.queued = Load::default();
         self.awaiting_suback.clear();
         self.awaiting_unsuback = 0;
+        self.held = false;
         ops.sort_unstable();
         ops.dedup();
         ops

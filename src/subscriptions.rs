@@ -136,6 +136,19 @@ impl Subscriptions {
         observers
     }
 
+    /// The filters to subscribe again on a new connection, at their QoS: all of them for a
+    /// new session; only those never acknowledged when the broker kept the session.
+    pub fn renewal(&self, session_present: bool) -> Vec<(String, QoS)> {
+        let mut renew: Vec<(String, QoS)> = self
+            .filters
+            .iter()
+            .filter(|(_, f)| !session_present || f.status == FilterStatus::Pending)
+            .map(|(name, f)| (name.clone(), f.qos))
+            .collect();
+        renew.sort_by(|a, b| a.0.cmp(&b.0));
+        renew
+    }
+
     pub fn has_observers(&self) -> bool {
         !self.observers.is_empty()
     }
@@ -205,5 +218,15 @@ mod tests {
         subs.add_observer(1, vec!["t".into()], QoS::AtMostOnce);
         let (again, _) = subs.add_observer(2, vec!["t".into()], QoS::AtLeastOnce);
         assert_eq!(again, vec![("t".to_string(), QoS::AtLeastOnce)]);
+    }
+
+    #[test]
+    fn renewal_is_every_filter_for_a_new_session_and_the_unacknowledged_ones_otherwise() {
+        let mut subs = Subscriptions::default();
+        subs.add_observer(1, vec!["a".into()], QoS::AtLeastOnce);
+        subs.add_observer(2, vec!["b".into()], QoS::AtMostOnce);
+        subs.on_suback("a", Some(QoS::AtLeastOnce));
+        assert_eq!(subs.renewal(false), vec![("a".to_string(), QoS::AtLeastOnce), ("b".to_string(), QoS::AtMostOnce)]);
+        assert_eq!(names(&subs.renewal(true)), ["b"]);
     }
 }
