@@ -40,8 +40,9 @@ function targetAddress(target) {
  * - While a connection forwards, a FIN, a reset or a close on one side is passed on to the other
  *   (a target that cannot be reached resets the client's connection).
  * - `drop({ reset = false } = {})`: destroys both sides of every live connection now
- *   (`socket.destroy()`; with `reset: true`, `resetAndDestroy()`, an RST: ECONNRESET). New
- *   connections are handled by the current mode (forwarded unless told otherwise).
+ *   (`socket.destroy()`; with `reset: true`, `resetAndDestroy()`, an RST: ECONNRESET), and the
+ *   target sides left open by blackhole()/halfClose() (see below). New connections are handled
+ *   by the current mode (forwarded unless told otherwise).
  * - `blackhole()`: from now on no byte passes in either direction on the live connections: they
  *   stay open, what arrives is read and discarded (so writers do not block), and neither side
  *   learns anything: a client notices only through its own timeouts (MQTT keepalive: no
@@ -52,7 +53,8 @@ function targetAddress(target) {
  * - After blackhole() or halfClose(), each side of such a connection closes only when its own
  *   peer closes it: the client side when the client gives up (the connection then leaves
  *   `connections`), the target side when the target closes it (mosquitto: 1.5 × the client's
- *   keepalive) or at stop(). Like a real partition, the broker does not learn that the client left.
+ *   keepalive), or at drop() or stop(). Like a real partition, the broker does not learn that
+ *   the client left.
  * - `refuse({ reset = true } = {})`: from now on new connections are closed as soon as they are
  *   accepted (by default with an RST, so the client gets ECONNRESET, as near to a broker that is
  *   down as a listening port gets; `reset: false` closes with a FIN). Live connections are untouched.
@@ -210,11 +212,10 @@ async function startTcpProxy(options = {}) {
       return mode
     },
     drop({ reset = false } = {}) {
-      for (const conn of [...live]) {
-        conn.state = 'closed'
-        destroy(conn.client, reset)
-        destroy(conn.upstream, reset)
-      }
+      for (const conn of live) conn.state = 'closed'
+      // Every socket: the live connections' two sides, and the target sides that black-holed or
+      // half-closed connections left open after their client went.
+      for (const socket of [...sockets]) destroy(socket, reset)
     },
     blackhole() {
       mode = 'blackhole'
