@@ -241,23 +241,26 @@ test('a client id the IoT policy refuses (socket closed after CONNECT) says to c
 // ------------------------------------------------------------------------------ credentials
 
 // gateway.dropAll() cuts every connection: the tests using it run serially, before the others.
-test.serial('a credentials function that starts returning new keys is used on the next connection', async (t) => {
+test.serial('a credentials function that starts returning new keys is used on the automatic reconnect', async (t) => {
   const first = newKeys(gateway)
   const second = newKeys(gateway)
   let current = first
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => current })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => current, reconnect: { minDelayMs: 50, maxDelayMs: 100 } })
   const topic = uniqueTopic('rotate')
-  await pubsub.publish(topic, 1, { qos: 1 })
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
   t.is(upgradesBy(first.accessKeyId).length, 1)
 
   current = second
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   gateway.dropAll()
-  await waitFor(() => states.includes('Disconnected'), 5_000, 'the drop to be noticed')
-  await pubsub.publish(topic, 2, { qos: 1 })
+  await waitFor(() => states.includes('Connected'), 5_000, 'the reconnect')
+  t.deepEqual(states, ['ConnectionDisrupted', 'Connecting', 'Connected'])
   t.is(upgradesBy(first.accessKeyId).length, 1)
   t.is(upgradesBy(second.accessKeyId).length, 1)
   t.is(upgradesBy(second.accessKeyId)[0].status, 101)
+  // The subscription was renewed on the new connection.
+  await pubsub.publish(topic, 'after rotation', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after rotation')
 })
 
 test.serial('every connection is signed afresh: a new date, a new signature', async (t) => {

@@ -145,6 +145,7 @@ async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSub
 /// Takes back from rumqttc what the lost connection left (unacknowledged publishes, its
 /// channel) into the outbox, which holds it until the next connection.
 fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels: &mut Vec<u16>, error: &PubSubError) {
+    account_buffered_events(shared, core, eventloop);
     // rumqttc already cleaned up after an error while connected; this also takes what JS put
     // in its channel since, and is harmless when there is nothing left.
     eventloop.clean();
@@ -292,28 +293,52 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                 shared.delivery.push_message(message).await;
             }
             Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,
-            Ok(Event::Incoming(packet)) => {
-                let mut core = shared.core.lock();
-                for completion in core.outbox.on_incoming(&packet) {
-                    complete(shared, &mut core, completion);
-                }
-            }
             Ok(Event::Outgoing(Outgoing::PingReq)) => {
                 ping_deadline.get_or_insert_with(|| Instant::now() + ping_timeout);
             }
-            Ok(Event::Outgoing(outgoing)) => {
-                let mut core = shared.core.lock();
-                if matches!(outgoing, Outgoing::Publish(_)) {
-                    core.counters.messages_sent += 1;
-                }
-                if let Some(completion) = core.outbox.on_outgoing(&outgoing) {
-                    complete(shared, &mut core, completion);
-                }
-            }
+            Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {
                 let by_broker = matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted));
                 return End::Lost { error: describe(error, &shared.options), by_broker };
             }
+        }
+    }
+}
+
+/// Feeds an ack or a sent request to the outbox and settles what it completes.
+fn account(shared: &Shared, core: &mut Core, event: Event) {
+    match event {
+        Event::Incoming(packet) => {
+            for completion in core.outbox.on_incoming(&packet) {
+                complete(shared, core, completion);
+            }
+        }
+        Event::Outgoing(outgoing) => {
+            if matches!(outgoing, Outgoing::Publish(_)) {
+                core.counters.messages_sent += 1;
+            }
+            if let Some(completion) = core.outbox.on_outgoing(&outgoing) {
+                complete(shared, core, completion);
+            }
+        }
+    }
+}
+
+/// Events rumqttc had buffered when the connection failed (acks read in the same batch, a
+/// publish it recorded but could not write): accounted before requeueing, so that the outbox
+/// knows exactly what is still unacknowledged. Messages among them go to JS as usual.
+fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
+    for event in std::mem::take(&mut eventloop.state.events) {
+        match event {
+            Event::Incoming(Packet::Publish(publish)) => {
+                core.counters.messages_received += 1;
+                let observers = core.subs.route(&publish.topic);
+                if !observers.is_empty() {
+                    let rumqttc::Publish { topic, payload, qos, retain, dup, .. } = publish;
+                    shared.delivery.push(JsEvent::Message { observers, topic, payload: Vec::from(payload), qos, retain, dup });
+                }
+            }
+            event => account(shared, core, event),
         }
     }
 }
@@ -372,6 +397,7 @@ async fn say_goodbye(eventloop: &mut EventLoop) {
 /// Drops what rumqttc still holds (its channel and retransmit list): the outbox has settled
 /// those operations, so they must not go out on a later connection.
 fn forget_queued_requests(eventloop: &mut EventLoop) {
+    eventloop.state.events.clear();
     eventloop.clean();
     eventloop.pending.clear();
     eventloop.state.collision = None;

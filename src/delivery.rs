@@ -119,6 +119,24 @@ struct Queue {
     bytes: usize,
 }
 
+/// The bytes a message holds in the queue (0 for other events).
+fn message_size(event: &Event) -> usize {
+    match event {
+        Event::Message { payload, topic, .. } => payload.len() + topic.len(),
+        _ => 0,
+    }
+}
+
+impl Queue {
+    fn add(&mut self, event: Event) {
+        if let Event::Message { .. } = event {
+            self.messages += 1;
+            self.bytes += message_size(&event);
+        }
+        self.events.push_back(event);
+    }
+}
+
 #[derive(Default)]
 pub struct Delivery {
     queue: Mutex<Queue>,
@@ -127,25 +145,21 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Queues a control event (never waits: these are few and must not be lost).
+    /// Queues an event without waiting: control events, which are few and must not be lost, and
+    /// the odd message that cannot wait (read just before a connection failed).
     pub fn push(&self, event: Event) {
-        self.queue.lock().events.push_back(event);
+        self.queue.lock().add(event);
         self.ready.notify_one();
     }
 
     /// Queues a message, waiting while the queue is full. Only the connection task calls it.
     pub async fn push_message(&self, event: Event) {
-        let size = match &event {
-            Event::Message { payload, topic, .. } => payload.len() + topic.len(),
-            _ => 0,
-        };
+        let size = message_size(&event);
         loop {
             {
                 let mut queue = self.queue.lock();
                 if queue.messages == 0 || (queue.messages < MAX_QUEUED_MESSAGES && queue.bytes + size <= MAX_QUEUED_BYTES) {
-                    queue.messages += 1;
-                    queue.bytes += size;
-                    queue.events.push_back(event);
+                    queue.add(event);
                     drop(queue);
                     self.ready.notify_one();
                     return;
@@ -160,9 +174,9 @@ impl Delivery {
         let n = queue.events.len().min(MAX_BATCH);
         let batch: Vec<Event> = queue.events.drain(..n).collect();
         for event in &batch {
-            if let Event::Message { payload, topic, .. } = event {
+            if let Event::Message { .. } = event {
                 queue.messages -= 1;
-                queue.bytes -= payload.len() + topic.len();
+                queue.bytes -= message_size(event);
             }
         }
         batch

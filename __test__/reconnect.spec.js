@@ -1,0 +1,296 @@
+'use strict'
+// Connections that survive: automatic reconnect with backoff, subscriptions renewed, the
+// offline queue, no QoS 1 message lost — proved by fault injection against real brokers:
+// mosquitto stopped and restarted (SIGTERM, SIGKILL), frozen (SIGSTOP), and connections cut by
+// a loopback TCP proxy the tests control (drop, black-hole, half-close, refuse).
+const test = require('ava')
+const { PubSub, Hub } = require('../mqtt.js')
+const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
+const { startTcpProxy } = require('./helpers/tcp-proxy.js')
+const { startAedes } = require('./helpers/aedes.js')
+const { topicNamer, openPubSub, receiver, listen, recordEvents, mqttJs, runScript, pubsubScript, waitFor, sleep, plain } = require('./helpers/pubsub.js')
+
+const uniqueTopic = topicNamer('reconnect')
+/** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
+const FAST = { minDelayMs: 100, maxDelayMs: 400 }
+
+const sharedBroker = useMosquitto(test)
+
+/** A mosquitto of the test's own (the test may stop, freeze or restart it). */
+async function ownBroker(t, settings) {
+  const broker = await startMosquitto(settings)
+  t.teardown(() => broker.stop())
+  return broker
+}
+
+/** A proxy in front of `target` (a URL), stopped when the test ends. */
+async function proxyTo(t, target) {
+  const proxy = await startTcpProxy({ target })
+  t.teardown(() => proxy.stop())
+  return proxy
+}
+
+/** Resolves once `states` (a recordEvents array) has `state` after index `from`. */
+function reached(states, state, from = 0, timeoutMs = 10_000) {
+  return waitFor(() => states.indexOf(state, from) !== -1, timeoutMs, `state ${state}`)
+}
+
+// --------------------------------------------------------------------- losing the broker
+
+for (const signal of ['SIGTERM', 'SIGKILL']) {
+  test(`a broker restart (${signal}) is survived: states in Amplify's order, the subscription keeps receiving`, async (t) => {
+    const broker = await ownBroker(t)
+    const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
+    const states = recordEvents(pubsub, 'ConnectionStateChange')
+    const hubStates = []
+    const stopListening = Hub.listen('pubsub', ({ payload }) => {
+      if (payload.data.provider === pubsub) hubStates.push(payload.data.connectionState)
+    })
+    t.teardown(stopListening)
+    const topic = uniqueTopic(signal)
+    const inbox = await listen(t, pubsub, topic, { qos: 1 })
+    const before = states.length
+
+    await broker.restart({ signal })
+    await reached(states, 'Connected', before)
+    // Attempts made while the broker is still down add Connecting → ConnectionDisrupted pairs.
+    t.regex(states.slice(before).join(' '), /^ConnectionDisrupted (Connecting ConnectionDisrupted )*Connecting Connected$/)
+    t.deepEqual(hubStates, states, 'Hub sees each transition once, as the instance does')
+
+    const other = await mqttJs(t, broker.tcpUrl)
+    // The renewed SUBSCRIBE may still be on its way: publish until one arrives.
+    const sender = setInterval(() => other.client.publish(topic, JSON.stringify({ after: signal }), { qos: 1 }), 100)
+    t.teardown(() => clearInterval(sender))
+    const [message] = await inbox.take(1)
+    t.deepEqual(plain(message), { after: signal })
+    t.deepEqual(inbox.errors, [], 'a transient loss never reaches error')
+    t.is(pubsub.stats().reconnects, 1)
+  })
+}
+
+test('subscriptions are renewed before the publishes queued while down go out', async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('order')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  await broker.kill('SIGKILL')
+  await reached(states, 'ConnectionDisrupted')
+  // A fresh broker knows no subscription: only a SUBSCRIBE sent before this publish lets it come back to us.
+  const published = pubsub.publish(topic, { queued: true }, { qos: 1 })
+  t.is(pubsub.stats().queued.operations, 1)
+  await broker.start()
+  await published
+  t.deepEqual(plain((await inbox.take(1))[0]), { queued: true })
+})
+
+test('a frozen broker (SIGSTOP) is detected within 1.5 x keepAlive, and the connection comes back when it thaws', async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, keepAlive: 1, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('frozen')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  broker.pause()
+  const frozenAt = Date.now()
+  await reached(states, 'ConnectionDisrupted', 0, 5_000)
+  const detectedAfter = Date.now() - frozenAt
+  t.true(detectedAfter <= 1_500 + 300, `detected after ${detectedAfter} ms`)
+  broker.resume()
+  await reached(states, 'Connected', states.lastIndexOf('ConnectionDisrupted'))
+  await pubsub.publish(topic, 'thawed', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'thawed')
+})
+
+// -------------------------------------------------------------------- cutting the network
+
+test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), keepAlive: 1, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('cut')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const cuts = [
+    ['drop', () => proxy.drop()],
+    ['reset', () => proxy.drop({ reset: true })],
+    ['halfClose', () => proxy.halfClose()],
+    ['blackhole', () => proxy.blackhole()],
+  ]
+  for (const [name, cut] of cuts) {
+    const before = states.length
+    cut()
+    await reached(states, 'ConnectionDisrupted', before, 5_000)
+    proxy.heal()
+    await reached(states, 'Connected', before)
+    await pubsub.publish(topic, name, { qos: 1 })
+  }
+  t.deepEqual(await inbox.take(cuts.length), cuts.map(([name]) => name))
+  t.deepEqual(inbox.errors, [])
+  t.is(pubsub.stats().reconnects, cuts.length)
+})
+
+// Serial: the waits are timed from JS, so the file's other tests must not load the process.
+test.serial('reconnect attempts back off exponentially within their jitter bounds', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  const reconnect = { minDelayMs: 100, maxDelayMs: 800 }
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect })
+  const changes = []
+  pubsub.on('ConnectionStateChange', (state) => changes.push({ state, at: performance.now() }))
+  await listen(t, pubsub, uniqueTopic('backoff'))
+  proxy.refuse()
+  proxy.drop()
+  await waitFor(() => changes.filter((c) => c.state === 'Connecting').length >= 7, 15_000, 'seven attempts')
+  // The wait before attempt n: between minDelayMs and min(maxDelayMs, minDelayMs * 2^n).
+  const waits = []
+  for (let i = 0; i < changes.length - 1; i++) {
+    if (changes[i].state === 'ConnectionDisrupted' && changes[i + 1].state === 'Connecting') waits.push(changes[i + 1].at - changes[i].at)
+  }
+  const caps = [100, 200, 400, 800, 800, 800]
+  for (const [n, cap] of caps.entries()) {
+    t.true(waits[n] >= 95 && waits[n] <= cap + 150, `wait ${n} was ${Math.round(waits[n])} ms, expected 100..${cap}`)
+  }
+  // Jitter: the waits under the 800 ms cap are not all the same.
+  t.true(new Set(waits.slice(3, 6).map((w) => Math.round(w / 20))).size > 1, `waits ${waits.map(Math.round)}`)
+  proxy.heal()
+  await waitFor(() => pubsub.connectionState === 'Connected', 5_000, 'the reconnect')
+})
+
+test('a connection that fails at first is retried until the broker appears, and the publish waits for it', async (t) => {
+  const broker = await ownBroker(t)
+  await broker.kill('SIGKILL')
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const published = pubsub.publish(uniqueTopic('late'), 'x', { qos: 1 })
+  await reached(states, 'ConnectionDisrupted')
+  await sleep(300)
+  await broker.start()
+  await published
+  t.deepEqual(states.slice(0, 3), ['Connecting', 'ConnectionDisrupted', 'Connecting'])
+  t.is(states.at(-1), 'Connected')
+})
+
+// ------------------------------------------------------------------------ the offline queue
+
+/** A PubSub whose connection is down (its own broker killed), with the given offlineQueue. */
+async function disconnected(t, offlineQueue) {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST, offlineQueue })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('offline')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  await broker.kill('SIGKILL')
+  await reached(states, 'ConnectionDisrupted')
+  return { broker, pubsub, topic, inbox }
+}
+
+test("offline, the default policy ('qos1') queues QoS 1 and rejects QoS 0 at once", async (t) => {
+  const { broker, pubsub, topic, inbox } = await disconnected(t, undefined)
+  const error = await t.throwsAsync(pubsub.publish(topic, 'qos0', { qos: 0 }), { code: 'ERR_CONNECTION' })
+  t.regex(error.message, /offlineQueue 'qos1' keeps only QoS 1 and 2/)
+  const kept = pubsub.publish(topic, 'qos1', { qos: 1 })
+  t.like(pubsub.stats(), { queued: { operations: 1 }, dropped: { offline: 1 } })
+  await broker.start()
+  await kept
+  t.deepEqual(await inbox.take(1), ['qos1'])
+})
+
+test("offline, 'all' queues QoS 0 too and 'none' rejects everything", async (t) => {
+  const all = await disconnected(t, 'all')
+  const sent = [all.pubsub.publish(all.topic, 'a0', { qos: 0 }), all.pubsub.publish(all.topic, 'a1', { qos: 1 })]
+  await all.broker.start()
+  await Promise.all(sent)
+  t.deepEqual((await all.inbox.take(2)).sort(), ['a0', 'a1'])
+
+  const none = await disconnected(t, { policy: 'none' })
+  await t.throwsAsync(none.pubsub.publish(none.topic, 'n1', { qos: 1 }), { code: 'ERR_CONNECTION', message: /offlineQueue 'none'/ })
+})
+
+test('the offline queue is bounded by count and bytes: past the bound publish rejects ERR_QUEUE_FULL', async (t) => {
+  const byCount = await disconnected(t, { maxMessages: 3 })
+  const queued = [1, 2, 3].map((n) => byCount.pubsub.publish(byCount.topic, n, { qos: 1 }))
+  const full = await t.throwsAsync(byCount.pubsub.publish(byCount.topic, 4, { qos: 1 }), { code: 'ERR_QUEUE_FULL' })
+  t.regex(full.message, /maxMessages 3/)
+  t.like(byCount.pubsub.stats(), { queued: { operations: 3 }, dropped: { queueFull: 1 } })
+  await byCount.broker.start()
+  await Promise.all(queued)
+  t.deepEqual(await byCount.inbox.take(3), [1, 2, 3], 'in order')
+
+  const byBytes = await disconnected(t, { maxBytes: 1_000 })
+  const fits = byBytes.pubsub.publish(byBytes.topic, Buffer.alloc(500), { qos: 1 })
+  await t.throwsAsync(byBytes.pubsub.publish(byBytes.topic, Buffer.alloc(500), { qos: 1 }), { code: 'ERR_QUEUE_FULL' })
+  await byBytes.broker.start()
+  await fits
+})
+
+test('close() during a reconnect wait settles everything and lets the process exit', async (t) => {
+  const broker = await ownBroker(t)
+  await broker.kill('SIGKILL')
+  const run = runScript(
+    t,
+    pubsubScript(
+      `const events = []
+       pubsub.subscribe('a/b').subscribe({ complete: () => events.push('complete'), error: (e) => events.push(e.code) })
+       const published = pubsub.publish('a/b', 'x', { qos: 1 }).catch((e) => events.push(e.code))
+       pubsub.on('ConnectionStateChange', (state) => {
+         if (state === 'ConnectionDisrupted') pubsub.close().then(() => published).then(() => console.log(events.join(',')))
+       })`,
+      { reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 } },
+    ),
+    { BROKER: broker.tcpUrl },
+  )
+  const exited = await Promise.race([run.exited, sleep(10_000).then(() => null)])
+  t.truthy(exited, `the script did not exit; stdout: ${run.stdout} stderr: ${run.stderr}`)
+  t.is(exited.code, 0, run.stderr)
+  t.deepEqual(run.stdout.trim().split(',').sort(), ['ERR_CLOSED', 'complete'])
+})
+
+// --------------------------------------------------------------- when not to retry
+
+test('reconnect: false fails pending work and observers when the connection is lost', async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: false })
+  const inbox = receiver()
+  const sub = pubsub.subscribe(uniqueTopic('no-retry')).subscribe(inbox.observer)
+  await sub.ready
+  await broker.kill('SIGKILL')
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_CONNECTION')
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test('a permanent failure (credentials refused) is reported once, not retried', async (t) => {
+  let attempts = 0
+  const broker = await startAedes({
+    authenticate(client, username, password, callback) {
+      attempts++
+      const error = new Error('bad')
+      error.returnCode = 4
+      callback(error, false)
+    },
+  })
+  t.teardown(() => broker.stop())
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, username: 'u', password: 'wrong', reconnect: FAST })
+  const inbox = receiver()
+  pubsub.subscribe(uniqueTopic('permanent')).subscribe(inbox.observer)
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_NOT_AUTHORIZED')
+  await sleep(600)
+  t.is(attempts, 1)
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+for (const transport of ['tcpUrl', 'wsUrl']) {
+  test(`two clients with the same client id kicking each other off are told so (${transport === 'tcpUrl' ? 'TCP' : 'WebSocket'})`, async (t) => {
+    const clientId = `twin-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const options = { endpoint: sharedBroker[transport], clientId, reconnect: { minDelayMs: 50, maxDelayMs: 200 } }
+    const twins = [openPubSub(t, options), openPubSub(t, options)]
+    const inboxes = twins.map((pubsub) => {
+      const inbox = receiver()
+      pubsub.subscribe(uniqueTopic('twin')).subscribe(inbox.observer)
+      return inbox
+    })
+    await waitFor(() => inboxes.some((inbox) => inbox.errors.length > 0), 15_000, 'a takeover error')
+    const [error] = inboxes.find((inbox) => inbox.errors.length > 0).errors
+    t.is(error.code, 'ERR_CLIENT_ID_TAKEOVER')
+    t.true(error.message.includes(`'${clientId}'`), error.message)
+  })
+}
