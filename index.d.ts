@@ -128,7 +128,7 @@ export interface CommonOptions {
    * Automatic reconnection after a lost connection, on by default: exponential backoff with
    * full jitter. `false` turns it off (a lost connection then fails what is pending).
    */
-  reconnect?: false | ReconnectOptions
+  reconnect?: boolean | ReconnectOptions
   /** What publish does while the connection is down. Default `'qos1'`, 65,536 messages, 64 MiB. */
   offlineQueue?: OfflineQueuePolicy | OfflineQueueOptions
 }

@@ -9,7 +9,6 @@
 // It forwards plain TCP bytes, so a ws:// client through it reaches mosquitto's websockets
 // listener when the target is that listener. It listens on 127.0.0.1 only.
 const net = require('node:net')
-const { useForFile } = require('./pubsub.js')
 
 const DEFAULT_PORTS = { 'mqtt:': 1883, 'tcp:': 1883, 'mqtts:': 8883, 'ws:': 80, 'wss:': 443 }
 
@@ -249,41 +248,4 @@ async function startTcpProxy(options = {}) {
   }
 }
 
-/**
- * Starts a proxy for the whole test file and stops it after the file's tests, pass or fail:
- *
- *   const broker = useMosquitto(test)
- *   const proxy = useTcpProxy(test, () => ({ target: broker.tcpUrl }))
- *
- * `optionsOrFunction` may be the options, or a function returning them (or a promise of them).
- * Its before hook is a serial one (`useForFile(test.serial, …)`), so it runs after every before
- * hook registered earlier in the file (useMosquitto's included) has finished: a function reading
- * an earlier fixture's handle sees it started. The returned handle forwards to the started proxy
- * (live `connections`/`accepted` counts, methods); reading it before the hooks ran throws.
- */
-function useTcpProxy(test, optionsOrFunction) {
-  const fixture = useForFile(test.serial, async () => {
-    const options = typeof optionsOrFunction === 'function' ? await optionsOrFunction() : optionsOrFunction
-    const proxy = await startTcpProxy(options)
-    return { proxy, stop: () => proxy.stop() }
-  })
-  const started = () => {
-    if (!fixture.proxy) throw new Error('the TCP proxy is not started yet: use it inside a test, or in a hook registered after useTcpProxy')
-    return fixture.proxy
-  }
-  return new Proxy(
-    {},
-    {
-      get(_, name) {
-        const value = started()[name]
-        return typeof value === 'function' ? value.bind(started()) : value
-      },
-      set(_, name, value) {
-        started()[name] = value
-        return true
-      },
-    },
-  )
-}
-
-module.exports = { startTcpProxy, useTcpProxy, targetAddress }
+module.exports = { startTcpProxy }

@@ -19,3 +19,7 @@ import { PubSub as IotPubSub } from 'native-pubsub'
 new IotPubSub({ endpoint: 'wss://h/mqtt', credentials: { accessKeyId: 'AKID' } })
 // @ts-expect-error the AWS IoT provider has no username (it signs with AWS credentials)
 new IotPubSub({ endpoint: 'wss://h/mqtt', username: 'u' })
+// @ts-expect-error reconnect bounds are numbers of milliseconds
+new PubSub({ endpoint: 'ws://h/mqtt', reconnect: { minDelayMs: '1s' } })
+// @ts-expect-error offlineQueue policies are 'all', 'qos1' and 'none'
+new PubSub({ endpoint: 'ws://h/mqtt', offlineQueue: 'some' })

@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by the test suite: the documented usage must typecheck.
 import { PubSub, TOPIC, Hub, CONNECTION_STATE_CHANGE, ConnectionState, mqttTopicMatch } from 'native-pubsub/mqtt'
-import type { MqttMessage, PubSubError, Subscription } from 'native-pubsub/mqtt'
+import type { MqttMessage, PubSubError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
 import { PubSub as IotPubSub } from 'native-pubsub'
 
 const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1:1883/mqtt', clientId: 'x', keepAlive: 30 })
@@ -46,3 +46,13 @@ export const iotFunction = new IotPubSub({
 })
 export const iotDefaultChain = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1' })
 export const iotProvider: 'AWSIoTProvider' | 'MqttOverWSProvider' = iotDefaultChain.getProviderName()
+
+// Reconnect, offline queue and statistics.
+export const resilient = new PubSub({
+  endpoint: 'mqtt://127.0.0.1:1883',
+  reconnect: { minDelayMs: 500, maxDelayMs: 30_000, resetAfterMs: 60_000 },
+  offlineQueue: { policy: 'all', maxMessages: 1_000, maxBytes: 1 << 20 },
+})
+export const noRetry = new PubSub({ endpoint: 'mqtt://127.0.0.1:1883', reconnect: false, offlineQueue: 'none' })
+const stats: PubSubStats = resilient.stats()
+export const queuedBytes: number = stats.queued.bytes + stats.inFlight.operations + stats.dropped.queueFull
