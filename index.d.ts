@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'ERR_CONNECTION'
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
+  | 'ERR_NO_PROVIDER'
 
 /** Every error this package produces is an `Error` with a stable `code`. */
 export interface PubSubError extends Error {
@@ -76,11 +77,14 @@ export interface MqttMessage {
   dup: boolean
 }
 
-export interface Observer<T> {
+export interface Observer<T, E = PubSubError> {
   next?(value: T): void
-  error?(error: PubSubError): void
+  error?(error: E): void
   complete?(): void
-  /** The older Amplify docs' name for `complete`; both are called if given. */
+  /**
+   * The older Amplify docs' name for `complete`; both are called if given. On the singleton
+   * (`PubSub.subscribe`) it is also called when you unsubscribe, as those docs describe.
+   */
   close?(): void
 }
 
@@ -92,11 +96,11 @@ export interface Subscription {
 }
 
 /** A cold observable: nothing is subscribed until `subscribe` is called. */
-export interface Observable<T> extends AsyncIterable<T> {
-  subscribe(observer?: Observer<T>): Subscription
-  subscribe(next?: (value: T) => void, error?: (error: PubSubError) => void, complete?: () => void): Subscription
+export interface Observable<T, E = PubSubError> extends AsyncIterable<T> {
+  subscribe(observer?: Observer<T, E>): Subscription
+  subscribe(next?: (value: T) => void, error?: (error: E) => void, complete?: () => void): Subscription
   /** Interop with RxJS `from(...)` and other observable libraries. */
-  ['@@observable'](): Observable<T>
+  ['@@observable'](): Observable<T, E>
   [Symbol.asyncIterator](): AsyncIterableIterator<T>
 }
 
@@ -286,12 +290,113 @@ export declare const Hub: {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The older Amplify surface (v3–v5 docs): the PubSub singleton and its pluggable providers
+// ---------------------------------------------------------------------------------------------
+
+/** The names `options.provider` picks a plugged-in provider by. */
+export type ProviderName = 'AWSIoTProvider' | 'MqttOverWSProvider'
+
+/** Picks one of the plugged-in providers by name; without it, the first plugged in is used. */
+export interface ProviderOptions {
+  provider?: ProviderName | (string & {})
+}
+
+/** What the singleton's `next` receives, as Amplify gave it: the message and its provider. */
+export interface ProviderMessage<T> {
+  provider: PubSubInstance
+  value: T
+}
+
+/**
+ * What the singleton's `error` receives: an Error with a `code`, also carrying Amplify's
+ * `{ provider, error }` (`provider` is undefined when none could be picked: ERR_NO_PROVIDER).
+ */
+export interface ProviderError extends PubSubError {
+  readonly provider: PubSubInstance | undefined
+  readonly error: PubSubError
+}
+
+/** The provider options `configure` takes: defaults for providers constructed afterwards. */
+export interface PubSubConfig extends CommonOptions {
+  region?: string
+  aws_pubsub_region?: string
+  /** AWSIoTProvider only. */
+  credentials?: IotPubSubOptions['credentials']
+  /** MqttOverWSProvider only. */
+  username?: string
+  /** MqttOverWSProvider only. */
+  password?: string
+  /** Amplify's server-side-rendering switch: accepted, and without effect on a server. */
+  ssr?: boolean
+}
+
+/**
+ * `configure`'s argument: `{ PubSub: { …provider options } }`, the provider options themselves,
+ * or a whole Amplify config (aws-exports), whose other categories' keys are left alone.
+ */
+export type AmplifyConfig = PubSubConfig & { PubSub?: PubSubConfig; [key: string]: unknown }
+
+/** The AWS IoT provider of the older docs: an IoT PubSub instance, for `addPluggable`. */
+export interface AWSIoTProvider extends PubSubInstance {
+  getProviderName(): 'AWSIoTProvider'
+  getCategory(): 'PubSub'
+}
+export declare const AWSIoTProvider: {
+  /** `{ aws_pubsub_region, aws_pubsub_endpoint, clientId? }` and the other IoT options. */
+  new (options?: IotPubSubOptions): AWSIoTProvider
+  readonly prototype: AWSIoTProvider
+}
+
+/** The generic MQTT provider of the older docs: a generic PubSub instance, for `addPluggable`. */
+export interface MqttOverWSProvider extends PubSubInstance {
+  getProviderName(): 'MqttOverWSProvider'
+  getCategory(): 'PubSub'
+}
+export declare const MqttOverWSProvider: {
+  /** `{ aws_pubsub_endpoint, clientId? }` and the other generic MQTT options. */
+  new (options?: MqttPubSubOptions): MqttOverWSProvider
+  readonly prototype: MqttOverWSProvider
+}
+
+/** The statics of every entry point's `PubSub`: one singleton per process, shared by them all. */
+export interface PubSubSingleton {
+  /**
+   * Provider options for the providers constructed afterwards; throws ERR_INVALID_OPTION on an
+   * unknown shape. Without an argument, returns what is configured.
+   */
+  configure(config?: AmplifyConfig | null): PubSubConfig
+  /** Plugs a provider in (throws at once on anything else). */
+  addPluggable(provider: PubSubInstance): Promise<void>
+  /** Unplugs and closes the providers of that name; their observers complete. */
+  removePluggable(providerName: ProviderName | (string & {})): Promise<void>
+
+  /** Rejects with ERR_NO_PROVIDER when no provider (of that name) is plugged in. */
+  publish(input: { topics: string | string[]; message: PublishMessage; options?: PublishOptions & ProviderOptions }): Promise<void>
+  publish(topics: string | string[], message: PublishMessage, options?: PublishOptions & ProviderOptions): Promise<void>
+
+  /** Observers get ERR_NO_PROVIDER when no provider (of that name) is plugged in. */
+  subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'string' }): Observable<ProviderMessage<string>, ProviderError>
+  subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'binary' }): Observable<ProviderMessage<Buffer>, ProviderError>
+  subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'message' }): Observable<ProviderMessage<MqttMessage>, ProviderError>
+  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions & ProviderOptions): Observable<ProviderMessage<T>, ProviderError>
+  subscribe<T = any>(input: { topics: string | string[]; options?: SubscribeOptions & ProviderOptions }): Observable<ProviderMessage<T>, ProviderError>
+}
+
+/** For setup code written as `Amplify.addPluggable(…)` and `Amplify.configure(awsconfig)`. */
+export declare const Amplify: {
+  addPluggable(provider: PubSubInstance): void
+  /** Hands `config` to `PubSub.configure`; returns everything given so far. */
+  configure(config?: AmplifyConfig | null): Record<string, unknown>
+}
+
+// ---------------------------------------------------------------------------------------------
 // 'native-pubsub' and 'native-pubsub/iot': the AWS IoT Core provider
 // ---------------------------------------------------------------------------------------------
 
-/** AWS IoT Core (SigV4-signed MQTT over WSS). */
+/** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
-export declare const PubSub: {
+export declare const PubSub: PubSubSingleton & {
   new (options: IotPubSubOptions): PubSubInstance
   readonly prototype: PubSubInstance
 }
+export default PubSub

@@ -1,3 +1,3 @@
-import entry from './index.js'
-
-export const { PubSub, ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch } = entry
+// native-pubsub: the same module as native-pubsub/iot.
+export * from './iot.mjs'
+export { default } from './iot.mjs'

@@ -1,1 +1,2 @@
 export * from './index'
+export { default } from './index'

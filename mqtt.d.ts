@@ -28,12 +28,25 @@ export {
   FormattedSubscribeInput,
   PubSubInstance,
   HubCapsule,
+  Amplify,
+  AWSIoTProvider,
+  MqttOverWSProvider,
+  ProviderName,
+  ProviderOptions,
+  ProviderMessage,
+  ProviderError,
+  PubSubConfig,
+  AmplifyConfig,
+  PubSubSingleton,
+  IotPubSubOptions,
+  AwsCredentials,
 } from './index'
-import type { MqttPubSubOptions, PubSubInstance } from './index'
+import type { MqttPubSubOptions, PubSubInstance, PubSubSingleton } from './index'
 
-/** The generic MQTT provider, for any broker. */
+/** The generic MQTT provider, for any broker; its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
-export declare const PubSub: {
+export declare const PubSub: PubSubSingleton & {
   new (options: MqttPubSubOptions): PubSubInstance
   readonly prototype: PubSubInstance
 }
+export default PubSub

@@ -1,3 +1,14 @@
 import entry from './mqtt.js'
 
-export const { PubSub, ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch } = entry
+export const {
+  PubSub,
+  ConnectionState,
+  CONNECTION_STATE_CHANGE,
+  TOPIC,
+  Hub,
+  mqttTopicMatch,
+  Amplify,
+  AWSIoTProvider,
+  MqttOverWSProvider,
+} = entry
+export default PubSub

@@ -6,7 +6,17 @@ const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 
 const root = path.join(__dirname, '..')
-const SHARED = ['CONNECTION_STATE_CHANGE', 'ConnectionState', 'Hub', 'PubSub', 'TOPIC', 'mqttTopicMatch']
+const SHARED = [
+  'AWSIoTProvider',
+  'Amplify',
+  'CONNECTION_STATE_CHANGE',
+  'ConnectionState',
+  'Hub',
+  'MqttOverWSProvider',
+  'PubSub',
+  'TOPIC',
+  'mqttTopicMatch',
+]
 
 /** The value exports a declaration file names (`export declare const|function|class X`). */
 function declaredValues(file) {

@@ -5,7 +5,8 @@ const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
 const { pubsubError } = require('./errors')
-const { FORMATS, encodePayload, parseJson } = require('./payload')
+const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
+const { PublishQueue } = require('./publish-queue')
 
 const WARNING = 'NativePubSubWarning'
 
@@ -86,8 +87,8 @@ class PubSubBase extends EventEmitter {
   #nextId = 1
   /** publish op id → { resolve, reject, remaining } */
   #ops = new Map()
-  /** publishes turned away while Rust's backlog was full, in order */
-  #held = []
+  /** publishes on their way into Rust */
+  #outgoing
   /** observer id → { observer, format, readyResolve, readyReject, closed } */
   #observers = new Map()
   /** the promise close() returns, and its resolver until the native side confirms */
@@ -131,6 +132,7 @@ class PubSubBase extends EventEmitter {
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
       (batch) => this.#onEvents(batch),
     )
+    this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
     PubSubBase.#open.add(this)
   }
 
@@ -154,10 +156,11 @@ class PubSubBase extends EventEmitter {
       const opts = readOptions(options)
       const qos = readQos(opts)
       const retain = Boolean(opts.retain)
-      const payload = encodePayload(message)
+      const payload = encodeMessage(message)
+      if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       const op = this.#nextId++
       this.#ops.set(op, { resolve, reject, remaining: list.length })
-      this.#send({ op, topics: list, payload, qos, retain })
+      this.#outgoing.push({ op, topics: list, payload, qos, retain })
       this.#keepAliveIfBusy()
     })
   }
@@ -175,15 +178,10 @@ class PubSubBase extends EventEmitter {
    */
   stats() {
     const native = this.#native.stats()
-    let heldOperations = 0
-    let heldBytes = 0
-    for (const { topics, payload } of this.#held) {
-      heldOperations += topics.length
-      for (const topic of topics) heldBytes += Buffer.byteLength(topic) + payload.length
-    }
+    const held = this.#outgoing.load()
     return {
       connectionState: native.connectionState,
-      queued: { operations: native.queuedOperations + heldOperations, bytes: native.queuedBytes + heldBytes },
+      queued: { operations: native.queuedOperations + held.operations, bytes: native.queuedBytes + held.bytes },
       inFlight: { operations: native.inFlightOperations, bytes: native.inFlightBytes },
       reconnects: native.reconnects,
       messagesReceived: native.messagesReceived,
@@ -206,35 +204,10 @@ class PubSubBase extends EventEmitter {
       })
       this.#native.close()
       const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
-      for (const { op } of this.#held.splice(0)) this.#settle(op, closed)
+      for (const { op } of this.#outgoing.drain()) this.#settle(op, closed)
       this.#keepAliveIfBusy()
     }
     return this.#closing
-  }
-
-  #send(publish) {
-    if (this.#held.length > 0) {
-      this.#held.push(publish)
-      return
-    }
-    try {
-      if (!this.#native.publish(publish.op, publish.topics, publish.payload, publish.qos, publish.retain)) {
-        this.#held.push(publish)
-      }
-    } catch (error) {
-      this.#settle(publish.op, error)
-    }
-  }
-
-  #sendHeld() {
-    const held = this.#held.splice(0)
-    for (let i = 0; i < held.length; i++) {
-      this.#send(held[i])
-      if (this.#held.length > 0) {
-        this.#held.push(...held.slice(i + 1))
-        return
-      }
-    }
   }
 
   #settle(op, error) {
@@ -324,12 +297,21 @@ class PubSubBase extends EventEmitter {
   }
 
   #onEvents(batch) {
-    for (const event of batch) {
-      try {
-        this.#handle(event)
-      } catch (error) {
-        // Our own bug, not the user's: report and carry on with the batch.
-        process.emitWarning(`native-pubsub failed to handle a '${event.kind}' event: ${error.stack}`, WARNING)
+    const { published, topics, events } = batch
+    try {
+      if (published != null) for (let i = 0; i < published.length; i++) this.#settle(published[i], null)
+      if (topics != null) this.#deliverAll(batch)
+    } catch (error) {
+      // Our own bug, not the user's (their callbacks are guarded): report and carry on.
+      process.emitWarning(`native-pubsub failed to handle a batch: ${error.stack}`, WARNING)
+    }
+    if (events != null) {
+      for (const event of events) {
+        try {
+          this.#handle(event)
+        } catch (error) {
+          process.emitWarning(`native-pubsub failed to handle a '${event.kind}' event: ${error.stack}`, WARNING)
+        }
       }
     }
     this.#keepAliveIfBusy()
@@ -337,8 +319,6 @@ class PubSubBase extends EventEmitter {
 
   #handle(event) {
     switch (event.kind) {
-      case 'message':
-        return this.#deliver(event)
       case 'published':
         return this.#settle(event.id, event.code ? pubsubError(event.code, event.message) : null)
       case 'subscribed': {
@@ -359,7 +339,7 @@ class PubSubBase extends EventEmitter {
       case 'state':
         return this.#announce(event.state)
       case 'writable':
-        return this.#sendHeld()
+        return this.#outgoing.writable()
       case 'credentials':
         return this.#fetchCredentials(event.id)
       case 'closed': {
@@ -388,12 +368,24 @@ class PubSubBase extends EventEmitter {
     )
   }
 
-  #deliver(message) {
-    const { topic, payload, observers } = message
+  /** The messages of a batch: payloads end to end in one buffer, with offsets and observer ids. */
+  #deliverAll({ topics, payloads, payloadEnds, flags, observerEnds, observers }) {
+    let start = 0
+    let first = 0
+    for (let i = 0; i < topics.length; i++) {
+      this.#deliver(topics[i], payloads, start, payloadEnds[i], flags[i], observers, first, observerEnds[i])
+      start = payloadEnds[i]
+      first = observerEnds[i]
+    }
+  }
+
+  /** One message (bytes `start..end` of `payloads`) to its observers (ids `first..last`). */
+  #deliver(topic, payloads, start, end, flags, observers, first, last) {
     let json
     let parsed = false
-    for (const id of observers) {
-      const entry = this.#observers.get(id)
+    let bytes
+    for (let k = first; k < last; k++) {
+      const entry = this.#observers.get(observers[k])
       if (!entry || !entry.observer.next) continue
       let value
       switch (entry.format) {
@@ -401,23 +393,25 @@ class PubSubBase extends EventEmitter {
           if (!parsed) {
             parsed = true
             try {
-              json = { value: parseJson(payload, topic) }
+              json = { value: parseJson(payloads.toString('utf8', start, end), topic) }
             } catch (error) {
               json = null
-              this.#reportInvalidJson(topic, payload, error)
+              this.#reportInvalidJson(topic, Buffer.from(payloads.subarray(start, end)), error)
             }
           }
           if (!json) continue
           value = json.value
           break
         case 'string':
-          value = payload.toString('utf8')
+          value = payloads.toString('utf8', start, end)
           break
         case 'binary':
-          value = payload
+          // A copy: the batch's buffer must not stay alive for one message a user keeps.
+          value = bytes ??= Buffer.from(payloads.subarray(start, end))
           break
         case 'message':
-          value = { topic, payload, qos: message.qos, retain: message.retain, dup: message.dup }
+          bytes ??= Buffer.from(payloads.subarray(start, end))
+          value = { topic, payload: bytes, qos: flags & 3, retain: (flags & 4) !== 0, dup: (flags & 8) !== 0 }
           break
       }
       this.#call(entry.observer.next, value)
@@ -457,7 +451,11 @@ class PubSubBase extends EventEmitter {
   /** Like a socket: Node stays up while something is subscribed or pending. */
   #keepAliveIfBusy() {
     const busy =
-      this.#observers.size > 0 || this.#ops.size > 0 || this.#held.length > 0 || this.#disconnecting || this.#resolveClosed !== null
+      this.#observers.size > 0 ||
+      this.#ops.size > 0 ||
+      this.#outgoing.length > 0 ||
+      this.#disconnecting ||
+      this.#resolveClosed !== null
     if (busy !== this.#keptAlive) {
       this.#keptAlive = busy
       this.#native.keepAlive(busy)

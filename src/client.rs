@@ -17,10 +17,52 @@ use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
 
+/// Publish operations handed over from JS in one call: parallel arrays, as JS packs them.
+pub struct PublishBatch<'a> {
+    pub ops: &'a [u32],
+    /// Topics per operation; `topics` holds them all, in order.
+    pub topic_counts: &'a [u32],
+    pub topics: &'a [String],
+    /// Every payload, end to end; `payload_ends[i]` is where operation i's ends.
+    pub payloads: &'a [u8],
+    pub payload_ends: &'a [u32],
+    /// `qos | retain << 2` per operation.
+    pub flags: &'a [u8],
+}
+
+/// One operation of a `PublishBatch`.
+pub struct BatchedPublish<'a> {
+    pub op: u32,
+    pub topic_count: usize,
+    pub payload: &'a [u8],
+    pub qos: u32,
+    pub retain: bool,
+}
+
+impl<'a> PublishBatch<'a> {
+    /// The operations; arrays shorter than `ops` (malformed input) end the iteration.
+    pub fn iter(&self) -> impl Iterator<Item = BatchedPublish<'a>> + '_ {
+        let mut start = 0usize;
+        (0..self.ops.len()).map_while(move |i| {
+            let end = *self.payload_ends.get(i)? as usize;
+            let payload = self.payloads.get(start..end)?;
+            start = end;
+            let flags = *self.flags.get(i)?;
+            Some(BatchedPublish {
+                op: self.ops[i],
+                topic_count: *self.topic_counts.get(i)? as usize,
+                payload,
+                qos: u32::from(flags & 3),
+                retain: flags & 4 != 0,
+            })
+        })
+    }
+}
+
 /// Requests rumqttc's channel holds; the rest wait in the outbox's backlog.
 const REQUEST_CHANNEL_CAPACITY: usize = 1_024;
-/// Publishes the backlog takes before `publish` asks JS to wait for `writable`.
-pub const MAX_BACKLOG: usize = 1_024;
+/// Publishes the backlog takes before `publish_batch` asks JS to wait for `writable`.
+pub const MAX_BACKLOG: usize = 4_096;
 
 /// Running totals for `stats()`.
 #[derive(Debug, Default, Clone)]
@@ -147,11 +189,35 @@ impl Client {
         Ok(Self { shared, client_id })
     }
 
-    /// Queues one PUBLISH per topic under operation `op`. `Ok(false)`: the backlog is full,
-    /// nothing was queued; call again after the `writable` event.
-    pub fn publish(&self, op: u32, topics: Vec<String>, payload: Vec<u8>, qos: u32, retain: bool) -> Result<bool> {
-        let qos = parse_qos(qos)?;
-        for topic in &topics {
+    /// Queues a batch of publish operations, in order: one PUBLISH per topic of each. Returns
+    /// how many operations were taken; the rest must wait for the `writable` event (the backlog
+    /// is full). An operation that cannot be sent (bad topic, too large, refused by the offline
+    /// queue, closed) is taken and settled at once with its error.
+    pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
+        let mut core = self.shared.core.lock();
+        let mut topics = batch.topics.iter();
+        let mut taken = 0;
+        for publish in batch.iter() {
+            if !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
+                core.writable_wanted = true;
+                break;
+            }
+            let op_topics: Vec<&String> = topics.by_ref().take(publish.topic_count).collect();
+            if let Err(error) = self.publish_one(&mut core, &publish, &op_topics) {
+                self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>, topics: &[&String]) -> Result<()> {
+        if core.closed {
+            return Err(PubSubError::Closed);
+        }
+        let qos = parse_qos(publish.qos)?;
+        let payload = publish.payload;
+        for topic in topics {
             validate_topic(topic)?;
             // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
             if payload.len() + topic.len() + 9 > MAX_PACKET_BYTES {
@@ -161,27 +227,17 @@ impl Client {
                 )));
             }
         }
-        let mut core = self.shared.core.lock();
-        if core.closed {
-            return Err(PubSubError::Closed);
-        }
         if core.outbox.is_held() {
-            // The connection is down: the offline queue decides, and JS need not wait.
+            // The connection is down: the offline queue decides.
             let bytes = topics.iter().map(|t| t.len() + payload.len()).sum();
-            self.check_offline_queue(&mut core, qos, topics.len(), bytes)?;
-        } else if core.outbox.backlog_len() >= MAX_BACKLOG {
-            core.writable_wanted = true;
-            return Ok(false);
+            self.check_offline_queue(core, qos, topics.len(), bytes)?;
         }
-        let mut payload = Some(payload);
-        let last = topics.len().saturating_sub(1);
-        for (i, topic) in topics.into_iter().enumerate() {
-            // The last topic takes the buffer itself; earlier ones take copies.
-            let body = if i == last { payload.take().unwrap_or_default() } else { payload.clone().unwrap_or_default() };
-            core.outbox.submit(&self.shared.requests, Request::Publish { op, topic, qos, retain, payload: body });
+        for topic in topics {
+            let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec() };
+            core.outbox.submit(&self.shared.requests, request);
         }
-        self.wake_if_idle(&core);
-        Ok(true)
+        self.wake_if_idle(core);
+        Ok(())
     }
 
     /// Whether a publish of `messages` (`bytes`) may wait for the connection to come back.

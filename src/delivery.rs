@@ -3,11 +3,15 @@
 //! batch, never one per message, and the next batch only after JS has handled the last. When
 //! the queue is full the connection task stops reading the socket, so a slow subscriber
 //! pushes back on TCP and the broker instead of growing memory.
+//!
+//! The frequent events travel packed (`NativeBatch`): publishes that succeeded as one array of
+//! operation ids, messages as one buffer of payloads with arrays of offsets, flags and
+//! observers, so that a batch costs a handful of JS objects rather than one per message.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, Uint32Array, Uint8Array};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
 use napi_derive::napi;
@@ -42,37 +46,19 @@ pub enum Event {
     Closed,
 }
 
-/// The shape JS receives: one object per event, `kind` says which fields are set.
+/// An event that is not packed: one object, `kind` says which fields are set.
 #[napi(object)]
 pub struct NativeEvent {
     pub kind: String,
     pub id: Option<u32>,
-    pub observers: Option<Vec<u32>>,
-    pub topic: Option<String>,
-    pub payload: Option<Buffer>,
-    pub qos: Option<u32>,
-    pub retain: Option<bool>,
-    pub dup: Option<bool>,
     pub state: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
 }
 
 impl NativeEvent {
-    fn new(kind: &'static str) -> Self {
-        Self {
-            kind: kind.to_string(),
-            id: None,
-            observers: None,
-            topic: None,
-            payload: None,
-            qos: None,
-            retain: None,
-            dup: None,
-            state: None,
-            code: None,
-            message: None,
-        }
+    fn new(kind: &'static str, id: Option<u32>) -> Self {
+        Self { kind: kind.to_string(), id, state: None, code: None, message: None }
     }
 
     fn with_error(mut self, error: Option<PubSubError>) -> Self {
@@ -84,33 +70,75 @@ impl NativeEvent {
     }
 }
 
-impl From<Event> for NativeEvent {
-    fn from(event: Event) -> Self {
-        match event {
-            Event::Message { observers, topic, payload, qos, retain, dup } => Self {
-                observers: Some(observers),
-                topic: Some(topic),
-                payload: Some(payload.into()),
-                qos: Some(qos as u32),
-                retain: Some(retain),
-                dup: Some(dup),
-                ..Self::new("message")
-            },
-            Event::Published { op, error } => Self { id: Some(op), ..Self::new("published") }.with_error(error),
-            Event::Subscribed { observer, error } => {
-                Self { id: Some(observer), ..Self::new("subscribed") }.with_error(error)
+/// One call's worth of events. JS handles `published`, then the messages, then `events` (the
+/// rarer kinds, in order): a batch never holds a packed event that came after one of those.
+#[napi(object)]
+pub struct NativeBatch {
+    /// Publish operations that completed.
+    pub published: Option<Uint32Array>,
+    /// Per message: its topic, the end of its payload in `payloads`, `qos | retain << 2 |
+    /// dup << 3`, and the end of its observer ids in `observers`.
+    pub topics: Option<Vec<String>>,
+    pub payloads: Option<Buffer>,
+    pub payload_ends: Option<Uint32Array>,
+    pub flags: Option<Uint8Array>,
+    pub observer_ends: Option<Uint32Array>,
+    pub observers: Option<Uint32Array>,
+    pub events: Option<Vec<NativeEvent>>,
+}
+
+/// Whether an event travels packed.
+fn is_packed(event: &Event) -> bool {
+    matches!(event, Event::Message { .. } | Event::Published { error: None, .. })
+}
+
+impl From<Vec<Event>> for NativeBatch {
+    fn from(batch: Vec<Event>) -> Self {
+        let mut published = Vec::new();
+        let mut topics = Vec::new();
+        let mut payloads = Vec::new();
+        let (mut payload_ends, mut flags, mut observer_ends, mut observers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut events = Vec::new();
+        for event in batch {
+            match event {
+                Event::Published { op, error: None } => published.push(op),
+                Event::Message { observers: ids, topic, payload, qos, retain, dup } => {
+                    topics.push(topic);
+                    payloads.extend_from_slice(&payload);
+                    payload_ends.push(payloads.len() as u32);
+                    flags.push(qos as u8 | u8::from(retain) << 2 | u8::from(dup) << 3);
+                    observers.extend_from_slice(&ids);
+                    observer_ends.push(observers.len() as u32);
+                }
+                Event::Published { op, error } => events.push(NativeEvent::new("published", Some(op)).with_error(error)),
+                Event::Subscribed { observer, error } => {
+                    events.push(NativeEvent::new("subscribed", Some(observer)).with_error(error))
+                }
+                Event::Failed { error } => events.push(NativeEvent::new("failed", None).with_error(Some(error))),
+                Event::State(state) => {
+                    events.push(NativeEvent { state: Some(state.as_str().to_string()), ..NativeEvent::new("state", None) })
+                }
+                Event::Writable => events.push(NativeEvent::new("writable", None)),
+                Event::CredentialsWanted { request } => events.push(NativeEvent::new("credentials", Some(request))),
+                Event::Closed => events.push(NativeEvent::new("closed", None)),
             }
-            Event::Failed { error } => Self::new("failed").with_error(Some(error)),
-            Event::State(state) => Self { state: Some(state.as_str().to_string()), ..Self::new("state") },
-            Event::Writable => Self::new("writable"),
-            Event::CredentialsWanted { request } => Self { id: Some(request), ..Self::new("credentials") },
-            Event::Closed => Self::new("closed"),
+        }
+        let some = |present: bool| present.then_some(());
+        Self {
+            published: some(!published.is_empty()).map(|()| Uint32Array::new(published)),
+            payloads: some(!topics.is_empty()).map(|()| Buffer::from(payloads)),
+            payload_ends: some(!topics.is_empty()).map(|()| Uint32Array::new(payload_ends)),
+            flags: some(!topics.is_empty()).map(|()| Uint8Array::new(flags)),
+            observer_ends: some(!topics.is_empty()).map(|()| Uint32Array::new(observer_ends)),
+            observers: some(!topics.is_empty()).map(|()| Uint32Array::new(observers)),
+            topics: some(!topics.is_empty()).map(|()| topics),
+            events: some(!events.is_empty()).map(|()| events),
         }
     }
 }
 
 /// The JS callback: weak, so it keeps Node alive only while `keep_alive(true)` says so.
-pub type EventsFn = ThreadsafeFunction<Vec<Event>, (), Vec<NativeEvent>, Status, false, true>;
+pub type EventsFn = ThreadsafeFunction<Vec<Event>, (), NativeBatch, Status, false, true>;
 
 #[derive(Default)]
 struct Queue {
@@ -169,10 +197,13 @@ impl Delivery {
         }
     }
 
+    /// The next batch: packed events up to the first other one, then other events up to the
+    /// next packed one (see `NativeBatch` for why).
     fn take_batch(&self) -> Vec<Event> {
         let mut queue = self.queue.lock();
-        let n = queue.events.len().min(MAX_BATCH);
-        let batch: Vec<Event> = queue.events.drain(..n).collect();
+        let packed = queue.events.iter().take(MAX_BATCH).take_while(|e| is_packed(e)).count();
+        let others = queue.events.iter().skip(packed).take(MAX_BATCH - packed).take_while(|e| !is_packed(e)).count();
+        let batch: Vec<Event> = queue.events.drain(..packed + others).collect();
         for event in &batch {
             if let Event::Message { .. } = event {
                 queue.messages -= 1;

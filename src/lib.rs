@@ -17,10 +17,10 @@ mod topic;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Env, Function};
+use napi::bindgen_prelude::{Buffer, Env, Function, Uint32Array, Uint8Array};
 use napi_derive::napi;
 
-use crate::delivery::{Event, EventsFn, NativeEvent};
+use crate::delivery::{Event, EventsFn, NativeBatch};
 use crate::errors::{js, ErrorCode};
 
 /// What the JS layer tells the native client besides the user's plain-data options.
@@ -66,7 +66,7 @@ impl NativeClient {
     pub fn new(
         options: serde_json::Value,
         setup: NativeSetup,
-        on_events: Function<Vec<NativeEvent>, ()>,
+        on_events: Function<NativeBatch, ()>,
     ) -> napi::Result<Self, ErrorCode> {
         let provider = js(options::Provider::from_name(&setup.provider))?;
         let options = js(options::ClientOptions::from_js(&options, provider, setup.credentials_function))?;
@@ -74,7 +74,7 @@ impl NativeClient {
             .build_threadsafe_function::<Vec<Event>>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(ctx.value.into_iter().map(NativeEvent::from).collect()))
+            .build_callback(|ctx| Ok(NativeBatch::from(ctx.value)))
             .map_err(|e| napi::Error::new("ERR_INTERNAL", e.reason))?;
         let events = Arc::new(events);
         let will_payload = setup.will_payload.map(|b| b.to_vec()).unwrap_or_default();
@@ -87,10 +87,27 @@ impl NativeClient {
         self.client.client_id.clone()
     }
 
-    /// Returns false when the backlog is full: nothing was queued, retry after `writable`.
+    /// Publish operations packed by JS (see `client::PublishBatch`). Returns how many were
+    /// taken; the rest wait for the `writable` event.
     #[napi]
-    pub fn publish(&self, op: u32, topics: Vec<String>, payload: Buffer, qos: u32, retain: bool) -> napi::Result<bool, ErrorCode> {
-        js(self.client.publish(op, topics, payload.to_vec(), qos, retain))
+    pub fn publish_batch(
+        &self,
+        ops: Uint32Array,
+        topic_counts: Uint32Array,
+        topics: Vec<String>,
+        payloads: Buffer,
+        payload_ends: Uint32Array,
+        flags: Uint8Array,
+    ) -> u32 {
+        let batch = client::PublishBatch {
+            ops: &ops,
+            topic_counts: &topic_counts,
+            topics: &topics,
+            payloads: &payloads,
+            payload_ends: &payload_ends,
+            flags: &flags,
+        };
+        self.client.publish_batch(batch) as u32
     }
 
     #[napi]

@@ -1,0 +1,3 @@
+import providers from './index.js'
+
+export const { AWSIoTProvider, MqttOverWSProvider } = providers

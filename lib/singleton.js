@@ -1,0 +1,364 @@
+'use strict'
+// The older Amplify surface (the v3–v5 docs): `PubSub` as a ready singleton through statics
+// (`PubSub.addPluggable(provider)`, `PubSub.configure(config)`, `PubSub.subscribe(topics)`, …),
+// the `Amplify` object of copy-pasted setup code, and the provider options `configure` sets.
+//
+// The singleton holds provider instances (AWSIoTProvider, MqttOverWSProvider: instances of the
+// package's PubSub classes) in the order they were plugged in, and hands each call to one of
+// them. It holds no handle of its own: the providers keep Node alive exactly as instances do.
+const { isDeepStrictEqual, inspect } = require('node:util')
+const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
+const { Observable } = require('./observable')
+const { pubsubError } = require('./errors')
+
+const WARNING = 'NativePubSubWarning'
+const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
+const HOW_TO_PLUG = "Amplify.addPluggable(new AWSIoTProvider({ aws_pubsub_region, aws_pubsub_endpoint })) (or PubSub.addPluggable; new MqttOverWSProvider({ aws_pubsub_endpoint }) for other brokers)"
+
+// ------------------------------------------------------------------------ provider options
+
+/** The constructor options of each provider kind, as the constructors (Rust) accept them. */
+const COMMON_OPTIONS = [
+  'endpoint',
+  'aws_pubsub_endpoint',
+  'region',
+  'aws_pubsub_region',
+  'clientId',
+  'keepAlive',
+  'connectTimeout',
+  'cleanSession',
+  'will',
+  'ca',
+  'reconnect',
+  'offlineQueue',
+]
+const KIND_OPTIONS = { iot: ['credentials'], mqtt: ['username', 'password'] }
+const KNOWN_OPTIONS = new Set([...COMMON_OPTIONS, ...KIND_OPTIONS.iot, ...KIND_OPTIONS.mqtt])
+/** Names of one option: setting either replaces the other. */
+const ALIASES = new Map([
+  ['endpoint', 'aws_pubsub_endpoint'],
+  ['aws_pubsub_endpoint', 'endpoint'],
+  ['region', 'aws_pubsub_region'],
+  ['aws_pubsub_region', 'region'],
+])
+/** Amplify's server-side-rendering switch: accepted, nothing to do on a Node server. */
+const IGNORED_OPTIONS = new Set(['ssr'])
+
+/** Provider options set by `configure`: defaults for the providers constructed afterwards. */
+let configured = {}
+/** The plugged-in providers, in the order they were plugged in. */
+const pluggables = []
+const warned = new Set()
+
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
+}
+
+function describe(value) {
+  return inspect(value, { depth: 0, breakLength: Infinity })
+}
+
+/**
+ * `PubSub.configure(config)`, as Amplify's: the provider options in `config.PubSub`, or in
+ * `config` itself (Amplify's `options.PubSub || options`), so both `{ PubSub: { … } }` and the
+ * flat object `Amplify.configure(awsconfig)` passes on work. In a flat object, keys that are not
+ * provider options belong to other categories (aws-exports' `aws_cognito_*`, `Auth`, `API`, …)
+ * and are left alone; an unknown `aws_pubsub_*` key, or any unknown key in a `PubSub` section,
+ * throws. Returns the provider options configured so far.
+ */
+function configure(config) {
+  if (config === undefined || config === null) return { ...configured }
+  if (!isPlainObject(config)) {
+    throw pubsubError(
+      'ERR_INVALID_OPTION',
+      `PubSub.configure(config): config must be an object such as { PubSub: { aws_pubsub_region, aws_pubsub_endpoint } } or your aws-exports object, got ${describe(config)}`,
+    )
+  }
+  const nested = config.PubSub !== undefined && config.PubSub !== null
+  if (nested && !isPlainObject(config.PubSub)) {
+    throw pubsubError('ERR_INVALID_OPTION', `PubSub.configure(config): config.PubSub must be an object of provider options, got ${describe(config.PubSub)}`)
+  }
+  const section = nested ? config.PubSub : config
+  const given = {}
+  for (const [key, value] of Object.entries(section)) {
+    if (KNOWN_OPTIONS.has(key)) {
+      if (value !== undefined) given[key] = value
+    } else if (!IGNORED_OPTIONS.has(key) && (nested || key.startsWith('aws_pubsub_'))) {
+      throw pubsubError(
+        'ERR_INVALID_OPTION',
+        `PubSub.configure: unknown PubSub option '${key}'${nested ? " in config.PubSub" : ''}; the provider options are ${[...KNOWN_OPTIONS].join(', ')}`,
+      )
+    }
+  }
+  const next = { ...configured }
+  for (const [key, value] of Object.entries(given)) {
+    if (ALIASES.has(key)) delete next[ALIASES.get(key)]
+    next[key] = value
+  }
+  if (pluggables.length > 0 && !isDeepStrictEqual(next, configured)) {
+    // Providers read their options when they are constructed: these would silently not apply.
+    const changed = Object.keys(given).filter((key) => !isDeepStrictEqual(given[key], configured[key]))
+    throw pubsubError(
+      'ERR_INVALID_OPTION',
+      `PubSub.configure: ${changed.map((k) => `'${k}'`).join(', ')} cannot reach the provider(s) already plugged in (${pluggedNames()}): a provider reads its options when it is constructed. Pass them to the provider's constructor, or call configure before constructing the providers`,
+    )
+  }
+  configured = next
+  return { ...configured }
+}
+
+/**
+ * The options a provider of `kind` ('iot' or 'mqtt') is constructed with: what `configure` set
+ * (only what that kind accepts, and not where the provider gives the option or its alias),
+ * overridden by the provider's own `options` (an undefined one counts as not given).
+ * `fromConfigure` names the keys configure supplied.
+ */
+function providerOptions(options, kind, name) {
+  if (options === undefined || options === null) options = {}
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw pubsubError('ERR_INVALID_OPTION', `new ${name}(options): options must be an object such as { aws_pubsub_endpoint }, got ${describe(options)}`)
+  }
+  const given = (key) => options[key] !== undefined
+  const other = kind === 'iot' ? KIND_OPTIONS.mqtt : KIND_OPTIONS.iot
+  const merged = {}
+  const fromConfigure = []
+  for (const [key, value] of Object.entries(configured)) {
+    if (other.includes(key) || given(key) || (ALIASES.has(key) && given(ALIASES.get(key)))) continue
+    merged[key] = value
+    fromConfigure.push(key)
+  }
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) merged[key] = value
+  return { options: merged, fromConfigure }
+}
+
+// ------------------------------------------------------------------------------ pluggables
+
+function pluggedNames() {
+  return pluggables.length === 0 ? 'none' : pluggables.map((p) => p.getProviderName()).join(', ')
+}
+
+function isProvider(value) {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof value.getProviderName === 'function' &&
+    typeof value.publish === 'function' &&
+    typeof value.subscribe === 'function'
+  )
+}
+
+/** Plugs a provider in; throws (synchronously) on anything that is not a PubSub provider. */
+function addPluggable(provider) {
+  if (!isProvider(provider)) {
+    throw pubsubError('ERR_INVALID_OPTION', `addPluggable(provider): provider must be a PubSub provider such as new AWSIoTProvider({ aws_pubsub_region, aws_pubsub_endpoint }) or new MqttOverWSProvider({ aws_pubsub_endpoint }), got ${describe(provider)}`)
+  }
+  if (typeof provider.getCategory === 'function' && provider.getCategory() !== 'PubSub') {
+    throw pubsubError('ERR_INVALID_OPTION', `addPluggable(provider): ${provider.getProviderName()} is a plugin of Amplify's ${provider.getCategory()} category; native-pubsub only takes PubSub providers`)
+  }
+  if (pluggables.includes(provider)) return
+  const name = provider.getProviderName()
+  if (pluggables.some((p) => p.getProviderName() === name) && !warned.has(name)) {
+    warned.add(name)
+    process.emitWarning(
+      `Another provider named '${name}' is plugged in: PubSub.publish and PubSub.subscribe use the first one plugged in (by default and by { provider: '${name}' }); call publish and subscribe on the second one itself`,
+      WARNING,
+    )
+  }
+  pluggables.push(provider)
+}
+
+/** Unplugs every provider named `providerName`, closes it (its observers complete); resolves once closed. */
+function removePluggable(providerName) {
+  if (typeof providerName !== 'string') {
+    throw pubsubError('ERR_INVALID_OPTION', `removePluggable(providerName): providerName must be a provider name such as 'AWSIoTProvider' or 'MqttOverWSProvider', got ${describe(providerName)}`)
+  }
+  const removed = pluggables.filter((p) => p.getProviderName() === providerName)
+  for (const provider of removed) pluggables.splice(pluggables.indexOf(provider), 1)
+  return Promise.all(removed.map((p) => (typeof p.close === 'function' ? p.close() : undefined))).then(() => {})
+}
+
+/** The provider `options.provider` names, or the first plugged in; throws ERR_NO_PROVIDER. */
+function pick(options) {
+  const name = options !== null && typeof options === 'object' ? options.provider : undefined
+  if (name === undefined) {
+    if (pluggables.length > 0) return pluggables[0]
+    throw pubsubError('ERR_NO_PROVIDER', `No PubSub provider is plugged in: call ${HOW_TO_PLUG} first`)
+  }
+  if (typeof name !== 'string') {
+    throw pubsubError('ERR_INVALID_OPTION', `options.provider must be the name of a plugged-in provider (${PROVIDER_NAMES.join(' or ')}), got ${describe(name)}`)
+  }
+  const provider = pluggables.find((p) => p.getProviderName() === name)
+  if (provider) return provider
+  throw pubsubError(
+    'ERR_NO_PROVIDER',
+    pluggables.length === 0
+      ? `No provider named '${name}' is plugged in (none is): call ${HOW_TO_PLUG} first`
+      : `No provider named '${name}' is plugged in (plugged in: ${pluggedNames()})`,
+  )
+}
+
+/** The options handed to the provider: without `provider`, which only picks it. */
+function withoutProvider(options) {
+  if (!isPlainObject(options) || !('provider' in options)) return options
+  const { provider, ...rest } = options
+  return rest
+}
+
+/** v6 `fn({ topics, ... })` or v5 `fn(topics, ...)`. */
+function isV6Call(first) {
+  return first !== null && typeof first === 'object' && !Array.isArray(first) && 'topics' in first
+}
+
+// ------------------------------------------------------------------------ publish, subscribe
+
+/** `PubSub.publish(topics, message, options?)`: the picked provider's publish. */
+function publish(...args) {
+  return new Promise((resolve) => {
+    const { topics, message, options } = isV6Call(args[0])
+      ? args[0]
+      : { topics: args[0], message: args[1], options: args[2] }
+    const provider = pick(options)
+    resolve(provider.publish(topics, message, withoutProvider(options)))
+  })
+}
+
+/**
+ * What the observer's `error` gets on the singleton: an Error with the same `code` and message,
+ * also carrying Amplify's `{ provider, error }` (non-enumerable, so logs stay readable).
+ */
+function providerError(provider, error) {
+  const wrapped = new Error(error && error.message !== undefined ? error.message : String(error))
+  if (error && error.code !== undefined) wrapped.code = error.code
+  if (error && error.stack) wrapped.stack = error.stack
+  Object.defineProperties(wrapped, {
+    provider: { value: provider, configurable: true, writable: true },
+    error: { value: error, configurable: true, writable: true },
+  })
+  return wrapped
+}
+
+/** A subscription that failed before it began: the observer's `error` is told at once. */
+function failedSubscription(observer, error) {
+  const wrapped = providerError(undefined, error)
+  if (observer.error) {
+    try {
+      observer.error(wrapped)
+    } catch (thrown) {
+      process.emitWarning(`A subscriber's error callback threw: ${thrown && thrown.stack ? thrown.stack : thrown}`, WARNING)
+    }
+  } else {
+    process.emitWarning(`A subscription failed and its observer has no error callback: ${error.message}`, WARNING)
+  }
+  const ready = Promise.reject(error)
+  ready.catch(() => {})
+  return { ready, closed: true, unsubscribe() {} }
+}
+
+/**
+ * The singleton's observable. As the older docs' table says, an observer's `close` is called
+ * when you unsubscribe; `close` and `complete` are both called when the subscription completes
+ * (its provider is removed or closed).
+ */
+class SingletonObservable extends Observable {
+  subscribe(observerOrNext, error, complete) {
+    const onClose =
+      observerOrNext !== null && typeof observerOrNext === 'object' && typeof observerOrNext.close === 'function'
+        ? observerOrNext.close.bind(observerOrNext)
+        : null
+    const subscription = super.subscribe(observerOrNext, error, complete)
+    if (!onClose) return subscription
+    return {
+      get ready() {
+        return subscription.ready
+      },
+      get closed() {
+        return subscription.closed
+      },
+      unsubscribe() {
+        const open = !subscription.closed
+        subscription.unsubscribe()
+        if (open) onClose()
+      },
+    }
+  }
+}
+
+/**
+ * `PubSub.subscribe(topics, options?)`: the picked provider's messages, each as Amplify's
+ * `{ provider, value }`. The provider is picked when the observable is subscribed.
+ */
+function subscribe(...args) {
+  const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
+  return new SingletonObservable((observer) => {
+    let provider
+    try {
+      provider = pick(options)
+    } catch (error) {
+      return failedSubscription(observer, error)
+    }
+    const { next, error, complete } = observer
+    return provider.subscribe(topics, withoutProvider(options)).subscribe({
+      next: next && ((value) => next({ provider, value })),
+      error: error && ((err) => error(providerError(provider, err))),
+      complete,
+    })
+  })
+}
+
+// ------------------------------------------------------------------ the exported surface
+
+/**
+ * An entry point's `PubSub`: the class (`new PubSub(options)`, Amplify v6), and through its
+ * statics the singleton every entry point shares (Amplify v3–v5). The statics do not use
+ * `this`: `const { subscribe } = PubSub` works, as it did with Amplify.
+ */
+function singletonClass(Base) {
+  return class PubSub extends Base {
+    static configure(config) {
+      return configure(config)
+    }
+
+    static addPluggable(provider) {
+      addPluggable(provider)
+      return Promise.resolve()
+    }
+
+    static removePluggable(providerName) {
+      return removePluggable(providerName)
+    }
+
+    static publish(...args) {
+      return publish(...args)
+    }
+
+    static subscribe(...args) {
+      return subscribe(...args)
+    }
+  }
+}
+
+/** 'native-pubsub' and 'native-pubsub/iot'. */
+const IotPubSub = singletonClass(IotPubSubBase)
+/** 'native-pubsub/mqtt'. */
+const MqttPubSub = singletonClass(MqttPubSubBase)
+
+let amplifyConfig = {}
+
+/** For setup code written as `Amplify.addPluggable(…)` and `Amplify.configure(awsconfig)`. */
+const Amplify = Object.freeze({
+  addPluggable(provider) {
+    addPluggable(provider)
+  },
+
+  /** Hands `config` to PubSub.configure and returns everything configured so far, as Amplify did. */
+  configure(config) {
+    if (config === undefined || config === null) return { ...amplifyConfig }
+    configure(config)
+    amplifyConfig = { ...amplifyConfig, ...config }
+    return { ...amplifyConfig }
+  },
+})
+
+module.exports = { IotPubSub, MqttPubSub, Amplify, providerOptions }
