@@ -68,18 +68,22 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
   })
 }
 
+// "Down" is a proxy refusing connections rather than a stopped broker: a stopped broker's port
+// could be taken meanwhile by a broker another test starts.
 test('subscriptions are renewed before the publishes queued while down go out', async (t) => {
-  const broker = await ownBroker(t)
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const topic = uniqueTopic('order')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
-  await broker.kill('SIGKILL')
+  proxy.refuse()
+  proxy.drop()
   await reached(states, 'ConnectionDisrupted')
-  // A fresh broker knows no subscription: only a SUBSCRIBE sent before this publish lets it come back to us.
+  // The broker forgot the clean session's subscription: only a SUBSCRIBE sent before this
+  // publish lets it come back to us.
   const published = pubsub.publish(topic, { queued: true }, { qos: 1 })
   t.is(pubsub.stats().queued.operations, 1)
-  await broker.start()
+  proxy.heal()
   await published
   t.deepEqual(plain((await inbox.take(1))[0]), { queued: true })
 })
@@ -155,14 +159,14 @@ test.serial('reconnect attempts back off exponentially within their jitter bound
 })
 
 test('a connection that fails at first is retried until the broker appears, and the publish waits for it', async (t) => {
-  const broker = await ownBroker(t)
-  await broker.kill('SIGKILL')
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  proxy.refuse()
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const published = pubsub.publish(uniqueTopic('late'), 'x', { qos: 1 })
   await reached(states, 'ConnectionDisrupted')
   await sleep(300)
-  await broker.start()
+  proxy.heal()
   await published
   t.deepEqual(states.slice(0, 3), ['Connecting', 'ConnectionDisrupted', 'Connecting'])
   t.is(states.at(-1), 'Connected')
@@ -170,25 +174,29 @@ test('a connection that fails at first is retried until the broker appears, and 
 
 // ------------------------------------------------------------------------ the offline queue
 
-/** A PubSub whose connection is down (its own broker killed), with the given offlineQueue. */
+/**
+ * A PubSub with the given offlineQueue whose connection is down (its proxy refuses);
+ * `reconnect()` lets it come back.
+ */
 async function disconnected(t, offlineQueue) {
-  const broker = await ownBroker(t)
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST, offlineQueue })
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST, offlineQueue })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const topic = uniqueTopic('offline')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
-  await broker.kill('SIGKILL')
+  proxy.refuse()
+  proxy.drop()
   await reached(states, 'ConnectionDisrupted')
-  return { broker, pubsub, topic, inbox }
+  return { pubsub, topic, inbox, reconnect: () => proxy.heal() }
 }
 
 test("offline, the default policy ('qos1') queues QoS 1 and rejects QoS 0 at once", async (t) => {
-  const { broker, pubsub, topic, inbox } = await disconnected(t, undefined)
+  const { reconnect, pubsub, topic, inbox } = await disconnected(t, undefined)
   const error = await t.throwsAsync(pubsub.publish(topic, 'qos0', { qos: 0 }), { code: 'ERR_CONNECTION' })
   t.regex(error.message, /offlineQueue 'qos1' keeps only QoS 1 and 2/)
   const kept = pubsub.publish(topic, 'qos1', { qos: 1 })
   t.like(pubsub.stats(), { queued: { operations: 1 }, dropped: { offline: 1 } })
-  await broker.start()
+  reconnect()
   await kept
   t.deepEqual(await inbox.take(1), ['qos1'])
 })
@@ -196,7 +204,7 @@ test("offline, the default policy ('qos1') queues QoS 1 and rejects QoS 0 at onc
 test("offline, 'all' queues QoS 0 too and 'none' rejects everything", async (t) => {
   const all = await disconnected(t, 'all')
   const sent = [all.pubsub.publish(all.topic, 'a0', { qos: 0 }), all.pubsub.publish(all.topic, 'a1', { qos: 1 })]
-  await all.broker.start()
+  all.reconnect()
   await Promise.all(sent)
   t.deepEqual((await all.inbox.take(2)).sort(), ['a0', 'a1'])
 
@@ -210,20 +218,20 @@ test('the offline queue is bounded by count and bytes: past the bound publish re
   const full = await t.throwsAsync(byCount.pubsub.publish(byCount.topic, 4, { qos: 1 }), { code: 'ERR_QUEUE_FULL' })
   t.regex(full.message, /maxMessages 3/)
   t.like(byCount.pubsub.stats(), { queued: { operations: 3 }, dropped: { queueFull: 1 } })
-  await byCount.broker.start()
+  byCount.reconnect()
   await Promise.all(queued)
   t.deepEqual(await byCount.inbox.take(3), [1, 2, 3], 'in order')
 
   const byBytes = await disconnected(t, { maxBytes: 1_000 })
   const fits = byBytes.pubsub.publish(byBytes.topic, Buffer.alloc(500), { qos: 1 })
   await t.throwsAsync(byBytes.pubsub.publish(byBytes.topic, Buffer.alloc(500), { qos: 1 }), { code: 'ERR_QUEUE_FULL' })
-  await byBytes.broker.start()
+  byBytes.reconnect()
   await fits
 })
 
 test('close() during a reconnect wait settles everything and lets the process exit', async (t) => {
-  const broker = await ownBroker(t)
-  await broker.kill('SIGKILL')
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  proxy.refuse()
   const run = runScript(
     t,
     pubsubScript(
@@ -235,7 +243,7 @@ test('close() during a reconnect wait settles everything and lets the process ex
        })`,
       { reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 } },
     ),
-    { BROKER: broker.tcpUrl },
+    { BROKER: proxy.url('mqtt') },
   )
   const exited = await Promise.race([run.exited, sleep(10_000).then(() => null)])
   t.truthy(exited, `the script did not exit; stdout: ${run.stdout} stderr: ${run.stderr}`)
