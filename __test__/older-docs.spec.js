@@ -13,11 +13,10 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
 const test = require('ava')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useIotGateway } = require('./helpers/iot-gateway.js')
-const { mqttJs, waitFor, sleep } = require('./helpers/pubsub.js')
+const { mqttJs, waitFor, sleep, runScript } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 const EXIT_LIMIT_MS = 10_000
@@ -34,23 +33,11 @@ const q = (value) => JSON.stringify(value)
  * variables of this process's environment. Killed when the test ends, whatever happens.
  */
 function runModule(t, source, env = {}) {
-  const base = {}
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith('AWS_') && !name.startsWith('SSL_CERT_')) base[name] = value
+  const unset = {}
+  for (const name of Object.keys(process.env)) {
+    if (name.startsWith('AWS_') || name.startsWith('SSL_CERT_')) unset[name] = undefined
   }
-  const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-    cwd: ROOT,
-    env: { ...base, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const run = { child, stdout: '', stderr: '' }
-  child.stdout.on('data', (d) => (run.stdout += d))
-  child.stderr.on('data', (d) => (run.stderr += d))
-  run.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  return run
+  return runScript(t, source, { ...unset, ...env }, { nodeArgs: ['--input-type=module'], cwd: ROOT })
 }
 
 /** Waits for the module to end by itself; fails the test (and kills it) if it does not in time. */

@@ -230,21 +230,22 @@ function pubsubScript(body, options = {}) {
 }
 
 /**
- * Runs `source` with `node -e`, with `env` added to the environment; the script finds the
- * package in MQTT_JS. The child is killed when the test `t` ends, whatever happens. Returns
+ * Runs `source` with `node -e` (`nodeArgs` first, e.g. `--input-type=module`), with `env` added
+ * to the environment (a variable set to `undefined` is removed); the script finds the package
+ * in MQTT_JS. The child is killed when the test `t` ends, whatever happens. Returns
  * `{ child, stdout, stderr, started, exited }`: the output so far, and a promise of
  * `{ code, signal, ms }`.
  */
-function runScript(t, source, env = {}) {
-  const child = spawn(process.execPath, ['-e', source], {
-    env: { ...process.env, MQTT_JS, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+function runScript(t, source, env = {}, { nodeArgs = [], cwd } = {}) {
+  const childEnv = { ...process.env, MQTT_JS, ...env }
+  for (const [name, value] of Object.entries(childEnv)) if (value === undefined) delete childEnv[name]
+  const child = spawn(process.execPath, [...nodeArgs, '-e', source], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
   const run = { child, stdout: '', stderr: '', started: Date.now() }
   child.stdout.on('data', (d) => (run.stdout += d))
   child.stderr.on('data', (d) => (run.stderr += d))
+  // 'close', not 'exit': only then has all the output been read.
   run.exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - run.started }))
+    child.once('close', (code, signal) => resolve({ code, signal, ms: Date.now() - run.started }))
   })
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
