@@ -1,0 +1,183 @@
+'use strict'
+// What the two JS clients share: arguments, the message shape, the burst and paced drivers,
+// the delivery bookkeeping and the one JSON line of output. Each client supplies only
+// connect / publish / close; the work per message (JSON encode on publish, JSON parse on
+// receipt) is each client's own, as its users would have it.
+
+const fs = require('node:fs')
+const { performance } = require('node:perf_hooks')
+
+const now = () => performance.timeOrigin + performance.now()
+
+function parseArgs() {
+  const spec = JSON.parse(process.argv[2] || '{}')
+  const { url, qos = 0, size = 64, n = 1000, mode = 'burst', rate = 1000, timeoutSec = 60 } = spec
+  if (!url) throw new Error('usage: node client.js \'{"url":"ws://...","qos":0,"size":64,"n":1000,"mode":"burst"}\'')
+  return { url, qos, size, n, mode, rate, timeoutSec }
+}
+
+/** A `pad` string that makes JSON.stringify({ seq, t, pad }) about `size` bytes. */
+function padFor(size, n) {
+  const base = JSON.stringify({ seq: n, t: now(), pad: '' }).length
+  return 'x'.repeat(Math.max(0, size - base))
+}
+
+function statusMB(field) {
+  try {
+    const m = fs.readFileSync('/proc/self/status', 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))
+    return m ? Number(m[1]) / 1024 : null
+  } catch {
+    return null
+  }
+}
+
+function percentile(sorted, q) {
+  if (sorted.length === 0) return null
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(sorted.length * q) - 1))]
+}
+
+/**
+ * Delivery bookkeeping: `onMessage(message)` with the parsed `{ seq, t }`; `all` resolves when
+ * every seq arrived.
+ */
+function receiver(n, paced) {
+  const seen = new Uint8Array(n)
+  const latencies = paced ? new Float64Array(n) : null
+  const r = { received: 0, unique: 0, lastAt: 0, latencyCount: 0, resolveAll: null, foreign: 0 }
+  r.all = new Promise((resolve) => {
+    r.resolveAll = resolve
+  })
+  r.onMessage = (message) => {
+    const at = now()
+    r.received++
+    r.lastAt = at
+    const seq = message && message.seq
+    if (typeof seq !== 'number' || seq < 0 || seq >= n) {
+      r.foreign++
+      return
+    }
+    if (seen[seq] === 0) {
+      seen[seq] = 1
+      r.unique++
+      if (paced) latencies[r.latencyCount++] = at - message.t
+      if (r.unique === n) r.resolveAll()
+    }
+  }
+  r.latencies = () => (paced ? Array.from(latencies.subarray(0, r.latencyCount)).sort((a, b) => a - b) : [])
+  return r
+}
+
+/**
+ * Runs one case with a client: { connect(), publish(seq, message) → settles later (promise or
+ * undefined), close(), extra?() }. Prints the JSON line and exits.
+ */
+async function runCase(name, client) {
+  const args = parseArgs()
+  const { n, qos, size, mode, rate, timeoutSec } = args
+  const paced = mode === 'paced'
+  const startedAt = now()
+  const topic = `bench/${name.replace(/\W/g, '')}/${process.pid}/${Date.now()}`
+  const r = receiver(n, paced)
+  const errors = []
+  await client.connect({ ...args, topic, onMessage: r.onMessage, onError: (e) => errors.push(e) })
+  const rssConnectedMB = process.memoryUsage.rss() / 1048576
+  const pad = padFor(size, n)
+
+  const settles = []
+  const cpu0 = process.cpuUsage()
+  const t0 = now()
+  if (paced) {
+    let sent = 0
+    await new Promise((resolve) => {
+      const tick = () => {
+        const due = Math.min(n, Math.floor(((now() - t0) * rate) / 1000) + 1)
+        while (sent < due) {
+          const seq = sent++
+          settles.push(client.publish(seq, { seq, t: now(), pad }))
+        }
+        if (sent < n) setTimeout(tick, 1)
+        else resolve()
+      }
+      tick()
+    })
+  } else {
+    for (let seq = 0; seq < n; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))
+  }
+  const acceptedAt = now()
+
+  let timer
+  await Promise.race([r.all, new Promise((resolve) => (timer = setTimeout(resolve, timeoutSec * 1000)))])
+  clearTimeout(timer)
+  const endAt = now()
+  const cpu = process.cpuUsage(cpu0)
+
+  // Publish completions (QoS 1: PUBACK). They do not hold up the delivery figures.
+  let publishErrors = 0
+  let publishUnsettled = 0
+  const promises = settles.filter((p) => p && typeof p.then === 'function')
+  if (promises.length > 0) {
+    let settled = 0
+    const counted = promises.map((p) =>
+      p.then(
+        () => settled++,
+        (error) => {
+          settled++
+          publishErrors++
+          if (errors.length < 5) errors.push(error)
+        },
+      ),
+    )
+    await Promise.race([Promise.all(counted), new Promise((resolve) => (timer = setTimeout(resolve, 10000)))])
+    clearTimeout(timer)
+    publishUnsettled = promises.length - settled
+  }
+  const extra = client.extra ? client.extra() : undefined
+
+  const closeStarted = now()
+  let closeTimedOut = false
+  await Promise.race([
+    Promise.resolve(client.close()).catch((e) => errors.push(e)),
+    new Promise((resolve) => (timer = setTimeout(() => resolve((closeTimedOut = true)), 10000))),
+  ])
+  clearTimeout(timer)
+  const closeSec = (now() - closeStarted) / 1000
+
+  const latencies = r.latencies()
+  const round = (x, d = 3) => (x === null || x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d)
+  const result = {
+    client: name,
+    qos,
+    size,
+    n,
+    mode,
+    acceptedPerSec: round(n / ((acceptedAt - t0) / 1000), 0),
+    deliveredPerSec: r.unique > 0 ? round(r.unique / ((r.lastAt - t0) / 1000), 0) : 0,
+    lost: n - r.unique,
+    duplicated: r.received - r.unique - r.foreign,
+    p50Ms: paced ? round(percentile(latencies, 0.5), 4) : null,
+    p99Ms: paced ? round(percentile(latencies, 0.99), 4) : null,
+    rssConnectedMB: round(rssConnectedMB, 1),
+    rssPeakMB: round(statusMB('VmHWM'), 1),
+    cpuSec: round((cpu.user + cpu.system) / 1e6),
+    wallSec: round((endAt - t0) / 1000),
+    errors: errors.length + publishErrors,
+    publishErrors,
+    publishUnsettled,
+    closeSec: round(closeSec),
+    closeTimedOut,
+    setupSec: round((t0 - startedAt) / 1000),
+    errorSamples: errors.slice(0, 3).map((e) => `${(e && e.code) || ''} ${(e && e.message) || String(e)}`.trim()),
+    extra,
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`)
+  process.exit(0)
+}
+
+function main(name, client) {
+  runCase(name, client).catch((error) => {
+    process.stderr.write(`${name}: ${error && error.stack ? error.stack : error}\n`)
+    process.exit(1)
+  })
+}
+
+module.exports = { main, now }
