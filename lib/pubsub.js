@@ -369,11 +369,11 @@ class PubSubBase extends EventEmitter {
   }
 
   /** The messages of a batch: payloads end to end in one buffer, with offsets and observer ids. */
-  #deliverAll({ topics, payloads, payloadEnds, flags, observerEnds, observers }) {
+  #deliverAll({ topics, topicIndexes, payloads, payloadEnds, flags, observerEnds, observers }) {
     let start = 0
     let first = 0
-    for (let i = 0; i < topics.length; i++) {
-      this.#deliver(topics[i], payloads, start, payloadEnds[i], flags[i], observers, first, observerEnds[i])
+    for (let i = 0; i < topicIndexes.length; i++) {
+      this.#deliver(topics[topicIndexes[i]], payloads, start, payloadEnds[i], flags[i], observers, first, observerEnds[i])
       start = payloadEnds[i]
       first = observerEnds[i]
     }

@@ -76,9 +76,11 @@ impl NativeEvent {
 pub struct NativeBatch {
     /// Publish operations that completed.
     pub published: Option<Uint32Array>,
-    /// Per message: its topic, the end of its payload in `payloads`, `qos | retain << 2 |
-    /// dup << 3`, and the end of its observer ids in `observers`.
+    /// The topics of the batch's messages, each once (a burst is mostly one topic).
     pub topics: Option<Vec<String>>,
+    /// Per message: its topic's index in `topics`, the end of its payload in `payloads`,
+    /// `qos | retain << 2 | dup << 3`, and the end of its observer ids in `observers`.
+    pub topic_indexes: Option<Uint32Array>,
     pub payloads: Option<Buffer>,
     pub payload_ends: Option<Uint32Array>,
     pub flags: Option<Uint8Array>,
@@ -95,7 +97,8 @@ fn is_packed(event: &Event) -> bool {
 impl From<Vec<Event>> for NativeBatch {
     fn from(batch: Vec<Event>) -> Self {
         let mut published = Vec::new();
-        let mut topics = Vec::new();
+        let mut topics: Vec<String> = Vec::new();
+        let mut topic_indexes = Vec::new();
         let mut payloads = Vec::new();
         let (mut payload_ends, mut flags, mut observer_ends, mut observers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut events = Vec::new();
@@ -103,7 +106,15 @@ impl From<Vec<Event>> for NativeBatch {
             match event {
                 Event::Published { op, error: None } => published.push(op),
                 Event::Message { observers: ids, topic, payload, qos, retain, dup } => {
-                    topics.push(topic);
+                    // Most recent topics first: bursts repeat the last one.
+                    let index = match topics.iter().rev().take(8).position(|t| *t == topic) {
+                        Some(back) => topics.len() - 1 - back,
+                        None => {
+                            topics.push(topic);
+                            topics.len() - 1
+                        }
+                    };
+                    topic_indexes.push(index as u32);
                     payloads.extend_from_slice(&payload);
                     payload_ends.push(payloads.len() as u32);
                     flags.push(qos as u8 | u8::from(retain) << 2 | u8::from(dup) << 3);
@@ -124,14 +135,16 @@ impl From<Vec<Event>> for NativeBatch {
             }
         }
         let some = |present: bool| present.then_some(());
+        let messages = !topic_indexes.is_empty();
         Self {
             published: some(!published.is_empty()).map(|()| Uint32Array::new(published)),
-            payloads: some(!topics.is_empty()).map(|()| Buffer::from(payloads)),
-            payload_ends: some(!topics.is_empty()).map(|()| Uint32Array::new(payload_ends)),
-            flags: some(!topics.is_empty()).map(|()| Uint8Array::new(flags)),
-            observer_ends: some(!topics.is_empty()).map(|()| Uint32Array::new(observer_ends)),
-            observers: some(!topics.is_empty()).map(|()| Uint32Array::new(observers)),
-            topics: some(!topics.is_empty()).map(|()| topics),
+            payloads: some(messages).map(|()| Buffer::from(payloads)),
+            payload_ends: some(messages).map(|()| Uint32Array::new(payload_ends)),
+            flags: some(messages).map(|()| Uint8Array::new(flags)),
+            observer_ends: some(messages).map(|()| Uint32Array::new(observer_ends)),
+            observers: some(messages).map(|()| Uint32Array::new(observers)),
+            topic_indexes: some(messages).map(|()| Uint32Array::new(topic_indexes)),
+            topics: some(messages).map(|()| topics),
             events: some(!events.is_empty()).map(|()| events),
         }
     }
