@@ -24,9 +24,13 @@ use crate::errors::PubSubError;
 
 /// Messages (and their bytes) that may wait for JS before we stop reading the socket.
 const MAX_QUEUED_MESSAGES: usize = 8_192;
-const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 /// Events handed to JS in one call.
 const MAX_BATCH: usize = 4_096;
+/// Payload bytes handed to JS in one call (at least one message). A batch's payloads live in
+/// one external buffer that V8 frees only when it next collects garbage: small ones keep a
+/// slow subscriber's memory low.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub enum Event {
@@ -214,7 +218,17 @@ impl Delivery {
     /// next packed one (see `NativeBatch` for why).
     fn take_batch(&self) -> Vec<Event> {
         let mut queue = self.queue.lock();
-        let packed = queue.events.iter().take(MAX_BATCH).take_while(|e| is_packed(e)).count();
+        let mut bytes = 0;
+        let packed = queue
+            .events
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|e| {
+                let fits = bytes == 0 || bytes + message_size(e) <= MAX_BATCH_BYTES;
+                bytes += message_size(e);
+                fits && is_packed(e)
+            })
+            .count();
         let others = queue.events.iter().skip(packed).take(MAX_BATCH - packed).take_while(|e| !is_packed(e)).count();
         let batch: Vec<Event> = queue.events.drain(..packed + others).collect();
         for event in &batch {
