@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
   | 'ERR_NO_PROVIDER'
+  /** Node could not set up the native callback (should never happen). */
+  | 'ERR_INTERNAL'
 
 /** Every error this package produces is an `Error` with a stable `code`. */
 export interface PubSubError extends Error {
