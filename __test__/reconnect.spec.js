@@ -68,22 +68,13 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
   })
 }
 
-// "Down" is a proxy refusing connections rather than a stopped broker: a stopped broker's port
-// could be taken meanwhile by a broker another test starts.
 test('subscriptions are renewed before the publishes queued while down go out', async (t) => {
-  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
-  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST })
-  const states = recordEvents(pubsub, 'ConnectionStateChange')
-  const topic = uniqueTopic('order')
-  const inbox = await listen(t, pubsub, topic, { qos: 1 })
-  proxy.refuse()
-  proxy.drop()
-  await reached(states, 'ConnectionDisrupted')
+  const { pubsub, topic, inbox, reconnect } = await disconnected(t)
   // The broker forgot the clean session's subscription: only a SUBSCRIBE sent before this
   // publish lets it come back to us.
   const published = pubsub.publish(topic, { queued: true }, { qos: 1 })
   t.is(pubsub.stats().queued.operations, 1)
-  proxy.heal()
+  reconnect()
   await published
   t.deepEqual(plain((await inbox.take(1))[0]), { queued: true })
 })
@@ -175,8 +166,9 @@ test('a connection that fails at first is retried until the broker appears, and 
 // ------------------------------------------------------------------------ the offline queue
 
 /**
- * A PubSub with the given offlineQueue whose connection is down (its proxy refuses);
- * `reconnect()` lets it come back.
+ * A PubSub with the given offlineQueue whose connection is down, and an observer on `topic`;
+ * `reconnect()` lets it come back. "Down" is a proxy refusing connections rather than a stopped
+ * broker: a stopped broker's port could be taken meanwhile by a broker another test starts.
  */
 async function disconnected(t, offlineQueue) {
   const proxy = await proxyTo(t, sharedBroker.tcpUrl)

@@ -10,12 +10,11 @@
 // `node bench/mosquitto.js` builds (or reuses) the binary, checks it does not stall and says so.
 
 const fs = require('node:fs')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
-// The test suite's free-port finder: a loopback port nobody listens on.
-const { freePort } = require('../__test__/helpers/mosquitto.js')
+const { spawnSync } = require('node:child_process')
+// The test suite's broker starter, pointed at the rebuilt binary.
+const { startMosquitto } = require('../__test__/helpers/mosquitto.js')
 
 const CACHE = path.join(__dirname, '.cache')
 const BIN = path.join(CACHE, 'mosquitto')
@@ -205,77 +204,15 @@ function build() {
   return info
 }
 
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
-}
-
-/** Starts `bin` on free loopback ports. */
+/** Starts `bin` on free loopback ports, set up for the benchmark. */
 async function startBroker(bin) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-mosquitto-'))
-  const wsPort = await freePort()
-  let tcpPort = await freePort()
-  while (tcpPort === wsPort) tcpPort = await freePort()
-  const conf = path.join(dir, 'mosquitto.conf')
-  fs.writeFileSync(conf, [
-    'per_listener_settings false',
-    'allow_anonymous true',
-    'persistence false',
-    'max_queued_messages 1000000',
-    'max_inflight_messages 0',
-    'set_tcp_nodelay true',
-    'log_dest stderr',
-    'log_type error',
-    'log_type warning',
-    `listener ${wsPort} 127.0.0.1`,
-    'protocol websockets',
-    'socket_domain ipv4',
-    `listener ${tcpPort} 127.0.0.1`,
-    'protocol mqtt',
-    '',
-  ].join('\n'))
-  const child = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr.on('data', (d) => {
-    stderr += d
-    if (stderr.length > 20000) stderr = stderr.slice(-10000)
-  })
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  let dead = null
-  exited.then((e) => (dead = e))
-  const deadline = Date.now() + 10000
-  while (!((await canConnect(tcpPort)) && (await canConnect(wsPort)))) {
-    if (dead) throw new Error(`mosquitto (${bin}) exited at start (${JSON.stringify(dead)}): ${stderr}`)
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`mosquitto (${bin}) did not listen within 10 s: ${stderr}`)
-    }
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return {
+  const broker = await startMosquitto({
     bin,
-    wsUrl: `ws://127.0.0.1:${wsPort}/mqtt`,
-    tcpUrl: `mqtt://127.0.0.1:${tcpPort}`,
-    pid: child.pid,
-    get stderr() {
-      return stderr
-    },
-    async stop() {
-      if (!dead) {
-        child.kill('SIGTERM')
-        const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-        await exited
-        clearTimeout(timer)
-      }
-      fs.rmSync(dir, { recursive: true, force: true })
-    },
-  }
+    // mosquitto's default of 20 QoS 1 messages in flight per client would cap every client alike.
+    lines: ['max_queued_messages 1000000', 'max_inflight_messages 0', 'set_tcp_nodelay true'],
+  })
+  broker.bin = bin
+  return broker
 }
 
 /**

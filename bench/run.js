@@ -156,9 +156,9 @@ async function runOne(client, spec, rep) {
     const base = { case: spec.id, client: client.name, rep, runSec: (Date.now() - started) / 1000 }
     const stderrTail = stderr.trim() ? stderr.trim().split('\n').slice(-8).join('\n') : undefined
     if (code !== 0 || !line) {
-      return { ...base, failed: true, exitCode: code, signal, timedOut, stderrTail, brokerStderr: broker.stderr.slice(-2000) || undefined }
+      return { ...base, failed: true, exitCode: code, signal, timedOut, stderrTail, brokerLog: broker.log().slice(-2000) || undefined }
     }
-    return { ...base, ...JSON.parse(line), stderrTail, brokerStderr: broker.stderr.trim() ? broker.stderr.slice(-2000) : undefined }
+    return { ...base, ...JSON.parse(line), stderrTail, brokerLog: broker.log().trim() ? broker.log().slice(-2000) : undefined }
   } finally {
     await broker.stop()
   }

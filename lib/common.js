@@ -2,6 +2,17 @@
 const { mqttTopicMatch } = require('../binding.js')
 const { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC } = require('./constants')
 const { Hub } = require('./hub')
+const { Amplify } = require('./singleton')
+const { AWSIoTProvider, MqttOverWSProvider } = require('./Providers')
 
-/** What every entry point exports besides its PubSub class. */
-module.exports = { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch }
+/**
+ * The exports of an entry point whose `PubSub` is `PubSub`: everything else is shared. PubSub is
+ * the default export too (`import PubSub from 'native-pubsub'`), also where TypeScript, Babel and
+ * bundlers compile that import to CommonJS: they read `default` when `__esModule` is set.
+ */
+function entryPoint(PubSub) {
+  const exports = { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch, Amplify, AWSIoTProvider, MqttOverWSProvider, PubSub }
+  return Object.defineProperties(exports, { __esModule: { value: true }, default: { value: PubSub } })
+}
+
+module.exports = { entryPoint }

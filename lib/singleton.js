@@ -8,6 +8,7 @@
 // them. It holds no handle of its own: the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual, inspect } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
+const { knownOptions } = require('../binding.js')
 const { Observable } = require('./observable')
 const { pubsubError } = require('./errors')
 
@@ -17,23 +18,9 @@ const HOW_TO_PLUG = "Amplify.addPluggable(new AWSIoTProvider({ aws_pubsub_region
 
 // ------------------------------------------------------------------------ provider options
 
-/** The constructor options of each provider kind, as the constructors (Rust) accept them. */
-const COMMON_OPTIONS = [
-  'endpoint',
-  'aws_pubsub_endpoint',
-  'region',
-  'aws_pubsub_region',
-  'clientId',
-  'keepAlive',
-  'connectTimeout',
-  'cleanSession',
-  'will',
-  'ca',
-  'reconnect',
-  'offlineQueue',
-]
-const KIND_OPTIONS = { iot: ['credentials'], mqtt: ['username', 'password'] }
-const KNOWN_OPTIONS = new Set([...COMMON_OPTIONS, ...KIND_OPTIONS.iot, ...KIND_OPTIONS.mqtt])
+/** The constructor options of each provider kind: the list the constructors (Rust) check. */
+const KIND_OPTIONS = { iot: knownOptions('iot'), mqtt: knownOptions('mqtt') }
+const KNOWN_OPTIONS = new Set([...KIND_OPTIONS.iot, ...KIND_OPTIONS.mqtt])
 /** Names of one option: setting either replaces the other. */
 const ALIASES = new Map([
   ['endpoint', 'aws_pubsub_endpoint'],
@@ -121,11 +108,11 @@ function providerOptions(options, kind, name) {
     throw pubsubError('ERR_INVALID_OPTION', `new ${name}(options): options must be an object such as { aws_pubsub_endpoint }, got ${describe(options)}`)
   }
   const given = (key) => options[key] !== undefined
-  const other = kind === 'iot' ? KIND_OPTIONS.mqtt : KIND_OPTIONS.iot
+  const accepted = KIND_OPTIONS[kind]
   const merged = {}
   const fromConfigure = []
   for (const [key, value] of Object.entries(configured)) {
-    if (other.includes(key) || given(key) || (ALIASES.has(key) && given(ALIASES.get(key)))) continue
+    if (!accepted.includes(key) || given(key) || (ALIASES.has(key) && given(ALIASES.get(key)))) continue
     merged[key] = value
     fromConfigure.push(key)
   }

@@ -11,7 +11,7 @@ use crate::connection::{self, ConnectionState};
 use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
-use crate::options::{parse_qos, ClientOptions, OfflinePolicy, MAX_PACKET_BYTES};
+use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES};
 use crate::outbox::{Load, Outbox, Request};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
@@ -195,23 +195,25 @@ impl Client {
     /// queue, closed) is taken and settled at once with its error.
     pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
         let mut core = self.shared.core.lock();
-        let mut topics = batch.topics.iter();
+        let mut first_topic = 0;
         let mut taken = 0;
         for publish in batch.iter() {
             if !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
                 core.writable_wanted = true;
                 break;
             }
-            let op_topics: Vec<&String> = topics.by_ref().take(publish.topic_count).collect();
-            if let Err(error) = self.publish_one(&mut core, &publish, &op_topics) {
+            let Some(topics) = batch.topics.get(first_topic..first_topic + publish.topic_count) else { break };
+            first_topic += publish.topic_count;
+            if let Err(error) = self.publish_one(&mut core, &publish, topics) {
                 self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
             }
             taken += 1;
         }
+        self.wake_if_idle(&core);
         taken
     }
 
-    fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>, topics: &[&String]) -> Result<()> {
+    fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>, topics: &[String]) -> Result<()> {
         if core.closed {
             return Err(PubSubError::Closed);
         }
@@ -233,24 +235,18 @@ impl Client {
             self.check_offline_queue(core, qos, topics.len(), bytes)?;
         }
         for topic in topics {
-            let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec() };
+            let request = Request::Publish { op: publish.op, topic: topic.clone(), qos, retain: publish.retain, payload: payload.to_vec() };
             core.outbox.submit(&self.shared.requests, request);
         }
-        self.wake_if_idle(core);
         Ok(())
     }
 
     /// Whether a publish of `messages` (`bytes`) may wait for the connection to come back.
     fn check_offline_queue(&self, core: &mut Core, qos: QoS, messages: usize, bytes: usize) -> Result<()> {
         let queue = &self.shared.options.offline_queue;
-        let refused = match queue.policy {
-            OfflinePolicy::None => Some("offlineQueue 'none' keeps nothing"),
-            OfflinePolicy::Qos1 if qos == QoS::AtMostOnce => Some("offlineQueue 'qos1' keeps only QoS 1 and 2 publishes"),
-            _ => None,
-        };
-        if let Some(why) = refused {
+        if !queue.policy.keeps(qos) {
             core.counters.dropped_offline += 1;
-            return Err(PubSubError::Connection(format!("Not published: the connection is down and {why}")));
+            return Err(PubSubError::Connection(format!("Not published: the connection is down and {}", queue.policy.describe())));
         }
         let Load { operations, bytes: queued_bytes } = core.outbox.queued();
         if operations + messages > queue.max_messages || queued_bytes + bytes > queue.max_bytes {

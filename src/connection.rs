@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, PubRel, QoS, Request as MqttRequest, StateError};
+use rumqttc::{ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, PubRel, Publish, Request as MqttRequest, StateError};
 use tokio::time::Instant;
 
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
-use crate::options::{ClientOptions, OfflinePolicy};
+use crate::options::ClientOptions;
 use crate::reconnect::{Backoff, TAKEOVER_STREAK};
 use crate::outbox::Completion;
 use crate::signing::redact;
@@ -153,12 +153,7 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
         eventloop.pending.push_front(MqttRequest::Publish(parked));
     }
     let policy = shared.options.offline_queue.policy;
-    let keeps = |qos: QoS| match policy {
-        OfflinePolicy::All => true,
-        OfflinePolicy::Qos1 => qos != QoS::AtMostOnce,
-        OfflinePolicy::None => false,
-    };
-    let requeued = core.outbox.requeue(eventloop.pending.drain(..), keeps);
+    let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| policy.keeps(qos));
     let lost = PubSubError::Connection(format!("Not published: the connection failed or was lost before it was sent ({error})"));
     for op in requeued.rejected {
         core.counters.dropped_connection_lost += 1;
@@ -269,28 +264,11 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let observers = {
-                    let mut core = shared.core.lock();
-                    core.counters.messages_received += 1;
-                    let observers = core.subs.route(&publish.topic);
-                    if observers.is_empty() {
-                        core.counters.dropped_unrouted += 1;
-                    }
-                    observers
-                };
-                if observers.is_empty() {
-                    continue;
+                let message = message_for_observers(&mut shared.core.lock(), publish);
+                if let Some(message) = message {
+                    // Waits while JS is behind: the socket is not read meanwhile.
+                    shared.delivery.push_message(message).await;
                 }
-                let message = JsEvent::Message {
-                    observers,
-                    topic: publish.topic,
-                    payload: Vec::from(publish.payload),
-                    qos: publish.qos,
-                    retain: publish.retain,
-                    dup: publish.dup,
-                };
-                // Waits while JS is behind: the socket is not read meanwhile.
-                shared.delivery.push_message(message).await;
             }
             Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,
             Ok(Event::Outgoing(Outgoing::PingReq)) => {
@@ -303,6 +281,17 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             }
         }
     }
+}
+
+/// The event for an incoming message, counted; `None` when no observer wants it (any more).
+fn message_for_observers(core: &mut Core, publish: Publish) -> Option<JsEvent> {
+    core.counters.messages_received += 1;
+    let observers = core.subs.route(&publish.topic);
+    if observers.is_empty() {
+        core.counters.dropped_unrouted += 1;
+        return None;
+    }
+    Some(JsEvent::Message { observers, publish })
 }
 
 /// Feeds an ack or a sent request to the outbox and settles what it completes.
@@ -331,11 +320,8 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
     for event in std::mem::take(&mut eventloop.state.events) {
         match event {
             Event::Incoming(Packet::Publish(publish)) => {
-                core.counters.messages_received += 1;
-                let observers = core.subs.route(&publish.topic);
-                if !observers.is_empty() {
-                    let rumqttc::Publish { topic, payload, qos, retain, dup, .. } = publish;
-                    shared.delivery.push(JsEvent::Message { observers, topic, payload: Vec::from(payload), qos, retain, dup });
+                if let Some(message) = message_for_observers(core, publish) {
+                    shared.delivery.push(message);
                 }
             }
             event => account(shared, core, event),

@@ -16,7 +16,7 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
 use napi_derive::napi;
 use parking_lot::Mutex;
-use rumqttc::QoS;
+use rumqttc::Publish;
 use tokio::sync::Notify;
 
 use crate::connection::ConnectionState;
@@ -34,7 +34,8 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub enum Event {
-    Message { observers: Vec<u32>, topic: String, payload: Vec<u8>, qos: QoS, retain: bool, dup: bool },
+    /// A message for these observers, as rumqttc read it (its payload is not copied).
+    Message { observers: Vec<u32>, publish: Publish },
     /// A publish operation finished (all its topics report separately).
     Published { op: u32, error: Option<PubSubError> },
     /// An observer's filters are all acknowledged, or one was refused.
@@ -109,7 +110,7 @@ impl From<Vec<Event>> for NativeBatch {
         for event in batch {
             match event {
                 Event::Published { op, error: None } => published.push(op),
-                Event::Message { observers: ids, topic, payload, qos, retain, dup } => {
+                Event::Message { observers: ids, publish: Publish { topic, payload, qos, retain, dup, .. } } => {
                     // Most recent topics first: bursts repeat the last one.
                     let index = match topics.iter().rev().take(8).position(|t| *t == topic) {
                         Some(back) => topics.len() - 1 - back,
@@ -167,7 +168,7 @@ struct Queue {
 /// The bytes a message holds in the queue (0 for other events).
 fn message_size(event: &Event) -> usize {
     match event {
-        Event::Message { payload, topic, .. } => payload.len() + topic.len(),
+        Event::Message { publish, .. } => publish.payload.len() + publish.topic.len(),
         _ => 0,
     }
 }

@@ -189,6 +189,14 @@ impl NativeClient {
     }
 }
 
+/// The option names a provider (`'mqtt'` or `'iot'`) accepts: the one list, for the older
+/// surface's `configure`.
+#[napi]
+pub fn known_options(provider: String) -> napi::Result<Vec<String>, ErrorCode> {
+    let provider = js(options::Provider::from_name(&provider))?;
+    Ok(provider.known_options().into_iter().map(String::from).collect())
+}
+
 /// Whether an MQTT topic filter (with `+`/`#`) matches a topic name.
 #[napi]
 pub fn mqtt_topic_match(filter: String, topic: String) -> bool {

@@ -53,11 +53,13 @@ impl Provider {
         }
     }
 
-    fn own_options(self) -> &'static [&'static str] {
-        match self {
+    /// The option names this provider's constructor accepts.
+    pub fn known_options(self) -> Vec<&'static str> {
+        let own = match self {
             Self::Mqtt => MQTT_OPTIONS,
             Self::Iot => IOT_OPTIONS,
-        }
+        };
+        COMMON_OPTIONS.iter().chain(own).copied().collect()
     }
 
     fn name(self) -> &'static str {
@@ -93,6 +95,26 @@ pub enum OfflinePolicy {
     Qos1,
     /// Nothing waits: publishes made while the connection is down are rejected.
     None,
+}
+
+impl OfflinePolicy {
+    /// Whether a publish at `qos` waits for the connection to come back.
+    pub fn keeps(self, qos: QoS) -> bool {
+        match self {
+            Self::All => true,
+            Self::Qos1 => qos != QoS::AtMostOnce,
+            Self::None => false,
+        }
+    }
+
+    /// What the policy keeps, for the message of a publish it refused.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::All => "offlineQueue 'all' keeps every publish",
+            Self::Qos1 => "offlineQueue 'qos1' keeps only QoS 1 and 2 publishes",
+            Self::None => "offlineQueue 'none' keeps nothing",
+        }
+    }
 }
 
 /// The bounded queue of publishes waiting while the connection is down.
@@ -414,9 +436,8 @@ impl ClientOptions {
             other => return Err(invalid(format!("PubSub options must be an object, got {}", type_name(other)))),
         };
         let fields = Fields { map, prefix: "" };
-        let known = |key: &str| COMMON_OPTIONS.contains(&key) || provider.own_options().contains(&key);
-        if let Some(unknown) = map.keys().map(String::as_str).chain(credentials_function.then_some("credentials")).find(|k| !known(k)) {
-            let known: Vec<&str> = COMMON_OPTIONS.iter().chain(provider.own_options()).copied().collect();
+        let known = provider.known_options();
+        if let Some(unknown) = map.keys().map(String::as_str).chain(credentials_function.then_some("credentials")).find(|k| !known.contains(k)) {
             return Err(invalid(format!(
                 "Unknown option '{unknown}' for the {}; known options are {}",
                 provider.name(),

@@ -195,7 +195,8 @@ function makeWritableForBroker(dir, lines) {
  * Operations (restart, kill, start, stop) run one after another in call order. If this process
  * dies without stop() (ava's timeout kills a worker before its after.always hooks), a small
  * detached watchdog (`sh`) kills the broker.
- * @param {{ lines?: string[], persistence?: boolean }} [settings]
+ * `settings.bin` runs another mosquitto binary (the benchmark's rebuilt one) instead of Debian's.
+ * @param {{ lines?: string[], persistence?: boolean, bin?: string }} [settings]
  * @returns {Promise<{ wsUrl: string, tcpUrl: string, wsPort: number, tcpPort: number, dir: string,
  *   log(): string, stop(): Promise<void>, restart(options?: { signal?: NodeJS.Signals, downMs?: number }):
  *   Promise<{ exit: { code: number | null, signal: string | null }, stopMs: number, startMs: number }>,
@@ -203,7 +204,7 @@ function makeWritableForBroker(dir, lines) {
  *   pid(): number | null, running(): boolean }>}
  */
 async function startMosquitto(settings = {}) {
-  const bin = mosquittoPath()
+  const bin = settings.bin || mosquittoPath()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-mosquitto-'))
   const wsPort = await freePort()
   const tcpPort = await freePort()
