@@ -1,23 +1,124 @@
 'use strict'
-// Publishes on their way into Rust. Those made within one tick are packed into one buffer and a
-// few typed arrays and handed over in a single call: the cost of crossing into native code is
-// paid per batch, not per message. When Rust's backlog is full, the rest waits here, in order,
-// until the `writable` event.
+// Publishes on their way into Rust. Each one is encoded at once into a segment: one buffer of
+// payloads end to end, typed arrays of operation ids, topic counts, topic indexes and flags, and
+// the segment's distinct topics (a burst is mostly one). Encoding at once takes the snapshot of
+// the message that Amplify takes, without a JS string per message left for the garbage
+// collector to copy: a burst's payloads wait off the V8 heap. A segment is handed to Rust in one
+// call when it is full, even in the middle of a synchronous burst, so that the connection sends
+// while JS is still publishing, and at the end of the tick. When Rust's backlog is full, the
+// rest waits here, in order, until the `writable` event.
 
-/** Publish operations handed over per call. */
-const MAX_BATCH = 4_096
-/** The packing buffer is kept between calls up to this size. */
-const KEEP_SCRATCH_BYTES = 1024 * 1024
+/** Operations (and topics) in one segment, handed over in one call. */
+const SEGMENT_OPS = 4_096
+/** Payload bytes in one segment; a larger payload gets a segment of its own. */
+const SEGMENT_BYTES = 256 * 1024
+/** UTF-8 takes at most 3 bytes per UTF-16 unit. */
+const MAX_UTF8_PER_UNIT = 3
+
+class Segment {
+  constructor(bytes, topicSlots) {
+    this.buffer = Buffer.allocUnsafe(bytes)
+    this.ops = new Uint32Array(SEGMENT_OPS)
+    this.topicCounts = new Uint32Array(SEGMENT_OPS)
+    this.payloadEnds = new Uint32Array(SEGMENT_OPS)
+    this.flags = new Uint8Array(SEGMENT_OPS)
+    this.topicIndexes = new Uint32Array(topicSlots)
+    /** distinct topics; `topicIndexes` point into it */
+    this.topics = []
+    this.topicIndex = new Map()
+    this.clear()
+  }
+
+  clear() {
+    this.count = 0
+    this.slots = 0
+    this.end = 0
+    /** operations (and their topic slots) already handed over */
+    this.first = 0
+    this.firstSlot = 0
+    this.topics.length = 0
+    this.topicIndex.clear()
+  }
+
+  /** Whether a standard segment (reusable once handed over). */
+  get standard() {
+    return this.buffer.length === SEGMENT_BYTES && this.topicIndexes.length === SEGMENT_OPS
+  }
+
+  fits(topicCount, bytes) {
+    return this.count < SEGMENT_OPS && this.slots + topicCount <= this.topicIndexes.length && this.end + bytes <= this.buffer.length
+  }
+
+  add(op, topics, payload, flags) {
+    const i = this.count++
+    this.ops[i] = op
+    this.topicCounts[i] = topics.length
+    this.flags[i] = flags
+    for (const topic of topics) this.topicIndexes[this.slots++] = this.#indexOf(topic)
+    if (typeof payload === 'string') {
+      this.end += this.buffer.write(payload, this.end)
+    } else {
+      this.buffer.set(payload, this.end)
+      this.end += payload.length
+    }
+    this.payloadEnds[i] = this.end
+  }
+
+  #indexOf(topic) {
+    const last = this.topics.length - 1
+    if (last >= 0 && this.topics[last] === topic) return last
+    let index = this.topicIndex.get(topic)
+    if (index === undefined) {
+      index = this.topics.push(topic) - 1
+      this.topicIndex.set(topic, index)
+    }
+    return index
+  }
+
+  /** Hands the operations not yet taken to `native`; returns how many it took. */
+  handOver(native) {
+    const { first, count } = this
+    let payloadStart = 0
+    let payloadEnds = this.payloadEnds.subarray(0, count)
+    if (first > 0) {
+      // What is left of a segment Rust took part of: its payload offsets start again at 0.
+      payloadStart = this.payloadEnds[first - 1]
+      payloadEnds = payloadEnds.slice(first).map((end) => end - payloadStart)
+    }
+    const taken = native.publishBatch(
+      this.ops.subarray(first, count),
+      this.topicCounts.subarray(first, count),
+      this.topicIndexes.subarray(this.firstSlot, this.slots),
+      this.topics,
+      this.buffer.subarray(payloadStart, this.end),
+      payloadEnds,
+      this.flags.subarray(first, count),
+    )
+    this.take(taken)
+    return taken
+  }
+
+  /** Marks the next `n` operations handed over (or settled). */
+  take(n) {
+    for (let i = this.first; i < this.first + n; i++) this.firstSlot += this.topicCounts[i]
+    this.first += n
+  }
+
+  get pending() {
+    return this.count - this.first
+  }
+}
 
 class PublishQueue {
   #native
   #reject
-  /** records `{ op, topics, payload (JSON text or bytes), qos, retain }`; those before #head are gone */
-  #records = []
-  #head = 0
+  /** segments not fully handed over, oldest first; the last one takes new publishes */
+  #segments = []
+  /** one segment kept for reuse */
+  #spare = null
+  #pending = 0
   #scheduled = false
   #waitingWritable = false
-  #scratch = Buffer.allocUnsafe(64 * 1024)
 
   /** `reject(op, error)` settles an operation the native side refused outright. */
   constructor(native, reject) {
@@ -27,11 +128,19 @@ class PublishQueue {
 
   /** Publishes not yet handed over. */
   get length() {
-    return this.#records.length - this.#head
+    return this.#pending
   }
 
-  push(record) {
-    this.#records.push(record)
+  /** Queues a publish of `payload` (JSON text or bytes) to `topics`; `flags` is `qos | retain << 2`. */
+  push(op, topics, payload, flags) {
+    const bytes = typeof payload === 'string' ? this.#textBytes(payload) : payload.length
+    let segment = this.#segments[this.#segments.length - 1]
+    if (segment === undefined || !segment.fits(topics.length, bytes)) {
+      if (segment !== undefined && !this.#waitingWritable) this.#flush()
+      segment = this.#openSegment(topics.length, bytes)
+    }
+    segment.add(op, topics, payload, flags)
+    this.#pending++
     if (!this.#scheduled && !this.#waitingWritable) {
       this.#scheduled = true
       queueMicrotask(() => this.#flush())
@@ -44,82 +153,78 @@ class PublishQueue {
     this.#flush()
   }
 
-  /** Takes back every publish not handed over (close()). */
+  /** Takes back the operation ids of every publish not handed over (close()). */
   drain() {
-    const rest = this.#records.slice(this.#head)
-    this.#records = []
-    this.#head = 0
+    const ops = []
+    for (const segment of this.#segments) {
+      for (let i = segment.first; i < segment.count; i++) ops.push(segment.ops[i])
+    }
+    this.#segments = []
+    this.#pending = 0
     this.#waitingWritable = false
-    return rest
+    return ops
   }
 
   /** Count and bytes (topics and payloads) of the publishes not handed over, for stats(). */
   load() {
     let operations = 0
     let bytes = 0
-    for (let i = this.#head; i < this.#records.length; i++) {
-      const { topics, payload } = this.#records[i]
-      const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
-      operations += topics.length
-      for (const topic of topics) bytes += Buffer.byteLength(topic) + size
+    for (const segment of this.#segments) {
+      let slot = segment.firstSlot
+      for (let i = segment.first; i < segment.count; i++) {
+        const size = segment.payloadEnds[i] - (i === 0 ? 0 : segment.payloadEnds[i - 1])
+        for (let t = 0; t < segment.topicCounts[i]; t++) {
+          bytes += Buffer.byteLength(segment.topics[segment.topicIndexes[slot++]]) + size
+        }
+        operations += segment.topicCounts[i]
+      }
     }
     return { operations, bytes }
   }
 
-  #flush() {
-    this.#scheduled = false
-    while (this.length > 0 && !this.#waitingWritable) {
-      const count = Math.min(this.length, MAX_BATCH)
-      if (this.#handOver(count) < count) this.#waitingWritable = true
-    }
-    if (this.length === 0) {
-      this.#records = []
-      this.#head = 0
-    }
+  /** Room for a string's UTF-8: a bound for small ones, exact for large ones. */
+  #textBytes(text) {
+    const bound = text.length * MAX_UTF8_PER_UNIT
+    return bound <= SEGMENT_BYTES ? bound : Buffer.byteLength(text)
   }
 
-  /** Packs the next `count` records and hands them to Rust; returns how many it took. */
-  #handOver(count) {
-    const ops = new Uint32Array(count)
-    const topicCounts = new Uint32Array(count)
-    const payloadEnds = new Uint32Array(count)
-    const flags = new Uint8Array(count)
-    const topics = []
-    let buffer = this.#scratch
-    let end = 0
-    for (let i = 0; i < count; i++) {
-      const { op, topics: list, payload, qos, retain } = this.#records[this.#head + i]
-      ops[i] = op
-      topicCounts[i] = list.length
-      flags[i] = qos | (retain ? 4 : 0)
-      for (const topic of list) topics.push(topic)
-      const text = typeof payload === 'string'
-      // UTF-8 takes at most 3 bytes per UTF-16 unit.
-      const room = text ? payload.length * 3 : payload.length
-      if (end + room > buffer.length) {
-        const bigger = Buffer.allocUnsafe(Math.max(buffer.length * 2, end + room))
-        buffer.copy(bigger, 0, 0, end)
-        buffer = bigger
+  #openSegment(topicCount, bytes) {
+    let segment
+    if (bytes <= SEGMENT_BYTES && topicCount <= SEGMENT_OPS) {
+      segment = this.#spare ?? new Segment(SEGMENT_BYTES, SEGMENT_OPS)
+      this.#spare = null
+    } else {
+      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), Math.max(topicCount, SEGMENT_OPS))
+    }
+    this.#segments.push(segment)
+    return segment
+  }
+
+  #flush() {
+    this.#scheduled = false
+    while (this.#segments.length > 0 && !this.#waitingWritable) {
+      const segment = this.#segments[0]
+      const count = segment.pending
+      let taken
+      try {
+        taken = segment.handOver(this.#native)
+      } catch (error) {
+        for (let i = segment.first; i < segment.count; i++) this.#reject(segment.ops[i], error)
+        segment.take(count)
+        taken = count
       }
-      if (text) {
-        end += buffer.write(payload, end)
+      this.#pending -= taken
+      if (taken < count) {
+        this.#waitingWritable = true
       } else {
-        buffer.set(payload, end)
-        end += payload.length
+        // Fully handed over (Rust copied what it keeps): reuse it.
+        this.#segments.shift()
+        if (segment.standard) {
+          segment.clear()
+          this.#spare = segment
+        }
       }
-      payloadEnds[i] = end
     }
-    if (buffer.length <= KEEP_SCRATCH_BYTES) this.#scratch = buffer
-    let taken
-    try {
-      taken = this.#native.publishBatch(ops, topicCounts, topics, buffer.subarray(0, end), payloadEnds, flags)
-    } catch (error) {
-      for (const op of ops) this.#reject(op, error)
-      taken = count
-    }
-    for (let i = 0; i < taken; i++) this.#records[this.#head + i] = undefined
-    this.#head += taken
-    return taken
   }
 }
 

@@ -160,7 +160,7 @@ class PubSubBase extends EventEmitter {
       if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       const op = this.#nextId++
       this.#ops.set(op, { resolve, reject, remaining: list.length })
-      this.#outgoing.push({ op, topics: list, payload, qos, retain })
+      this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
       this.#keepAliveIfBusy()
     })
   }
@@ -204,7 +204,7 @@ class PubSubBase extends EventEmitter {
       })
       this.#native.close()
       const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
-      for (const { op } of this.#outgoing.drain()) this.#settle(op, closed)
+      for (const op of this.#outgoing.drain()) this.#settle(op, closed)
       this.#keepAliveIfBusy()
     }
     return this.#closing

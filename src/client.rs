@@ -20,8 +20,10 @@ use crate::topic::{validate_filter, validate_topic};
 /// Publish operations handed over from JS in one call: parallel arrays, as JS packs them.
 pub struct PublishBatch<'a> {
     pub ops: &'a [u32],
-    /// Topics per operation; `topics` holds them all, in order.
+    /// Topics per operation; `topic_indexes` holds them all, in order, as indexes into `topics`.
     pub topic_counts: &'a [u32],
+    pub topic_indexes: &'a [u32],
+    /// The batch's distinct topics.
     pub topics: &'a [String],
     /// Every payload, end to end; `payload_ends[i]` is where operation i's ends.
     pub payloads: &'a [u8],
@@ -33,28 +35,49 @@ pub struct PublishBatch<'a> {
 /// One operation of a `PublishBatch`.
 pub struct BatchedPublish<'a> {
     pub op: u32,
-    pub topic_count: usize,
+    pub topics: Vec<&'a str>,
     pub payload: &'a [u8],
     pub qos: u32,
     pub retain: bool,
 }
 
 impl<'a> PublishBatch<'a> {
-    /// The operations; arrays shorter than `ops` (malformed input) end the iteration.
-    pub fn iter(&self) -> impl Iterator<Item = BatchedPublish<'a>> + '_ {
-        let mut start = 0usize;
-        (0..self.ops.len()).map_while(move |i| {
-            let end = *self.payload_ends.get(i)? as usize;
-            let payload = self.payloads.get(start..end)?;
+    /// Checks that the arrays describe the same operations (JS packs them; a mismatch is our bug).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let n = self.ops.len();
+        if self.topic_counts.len() != n || self.payload_ends.len() != n || self.flags.len() != n {
+            return Err(format!("publish batch arrays disagree on the number of operations ({n})"));
+        }
+        let slots: u64 = self.topic_counts.iter().map(|&c| u64::from(c)).sum();
+        if slots != self.topic_indexes.len() as u64 {
+            return Err(format!("publish batch has {} topic indexes for {slots} topics", self.topic_indexes.len()));
+        }
+        if self.topic_indexes.iter().any(|&i| i as usize >= self.topics.len()) {
+            return Err("publish batch topic index out of range".to_string());
+        }
+        let mut start = 0;
+        for &end in self.payload_ends {
+            if end < start || end as usize > self.payloads.len() {
+                return Err("publish batch payload offsets out of order".to_string());
+            }
             start = end;
+        }
+        Ok(())
+    }
+
+    /// The operations of a checked batch.
+    pub fn iter(&self) -> impl Iterator<Item = BatchedPublish<'a>> + '_ {
+        let (mut payload_start, mut slot) = (0usize, 0usize);
+        (0..self.ops.len()).map_while(move |i| {
+            let payload_end = *self.payload_ends.get(i)? as usize;
+            let payload = self.payloads.get(payload_start..payload_end)?;
+            payload_start = payload_end;
+            let slot_end = slot + *self.topic_counts.get(i)? as usize;
+            let indexes = self.topic_indexes.get(slot..slot_end)?;
+            slot = slot_end;
+            let topics = indexes.iter().map(|&t| self.topics.get(t as usize).map(String::as_str)).collect::<Option<_>>()?;
             let flags = *self.flags.get(i)?;
-            Some(BatchedPublish {
-                op: self.ops[i],
-                topic_count: *self.topic_counts.get(i)? as usize,
-                payload,
-                qos: u32::from(flags & 3),
-                retain: flags & 4 != 0,
-            })
+            Some(BatchedPublish { op: self.ops[i], topics, payload, qos: u32::from(flags & 3), retain: flags & 4 != 0 })
         })
     }
 }
@@ -195,16 +218,13 @@ impl Client {
     /// queue, closed) is taken and settled at once with its error.
     pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
         let mut core = self.shared.core.lock();
-        let mut first_topic = 0;
         let mut taken = 0;
         for publish in batch.iter() {
             if !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
                 core.writable_wanted = true;
                 break;
             }
-            let Some(topics) = batch.topics.get(first_topic..first_topic + publish.topic_count) else { break };
-            first_topic += publish.topic_count;
-            if let Err(error) = self.publish_one(&mut core, &publish, topics) {
+            if let Err(error) = self.publish_one(&mut core, &publish) {
                 self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
             }
             taken += 1;
@@ -213,7 +233,8 @@ impl Client {
         taken
     }
 
-    fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>, topics: &[String]) -> Result<()> {
+    fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>) -> Result<()> {
+        let topics = &publish.topics;
         if core.closed {
             return Err(PubSubError::Closed);
         }
@@ -235,7 +256,7 @@ impl Client {
             self.check_offline_queue(core, qos, topics.len(), bytes)?;
         }
         for topic in topics {
-            let request = Request::Publish { op: publish.op, topic: topic.clone(), qos, retain: publish.retain, payload: payload.to_vec() };
+            let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec() };
             core.outbox.submit(&self.shared.requests, request);
         }
         Ok(())

@@ -104,20 +104,23 @@ impl NativeClient {
         &self,
         ops: Uint32Array,
         topic_counts: Uint32Array,
+        topic_indexes: Uint32Array,
         topics: Vec<String>,
         payloads: Buffer,
         payload_ends: Uint32Array,
         flags: Uint8Array,
-    ) -> u32 {
+    ) -> napi::Result<u32, ErrorCode> {
         let batch = client::PublishBatch {
             ops: &ops,
             topic_counts: &topic_counts,
+            topic_indexes: &topic_indexes,
             topics: &topics,
             payloads: &payloads,
             payload_ends: &payload_ends,
             flags: &flags,
         };
-        self.client.publish_batch(batch) as u32
+        batch.check().map_err(|reason| napi::Error::new("ERR_INTERNAL", reason))?;
+        Ok(self.client.publish_batch(batch) as u32)
     }
 
     #[napi]

@@ -206,8 +206,8 @@ function makeWritableForBroker(dir, lines) {
 async function startMosquitto(settings = {}) {
   const bin = settings.bin || mosquittoPath()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-mosquitto-'))
-  const wsPort = await freePort()
-  const tcpPort = await freePort()
+  let wsPort
+  let tcpPort
   const lines = settings.lines || []
   let persistenceLines = ['persistence false']
   if (settings.persistence) {
@@ -217,7 +217,7 @@ async function startMosquitto(settings = {}) {
     fs.chmodSync(dir, 0o711) // let the broker's user reach it (mkdtemp makes 0700)
     persistenceLines = ['persistence true', `persistence_location ${location}/`, 'autosave_interval 1']
   }
-  const config = [
+  const config = () => [
     'per_listener_settings false',
     'allow_anonymous true',
     ...persistenceLines,
@@ -232,7 +232,6 @@ async function startMosquitto(settings = {}) {
     ...lines,
   ].join('\n')
   const configPath = path.join(dir, 'mosquitto.conf')
-  fs.writeFileSync(configPath, `${config}\n`)
 
   let output = ''
   let child = null // the current process, null while none runs
@@ -323,7 +322,20 @@ async function startMosquitto(settings = {}) {
     return run
   }
 
-  await spawnOnce()
+  // A free port can be taken by another process before mosquitto binds it: pick others.
+  for (let attempt = 1; ; attempt++) {
+    wsPort = await freePort()
+    tcpPort = await freePort()
+    fs.writeFileSync(configPath, `${config()}\n`)
+    try {
+      await spawnOnce()
+      break
+    } catch (error) {
+      if (!error.exitedEarly || !/Address already in use/.test(output) || attempt === 5) throw error
+      output = ''
+      starts = 0
+    }
+  }
 
   let stopping = null
   return {
