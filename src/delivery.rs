@@ -9,10 +9,11 @@
 //! observers, so that a batch costs a handful of JS objects rather than one per message.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{Buffer, Uint32Array, Uint8Array};
-use napi::threadsafe_function::ThreadsafeFunction;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use parking_lot::Mutex;
@@ -186,6 +187,8 @@ impl Queue {
 #[derive(Default)]
 pub struct Delivery {
     queue: Mutex<Queue>,
+    /// JS is handling a batch.
+    in_js: AtomicBool,
     ready: Notify,
     room: Notify,
 }
@@ -241,9 +244,15 @@ impl Delivery {
         batch
     }
 
-    /// Feeds batches to JS until the `Closed` event has been delivered.
+    /// Feeds batches to JS until the `Closed` event has been delivered. The next batch goes
+    /// only after JS has handled the last; JS wakes this task then only if events are waiting,
+    /// so a quiet connection costs no extra wake-up per message.
     pub async fn run(self: Arc<Self>, callback: Arc<EventsFn>) {
         loop {
+            if self.in_js.load(Ordering::Acquire) {
+                self.ready.notified().await;
+                continue;
+            }
             let batch = self.take_batch();
             if batch.is_empty() {
                 self.ready.notified().await;
@@ -251,11 +260,18 @@ impl Delivery {
             }
             self.room.notify_one();
             let last = batch.iter().any(|e| matches!(e, Event::Closed));
-            // A throw in JS is caught there; an Err here means Node is shutting down.
-            if callback.call_async_catch(batch).await.is_err() && callback.aborted() {
-                return;
-            }
-            if last {
+            self.in_js.store(true, Ordering::Release);
+            let delivery = self.clone();
+            // A throw in JS is caught there; this runs on the JS thread once it returned.
+            let status = callback.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                delivery.in_js.store(false, Ordering::Release);
+                if !delivery.queue.lock().events.is_empty() {
+                    delivery.ready.notify_one();
+                }
+                Ok(())
+            });
+            // Anything but Ok means Node is shutting down.
+            if last || status != Status::Ok {
                 return;
             }
         }
