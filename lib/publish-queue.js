@@ -10,19 +10,28 @@
 
 /** Operations (and topics) in one segment, handed over in one call. */
 const SEGMENT_OPS = 4_096
+/** A segment's arrays start this small and double as it fills: large payloads fill its buffer first. */
+const FIRST_OPS = 64
 /** Payload bytes in one segment; a larger payload gets a segment of its own. */
 const SEGMENT_BYTES = 256 * 1024
 /** UTF-8 takes at most 3 bytes per UTF-16 unit. */
 const MAX_UTF8_PER_UNIT = 3
 
+/** A typed array of twice the length with the same contents. */
+function grown(array) {
+  const bigger = new array.constructor(array.length * 2)
+  bigger.set(array)
+  return bigger
+}
+
 class Segment {
   constructor(bytes, topicSlots) {
     this.buffer = Buffer.allocUnsafe(bytes)
-    this.ops = new Uint32Array(SEGMENT_OPS)
-    this.topicCounts = new Uint32Array(SEGMENT_OPS)
-    this.payloadEnds = new Uint32Array(SEGMENT_OPS)
-    this.flags = new Uint8Array(SEGMENT_OPS)
-    this.topicIndexes = new Uint32Array(topicSlots)
+    this.ops = new Uint32Array(FIRST_OPS)
+    this.topicCounts = new Uint32Array(FIRST_OPS)
+    this.payloadEnds = new Uint32Array(FIRST_OPS)
+    this.flags = new Uint8Array(FIRST_OPS)
+    this.topicIndexes = new Uint32Array(Math.max(FIRST_OPS, topicSlots))
     /** distinct topics; `topicIndexes` point into it */
     this.topics = []
     this.topicIndex = new Map()
@@ -42,14 +51,16 @@ class Segment {
 
   /** Whether a standard segment (reusable once handed over). */
   get standard() {
-    return this.buffer.length === SEGMENT_BYTES && this.topicIndexes.length === SEGMENT_OPS
+    return this.buffer.length === SEGMENT_BYTES && this.topicIndexes.length <= SEGMENT_OPS
   }
 
   fits(topicCount, bytes) {
-    return this.count < SEGMENT_OPS && this.slots + topicCount <= this.topicIndexes.length && this.end + bytes <= this.buffer.length
+    return this.count < SEGMENT_OPS && this.slots + topicCount <= SEGMENT_OPS && this.end + bytes <= this.buffer.length
   }
 
   add(op, topics, payload, flags) {
+    if (this.count === this.ops.length) this.#grow()
+    while (this.slots + topics.length > this.topicIndexes.length) this.topicIndexes = grown(this.topicIndexes)
     const i = this.count++
     this.ops[i] = op
     this.topicCounts[i] = topics.length
@@ -62,6 +73,13 @@ class Segment {
       this.end += payload.length
     }
     this.payloadEnds[i] = this.end
+  }
+
+  #grow() {
+    this.ops = grown(this.ops)
+    this.topicCounts = grown(this.topicCounts)
+    this.payloadEnds = grown(this.payloadEnds)
+    this.flags = grown(this.flags)
   }
 
   #indexOf(topic) {
@@ -191,10 +209,10 @@ class PublishQueue {
   #openSegment(topicCount, bytes) {
     let segment
     if (bytes <= SEGMENT_BYTES && topicCount <= SEGMENT_OPS) {
-      segment = this.#spare ?? new Segment(SEGMENT_BYTES, SEGMENT_OPS)
+      segment = this.#spare ?? new Segment(SEGMENT_BYTES, FIRST_OPS)
       this.#spare = null
     } else {
-      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), Math.max(topicCount, SEGMENT_OPS))
+      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), topicCount)
     }
     this.#segments.push(segment)
     return segment
