@@ -13,6 +13,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
+const { isStale } = require('./stale')
 const { ensureMosquitto, startBroker } = require('./mosquitto')
 
 const ROOT = path.join(__dirname, '..')
@@ -68,21 +69,10 @@ function addonBuild() {
   return { kind: size > DEBUG_ADDON_BYTES ? 'debug' : 'release', bytes: size, mtime: mtime.toISOString() }
 }
 
-function newestMtime(files) {
-  let newest = 0
-  for (const file of files) {
-    if (!fs.existsSync(file)) continue
-    const stat = fs.statSync(file)
-    if (stat.isDirectory()) newest = Math.max(newest, newestMtime(fs.readdirSync(file).map((f) => path.join(file, f))))
-    else newest = Math.max(newest, stat.mtimeMs)
-  }
-  return newest
-}
-
 /** Builds bench/ceiling (release, its own target dir) when the binary is missing or stale. */
 function ensureCeiling() {
   const sources = [path.join(CEILING_DIR, 'src'), path.join(CEILING_DIR, 'Cargo.toml'), path.join(CEILING_DIR, 'Cargo.lock')]
-  if (fs.existsSync(CEILING_BIN) && fs.statSync(CEILING_BIN).mtimeMs >= newestMtime(sources)) return
+  if (!isStale(CEILING_BIN, sources)) return
   log('building the rust ceiling program (cargo build --release --manifest-path bench/ceiling/Cargo.toml)...')
   const started = Date.now()
   const result = spawnSync('cargo', ['build', '--release', '--manifest-path', path.join(CEILING_DIR, 'Cargo.toml')], {

@@ -11,6 +11,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
+const { isStale } = require('../stale')
 const assert = require('node:assert')
 const { performance } = require('node:perf_hooks')
 
@@ -33,20 +34,9 @@ const log = (...a) => console.error(...a)
 
 // --- build ---------------------------------------------------------------------------------
 
-function newestMtime(paths) {
-  let newest = 0
-  for (const p of paths) {
-    if (!fs.existsSync(p)) continue
-    const st = fs.statSync(p)
-    if (st.isDirectory()) newest = Math.max(newest, newestMtime(fs.readdirSync(p).map((f) => path.join(p, f))))
-    else newest = Math.max(newest, st.mtimeMs)
-  }
-  return newest
-}
-
 function ensureNative() {
   const sources = ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs'].map((f) => path.join(NATIVE_DIR, f))
-  if (fs.existsSync(NATIVE_NODE) && fs.statSync(NATIVE_NODE).mtimeMs >= newestMtime(sources)) return
+  if (!isStale(NATIVE_NODE, sources)) return
   log('building bench/json/native (cargo build --release --manifest-path bench/json/native/Cargo.toml)...')
   const started = Date.now()
   const target = path.join(NATIVE_DIR, 'target')
@@ -127,6 +117,8 @@ function batchOf(messages) {
 
 const keep = new Array(K).fill(null) // results stay reachable, so none of the work can be dropped
 
+// Each variant is its own loop on purpose: one shared loop calling a function argument would
+// make the call site polymorphic and time V8's dispatch instead of the JSON work.
 function variants(native) {
   const rx = {
     'JS JSON.parse(buf.toString(utf8, start, end))': (iters, d) => {
