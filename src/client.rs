@@ -35,10 +35,23 @@ pub struct PublishBatch<'a> {
 /// One operation of a `PublishBatch`.
 pub struct BatchedPublish<'a> {
     pub op: u32,
-    pub topics: Vec<&'a str>,
+    /// Indexes into `topic_table`, the batch's distinct topics.
+    topic_indexes: &'a [u32],
+    topic_table: &'a [String],
     pub payload: &'a [u8],
     pub qos: u32,
     pub retain: bool,
+}
+
+impl<'a> BatchedPublish<'a> {
+    /// Its topics, in order (looked up, not collected: this runs per message).
+    pub fn topics(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.topic_indexes.iter().filter_map(|&t| self.topic_table.get(t as usize)).map(String::as_str)
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topic_indexes.len()
+    }
 }
 
 impl<'a> PublishBatch<'a> {
@@ -73,11 +86,17 @@ impl<'a> PublishBatch<'a> {
             let payload = self.payloads.get(payload_start..payload_end)?;
             payload_start = payload_end;
             let slot_end = slot + *self.topic_counts.get(i)? as usize;
-            let indexes = self.topic_indexes.get(slot..slot_end)?;
+            let topic_indexes = self.topic_indexes.get(slot..slot_end)?;
             slot = slot_end;
-            let topics = indexes.iter().map(|&t| self.topics.get(t as usize).map(String::as_str)).collect::<Option<_>>()?;
             let flags = *self.flags.get(i)?;
-            Some(BatchedPublish { op: self.ops[i], topics, payload, qos: u32::from(flags & 3), retain: flags & 4 != 0 })
+            Some(BatchedPublish {
+                op: self.ops[i],
+                topic_indexes,
+                topic_table: self.topics,
+                payload,
+                qos: u32::from(flags & 3),
+                retain: flags & 4 != 0,
+            })
         })
     }
 }
@@ -234,13 +253,12 @@ impl Client {
     }
 
     fn publish_one(&self, core: &mut Core, publish: &BatchedPublish<'_>) -> Result<()> {
-        let topics = &publish.topics;
         if core.closed {
             return Err(PubSubError::Closed);
         }
         let qos = parse_qos(publish.qos)?;
         let payload = publish.payload;
-        for topic in topics {
+        for topic in publish.topics() {
             validate_topic(topic)?;
             // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
             if payload.len() + topic.len() + 9 > MAX_PACKET_BYTES {
@@ -252,10 +270,10 @@ impl Client {
         }
         if core.outbox.is_held() {
             // The connection is down: the offline queue decides.
-            let bytes = topics.iter().map(|t| t.len() + payload.len()).sum();
-            self.check_offline_queue(core, qos, topics.len(), bytes)?;
+            let bytes = publish.topics().map(|t| t.len() + payload.len()).sum();
+            self.check_offline_queue(core, qos, publish.topic_count(), bytes)?;
         }
-        for topic in topics {
+        for topic in publish.topics() {
             let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec() };
             core.outbox.submit(&self.shared.requests, request);
         }
