@@ -15,6 +15,10 @@ use crate::topic::validate_topic;
 
 /// Largest MQTT packet (the protocol's own limit, 256 MiB − 1).
 pub const MAX_PACKET_BYTES: usize = 268_435_455;
+/// QoS 1/2 publishes awaiting their ack at once. rumqttc allocates one 64-byte slot per possible
+/// packet id up front, for every connection: 32,767 would cost 2 MiB each; 1,024 costs 64 KiB and
+/// still keeps loopback QoS 1 bursts from waiting on acks. More wait in the outbox's backlog.
+const MAX_INFLIGHT: u16 = 1_024;
 
 /// Options both providers take. The generic one accepts the region aliases too, unused, so
 /// that Amplify setup code pasted as is keeps working.
@@ -519,7 +523,7 @@ impl ClientOptions {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_inflight(u16::MAX / 2);
+            .set_inflight(MAX_INFLIGHT);
         if let Some(user) = &self.username {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
