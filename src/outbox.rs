@@ -79,11 +79,11 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
     match request {
         Request::Publish { op, topic, qos, retain, payload } => {
             let bytes = publish_bytes(&topic, &payload);
-            match client.try_publish(topic.clone(), qos, retain, payload) {
+            match client.try_publish(topic, qos, retain, payload) {
                 Ok(()) => Ok(Sent::Publish { op, qos, bytes }),
                 // rumqttc hands back the request it could not queue (its channel is full).
                 Err(ClientError::TryRequest(returned) | ClientError::Request(returned)) => match returned {
-                    MqttRequest::Publish(p) => Err(Request::Publish { op, topic, qos, retain, payload: Vec::from(p.payload) }),
+                    MqttRequest::Publish(p) => Err(Request::Publish { op, topic: p.topic, qos, retain, payload: Vec::from(p.payload) }),
                     other => unreachable!("rumqttc returned {other:?} for a publish"),
                 },
             }

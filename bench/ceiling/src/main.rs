@@ -65,7 +65,9 @@ fn options(id: &str, url: &str, size: usize) -> MqttOptions {
     o.set_transport(Transport::Ws);
     o.set_keep_alive(Duration::from_secs(60));
     o.set_max_packet_size(size + 4096, size + 4096);
-    o.set_inflight(u16::MAX / 2);
+    // The addon's in-flight window (MAX_INFLIGHT in src/options.rs), so that the two differ only
+    // by the JS work and the glue.
+    o.set_inflight(1_024);
     o.set_clean_session(true);
     o
 }
