@@ -9,6 +9,8 @@ const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload'
 const { PublishQueue } = require('./publish-queue')
 
 const WARNING = 'NativePubSubWarning'
+/** Stands for a payload that failed to parse (JSON.parse never returns undefined or this). */
+const INVALID_JSON = Symbol('invalid JSON')
 
 /** v6 `fn({ topics, ... })` or v5 `fn(topics, ...)`. */
 function isV6Call(first) {
@@ -381,8 +383,8 @@ class PubSubBase extends EventEmitter {
 
   /** One message (bytes `start..end` of `payloads`) to its observers (ids `first..last`). */
   #deliver(topic, payloads, start, end, flags, observers, first, last) {
+    /** the parsed payload, parsed once for all observers; undefined until then */
     let json
-    let parsed = false
     let bytes
     for (let k = first; k < last; k++) {
       const entry = this.#observers.get(observers[k])
@@ -390,17 +392,16 @@ class PubSubBase extends EventEmitter {
       let value
       switch (entry.format) {
         case 'json':
-          if (!parsed) {
-            parsed = true
+          if (json === undefined) {
             try {
-              json = { value: parseJson(payloads.toString('utf8', start, end), topic) }
+              json = parseJson(payloads.toString('utf8', start, end), topic)
             } catch (error) {
-              json = null
+              json = INVALID_JSON
               this.#reportInvalidJson(topic, Buffer.from(payloads.subarray(start, end)), error)
             }
           }
-          if (!json) continue
-          value = json.value
+          if (json === INVALID_JSON) continue
+          value = json
           break
         case 'string':
           value = payloads.toString('utf8', start, end)

@@ -141,18 +141,17 @@ impl From<Vec<Event>> for NativeBatch {
                 Event::Closed => events.push(NativeEvent::new("closed", None)),
             }
         }
-        let some = |present: bool| present.then_some(());
         let messages = !topic_indexes.is_empty();
         Self {
-            published: some(!published.is_empty()).map(|()| Uint32Array::new(published)),
-            payloads: some(messages).map(|()| Buffer::from(payloads)),
-            payload_ends: some(messages).map(|()| Uint32Array::new(payload_ends)),
-            flags: some(messages).map(|()| Uint8Array::new(flags)),
-            observer_ends: some(messages).map(|()| Uint32Array::new(observer_ends)),
-            observers: some(messages).map(|()| Uint32Array::new(observers)),
-            topic_indexes: some(messages).map(|()| Uint32Array::new(topic_indexes)),
-            topics: some(messages).map(|()| topics),
-            events: some(!events.is_empty()).map(|()| events),
+            published: (!published.is_empty()).then(|| Uint32Array::new(published)),
+            payloads: messages.then(|| Buffer::from(payloads)),
+            payload_ends: messages.then(|| Uint32Array::new(payload_ends)),
+            flags: messages.then(|| Uint8Array::new(flags)),
+            observer_ends: messages.then(|| Uint32Array::new(observer_ends)),
+            observers: messages.then(|| Uint32Array::new(observers)),
+            topic_indexes: messages.then(|| Uint32Array::new(topic_indexes)),
+            topics: messages.then_some(topics),
+            events: (!events.is_empty()).then_some(events),
         }
     }
 }
