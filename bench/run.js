@@ -71,7 +71,13 @@ function addonBuild() {
 
 /** Builds bench/ceiling (release, its own target dir) when the binary is missing or stale. */
 function ensureCeiling() {
-  const sources = [path.join(CEILING_DIR, 'src'), path.join(CEILING_DIR, 'Cargo.toml'), path.join(CEILING_DIR, 'Cargo.lock')]
+  const sources = [
+    path.join(CEILING_DIR, 'src'),
+    path.join(CEILING_DIR, 'Cargo.toml'),
+    path.join(CEILING_DIR, 'Cargo.lock'),
+    // the patched rumqttc it shares with the addon
+    path.join(ROOT, 'vendor', 'rumqttc'),
+  ]
   if (!isStale(CEILING_BIN, sources)) return
   log('building the rust ceiling program (cargo build --release --manifest-path bench/ceiling/Cargo.toml)...')
   const started = Date.now()
