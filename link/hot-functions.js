@@ -51,7 +51,10 @@ function executedFunctions(callgrindOut, object) {
   const executed = new Set()
   let currentObject = null
   for (const line of fs.readFileSync(callgrindOut, 'utf8').split('\n')) {
-    const [key, value] = [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]
+    const equals = line.indexOf('=')
+    if (equals < 0) continue // cost lines
+    const key = line.slice(0, equals)
+    const value = line.slice(equals + 1)
     if (key === 'ob') currentObject = resolve(names.ob, value)
     else if (key === 'cob') resolve(names.ob, value)
     else if (key === 'cfn') resolve(names.fn, value)
