@@ -244,28 +244,28 @@ impl EventLoop {
                 &self.requests_rx,
                 self.mqtt_options.pending_throttle
             ), if !self.pending.is_empty() || (!inflight_full && !collision) => match o {
-                Ok(request) => {
-                    if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
-                        network.write(outgoing).await?;
-                    }
-                    // native-pubsub patch: write what else is already queued, then flush once.
-                    // One WebSocket frame and one send() per request was the client's main
-                    // per-message cost under load. Same flow control as the branch condition.
-                    let mut batched = 1;
-                    while batched < MAX_REQUEST_BATCH
-                        && self.pending.is_empty()
-                        && self.state.inflight < self.mqtt_options.inflight
-                        && self.state.collision.is_none()
-                    {
-                        let Ok(request) = self.requests_rx.try_recv() else { break };
+                Ok(mut request) => {
+                    // native-pubsub patch: after the request this branch was woken for, write
+                    // what else is already queued, then flush once. One WebSocket frame and one
+                    // send() per request was the client's main per-message cost under load.
+                    // Same flow control as the branch condition; a DISCONNECT ends the batch.
+                    let mut batched = 0;
+                    loop {
                         let disconnect = matches!(request, Request::Disconnect(_));
                         if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                             network.write(outgoing).await?;
                         }
                         batched += 1;
-                        if disconnect {
+                        let may_take_more = !disconnect
+                            && batched < MAX_REQUEST_BATCH
+                            && self.pending.is_empty()
+                            && self.state.inflight < self.mqtt_options.inflight
+                            && self.state.collision.is_none();
+                        if !may_take_more {
                             break;
                         }
+                        let Ok(next) = self.requests_rx.try_recv() else { break };
+                        request = next;
                     }
                     match time::timeout(network_timeout, network.flush()).await {
                         Ok(inner) => inner?,
