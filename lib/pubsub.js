@@ -132,7 +132,7 @@ class PubSubBase extends EventEmitter {
     this.#native = new NativeClient(
       plainOptions({ ...rest, will: willOptions, ca: caText, credentials: staticCredentials }),
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
-      (batch) => this.#onEvents(batch),
+      (frame, topics, events) => this.#onEvents(frame, topics, events),
     )
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
     PubSubBase.#open.add(this)
@@ -298,11 +298,10 @@ class PubSubBase extends EventEmitter {
     process.emitWarning(message, WARNING)
   }
 
-  #onEvents(batch) {
-    const { published, topics, events } = batch
+  /** One batch from Rust: the packed events (`frame`, with `topics`), then the others in order. */
+  #onEvents(frame, topics, events) {
     try {
-      if (published != null) for (let i = 0; i < published.length; i++) this.#settle(published[i], null)
-      if (topics != null) this.#deliverAll(batch)
+      if (frame != null) this.#unpack(frame, topics)
     } catch (error) {
       // Our own bug, not the user's (their callbacks are guarded): report and carry on.
       process.emitWarning(`native-pubsub failed to handle a batch: ${error.stack}`, WARNING)
@@ -370,14 +369,24 @@ class PubSubBase extends EventEmitter {
     )
   }
 
-  /** The messages of a batch: payloads end to end in one buffer, with offsets and observer ids. */
-  #deliverAll({ topics, topicIndexes, payloads, payloadEnds, flags, observerEnds, observers }) {
-    let start = 0
-    let first = 0
-    for (let i = 0; i < topicIndexes.length; i++) {
-      this.#deliver(topics[topicIndexes[i]], payloads, start, payloadEnds[i], flags[i], observers, first, observerEnds[i])
-      start = payloadEnds[i]
-      first = observerEnds[i]
+  /**
+   * Settles the publishes and delivers the messages of a frame (see `Frame` in src/delivery.rs):
+   * u32 words `[word count, published count, message count]`, the published operation ids, per
+   * message `[topic index, flags, payload length, observer count, observer ids…]`, then the
+   * payloads after the words, end to end.
+   */
+  #unpack(frame, topics) {
+    const words = new Uint32Array(frame.buffer, frame.byteOffset, frame.length >>> 2)
+    let w = 3
+    for (const end = w + words[1]; w < end; w++) this.#settle(words[w], null)
+    let start = words[0] * 4
+    for (let m = words[2]; m > 0; m--) {
+      const end = start + words[w + 2]
+      const first = w + 4
+      const last = first + words[w + 3]
+      this.#deliver(topics[words[w]], frame, start, end, words[w + 1], words, first, last)
+      w = last
+      start = end
     }
   }
 

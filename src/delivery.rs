@@ -4,17 +4,19 @@
 //! the queue is full the connection task stops reading the socket, so a slow subscriber
 //! pushes back on TCP and the broker instead of growing memory.
 //!
-//! The frequent events travel packed (`NativeBatch`): publishes that succeeded as one array of
-//! operation ids, messages as one buffer of payloads with arrays of offsets, flags and
-//! observers, so that a batch costs a handful of JS objects rather than one per message.
+//! The frequent events travel packed (`Frame`): publishes that succeeded and messages (ids,
+//! offsets, flags, observers and payloads) in one buffer, so that a batch costs JS one Buffer
+//! and an array of topics rather than objects per message.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{FnArgs, ToNapiValue};
+use napi::check_status;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+use bytes::Bytes;
 use napi_derive::napi;
 use parking_lot::Mutex;
 use rumqttc::Publish;
@@ -77,87 +79,112 @@ impl NativeEvent {
     }
 }
 
-/// One call's worth of events. JS handles `published`, then the messages, then `events` (the
-/// rarer kinds, in order): a batch never holds a packed event that came after one of those.
-#[napi(object)]
-pub struct NativeBatch {
-    /// Publish operations that completed.
-    pub published: Option<Uint32Array>,
-    /// The topics of the batch's messages, each once (a burst is mostly one topic).
-    pub topics: Option<Vec<String>>,
-    /// Per message: its topic's index in `topics`, the end of its payload in `payloads`,
-    /// `qos | retain << 2 | dup << 3`, and the end of its observer ids in `observers`.
-    pub topic_indexes: Option<Uint32Array>,
-    pub payloads: Option<Buffer>,
-    pub payload_ends: Option<Uint32Array>,
-    pub flags: Option<Uint8Array>,
-    pub observer_ends: Option<Uint32Array>,
-    pub observers: Option<Uint32Array>,
-    pub events: Option<Vec<NativeEvent>>,
+/// The packed events of a batch (publishes that succeeded, messages) as one JS Buffer, created
+/// by copy: u32 words, then bytes. The words are `[word count, published count, message count]`,
+/// the ids of the publish operations that completed, then per message
+/// `[topic index, qos | retain << 2 | dup << 3, payload length, observer count, observer ids…]`;
+/// the payloads follow the words, end to end. One plain buffer costs JS far less than an object of
+/// typed arrays over Rust memory (each one a napi call and a finalizer).
+pub struct Frame {
+    words: Vec<u32>,
+    payloads: Vec<Bytes>,
+    payload_bytes: usize,
 }
+
+impl ToNapiValue for Frame {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, frame: Self) -> napi::Result<napi::sys::napi_value> {
+        let word_bytes = frame.words.len() * 4;
+        let mut data = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        // SAFETY: called on the JS thread with its env; napi_create_buffer hands back `len`
+        // writable bytes at `data`, which are filled here before JS sees the buffer.
+        unsafe {
+            check_status!(napi::sys::napi_create_buffer(env, word_bytes + frame.payload_bytes, &mut data, &mut buffer))?;
+            let mut at = data.cast::<u8>();
+            std::ptr::copy_nonoverlapping(frame.words.as_ptr().cast::<u8>(), at, word_bytes);
+            at = at.add(word_bytes);
+            for payload in &frame.payloads {
+                std::ptr::copy_nonoverlapping(payload.as_ptr(), at, payload.len());
+                at = at.add(payload.len());
+            }
+        }
+        Ok(buffer)
+    }
+}
+
+/// The JS callback's arguments for one batch: the `Frame` (if any packed events), the topics
+/// its messages index (each once: a burst is mostly one), and the other events in order. JS
+/// handles the frame first: a batch never holds a packed event that came after one of those.
+pub type BatchArgs = FnArgs<(Option<Frame>, Option<Vec<String>>, Option<Vec<NativeEvent>>)>;
 
 /// Whether an event travels packed.
 fn is_packed(event: &Event) -> bool {
     matches!(event, Event::Message { .. } | Event::Published { error: None, .. })
 }
 
-impl From<Vec<Event>> for NativeBatch {
-    fn from(batch: Vec<Event>) -> Self {
-        let mut published = Vec::new();
-        let mut topics: Vec<String> = Vec::new();
-        let mut topic_indexes = Vec::new();
-        let mut payloads = Vec::new();
-        let (mut payload_ends, mut flags, mut observer_ends, mut observers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut events = Vec::new();
-        for event in batch {
-            match event {
-                Event::Published { op, error: None } => published.push(op),
-                Event::Message { observers: ids, publish: Publish { topic, payload, qos, retain, dup, .. } } => {
-                    // Most recent topics first: bursts repeat the last one.
-                    let index = match topics.iter().rev().take(8).position(|t| *t == topic) {
-                        Some(back) => topics.len() - 1 - back,
-                        None => {
-                            topics.push(topic);
-                            topics.len() - 1
-                        }
-                    };
-                    topic_indexes.push(index as u32);
-                    payloads.extend_from_slice(&payload);
-                    payload_ends.push(payloads.len() as u32);
-                    flags.push(qos as u8 | u8::from(retain) << 2 | u8::from(dup) << 3);
-                    observers.extend_from_slice(&ids);
-                    observer_ends.push(observers.len() as u32);
-                }
-                Event::Published { op, error } => events.push(NativeEvent::new("published", Some(op)).with_error(error)),
-                Event::Subscribed { observer, error } => {
-                    events.push(NativeEvent::new("subscribed", Some(observer)).with_error(error))
-                }
-                Event::Failed { error } => events.push(NativeEvent::new("failed", None).with_error(Some(error))),
-                Event::State(state) => {
-                    events.push(NativeEvent { state: Some(state.as_str().to_string()), ..NativeEvent::new("state", None) })
-                }
-                Event::Writable => events.push(NativeEvent::new("writable", None)),
-                Event::CredentialsWanted { request } => events.push(NativeEvent::new("credentials", Some(request))),
-                Event::Closed => events.push(NativeEvent::new("closed", None)),
+/// Packs a batch taken by `take_batch` into the callback's arguments.
+pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
+    const HEADER_WORDS: usize = 3;
+    let (mut published, mut messages, mut observer_ids) = (0, 0, 0);
+    for event in &batch {
+        match event {
+            Event::Published { error: None, .. } => published += 1,
+            Event::Message { observers, .. } => {
+                messages += 1;
+                observer_ids += observers.len();
             }
-        }
-        let messages = !topic_indexes.is_empty();
-        Self {
-            published: (!published.is_empty()).then(|| Uint32Array::new(published)),
-            payloads: messages.then(|| Buffer::from(payloads)),
-            payload_ends: messages.then(|| Uint32Array::new(payload_ends)),
-            flags: messages.then(|| Uint8Array::new(flags)),
-            observer_ends: messages.then(|| Uint32Array::new(observer_ends)),
-            observers: messages.then(|| Uint32Array::new(observers)),
-            topic_indexes: messages.then(|| Uint32Array::new(topic_indexes)),
-            topics: messages.then_some(topics),
-            events: (!events.is_empty()).then_some(events),
+            _ => {}
         }
     }
+    let word_count = HEADER_WORDS + published + 4 * messages + observer_ids;
+    let mut words = Vec::with_capacity(word_count);
+    words.extend([word_count as u32, published as u32, messages as u32]);
+    let mut payloads = Vec::with_capacity(messages);
+    let mut payload_bytes = 0;
+    let mut topics: Vec<String> = Vec::new();
+    let mut events = Vec::new();
+    // Completed publishes come first in the frame, messages after them.
+    words.extend(batch.iter().filter_map(|event| match event {
+        Event::Published { op, error: None } => Some(*op),
+        _ => None,
+    }));
+    for event in batch {
+        match event {
+            Event::Published { error: None, .. } => {}
+            Event::Message { observers, publish: Publish { topic, payload, qos, retain, dup, .. } } => {
+                // Most recent topics first: bursts repeat the last one.
+                let index = match topics.iter().rev().take(8).position(|t| *t == topic) {
+                    Some(back) => topics.len() - 1 - back,
+                    None => {
+                        topics.push(topic);
+                        topics.len() - 1
+                    }
+                };
+                let flags = qos as u32 | u32::from(retain) << 2 | u32::from(dup) << 3;
+                words.extend([index as u32, flags, payload.len() as u32, observers.len() as u32]);
+                words.extend_from_slice(&observers);
+                payload_bytes += payload.len();
+                payloads.push(payload);
+            }
+            Event::Published { op, error } => events.push(NativeEvent::new("published", Some(op)).with_error(error)),
+            Event::Subscribed { observer, error } => {
+                events.push(NativeEvent::new("subscribed", Some(observer)).with_error(error))
+            }
+            Event::Failed { error } => events.push(NativeEvent::new("failed", None).with_error(Some(error))),
+            Event::State(state) => {
+                events.push(NativeEvent { state: Some(state.as_str().to_string()), ..NativeEvent::new("state", None) })
+            }
+            Event::Writable => events.push(NativeEvent::new("writable", None)),
+            Event::CredentialsWanted { request } => events.push(NativeEvent::new("credentials", Some(request))),
+            Event::Closed => events.push(NativeEvent::new("closed", None)),
+        }
+    }
+    let frame = (published + messages > 0).then_some(Frame { words, payloads, payload_bytes });
+    FnArgs::from((frame, (!topics.is_empty()).then_some(topics), (!events.is_empty()).then_some(events)))
 }
 
 /// The JS callback: weak, so it keeps Node alive only while `keep_alive(true)` says so.
-pub type EventsFn = ThreadsafeFunction<Vec<Event>, (), NativeBatch, Status, false, true>;
+pub type EventsFn = ThreadsafeFunction<Vec<Event>, (), BatchArgs, Status, false, true>;
 
 #[derive(Default)]
 struct Queue {
@@ -219,7 +246,7 @@ impl Delivery {
     }
 
     /// The next batch: packed events up to the first other one, then other events up to the
-    /// next packed one (see `NativeBatch` for why).
+    /// next packed one (see `BatchArgs` for why).
     fn take_batch(&self) -> Vec<Event> {
         let mut queue = self.queue.lock();
         let mut bytes = 0;

@@ -17,10 +17,10 @@ mod topic;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Env, Function, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32ArraySlice, Uint8ArraySlice};
 use napi_derive::napi;
 
-use crate::delivery::{Event, EventsFn, NativeBatch};
+use crate::delivery::{batch_args, BatchArgs, Event, EventsFn};
 use crate::errors::{js, ErrorCode};
 
 /// One worker thread for every instance's tasks: the JS thread, the broker and this share the
@@ -71,20 +71,19 @@ pub struct NativeClient {
 #[napi]
 impl NativeClient {
     /// `options` is the plain-data part of the user's options; `onEvents` receives batches
-    /// of events.
-    #[napi(constructor)]
-    pub fn new(
-        options: serde_json::Value,
-        setup: NativeSetup,
-        on_events: Function<NativeBatch, ()>,
-    ) -> napi::Result<Self, ErrorCode> {
+    /// of events (see `delivery::batch_args`).
+    #[napi(
+        constructor,
+        ts_args_type = "options: any, setup: NativeSetup, onEvents: (frame: Buffer | null, topics: Array<string> | null, events: Array<NativeEvent> | null) => void"
+    )]
+    pub fn new(options: serde_json::Value, setup: NativeSetup, on_events: Function<BatchArgs, ()>) -> napi::Result<Self, ErrorCode> {
         let provider = js(options::Provider::from_name(&setup.provider))?;
         let options = js(options::ClientOptions::from_js(&options, provider, setup.credentials_function))?;
         let events: EventsFn = on_events
             .build_threadsafe_function::<Vec<Event>>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(NativeBatch::from(ctx.value)))
+            .build_callback(|ctx| Ok(batch_args(ctx.value)))
             .map_err(|e| napi::Error::new("ERR_INTERNAL", e.reason))?;
         let events = Arc::new(events);
         let will_payload = setup.will_payload.map(|b| b.to_vec()).unwrap_or_default();
@@ -98,17 +97,18 @@ impl NativeClient {
     }
 
     /// Publish operations packed by JS (see `client::PublishBatch`). Returns how many were
-    /// taken; the rest wait for the `writable` event.
+    /// taken; the rest wait for the `writable` event. The arrays are borrowed for the call
+    /// (slices): owning them would cost a napi reference each, per call.
     #[napi]
     pub fn publish_batch(
         &self,
-        ops: Uint32Array,
-        topic_counts: Uint32Array,
-        topic_indexes: Uint32Array,
+        ops: Uint32ArraySlice,
+        topic_counts: Uint32ArraySlice,
+        topic_indexes: Uint32ArraySlice,
         topics: Vec<String>,
-        payloads: Buffer,
-        payload_ends: Uint32Array,
-        flags: Uint8Array,
+        payloads: BufferSlice,
+        payload_ends: Uint32ArraySlice,
+        flags: Uint8ArraySlice,
     ) -> napi::Result<u32, ErrorCode> {
         let batch = client::PublishBatch {
             ops: &ops,
