@@ -376,15 +376,17 @@ class PubSubBase extends EventEmitter {
    * payloads after the words, end to end.
    */
   #unpack(frame, topics) {
-    const words = new Uint32Array(frame.buffer, frame.byteOffset, frame.length >>> 2)
+    const words = new Uint32Array(frame, 0, frame.byteLength >>> 2)
     let w = 3
     for (const end = w + words[1]; w < end; w++) this.#settle(words[w], null)
+    if (words[2] === 0) return
+    const payloads = Buffer.from(frame)
     let start = words[0] * 4
     for (let m = words[2]; m > 0; m--) {
       const end = start + words[w + 2]
       const first = w + 4
       const last = first + words[w + 3]
-      this.#deliver(topics[words[w]], frame, start, end, words[w + 1], words, first, last)
+      this.#deliver(topics[words[w]], payloads, start, end, words[w + 1], words, first, last)
       w = last
       start = end
     }

@@ -79,12 +79,13 @@ impl NativeEvent {
     }
 }
 
-/// The packed events of a batch (publishes that succeeded, messages) as one JS Buffer, created
-/// by copy: u32 words, then bytes. The words are `[word count, published count, message count]`,
+/// The packed events of a batch (publishes that succeeded, messages) as one JS ArrayBuffer,
+/// created by copy: u32 words, then bytes. The words are `[word count, published count, message count]`,
 /// the ids of the publish operations that completed, then per message
 /// `[topic index, qos | retain << 2 | dup << 3, payload length, observer count, observer ids…]`;
-/// the payloads follow the words, end to end. One plain buffer costs JS far less than an object of
-/// typed arrays over Rust memory (each one a napi call and a finalizer).
+/// the payloads follow the words, end to end. One plain ArrayBuffer costs JS far less than an
+/// object of typed arrays over Rust memory (each one a napi call and a finalizer), and less than
+/// a Buffer made in C++ (which sets its prototype); JS makes its views of it.
 pub struct Frame {
     words: Vec<u32>,
     payloads: Vec<Bytes>,
@@ -96,10 +97,10 @@ impl ToNapiValue for Frame {
         let word_bytes = frame.words.len() * 4;
         let mut data = std::ptr::null_mut();
         let mut buffer = std::ptr::null_mut();
-        // SAFETY: called on the JS thread with its env; napi_create_buffer hands back `len`
+        // SAFETY: called on the JS thread with its env; napi_create_arraybuffer hands back `len`
         // writable bytes at `data`, which are filled here before JS sees the buffer.
         unsafe {
-            check_status!(napi::sys::napi_create_buffer(env, word_bytes + frame.payload_bytes, &mut data, &mut buffer))?;
+            check_status!(napi::sys::napi_create_arraybuffer(env, word_bytes + frame.payload_bytes, &mut data, &mut buffer))?;
             let mut at = data.cast::<u8>();
             std::ptr::copy_nonoverlapping(frame.words.as_ptr().cast::<u8>(), at, word_bytes);
             at = at.add(word_bytes);
@@ -302,5 +303,47 @@ impl Delivery {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::QoS;
+
+    fn message(observers: Vec<u32>, topic: &str, payload: &str, qos: QoS) -> Event {
+        Event::Message { observers, publish: Publish::new(topic, qos, payload) }
+    }
+
+    #[test]
+    fn a_batch_packs_completed_publishes_and_messages_into_one_frame_and_keeps_other_events_in_order() {
+        let batch = vec![
+            message(vec![1, 2], "a", "xy", QoS::AtLeastOnce),
+            Event::Published { op: 7, error: None },
+            message(vec![3], "b", "z", QoS::AtMostOnce),
+            message(vec![3], "a", "", QoS::AtMostOnce),
+            Event::Writable,
+            Event::Published { op: 8, error: Some(PubSubError::Closed) },
+        ];
+        let FnArgs { data: (frame, topics, events) } = batch_args(batch);
+        let frame = frame.expect("a frame");
+        // Word count, published count, message count; the published op ids; per message its
+        // topic index, flags (qos 1 = 1), payload length, observer count and observer ids.
+        let words = [20, 1, 3, 7, 0, 1, 2, 2, 1, 2, 1, 0, 1, 1, 3, 0, 0, 0, 1, 3];
+        assert_eq!(frame.words, words);
+        let payloads: Vec<u8> = frame.payloads.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(payloads, b"xyz");
+        assert_eq!(frame.payload_bytes, 3);
+        assert_eq!(topics.expect("topics"), ["a", "b"]);
+        let events = events.expect("events");
+        assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["writable", "published"]);
+        assert_eq!(events[1].code.as_deref(), Some("ERR_CLOSED"));
+    }
+
+    #[test]
+    fn a_batch_of_other_events_has_no_frame() {
+        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Closed]);
+        assert!(frame.is_none() && topics.is_none());
+        assert_eq!(events.expect("events")[0].kind, "closed");
     }
 }

@@ -74,7 +74,7 @@ impl NativeClient {
     /// of events (see `delivery::batch_args`).
     #[napi(
         constructor,
-        ts_args_type = "options: any, setup: NativeSetup, onEvents: (frame: Buffer | null, topics: Array<string> | null, events: Array<NativeEvent> | null) => void"
+        ts_args_type = "options: any, setup: NativeSetup, onEvents: (frame: ArrayBuffer | null, topics: Array<string> | null, events: Array<NativeEvent> | null) => void"
     )]
     pub fn new(options: serde_json::Value, setup: NativeSetup, on_events: Function<BatchArgs, ()>) -> napi::Result<Self, ErrorCode> {
         let provider = js(options::Provider::from_name(&setup.provider))?;
