@@ -5,18 +5,18 @@
 //! pushes back on TCP and the broker instead of growing memory.
 //!
 //! The frequent events travel packed (`Frame`): publishes that succeeded and messages (ids,
-//! offsets, flags, observers and payloads) in one buffer, so that a batch costs JS one Buffer
-//! and an array of topics rather than objects per message.
+//! lengths, flags, observers and payloads) in one ArrayBuffer, so that a batch costs JS one
+//! ArrayBuffer and an array of topics rather than objects per message.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use napi::bindgen_prelude::{FnArgs, ToNapiValue};
 use napi::check_status;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
-use bytes::Bytes;
 use napi_derive::napi;
 use parking_lot::Mutex;
 use rumqttc::Publish;
@@ -80,8 +80,9 @@ impl NativeEvent {
 }
 
 /// The packed events of a batch (publishes that succeeded, messages) as one JS ArrayBuffer,
-/// created by copy: u32 words, then bytes. The words are `[word count, published count, message count]`,
-/// the ids of the publish operations that completed, then per message
+/// created by copy: u32 words, then bytes. The words are
+/// `[word count, published count, message count]`, the ids of the publish operations that
+/// completed, then per message
 /// `[topic index, qos | retain << 2 | dup << 3, payload length, observer count, observer ids…]`;
 /// the payloads follow the words, end to end. One plain ArrayBuffer costs JS far less than an
 /// object of typed arrays over Rust memory (each one a napi call and a finalizer), and less than
