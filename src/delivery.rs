@@ -127,29 +127,20 @@ fn is_packed(event: &Event) -> bool {
 /// Packs a batch taken by `take_batch` into the callback's arguments.
 pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
     const HEADER_WORDS: usize = 3;
-    let (mut published, mut messages, mut observer_ids) = (0, 0, 0);
-    for event in &batch {
-        match event {
-            Event::Published { error: None, .. } => published += 1,
-            Event::Message { observers, .. } => {
-                messages += 1;
-                observer_ids += observers.len();
-            }
-            _ => {}
-        }
-    }
-    let word_count = HEADER_WORDS + published + 4 * messages + observer_ids;
-    let mut words = Vec::with_capacity(word_count);
-    words.extend([word_count as u32, published as u32, messages as u32]);
-    let mut payloads = Vec::with_capacity(messages);
-    let mut payload_bytes = 0;
-    let mut topics: Vec<String> = Vec::new();
-    let mut events = Vec::new();
+    // The header is filled in at the end, when the counts are known. The capacity fits messages
+    // with one observer each (the usual case) without growing.
+    let mut words = Vec::with_capacity(HEADER_WORDS + 5 * batch.len());
+    words.resize(HEADER_WORDS, 0);
     // Completed publishes come first in the frame, messages after them.
     words.extend(batch.iter().filter_map(|event| match event {
         Event::Published { op, error: None } => Some(*op),
         _ => None,
     }));
+    let published = words.len() - HEADER_WORDS;
+    let mut payloads = Vec::with_capacity(batch.len() - published);
+    let mut payload_bytes = 0;
+    let mut topics: Vec<String> = Vec::new();
+    let mut events = Vec::new();
     for event in batch {
         match event {
             Event::Published { error: None, .. } => {}
@@ -181,6 +172,9 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
             Event::Closed => events.push(NativeEvent::new("closed", None)),
         }
     }
+    let messages = payloads.len();
+    let header = [words.len() as u32, published as u32, messages as u32];
+    words[..HEADER_WORDS].copy_from_slice(&header);
     let frame = (published + messages > 0).then_some(Frame { words, payloads, payload_bytes });
     FnArgs::from((frame, (!topics.is_empty()).then_some(topics), (!events.is_empty()).then_some(events)))
 }
