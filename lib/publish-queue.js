@@ -1,38 +1,32 @@
 'use strict'
 // Publishes on their way into Rust. Each one is encoded at once into a segment: one buffer of
-// payloads end to end, typed arrays of operation ids, topic counts, topic indexes and flags, and
-// the segment's distinct topics (a burst is mostly one). Encoding at once takes the snapshot of
-// the message that Amplify takes, without a JS string per message left for the garbage
-// collector to copy: a burst's payloads wait off the V8 heap. A segment is handed to Rust in one
-// call when it is full, even in the middle of a synchronous burst, so that the connection sends
-// while JS is still publishing, and at the end of the tick. When Rust's backlog is full, the
-// rest waits here, in order, until the `writable` event or until the next segment fills.
+// payloads end to end, one Uint32Array of records (`[op, flags, payload length, topic count,
+// topic index…]`, read by `client::PublishBatch` in Rust) and the segment's distinct topics (a
+// burst is mostly one). Encoding at once takes the snapshot of the message that Amplify takes,
+// without a JS string per message left for the garbage collector to copy: a burst's payloads
+// wait off the V8 heap. A segment is handed to Rust in one call when it is full, even in the
+// middle of a synchronous burst, so that the connection sends while JS is still publishing, and
+// at the end of the tick. When Rust's backlog is full, the rest waits here, in order, until the
+// `writable` event or until the next segment fills.
 
-/** Operations (and topics) in one segment, handed over in one call. */
+/** Operations in one segment, handed over in one call. */
 const SEGMENT_OPS = 4_096
-/** A segment's arrays start this small and double as it fills: large payloads fill its buffer first. */
-const FIRST_OPS = 64
+/** Words of a record before its topic indexes. */
+const RECORD_WORDS = 4
+/** Record words in one segment: room for SEGMENT_OPS single-topic publishes. */
+const SEGMENT_WORDS = SEGMENT_OPS * (RECORD_WORDS + 1)
+/** A segment's records start this small and double as they fill: large payloads fill its buffer first. */
+const FIRST_WORDS = SEGMENT_WORDS / 64
 /** Payload bytes in one segment; a larger payload gets a segment of its own. */
 const SEGMENT_BYTES = 256 * 1024
 /** UTF-8 takes at most 3 bytes per UTF-16 unit. */
 const MAX_UTF8_PER_UNIT = 3
 
-/** A typed array of twice the length with the same contents. */
-function grown(array) {
-  const bigger = new array.constructor(array.length * 2)
-  bigger.set(array)
-  return bigger
-}
-
 class Segment {
-  constructor(bytes, topicSlots) {
+  constructor(bytes, words) {
     this.buffer = Buffer.allocUnsafe(bytes)
-    this.ops = new Uint32Array(FIRST_OPS)
-    this.topicCounts = new Uint32Array(FIRST_OPS)
-    this.payloadEnds = new Uint32Array(FIRST_OPS)
-    this.flags = new Uint8Array(FIRST_OPS)
-    this.topicIndexes = new Uint32Array(Math.max(FIRST_OPS, topicSlots))
-    /** distinct topics; `topicIndexes` point into it */
+    this.words = new Uint32Array(Math.max(FIRST_WORDS, words))
+    /** distinct topics; the records' topic indexes point into it */
     this.topics = []
     this.topicIndex = new Map()
     this.clear()
@@ -40,46 +34,52 @@ class Segment {
 
   clear() {
     this.count = 0
-    this.slots = 0
+    this.wordEnd = 0
     this.end = 0
-    /** operations (and their topic slots) already handed over */
+    /** operations, and their words and payload bytes, already handed over */
     this.first = 0
-    this.firstSlot = 0
+    this.firstWord = 0
+    this.firstByte = 0
     this.topics.length = 0
     this.topicIndex.clear()
   }
 
   /** Whether a standard segment (reusable once handed over). */
   get standard() {
-    return this.buffer.length === SEGMENT_BYTES && this.topicIndexes.length <= SEGMENT_OPS
+    return this.buffer.length === SEGMENT_BYTES && this.words.length <= SEGMENT_WORDS
   }
 
   fits(topicCount, bytes) {
-    return this.count < SEGMENT_OPS && this.slots + topicCount <= SEGMENT_OPS && this.end + bytes <= this.buffer.length
+    return (
+      this.count < SEGMENT_OPS &&
+      this.wordEnd + RECORD_WORDS + topicCount <= SEGMENT_WORDS &&
+      this.end + bytes <= this.buffer.length
+    )
   }
 
   add(op, topics, payload, flags) {
-    if (this.count === this.ops.length) this.#grow()
-    while (this.slots + topics.length > this.topicIndexes.length) this.topicIndexes = grown(this.topicIndexes)
-    const i = this.count++
-    this.ops[i] = op
-    this.topicCounts[i] = topics.length
-    this.flags[i] = flags
-    for (const topic of topics) this.topicIndexes[this.slots++] = this.#indexOf(topic)
+    const record = this.wordEnd
+    let word = record + RECORD_WORDS
+    while (word + topics.length > this.words.length) {
+      const bigger = new Uint32Array(this.words.length * 2)
+      bigger.set(this.words)
+      this.words = bigger
+    }
+    const words = this.words
+    for (const topic of topics) words[word++] = this.#indexOf(topic)
+    const start = this.end
     if (typeof payload === 'string') {
-      this.end += this.buffer.write(payload, this.end)
+      this.end += this.buffer.write(payload, start)
     } else {
-      this.buffer.set(payload, this.end)
+      this.buffer.set(payload, start)
       this.end += payload.length
     }
-    this.payloadEnds[i] = this.end
-  }
-
-  #grow() {
-    this.ops = grown(this.ops)
-    this.topicCounts = grown(this.topicCounts)
-    this.payloadEnds = grown(this.payloadEnds)
-    this.flags = grown(this.flags)
+    words[record] = op
+    words[record + 1] = flags
+    words[record + 2] = this.end - start
+    words[record + 3] = topics.length
+    this.wordEnd = word
+    this.count++
   }
 
   #indexOf(topic) {
@@ -95,22 +95,10 @@ class Segment {
 
   /** Hands the operations not yet taken to `native`; returns how many it took. */
   handOver(native) {
-    const { first, count } = this
-    let payloadStart = 0
-    let payloadEnds = this.payloadEnds.subarray(0, count)
-    if (first > 0) {
-      // What is left of a segment Rust took part of: its payload offsets start again at 0.
-      payloadStart = this.payloadEnds[first - 1]
-      payloadEnds = payloadEnds.slice(first).map((end) => end - payloadStart)
-    }
     const taken = native.publishBatch(
-      this.ops.subarray(first, count),
-      this.topicCounts.subarray(first, count),
-      this.topicIndexes.subarray(this.firstSlot, this.slots),
+      this.words.subarray(this.firstWord, this.wordEnd),
       this.topics,
-      this.buffer.subarray(payloadStart, this.end),
-      payloadEnds,
-      this.flags.subarray(first, count),
+      this.buffer.subarray(this.firstByte, this.end),
     )
     this.take(taken)
     return taken
@@ -118,12 +106,20 @@ class Segment {
 
   /** Marks the next `n` operations handed over (or settled). */
   take(n) {
-    for (let i = this.first; i < this.first + n; i++) this.firstSlot += this.topicCounts[i]
+    for (let i = 0; i < n; i++) {
+      this.firstByte += this.words[this.firstWord + 2]
+      this.firstWord += RECORD_WORDS + this.words[this.firstWord + 3]
+    }
     this.first += n
   }
 
   get pending() {
     return this.count - this.first
+  }
+
+  /** The record offsets of the operations not handed over. */
+  *pendingRecords() {
+    for (let word = this.firstWord; word < this.wordEnd; word += RECORD_WORDS + this.words[word + 3]) yield word
   }
 }
 
@@ -180,7 +176,7 @@ class PublishQueue {
   drain() {
     const ops = []
     for (const segment of this.#segments) {
-      for (let i = segment.first; i < segment.count; i++) ops.push(segment.ops[i])
+      for (const record of segment.pendingRecords()) ops.push(segment.words[record])
     }
     this.#segments = []
     this.#pending = 0
@@ -193,13 +189,11 @@ class PublishQueue {
     let operations = 0
     let bytes = 0
     for (const segment of this.#segments) {
-      let slot = segment.firstSlot
-      for (let i = segment.first; i < segment.count; i++) {
-        const size = segment.payloadEnds[i] - (i === 0 ? 0 : segment.payloadEnds[i - 1])
-        for (let t = 0; t < segment.topicCounts[i]; t++) {
-          bytes += Buffer.byteLength(segment.topics[segment.topicIndexes[slot++]]) + size
-        }
-        operations += segment.topicCounts[i]
+      const { words, topics } = segment
+      for (const record of segment.pendingRecords()) {
+        const topicCount = words[record + 3]
+        for (let t = 0; t < topicCount; t++) bytes += Buffer.byteLength(topics[words[record + RECORD_WORDS + t]]) + words[record + 2]
+        operations += topicCount
       }
     }
     return { operations, bytes }
@@ -213,11 +207,11 @@ class PublishQueue {
 
   #openSegment(topicCount, bytes) {
     let segment
-    if (bytes <= SEGMENT_BYTES && topicCount <= SEGMENT_OPS) {
-      segment = this.#spare ?? new Segment(SEGMENT_BYTES, FIRST_OPS)
+    if (bytes <= SEGMENT_BYTES && RECORD_WORDS + topicCount <= SEGMENT_WORDS) {
+      segment = this.#spare ?? new Segment(SEGMENT_BYTES, FIRST_WORDS)
       this.#spare = null
     } else {
-      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), topicCount)
+      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), RECORD_WORDS + topicCount)
     }
     this.#segments.push(segment)
     return segment
@@ -232,7 +226,7 @@ class PublishQueue {
       try {
         taken = segment.handOver(this.#native)
       } catch (error) {
-        for (let i = segment.first; i < segment.count; i++) this.#reject(segment.ops[i], error)
+        for (const record of segment.pendingRecords()) this.#reject(segment.words[record], error)
         segment.take(count)
         taken = count
       }

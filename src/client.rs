@@ -17,20 +17,18 @@ use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
 
-/// Publish operations handed over from JS in one call: parallel arrays, as JS packs them.
+/// Publish operations handed over from JS in one call, as JS packs them: `words` holds one
+/// record per operation, `[op, flags, payload length, topic count, topic index…]` (flags is
+/// `qos | retain << 2`; the indexes point into `topics`, the batch's distinct topics), and
+/// `payloads` holds the payloads end to end, in the same order.
 pub struct PublishBatch<'a> {
-    pub ops: &'a [u32],
-    /// Topics per operation; `topic_indexes` holds them all, in order, as indexes into `topics`.
-    pub topic_counts: &'a [u32],
-    pub topic_indexes: &'a [u32],
-    /// The batch's distinct topics.
+    pub words: &'a [u32],
     pub topics: &'a [String],
-    /// Every payload, end to end; `payload_ends[i]` is where operation i's ends.
     pub payloads: &'a [u8],
-    pub payload_ends: &'a [u32],
-    /// `qos | retain << 2` per operation.
-    pub flags: &'a [u8],
 }
+
+/// Words of a record before its topic indexes.
+const RECORD_HEADER_WORDS: usize = 4;
 
 /// One operation of a `PublishBatch`.
 pub struct BatchedPublish<'a> {
@@ -55,48 +53,37 @@ impl<'a> BatchedPublish<'a> {
 }
 
 impl<'a> PublishBatch<'a> {
-    /// Checks that the arrays describe the same operations (JS packs them; a mismatch is our bug).
+    /// Checks that the records are whole, their topic indexes in range and their payload
+    /// lengths add up to the payloads (JS packs them; a mismatch is our bug).
     pub fn check(&self) -> std::result::Result<(), String> {
-        let n = self.ops.len();
-        if self.topic_counts.len() != n || self.payload_ends.len() != n || self.flags.len() != n {
-            return Err(format!("publish batch arrays disagree on the number of operations ({n})"));
-        }
-        let slots: u64 = self.topic_counts.iter().map(|&c| u64::from(c)).sum();
-        if slots != self.topic_indexes.len() as u64 {
-            return Err(format!("publish batch has {} topic indexes for {slots} topics", self.topic_indexes.len()));
-        }
-        if self.topic_indexes.iter().any(|&i| i as usize >= self.topics.len()) {
-            return Err("publish batch topic index out of range".to_string());
-        }
-        let mut start = 0;
-        for &end in self.payload_ends {
-            if end < start || end as usize > self.payloads.len() {
-                return Err("publish batch payload offsets out of order".to_string());
+        let (mut word, mut bytes) = (0usize, 0u64);
+        while word < self.words.len() {
+            let header = self.words.get(word..word + RECORD_HEADER_WORDS).ok_or("publish batch record cut short")?;
+            let indexes_end = word + RECORD_HEADER_WORDS + header[3] as usize;
+            let indexes = self.words.get(word + RECORD_HEADER_WORDS..indexes_end).ok_or("publish batch topic indexes cut short")?;
+            if indexes.iter().any(|&i| i as usize >= self.topics.len()) {
+                return Err("publish batch topic index out of range".to_string());
             }
-            start = end;
+            bytes += u64::from(header[2]);
+            word = indexes_end;
+        }
+        if bytes != self.payloads.len() as u64 {
+            return Err(format!("publish batch payload lengths add up to {bytes} bytes, not {}", self.payloads.len()));
         }
         Ok(())
     }
 
     /// The operations of a checked batch.
     pub fn iter(&self) -> impl Iterator<Item = BatchedPublish<'a>> + '_ {
-        let (mut payload_start, mut slot) = (0usize, 0usize);
-        (0..self.ops.len()).map_while(move |i| {
-            let payload_end = *self.payload_ends.get(i)? as usize;
+        let (mut word, mut payload_start) = (0usize, 0usize);
+        std::iter::from_fn(move || {
+            let &[op, flags, length, topic_count] = self.words.get(word..word + RECORD_HEADER_WORDS)? else { return None };
+            let indexes_end = word + RECORD_HEADER_WORDS + topic_count as usize;
+            let topic_indexes = self.words.get(word + RECORD_HEADER_WORDS..indexes_end)?;
+            let payload_end = payload_start + length as usize;
             let payload = self.payloads.get(payload_start..payload_end)?;
-            payload_start = payload_end;
-            let slot_end = slot + *self.topic_counts.get(i)? as usize;
-            let topic_indexes = self.topic_indexes.get(slot..slot_end)?;
-            slot = slot_end;
-            let flags = *self.flags.get(i)?;
-            Some(BatchedPublish {
-                op: self.ops[i],
-                topic_indexes,
-                topic_table: self.topics,
-                payload,
-                qos: u32::from(flags & 3),
-                retain: flags & 4 != 0,
-            })
+            (word, payload_start) = (indexes_end, payload_end);
+            Some(BatchedPublish { op, topic_indexes, topic_table: self.topics, payload, qos: flags & 3, retain: flags & 4 != 0 })
         })
     }
 }
@@ -385,5 +372,47 @@ impl Client {
         if core.state == ConnectionState::Disconnected {
             self.shared.attention.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn a_publish_batch_reads_each_record_with_its_topics_flags_and_payload() {
+        let topics = topics(&["a/b", "c"]);
+        // op 7: QoS 1 to a/b and c, "xy"; op 8: QoS 0 retained to a/b, empty; op 9: QoS 2 to c, "z".
+        let words = [7, 1, 2, 2, 0, 1, 8, 4, 0, 1, 0, 9, 2, 1, 1, 1];
+        let batch = PublishBatch { words: &words, topics: &topics, payloads: b"xyz" };
+        assert_eq!(batch.check(), Ok(()));
+        let read: Vec<_> = batch
+            .iter()
+            .map(|p| (p.op, p.topics().collect::<Vec<_>>(), p.qos, p.retain, String::from_utf8_lossy(p.payload).into_owned()))
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                (7, vec!["a/b", "c"], 1, false, "xy".to_string()),
+                (8, vec!["a/b"], 0, true, String::new()),
+                (9, vec!["c"], 2, false, "z".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_publish_batch_that_does_not_add_up_is_refused_before_anything_is_read() {
+        let topics = topics(&["t"]);
+        let check = |words: &[u32], payloads: &[u8]| PublishBatch { words, topics: &topics, payloads }.check();
+        assert!(check(&[1, 0, 1], b"x").unwrap_err().contains("record cut short"));
+        assert!(check(&[1, 0, 1, 2, 0], b"x").unwrap_err().contains("topic indexes cut short"));
+        assert!(check(&[1, 0, 1, 1, 1], b"x").unwrap_err().contains("out of range"));
+        assert!(check(&[1, 0, 2, 1, 0], b"x").unwrap_err().contains("add up to 2 bytes, not 1"));
+        assert!(check(&[1, 0, 1, 1, 0], b"xy").unwrap_err().contains("add up to 1 bytes, not 2"));
+        assert_eq!(check(&[], b""), Ok(()));
     }
 }

@@ -17,7 +17,7 @@ mod topic;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32ArraySlice, Uint8ArraySlice};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32ArraySlice};
 use napi_derive::napi;
 
 use crate::delivery::{batch_args, BatchArgs, Event, EventsFn};
@@ -100,25 +100,8 @@ impl NativeClient {
     /// taken; the rest wait for the `writable` event. The arrays are borrowed for the call
     /// (slices): owning them would cost a napi reference each, per call.
     #[napi]
-    pub fn publish_batch(
-        &self,
-        ops: Uint32ArraySlice,
-        topic_counts: Uint32ArraySlice,
-        topic_indexes: Uint32ArraySlice,
-        topics: Vec<String>,
-        payloads: BufferSlice,
-        payload_ends: Uint32ArraySlice,
-        flags: Uint8ArraySlice,
-    ) -> napi::Result<u32, ErrorCode> {
-        let batch = client::PublishBatch {
-            ops: &ops,
-            topic_counts: &topic_counts,
-            topic_indexes: &topic_indexes,
-            topics: &topics,
-            payloads: &payloads,
-            payload_ends: &payload_ends,
-            flags: &flags,
-        };
+    pub fn publish_batch(&self, words: Uint32ArraySlice, topics: Vec<String>, payloads: BufferSlice) -> napi::Result<u32, ErrorCode> {
+        let batch = client::PublishBatch { words: &words, topics: &topics, payloads: &payloads };
         batch.check().map_err(|reason| napi::Error::new("ERR_INTERNAL", reason))?;
         Ok(self.client.publish_batch(batch) as u32)
     }
