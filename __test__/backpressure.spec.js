@@ -4,7 +4,7 @@
 // broker hold the rest, instead of the process buffering everything it is sent.
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, openPubSub, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('backpressure')
 
@@ -107,4 +107,31 @@ test('a long synchronous burst keeps feeding the connection while it runs, not o
   )
   await Promise.all(sent)
   t.is(publisher.stats().queued.operations, 0)
+})
+
+test('publishes the connection could take only part of are handed over later, complete and in order', async (t) => {
+  // Past Rust's backlog (4,096 publishes) a hand-over is taken in part and the rest follows on
+  // the `writable` event: records of one and of two topics, and payloads of varying sizes, must
+  // come out of the same segment whole, once each and in order.
+  t.timeout(60_000)
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const [topicA, topicB] = [uniqueTopic('partial-a'), uniqueTopic('partial-b')]
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
+  const inboxA = await listen(t, subscriber, topicA, { qos: 1 })
+  const inboxB = await listen(t, subscriber, topicB, { qos: 1 })
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const N = 20_000
+  const toBoth = (i) => i % 3 === 0
+  const sent = []
+  for (let i = 0; i < N; i++) {
+    sent.push(publisher.publish(toBoth(i) ? [topicA, topicB] : topicA, { i, pad: 'p'.repeat(i % 700) }, { qos: 1 }))
+  }
+  t.true(publisher.stats().queued.operations > 4_096, 'the burst outran what the connection takes at once')
+  await Promise.all(sent)
+  const gotA = await inboxA.take(N)
+  const gotB = await inboxB.take(Math.ceil(N / 3))
+  t.deepEqual(gotA.map((m) => m.i), Array.from({ length: N }, (_, i) => i))
+  t.deepEqual(gotB.map((m) => m.i), Array.from({ length: N }, (_, i) => i).filter(toBoth))
+  t.true([...gotA, ...gotB].every((m) => m.pad.length === m.i % 700), 'every payload whole')
 })
