@@ -53,19 +53,26 @@ impl<'a> BatchedPublish<'a> {
 }
 
 impl<'a> PublishBatch<'a> {
+    /// The record starting at `word`: its header words, its topic indexes and where the next
+    /// record starts.
+    fn record_at(&self, word: usize) -> std::result::Result<(&'a [u32], &'a [u32], usize), &'static str> {
+        let header = self.words.get(word..word + RECORD_HEADER_WORDS).ok_or("publish batch record cut short")?;
+        let end = word + RECORD_HEADER_WORDS + header[3] as usize;
+        let topic_indexes = self.words.get(word + RECORD_HEADER_WORDS..end).ok_or("publish batch topic indexes cut short")?;
+        Ok((header, topic_indexes, end))
+    }
+
     /// Checks that the records are whole, their topic indexes in range and their payload
     /// lengths add up to the payloads (JS packs them; a mismatch is our bug).
     pub fn check(&self) -> std::result::Result<(), String> {
         let (mut word, mut bytes) = (0usize, 0u64);
         while word < self.words.len() {
-            let header = self.words.get(word..word + RECORD_HEADER_WORDS).ok_or("publish batch record cut short")?;
-            let indexes_end = word + RECORD_HEADER_WORDS + header[3] as usize;
-            let indexes = self.words.get(word + RECORD_HEADER_WORDS..indexes_end).ok_or("publish batch topic indexes cut short")?;
-            if indexes.iter().any(|&i| i as usize >= self.topics.len()) {
+            let (header, topic_indexes, end) = self.record_at(word)?;
+            if topic_indexes.iter().any(|&i| i as usize >= self.topics.len()) {
                 return Err("publish batch topic index out of range".to_string());
             }
             bytes += u64::from(header[2]);
-            word = indexes_end;
+            word = end;
         }
         if bytes != self.payloads.len() as u64 {
             return Err(format!("publish batch payload lengths add up to {bytes} bytes, not {}", self.payloads.len()));
@@ -77,12 +84,10 @@ impl<'a> PublishBatch<'a> {
     pub fn iter(&self) -> impl Iterator<Item = BatchedPublish<'a>> + '_ {
         let (mut word, mut payload_start) = (0usize, 0usize);
         std::iter::from_fn(move || {
-            let &[op, flags, length, topic_count] = self.words.get(word..word + RECORD_HEADER_WORDS)? else { return None };
-            let indexes_end = word + RECORD_HEADER_WORDS + topic_count as usize;
-            let topic_indexes = self.words.get(word + RECORD_HEADER_WORDS..indexes_end)?;
+            let (&[op, flags, length, _], topic_indexes, end) = self.record_at(word).ok()? else { return None };
             let payload_end = payload_start + length as usize;
             let payload = self.payloads.get(payload_start..payload_end)?;
-            (word, payload_start) = (indexes_end, payload_end);
+            (word, payload_start) = (end, payload_end);
             Some(BatchedPublish { op, topic_indexes, topic_table: self.topics, payload, qos: flags & 3, retain: flags & 4 != 0 })
         })
     }
