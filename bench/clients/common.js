@@ -6,6 +6,8 @@
 
 const fs = require('node:fs')
 const { performance } = require('node:perf_hooks')
+const { spawn } = require('node:child_process')
+const { once } = require('node:events')
 
 const now = () => performance.timeOrigin + performance.now()
 
@@ -67,6 +69,46 @@ function receiver(n, paced) {
   return r
 }
 
+// The paced runs' clock, in a process of its own. Node's timers have a resolution of 1 ms, and
+// a 1 ms timer fires 1-2 ms later (1.4 ms on average here): a driver on setTimeout catches up
+// by sending two messages at once, about half of them, and each then waits for the other. This
+// process sleeps until each message is due (Atomics.wait takes fractional milliseconds) and
+// writes one byte for it, so the client publishes one message per turn, 1 ms apart, as the
+// ceiling's metronome thread has it publish; its CPU and memory are not the client's.
+const METRONOME = `
+const fs = require('node:fs')
+const [n, rate] = process.argv.slice(1).map(Number)
+const sleeper = new Int32Array(new SharedArrayBuffer(4))
+const tick = Buffer.from('.')
+fs.writeSync(1, 'r')
+fs.readSync(0, Buffer.alloc(1))
+const start = performance.now()
+for (let k = 0; k < n; k++) {
+  const wait = start + (k * 1000) / rate - performance.now()
+  if (wait > 0) Atomics.wait(sleeper, 0, 0, wait)
+  fs.writeSync(1, tick)
+}`
+
+/**
+ * Starts the metronome; resolves, once it is ready, to `start(tick)`, which calls `tick` n
+ * times, `rate` times a second, and resolves after the last.
+ */
+async function metronome(n, rate) {
+  const child = spawn(process.execPath, ['-e', METRONOME, String(n), String(rate)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  await once(child.stdout, 'data') // ready; it sends nothing more until told to start
+  return (tick) =>
+    new Promise((resolve, reject) => {
+      let ticks = 0
+      child.stdout.on('data', (chunk) => {
+        for (let i = 0; i < chunk.length && ticks < n; i++, ticks++) tick()
+        if (ticks === n) resolve()
+      })
+      // 'close' comes after the last of its output was read ('exit' may come before).
+      child.on('close', (code) => reject(new Error(`the metronome stopped (exit code ${code}) after ${ticks} of ${n} ticks`)))
+      child.stdin.end('g')
+    })
+}
+
 /**
  * Runs one case with a client: { connect(), publish(seq, message) → settles later (promise or
  * undefined), close(), extra?() }. Prints the JSON line and exits.
@@ -84,21 +126,14 @@ async function runCase(name, client) {
   const pad = padFor(size, n)
 
   const settles = []
+  const startTicks = paced ? await metronome(n, rate) : null
   const cpu0 = process.cpuUsage()
   const t0 = now()
   if (paced) {
     let sent = 0
-    await new Promise((resolve) => {
-      const tick = () => {
-        const due = Math.min(n, Math.floor(((now() - t0) * rate) / 1000) + 1)
-        while (sent < due) {
-          const seq = sent++
-          settles.push(client.publish(seq, { seq, t: now(), pad }))
-        }
-        if (sent < n) setTimeout(tick, 1)
-        else resolve()
-      }
-      tick()
+    await startTicks(() => {
+      const seq = sent++
+      settles.push(client.publish(seq, { seq, t: now(), pad }))
     })
   } else {
     for (let seq = 0; seq < n; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))

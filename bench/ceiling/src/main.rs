@@ -99,6 +99,24 @@ struct Received {
     latencies_ns: Vec<u64>,
 }
 
+/// The paced runs' clock, as in bench/clients/common.js: a thread that sleeps until each message
+/// is due and sends a tick for it, so that messages go one at a time, 1/rate apart. (tokio's
+/// timers have a resolution of 1 ms: a loop on `sleep` sends about half of them in pairs.)
+fn metronome(n: usize, rate: f64) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        for k in 0..n {
+            let due = start + Duration::from_secs_f64(k as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -192,15 +210,10 @@ async fn main() {
     let cpu0 = cpu_sec();
     let t0 = Instant::now();
     if paced {
-        let interval = 1.0 / args.rate;
-        let mut sent = 0usize;
-        while sent < n {
-            let due = ((t0.elapsed().as_secs_f64() / interval) as usize + 1).min(n);
-            while sent < due {
-                publisher.publish(topic.clone(), qos, false, payload(sent)).await.expect("publish");
-                sent += 1;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
+        let mut ticks = metronome(n, args.rate);
+        for seq in 0..n {
+            ticks.recv().await.expect("the metronome stopped");
+            publisher.publish(topic.clone(), qos, false, payload(seq)).await.expect("publish");
         }
     } else {
         for seq in 0..n {
