@@ -8,6 +8,13 @@ const { topicNamer, openPubSub, listen, runScript, pubsubScript, printed } = req
 
 const uniqueTopic = topicNamer('backpressure')
 
+/** Busy-waits until `done()` or `ms` pass; whether it was done. It never yields to the event loop. */
+function spinUntil(done, ms) {
+  const end = Date.now() + ms
+  while (!done()) if (Date.now() > end) return false
+  return true
+}
+
 test('a subscriber taking 1 ms per message gets all 50,000 QoS 1 messages of 4 KiB with bounded memory', async (t) => {
   t.timeout(180_000)
   // mosquitto's default of 1,000 queued messages per client would drop QoS 1 messages here.
@@ -70,12 +77,6 @@ test('a long synchronous burst keeps feeding the connection while it runs, not o
   const publish = (count) => {
     for (let i = 0; i < count; i++) sent.push(publisher.publish(topic, { i, pad }, { qos: 0 }))
   }
-  // Busy-waits: the point is to stay inside one synchronous burst.
-  const spinUntil = (done, ms) => {
-    const end = Date.now() + ms
-    while (!done()) if (Date.now() > end) return false
-    return true
-  }
   const messagesSent = () => publisher.stats().messagesSent
   /** Nothing handed to rumqttc is left unwritten, and nothing more has been sent for 300 ms. */
   let last = -1
@@ -107,6 +108,27 @@ test('a long synchronous burst keeps feeding the connection while it runs, not o
   )
   await Promise.all(sent)
   t.is(publisher.stats().queued.operations, 0)
+})
+
+test('the first publish of a tick is sent while the tick still runs; the ones after it go together when it ends', async (t) => {
+  // So that a lone publish does not wait for the rest of the code that made it, while a burst
+  // still crosses into Rust in one call.
+  t.timeout(30_000)
+  const broker = await startMosquitto()
+  t.teardown(() => broker.stop())
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const topic = uniqueTopic('first-of-tick')
+  await publisher.publish(topic, 'connected', { qos: 1 })
+  const messagesSent = () => publisher.stats().messagesSent
+  const before = messagesSent()
+
+  const sent = [publisher.publish(topic, { n: 1 })]
+  t.true(spinUntil(() => messagesSent() === before + 1, 10_000), 'the first publish is written before the tick ends')
+  sent.push(publisher.publish(topic, { n: 2 }), publisher.publish(topic, { n: 3 }))
+  spinUntil(() => false, 300) // more than the connection needs to write them, were they handed over
+  t.is(messagesSent(), before + 1, 'the ones after it wait for the end of the tick')
+  await Promise.all(sent)
+  t.is(messagesSent(), before + 3)
 })
 
 test('publishes the connection could take only part of are handed over later, complete and in order', async (t) => {

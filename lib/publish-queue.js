@@ -161,8 +161,14 @@ class PublishQueue {
     segment.add(op, topics, payload, flags)
     this.#pending++
     if (!this.#scheduled && !this.#waitingWritable) {
+      // The tick's first publish goes at once, so that the connection sends it while the rest
+      // of the tick runs; the ones after it go together at the end of the tick.
+      this.#flush()
       this.#scheduled = true
-      queueMicrotask(() => this.#flush())
+      queueMicrotask(() => {
+        this.#scheduled = false
+        this.#flush()
+      })
     }
   }
 
@@ -218,7 +224,6 @@ class PublishQueue {
   }
 
   #flush() {
-    this.#scheduled = false
     while (this.#segments.length > 0 && !this.#waitingWritable) {
       const segment = this.#segments[0]
       const count = segment.pending
