@@ -1,19 +1,20 @@
 'use strict'
 // The median time of each step of a message's path, from the marks that bench/trace/mark.js
-// wrote. Only messages whose path did not overlap the next publish count.
+// wrote. Only messages whose path did not overlap the next publish count. The path forks: the
+// first publish of a tick is handed over inside publish(), and tokio may take and write it on the
+// other core while JS is still in publishBatch, so the tokio steps count from publishBatch's
+// entry rather than from JS's return.
 
-/** The steps in order: the mark latency.patch sets, and where. */
+/** The steps in order: the mark latency.patch sets, where, and the step it counts from (the one before it unless named). */
 const STEPS = [
   [20, 'publish() called', 'JS'],
   [30, 'message encoded', 'JS'],
-  [31, 'queued in a segment', 'JS'],
-  [32, 'publish() returns', 'JS'],
-  [33, 'segment hand-over (microtask)', 'JS'],
+  [33, 'queued in a segment, hand-over starts', 'JS'],
   [34, "publishBatch's arguments built", 'JS'],
   [1, 'publishBatch entered (Rust)', 'JS'],
   [2, 'publishBatch done (Rust)', 'JS'],
   [35, 'back in JS', 'JS'],
-  [3, 'rumqttc takes the request', 'tokio'],
+  [3, 'rumqttc takes the request (from the entry)', 'tokio', 1],
   [4, 'written and flushed', 'tokio'],
   [5, 'subscriber reads the message', 'tokio'],
   [6, 'ThreadsafeFunction called', 'tokio'],
@@ -27,7 +28,7 @@ const STEPS = [
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
-/** Per step (from the previous one), the median in µs over the messages of one trace file. */
+/** Per step (from the one it counts from), the median in µs over the messages of one trace file. */
 function stepMedians({ js, rust }) {
   const marks = []
   for (const list of [js, rust]) for (let i = 0; i < list.length; i += 2) marks.push([list[i], list[i + 1]])
@@ -36,18 +37,24 @@ function stepMedians({ js, rust }) {
   const totals = []
   // The first few messages warm up.
   const starts = marks.flatMap((mark, i) => (mark[0] === 20 ? [i] : [])).slice(5)
-  for (const start of starts) {
-    let i = start
-    const times = [marks[start][1]]
-    for (const [step] of STEPS.slice(1)) {
-      while (i < marks.length && marks[i][0] !== step) i++
-      if (i === marks.length) break
-      times.push(marks[i][1])
+  starts.push(marks.length)
+  for (let m = 0; m + 1 < starts.length; m++) {
+    const [start, next] = [starts[m], starts[m + 1]]
+    // Where each step's mark is: its first one after the step it counts from, before the next publish.
+    const at = [start]
+    for (let s = 1; s < STEPS.length; s++) {
+      const from = STEPS[s][3] === undefined ? s - 1 : STEPS.findIndex(([mark]) => mark === STEPS[s][3])
+      let i = at[from] + 1
+      while (i < next && marks[i][0] !== STEPS[s][0]) i++
+      if (i === next) break
+      at.push(i)
     }
-    if (times.length < STEPS.length) continue
-    if (marks.slice(start + 1, i).some((mark) => mark[0] === 20)) continue
-    for (let s = 1; s < STEPS.length; s++) durations[s].push((times[s] - times[s - 1]) / 1000)
-    totals.push((times[times.length - 1] - times[0]) / 1000)
+    if (at.length < STEPS.length) continue
+    for (let s = 1; s < STEPS.length; s++) {
+      const from = STEPS[s][3] === undefined ? s - 1 : STEPS.findIndex(([mark]) => mark === STEPS[s][3])
+      durations[s].push((marks[at[s]][1] - marks[at[from]][1]) / 1000)
+    }
+    totals.push((marks[at[STEPS.length - 1]][1] - marks[start][1]) / 1000)
   }
   return { count: totals.length, steps: durations.slice(1).map(median), total: median(totals) }
 }
@@ -55,7 +62,7 @@ function stepMedians({ js, rust }) {
 /** The table for several runs, one column per run. */
 function stepTable(traces) {
   const runs = traces.map(stepMedians)
-  const lines = [`${'step (µs since the previous mark)'.padEnd(46)}${'marked on'.padEnd(10)}${runs.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}`]
+  const lines = [`${'step (µs since the previous one)'.padEnd(46)}${'marked on'.padEnd(10)}${runs.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}`]
   for (let s = 1; s < STEPS.length; s++) {
     lines.push(`${STEPS[s][1].padEnd(46)}${STEPS[s][2].padEnd(10)}${runs.map((r) => r.steps[s - 1].toFixed(1).padStart(9)).join('')}`)
   }
