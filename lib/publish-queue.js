@@ -4,10 +4,11 @@
 // topic index…]`, read by `client::PublishBatch` in Rust) and the segment's distinct topics (a
 // burst is mostly one). Encoding at once takes the snapshot of the message that Amplify takes,
 // without a JS string per message left for the garbage collector to copy: a burst's payloads
-// wait off the V8 heap. A segment is handed to Rust in one call when it is full, even in the
-// middle of a synchronous burst, so that the connection sends while JS is still publishing, and
-// at the end of the tick. When Rust's backlog is full, the rest waits here, in order, until the
-// `writable` event or until the next segment fills.
+// wait off the V8 heap. The first publish of a tick is handed to Rust at once; the ones after it
+// go in one call at the end of the tick, or when their segment is full, even in the middle of a
+// synchronous burst, so that the connection sends while JS is still publishing. When Rust's
+// backlog is full, the rest waits here, in order, until the `writable` event or until the next
+// segment fills.
 
 /** Operations in one segment, handed over in one call. */
 const SEGMENT_OPS = 4_096
