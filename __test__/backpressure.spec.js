@@ -8,6 +8,16 @@ const { topicNamer, openPubSub, listen, runScript, pubsubScript, printed } = req
 
 const uniqueTopic = topicNamer('backpressure')
 
+/** A mosquitto of the test's own, and a publisher connected to it. */
+async function connectedPublisher(t, name) {
+  const broker = await startMosquitto()
+  t.teardown(() => broker.stop())
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const topic = uniqueTopic(name)
+  await publisher.publish(topic, 'connected', { qos: 1 })
+  return { broker, publisher, topic }
+}
+
 /** Busy-waits until `done()` or `ms` pass; whether it was done. It never yields to the event loop. */
 function spinUntil(done, ms) {
   const end = Date.now() + ms
@@ -67,11 +77,7 @@ test('a long synchronous burst keeps feeding the connection while it runs, not o
   // `writable` event, which cannot arrive while JS is still publishing. So each full segment
   // offers itself again: once the connection has drained, the same burst goes on being sent.
   t.timeout(60_000)
-  const broker = await startMosquitto()
-  t.teardown(() => broker.stop())
-  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
-  const topic = uniqueTopic('burst')
-  await publisher.publish(topic, 'connected', { qos: 1 })
+  const { broker, publisher, topic } = await connectedPublisher(t, 'burst')
   const pad = 'x'.repeat(1_024)
   const sent = []
   const publish = (count) => {
@@ -114,11 +120,7 @@ test('the first publish of a tick is sent while the tick still runs; the ones af
   // So that a lone publish does not wait for the rest of the code that made it, while a burst
   // still crosses into Rust in one call.
   t.timeout(30_000)
-  const broker = await startMosquitto()
-  t.teardown(() => broker.stop())
-  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
-  const topic = uniqueTopic('first-of-tick')
-  await publisher.publish(topic, 'connected', { qos: 1 })
+  const { publisher, topic } = await connectedPublisher(t, 'first-of-tick')
   const messagesSent = () => publisher.stats().messagesSent
   const before = messagesSent()
 
