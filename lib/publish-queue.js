@@ -14,7 +14,10 @@
 const SEGMENT_OPS = 4_096
 /** Words of a record before its topic indexes. */
 const RECORD_WORDS = 4
-/** Record words in one segment: room for SEGMENT_OPS single-topic publishes. */
+/**
+ * Record words in one segment: room for SEGMENT_OPS single-topic publishes, which also bounds
+ * the operations (every publish has at least one topic).
+ */
 const SEGMENT_WORDS = SEGMENT_OPS * (RECORD_WORDS + 1)
 /** A segment's records start this small and double as they fill: large payloads fill its buffer first. */
 const FIRST_WORDS = SEGMENT_WORDS / 64
@@ -51,11 +54,7 @@ class Segment {
   }
 
   fits(topicCount, bytes) {
-    return (
-      this.count < SEGMENT_OPS &&
-      this.wordEnd + RECORD_WORDS + topicCount <= SEGMENT_WORDS &&
-      this.end + bytes <= this.buffer.length
-    )
+    return this.wordEnd + RECORD_WORDS + topicCount <= SEGMENT_WORDS && this.end + bytes <= this.buffer.length
   }
 
   add(op, topics, payload, flags) {

@@ -26,6 +26,9 @@ const STEPS = [
   [25, 'JS callback returns', 'JS'],
 ]
 
+/** Per step, the index of the step it counts from. */
+const FROM = STEPS.map(([, , , after], s) => (after === undefined ? s - 1 : STEPS.findIndex(([mark]) => mark === after)))
+
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
 /** Per step (from the one it counts from), the median in µs over the messages of one trace file. */
@@ -43,17 +46,13 @@ function stepMedians({ js, rust }) {
     // Where each step's mark is: its first one after the step it counts from, before the next publish.
     const at = [start]
     for (let s = 1; s < STEPS.length; s++) {
-      const from = STEPS[s][3] === undefined ? s - 1 : STEPS.findIndex(([mark]) => mark === STEPS[s][3])
-      let i = at[from] + 1
+      let i = at[FROM[s]] + 1
       while (i < next && marks[i][0] !== STEPS[s][0]) i++
       if (i === next) break
       at.push(i)
     }
     if (at.length < STEPS.length) continue
-    for (let s = 1; s < STEPS.length; s++) {
-      const from = STEPS[s][3] === undefined ? s - 1 : STEPS.findIndex(([mark]) => mark === STEPS[s][3])
-      durations[s].push((marks[at[s]][1] - marks[at[from]][1]) / 1000)
-    }
+    for (let s = 1; s < STEPS.length; s++) durations[s].push((marks[at[s]][1] - marks[at[FROM[s]]][1]) / 1000)
     totals.push((marks[at[STEPS.length - 1]][1] - marks[start][1]) / 1000)
   }
   return { count: totals.length, steps: durations.slice(1).map(median), total: median(totals) }
