@@ -268,6 +268,13 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                 if let Some(message) = message {
                     // Waits while JS is behind: the socket is not read meanwhile.
                     shared.delivery.push_message(message).await;
+                    // JS is behind, and all that was read is queued: let the broker run before
+                    // the next read. Where it shares a core with us, reading as soon as a little
+                    // data arrives takes a flow in small pieces, a wake-up for both each time
+                    // (README, "The burst, then the drain").
+                    if eventloop.state.events.is_empty() && shared.delivery.is_behind() {
+                        std::thread::yield_now();
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,

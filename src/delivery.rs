@@ -28,6 +28,8 @@ use crate::errors::PubSubError;
 /// Messages (and their bytes) that may wait for JS before we stop reading the socket.
 const MAX_QUEUED_MESSAGES: usize = 8_192;
 const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Messages waiting for JS from which it is behind (`Delivery::is_behind`).
+const BEHIND_MESSAGES: usize = 64;
 /// Events handed to JS in one call.
 const MAX_BATCH: usize = 4_096;
 /// Payload bytes handed to JS in one call (at least one message). A batch's payloads live in
@@ -222,6 +224,12 @@ impl Delivery {
     pub fn push(&self, event: Event) {
         self.queue.lock().add(event);
         self.ready.notify_one();
+    }
+
+    /// Whether JS is behind: so many messages wait that reading more at once only queues them.
+    /// A paced flow never has more than a few waiting.
+    pub fn is_behind(&self) -> bool {
+        self.queue.lock().messages >= BEHIND_MESSAGES
     }
 
     /// Queues a message, waiting while the queue is full. Only the connection task calls it.
