@@ -1,5 +1,5 @@
 'use strict'
-// npm run bench [-- --quick] [-- --cases qos0-64,paced-4k] [-- --reps 3] [-- --clients ours,mqtt.js]
+// npm run bench [-- --quick] [-- --cases qos0-64,paced-4k] [-- --reps 3] [-- --clients ours,mqtt.js] [-- --warmup 5000]
 //
 // Side by side over MQTT 3.1.1 on WebSockets, through a local mosquitto (bench/mosquitto.js):
 //   ours          native-pubsub/mqtt as a user calls it (JSON objects, promises, observers)
@@ -43,7 +43,7 @@ function log(message) {
 }
 
 function parseOptions(argv) {
-  const options = { quick: false, cases: null, reps: null, clients: null }
+  const options = { quick: false, cases: null, reps: null, clients: null, warmup: 0 }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const value = () => {
@@ -54,11 +54,13 @@ function parseOptions(argv) {
     else if (arg.startsWith('--cases')) options.cases = value().split(',').filter(Boolean)
     else if (arg.startsWith('--reps')) options.reps = Number(value())
     else if (arg.startsWith('--clients')) options.clients = value().split(',').filter(Boolean)
+    else if (arg.startsWith('--warmup')) options.warmup = Number(value())
     else if (arg === '--help' || arg === '-h') {
-      log('usage: npm run bench -- [--quick] [--cases qos0-64,qos0-4k,qos1-64,qos1-4k,paced-64,paced-4k] [--reps N] [--clients ours,mqtt.js,rust ceiling]')
+      log('usage: npm run bench -- [--quick] [--cases qos0-64,qos0-4k,qos1-64,qos1-4k,paced-64,paced-4k] [--reps N] [--clients ours,mqtt.js,rust ceiling] [--warmup MESSAGES]')
       process.exit(0)
     } else throw new Error(`unknown option ${arg} (try --help)`)
   }
+  if (!Number.isInteger(options.warmup) || options.warmup < 0) throw new Error('--warmup takes a number of messages (0 or more)')
   return options
 }
 
@@ -123,9 +125,9 @@ function machine(addon, broker) {
 }
 
 /** Runs one case with one client against a fresh broker; resolves to its result (or failure). */
-async function runOne(client, spec, rep) {
+async function runOne(client, spec, rep, warmup) {
   const broker = await startBroker((await ensureMosquitto()).bin)
-  const input = { url: broker.wsUrl, qos: spec.qos, size: spec.size, n: spec.n, mode: spec.mode, rate: spec.rate || 1000, timeoutSec: 60 }
+  const input = { url: broker.wsUrl, qos: spec.qos, size: spec.size, n: spec.n, mode: spec.mode, rate: spec.rate || 1000, timeoutSec: 60, warmup }
   const [command, args] = client.command()
   const started = Date.now()
   try {
@@ -280,7 +282,7 @@ async function main() {
 
   const info = {
     startedAt: new Date(benchStarted).toISOString(),
-    options: { quick: options.quick, reps, cases: cases.map((c) => c.id), clients: clients.map((c) => c.name) },
+    options: { quick: options.quick, reps, warmup: options.warmup, cases: cases.map((c) => c.id), clients: clients.map((c) => c.name) },
     machine: machine(addon, broker),
     cases,
     warnings: [
@@ -304,7 +306,7 @@ async function main() {
       // Rotate the client order each repetition, so none always runs first or last.
       const order = clients.map((_, i) => clients[(i + rep - 1) % clients.length])
       for (const client of order) {
-        const r = await runOne(client, spec, rep)
+        const r = await runOne(client, spec, rep, options.warmup)
         runs.push(r)
         done++
         const what = r.failed
@@ -324,6 +326,7 @@ async function main() {
     `native-pubsub benchmark — ${info.machine.cpu} × ${info.machine.cpus}, ${info.machine.ramGB} GB, ${info.machine.os}`,
     `Node ${info.machine.node}, ${info.machine.rustc}, MQTT.js ${info.machine.mqttJs}, addon: ${addon.kind} build; broker: ${info.machine.broker}`,
     `MQTT 3.1.1 over WebSockets on loopback, one publisher and one subscriber connection per client${options.quick ? '; QUICK run (N/10)' : ''}`,
+    options.warmup > 0 ? `Each process first sent an unmeasured burst of ${options.warmup.toLocaleString('en-US')} messages (--warmup): warm figures, JIT compilation excluded` : 'Cold: each process measured its first burst (JIT compilation included; see --warmup)',
   ]
   console.log(`\n${header.join('\n')}\n`)
   console.log(table(summary, cases, clients, reps))

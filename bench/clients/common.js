@@ -11,9 +11,9 @@ const now = () => performance.timeOrigin + performance.now()
 
 function parseArgs() {
   const spec = JSON.parse(process.argv[2] || '{}')
-  const { url, qos = 0, size = 64, n = 1000, mode = 'burst', rate = 1000, timeoutSec = 60 } = spec
+  const { url, qos = 0, size = 64, n = 1000, mode = 'burst', rate = 1000, timeoutSec = 60, warmup = 0 } = spec
   if (!url) throw new Error('usage: node client.js \'{"url":"ws://...","qos":0,"size":64,"n":1000,"mode":"burst"}\'')
-  return { url, qos, size, n, mode, rate, timeoutSec }
+  return { url, qos, size, n, mode, rate, timeoutSec, warmup }
 }
 
 /** A `pad` string that makes JSON.stringify({ seq, t, pad }) about `size` bytes. */
@@ -110,23 +110,38 @@ async function metronome(n, rate) {
     })
 }
 
+/** Publishes seq 0..count-1 in one synchronous loop; returns what each `publish` returned. */
+function burst(client, count, pad) {
+  const settles = []
+  for (let seq = 0; seq < count; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))
+  return settles
+}
+
 /**
  * Runs one case with a client: { connect(), publish(seq, message) → settles later (promise or
  * undefined), close(), extra?() }. Prints the JSON line and exits.
  */
 async function runCase(name, client) {
   const args = parseArgs()
-  const { n, qos, size, mode, rate, timeoutSec } = args
+  const { n, qos, size, mode, rate, timeoutSec, warmup } = args
   const paced = mode === 'paced'
   const startedAt = now()
   const topic = `bench/${name.replace(/\W/g, '')}/${process.pid}/${Date.now()}`
-  const r = receiver(n, paced)
+  const measured = receiver(n, paced)
+  let r = measured
   const errors = []
-  await client.connect({ ...args, topic, onMessage: r.onMessage, onError: (e) => errors.push(e) })
+  await client.connect({ ...args, topic, onMessage: (message) => r.onMessage(message), onError: (e) => errors.push(e) })
   const rssConnectedMB = process.memoryUsage.rss() / 1048576
   const pad = padFor(size, n)
+  if (warmup > 0) {
+    // A first burst, not measured, so that V8 has compiled the hot paths (see bench/README.md).
+    r = receiver(warmup, false)
+    const warmed = burst(client, warmup, pad)
+    await Promise.race([Promise.all([r.all, ...warmed]), new Promise((_, reject) => setTimeout(reject, timeoutSec * 1000, new Error('the warm-up timed out')).unref())])
+    r = measured
+  }
 
-  const settles = []
+  let settles = []
   const startTicks = paced ? await metronome(n, rate) : null
   const cpu0 = process.cpuUsage()
   const t0 = now()
@@ -137,7 +152,7 @@ async function runCase(name, client) {
       settles.push(client.publish(seq, { seq, t: now(), pad }))
     })
   } else {
-    for (let seq = 0; seq < n; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))
+    settles = burst(client, n, pad)
   }
   const acceptedAt = now()
 

@@ -2,11 +2,12 @@
 //! transport (MQTT 3.1.1 on WebSockets), on rumqttc with no JS and no JSON work: how fast the
 //! broker and the socket allow. One publisher and one subscriber connection in one process.
 //!
-//! Input: argv[1] = JSON `{ url, qos, size, n, mode: "burst" | "paced", rate }`.
+//! Input: argv[1] = JSON `{ url, qos, size, n, mode: "burst" | "paced", rate, warmup }`.
 //! Output: one JSON line, the same fields as the JS clients.
 //!
 //! Each payload is `size` bytes: seq (u64 LE), send time (u64 LE, ns since the process' base
-//! instant), then padding.
+//! instant), then padding. With `warmup` W > 0, a burst of W messages (seq n..n+W) goes first
+//! and the measurement starts once all of them arrived, as in the JS clients.
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS, Transport};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ struct Args {
     mode: String,
     rate: f64,
     timeout_sec: u64,
+    warmup: usize,
 }
 
 fn parse_args() -> Args {
@@ -33,6 +35,7 @@ fn parse_args() -> Args {
         mode: v["mode"].as_str().unwrap_or("burst").to_string(),
         rate: v["rate"].as_f64().unwrap_or(1000.0),
         timeout_sec: v["timeoutSec"].as_u64().unwrap_or(60),
+        warmup: v["warmup"].as_u64().unwrap_or(0) as usize,
     }
 }
 
@@ -91,6 +94,11 @@ async fn wait_for<F: Fn(&Packet) -> bool>(eventloop: &mut EventLoop, what: &str,
     }
 }
 
+/// A warm-up message: its seq (the first 8 bytes) is n or more.
+fn is_warmup(payload: &[u8], n: usize) -> bool {
+    payload.len() >= 8 && u64::from_le_bytes(payload[0..8].try_into().unwrap_or([0; 8])) as usize >= n
+}
+
 struct Received {
     received: usize,
     unique: usize,
@@ -144,7 +152,11 @@ async fn main() {
     // Subscriber task: counts deliveries until all N arrived or it is told to stop.
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let (all_tx, all_rx) = oneshot::channel::<()>();
+    let (warm_tx, warm_rx) = oneshot::channel::<()>();
+    let warmup = args.warmup;
     let receiver = tokio::spawn(async move {
+        let mut warm_tx = Some(warm_tx);
+        let mut warmed = 0usize;
         let mut seen = vec![false; n];
         let mut r = Received { received: 0, unique: 0, first_at: None, last_at: None, latencies_ns: Vec::with_capacity(if paced { n } else { 0 }) };
         let mut all_tx = Some(all_tx);
@@ -152,6 +164,12 @@ async fn main() {
             tokio::select! {
                 _ = &mut stop_rx => break,
                 event = sub_loop.poll() => match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) if is_warmup(&p.payload, n) => {
+                        warmed += 1;
+                        if warmed == warmup {
+                            if let Some(tx) = warm_tx.take() { let _ = tx.send(()); }
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let now = Instant::now();
                         r.received += 1;
@@ -207,6 +225,12 @@ async fn main() {
         v
     };
 
+    if warmup > 0 {
+        for seq in n..n + warmup {
+            publisher.publish(topic.clone(), qos, false, payload(seq)).await.expect("publish");
+        }
+        tokio::time::timeout(Duration::from_secs(args.timeout_sec), warm_rx).await.expect("warm-up timed out").expect("receiver task");
+    }
     let cpu0 = cpu_sec();
     let t0 = Instant::now();
     if paced {
