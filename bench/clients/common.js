@@ -38,24 +38,34 @@ function percentile(sorted, q) {
 
 /**
  * Delivery bookkeeping: `onMessage(message)` with the parsed `{ seq, t }`; `all` resolves when
- * every seq arrived.
+ * every seq below n arrived, `warmedUp` when the `warmup` ones from n on did (as in the ceiling,
+ * warm-up messages are told apart by their seq, and do not count in the figures).
  */
-function receiver(n, paced) {
+function receiver(n, paced, warmup) {
   const seen = new Uint8Array(n)
   const latencies = paced ? new Float64Array(n) : null
-  const r = { received: 0, unique: 0, lastAt: 0, latencyCount: 0, resolveAll: null, foreign: 0 }
+  const r = { received: 0, unique: 0, lastAt: 0, latencyCount: 0, resolveAll: null, foreign: 0, warmed: 0, resolveWarmedUp: null }
   r.all = new Promise((resolve) => {
     r.resolveAll = resolve
   })
+  r.warmedUp = new Promise((resolve) => {
+    r.resolveWarmedUp = resolve
+  })
   r.onMessage = (message) => {
     const at = now()
-    r.received++
-    r.lastAt = at
     const seq = message && message.seq
     if (typeof seq !== 'number' || seq < 0 || seq >= n) {
+      if (seq >= n && seq < n + warmup) {
+        if (++r.warmed === warmup) r.resolveWarmedUp()
+        return
+      }
+      r.received++
+      r.lastAt = at
       r.foreign++
       return
     }
+    r.received++
+    r.lastAt = at
     if (seen[seq] === 0) {
       seen[seq] = 1
       r.unique++
@@ -110,10 +120,10 @@ async function metronome(n, rate) {
     })
 }
 
-/** Publishes seq 0..count-1 in one synchronous loop; returns what each `publish` returned. */
-function burst(client, count, pad) {
+/** Publishes seq first..end-1 in one synchronous loop; returns what each `publish` returned. */
+function burst(client, first, end, pad) {
   const settles = []
-  for (let seq = 0; seq < count; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))
+  for (let seq = first; seq < end; seq++) settles.push(client.publish(seq, { seq, t: now(), pad }))
   return settles
 }
 
@@ -127,18 +137,15 @@ async function runCase(name, client) {
   const paced = mode === 'paced'
   const startedAt = now()
   const topic = `bench/${name.replace(/\W/g, '')}/${process.pid}/${Date.now()}`
-  const measured = receiver(n, paced)
-  let r = measured
+  const r = receiver(n, paced, warmup)
   const errors = []
-  await client.connect({ ...args, topic, onMessage: (message) => r.onMessage(message), onError: (e) => errors.push(e) })
+  await client.connect({ ...args, topic, onMessage: r.onMessage, onError: (e) => errors.push(e) })
   const rssConnectedMB = process.memoryUsage.rss() / 1048576
   const pad = padFor(size, n)
   if (warmup > 0) {
     // A first burst, not measured, so that V8 has compiled the hot paths (see bench/README.md).
-    r = receiver(warmup, false)
-    const warmed = burst(client, warmup, pad)
-    await Promise.race([Promise.all([r.all, ...warmed]), new Promise((_, reject) => setTimeout(reject, timeoutSec * 1000, new Error('the warm-up timed out')).unref())])
-    r = measured
+    const warmed = burst(client, n, n + warmup, pad)
+    await Promise.race([Promise.all([r.warmedUp, ...warmed]), new Promise((_, reject) => setTimeout(reject, timeoutSec * 1000, new Error('the warm-up timed out')).unref())])
   }
 
   let settles = []
@@ -152,7 +159,7 @@ async function runCase(name, client) {
       settles.push(client.publish(seq, { seq, t: now(), pad }))
     })
   } else {
-    settles = burst(client, n, pad)
+    settles = burst(client, 0, n, pad)
   }
   const acceptedAt = now()
 

@@ -94,11 +94,6 @@ async fn wait_for<F: Fn(&Packet) -> bool>(eventloop: &mut EventLoop, what: &str,
     }
 }
 
-/// A warm-up message: its seq (the first 8 bytes) is n or more.
-fn is_warmup(payload: &[u8], n: usize) -> bool {
-    payload.len() >= 8 && u64::from_le_bytes(payload[0..8].try_into().unwrap_or([0; 8])) as usize >= n
-}
-
 struct Received {
     received: usize,
     unique: usize,
@@ -164,20 +159,23 @@ async fn main() {
             tokio::select! {
                 _ = &mut stop_rx => break,
                 event = sub_loop.poll() => match event {
-                    Ok(Event::Incoming(Packet::Publish(p))) if is_warmup(&p.payload, n) => {
-                        warmed += 1;
-                        if warmed == warmup {
-                            if let Some(tx) = warm_tx.take() { let _ = tx.send(()); }
-                        }
-                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let now = Instant::now();
+                        // seq and send time, the payload's first 16 bytes.
+                        let stamp = (p.payload.len() >= 16).then(|| {
+                            (u64::from_le_bytes(p.payload[0..8].try_into().unwrap()) as usize, u64::from_le_bytes(p.payload[8..16].try_into().unwrap()))
+                        });
+                        if stamp.is_some_and(|(seq, _)| seq >= n && seq < n + warmup) {
+                            warmed += 1;
+                            if warmed == warmup {
+                                if let Some(tx) = warm_tx.take() { let _ = tx.send(()); }
+                            }
+                            continue;
+                        }
                         r.received += 1;
                         r.first_at.get_or_insert(now);
                         r.last_at = Some(now);
-                        if p.payload.len() >= 16 {
-                            let seq = u64::from_le_bytes(p.payload[0..8].try_into().unwrap()) as usize;
-                            let sent = u64::from_le_bytes(p.payload[8..16].try_into().unwrap());
+                        if let Some((seq, sent)) = stamp {
                             if seq < n && !seen[seq] {
                                 seen[seq] = true;
                                 r.unique += 1;
