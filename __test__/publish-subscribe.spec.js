@@ -86,6 +86,24 @@ test('publishing to several topics sends one message per topic and resolves once
   }
 })
 
+test('a publish to hundreds of topics, then a burst of others, reaches each topic once, in order', async (t) => {
+  // A burst's first segment has room for 64 single-topic publishes: the wide one needs more.
+  const base = uniqueTopic('fan-out-wide')
+  const pubsub = newPubSub(t)
+  const inbox = await subscribed(pubsub, `${base}/#`, { qos: 1, format: 'message' })
+
+  const wide = Array.from({ length: 400 }, (_, i) => `${base}/wide/${i}`)
+  const after = Array.from({ length: 100 }, (_, i) => `${base}/after/${i}`)
+  await Promise.all([
+    pubsub.publish(wide, { wide: true }, { qos: 1 }),
+    ...after.map((topic) => pubsub.publish(topic, 'after', { qos: 1 })),
+  ])
+
+  const messages = await inbox.take(wide.length + after.length)
+  t.deepEqual(topicsOf(messages), [...wide, ...after])
+  t.true(messages.slice(0, wide.length).every((m) => m.payload.toString('utf8') === '{"wide":true}'))
+})
+
 test('subscribing to several topics at once receives from each of them, and only them', async (t) => {
   const x = uniqueTopic('multi-x')
   const y = uniqueTopic('multi-y')

@@ -6,9 +6,12 @@
 // without a JS string per message left for the garbage collector to copy: a burst's payloads
 // wait off the V8 heap. The first publish of a tick is handed to Rust at once; the ones after it
 // go in one call at the end of the tick, or when their segment is full, even in the middle of a
-// synchronous burst, so that the connection sends while JS is still publishing. When Rust's
-// backlog is full, the rest waits here, in order, until the `writable` event or until the next
-// segment fills.
+// synchronous burst, so that the connection sends while JS is still publishing. A burst's
+// segments start small and double, so Rust gets the first of it early, and every path of `push`
+// runs within its first few hundred publishes: a path first taken after V8 has optimised it
+// costs a deoptimisation and a recompile in the middle of the burst (README, "Performance").
+// When Rust's backlog is full, the rest waits here, in order, until the `writable` event or
+// until the next segment fills.
 
 /** Operations in one segment, handed over in one call. */
 const SEGMENT_OPS = 4_096
@@ -19,7 +22,7 @@ const RECORD_WORDS = 4
  * the operations (every publish has at least one topic).
  */
 const SEGMENT_WORDS = SEGMENT_OPS * (RECORD_WORDS + 1)
-/** A segment's records start this small and double as they fill: large payloads fill its buffer first. */
+/** Record words of a burst's first segment (64 single-topic publishes); each next one doubles. */
 const FIRST_WORDS = SEGMENT_WORDS / 64
 /** Payload bytes in one segment; a larger payload gets a segment of its own. */
 const SEGMENT_BYTES = 256 * 1024
@@ -29,9 +32,12 @@ const MAX_UTF8_PER_UNIT = 3
 class Segment {
   constructor(bytes, words) {
     this.buffer = Buffer.allocUnsafe(bytes)
-    this.words = new Uint32Array(Math.max(FIRST_WORDS, words))
-    /** distinct topics; the records' topic indexes point into it */
-    this.topics = []
+    this.words = new Uint32Array(words)
+    /**
+     * distinct topic -> the index the records use. Kept without an array beside it: a new
+     * segment's empty array would have another elements kind than a used one, and optimised
+     * code that has seen only one of them deoptimises on the other.
+     */
     this.topicIndex = new Map()
     this.clear()
   }
@@ -44,8 +50,10 @@ class Segment {
     this.first = 0
     this.firstWord = 0
     this.firstByte = 0
-    this.topics.length = 0
     this.topicIndex.clear()
+    /** a burst is mostly one topic: the last one looked up, and its index */
+    this.lastTopic = null
+    this.lastIndex = 0
   }
 
   /** Whether a standard segment (reusable once handed over). */
@@ -54,17 +62,12 @@ class Segment {
   }
 
   fits(topicCount, bytes) {
-    return this.wordEnd + RECORD_WORDS + topicCount <= SEGMENT_WORDS && this.end + bytes <= this.buffer.length
+    return this.wordEnd + RECORD_WORDS + topicCount <= this.words.length && this.end + bytes <= this.buffer.length
   }
 
   add(op, topics, payload, flags) {
     const record = this.wordEnd
     let word = record + RECORD_WORDS
-    while (word + topics.length > this.words.length) {
-      const bigger = new Uint32Array(this.words.length * 2)
-      bigger.set(this.words)
-      this.words = bigger
-    }
     const words = this.words
     for (const topic of topics) words[word++] = this.#indexOf(topic)
     const start = this.end
@@ -83,14 +86,20 @@ class Segment {
   }
 
   #indexOf(topic) {
-    const last = this.topics.length - 1
-    if (last >= 0 && this.topics[last] === topic) return last
+    if (topic === this.lastTopic) return this.lastIndex
     let index = this.topicIndex.get(topic)
     if (index === undefined) {
-      index = this.topics.push(topic) - 1
+      index = this.topicIndex.size
       this.topicIndex.set(topic, index)
     }
+    this.lastTopic = topic
+    this.lastIndex = index
     return index
+  }
+
+  /** The distinct topics, in the order of their indexes. */
+  get topics() {
+    return Array.from(this.topicIndex.keys())
   }
 
   /** Hands the operations not yet taken to `native`; returns how many it took. */
@@ -149,14 +158,15 @@ class PublishQueue {
   push(op, topics, payload, flags) {
     const bytes = typeof payload === 'string' ? this.#textBytes(payload) : payload.length
     let segment = this.#segments[this.#segments.length - 1]
-    if (segment === undefined || !segment.fits(topics.length, bytes)) {
-      if (segment !== undefined) {
-        // Rust may have room again even if it turned publishes away: its `writable` event
-        // cannot arrive before a synchronous burst ends, so a full segment offers itself anyway.
-        this.#waitingWritable = false
-        this.#flush()
-      }
-      segment = this.#openSegment(topics.length, bytes)
+    if (segment === undefined) {
+      segment = this.#openSegment(topics.length, bytes, FIRST_WORDS)
+    } else if (!segment.fits(topics.length, bytes)) {
+      const burstWords = Math.min(Math.max(2 * segment.wordEnd, FIRST_WORDS), SEGMENT_WORDS)
+      // Rust may have room again even if it turned publishes away: its `writable` event
+      // cannot arrive before a synchronous burst ends, so a full segment offers itself anyway.
+      this.#waitingWritable = false
+      this.#flush()
+      segment = this.#openSegment(topics.length, bytes, burstWords)
     }
     segment.add(op, topics, payload, flags)
     this.#pending++
@@ -211,13 +221,20 @@ class PublishQueue {
     return bound <= SEGMENT_BYTES ? bound : Buffer.byteLength(text)
   }
 
-  #openSegment(topicCount, bytes) {
+  /**
+   * A segment with room for `bytes` and `topicCount`, and for `burstWords` of records: twice
+   * the previous segment's when a burst fills one (a burst of large payloads fills the buffer
+   * first, and its records stay small).
+   */
+  #openSegment(topicCount, bytes, burstWords) {
+    const words = Math.max(RECORD_WORDS + topicCount, burstWords)
     let segment
-    if (bytes <= SEGMENT_BYTES && RECORD_WORDS + topicCount <= SEGMENT_WORDS) {
-      segment = this.#spare ?? new Segment(SEGMENT_BYTES, FIRST_WORDS)
+    if (bytes <= SEGMENT_BYTES && words <= SEGMENT_WORDS) {
+      segment = this.#spare ?? new Segment(SEGMENT_BYTES, words)
       this.#spare = null
+      if (segment.words.length < words) segment.words = new Uint32Array(words)
     } else {
-      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), RECORD_WORDS + topicCount)
+      segment = new Segment(Math.max(bytes, SEGMENT_BYTES), words)
     }
     this.#segments.push(segment)
     return segment

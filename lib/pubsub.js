@@ -377,12 +377,21 @@ class PubSubBase extends EventEmitter {
    */
   #unpack(frame, topics) {
     const words = new Uint32Array(frame, 0, frame.byteLength >>> 2)
-    let w = 3
-    for (const end = w + words[1]; w < end; w++) this.#settle(words[w], null)
-    if (words[2] === 0) return
-    const payloads = Buffer.from(frame)
-    let start = words[0] * 4
-    for (let m = words[2]; m > 0; m--) {
+    const firstRecord = 3 + words[1]
+    // Each loop is a method of its own, with nothing before or after it. A burst's first frames
+    // hold thousands of events, so V8 may compile a loop's function while its first call runs,
+    // before the code around the loop has ever run with feedback; that code then deoptimises.
+    if (words[1] > 0) this.#settleAll(words, 3, firstRecord)
+    if (words[2] > 0) this.#deliverAll(Buffer.from(frame), words[0] * 4, words, firstRecord, words[2], topics)
+  }
+
+  #settleAll(ops, first, end) {
+    for (let i = first; i < end; i++) this.#settle(ops[i], null)
+  }
+
+  /** `count` messages, whose records start at `words[w]` and payloads at `payloads[start]`. */
+  #deliverAll(payloads, start, words, w, count, topics) {
+    for (let m = 0; m < count; m++) {
       const end = start + words[w + 2]
       const first = w + 4
       const last = first + words[w + 3]
