@@ -228,12 +228,15 @@ class PublishQueue {
    */
   #openSegment(topicCount, bytes, burstWords) {
     const words = Math.max(RECORD_WORDS + topicCount, burstWords)
+    const spare = this.#spare
     let segment
-    if (bytes <= SEGMENT_BYTES && words <= SEGMENT_WORDS) {
-      segment = this.#spare ?? new Segment(SEGMENT_BYTES, words)
+    if (spare !== null && bytes <= SEGMENT_BYTES && words <= spare.words.length) {
+      segment = spare
       this.#spare = null
-      if (segment.words.length < words) segment.words = new Uint32Array(words)
     } else {
+      // A spare too small stays for a later burst. Its records are not replaced with larger
+      // ones: V8 treats a field never written after construction as constant, and the first
+      // write in the middle of a burst would deoptimise the code that relied on it.
       segment = new Segment(Math.max(bytes, SEGMENT_BYTES), words)
     }
     this.#segments.push(segment)
