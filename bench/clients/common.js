@@ -54,18 +54,16 @@ function receiver(n, paced, warmup) {
   r.onMessage = (message) => {
     const at = now()
     const seq = message && message.seq
-    if (typeof seq !== 'number' || seq < 0 || seq >= n) {
-      if (seq >= n && seq < n + warmup) {
-        if (++r.warmed === warmup) r.resolveWarmedUp()
-        return
-      }
-      r.received++
-      r.lastAt = at
-      r.foreign++
+    if (seq >= n && seq < n + warmup) {
+      if (++r.warmed === warmup) r.resolveWarmedUp()
       return
     }
     r.received++
     r.lastAt = at
+    if (typeof seq !== 'number' || seq < 0 || seq >= n) {
+      r.foreign++
+      return
+    }
     if (seen[seq] === 0) {
       seen[seq] = 1
       r.unique++
