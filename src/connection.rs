@@ -165,7 +165,7 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     if core.writable_wanted {
         // JS holds publishes back: let it hand them over; the offline queue decides now.
         core.writable_wanted = false;
-        shared.delivery.push(JsEvent::Writable);
+        shared.delivery.push_writable();
     }
 }
 
@@ -353,7 +353,7 @@ fn housekeeping(shared: &Shared, core: &mut Core) -> Option<End> {
     core.outbox.pump(&shared.requests);
     if core.writable_wanted && core.outbox.backlog_len() < WRITABLE_BELOW {
         core.writable_wanted = false;
-        shared.delivery.push(JsEvent::Writable);
+        shared.delivery.push_writable();
     }
     if core.state == ConnectionState::ConnectedPendingDisconnect && core.outbox.is_idle() && !core.subs.has_observers() {
         return Some(End::Idle);

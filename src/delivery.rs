@@ -226,6 +226,14 @@ impl Delivery {
         self.ready.notify_one();
     }
 
+    /// Tells JS that the publish backlog has room again, ahead of the events already waiting:
+    /// nothing in them has to be handled first, and behind a burst's thousands of completions and
+    /// messages the backlog would run dry before JS refilled it.
+    pub fn push_writable(&self) {
+        self.queue.lock().events.push_front(Event::Writable);
+        self.ready.notify_one();
+    }
+
     /// Whether JS is behind: so many messages wait that reading more at once only queues them.
     /// A paced flow never has more than a few waiting.
     pub fn is_behind(&self) -> bool {
@@ -348,5 +356,26 @@ mod tests {
         let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Closed]);
         assert!(frame.is_none() && topics.is_none());
         assert_eq!(events.expect("events")[0].kind, "closed");
+    }
+
+    #[test]
+    fn writable_reaches_js_before_the_events_already_waiting() {
+        let delivery = Delivery::default();
+        for op in 0..3 {
+            delivery.push(Event::Published { op, error: None });
+        }
+        delivery.push(Event::State(ConnectionState::Connected));
+        delivery.push_writable();
+        let first = delivery.take_batch();
+        assert!(matches!(first.as_slice(), [Event::Writable]), "{first:?}");
+        // The rest as they were queued.
+        let rest = delivery.take_batch();
+        assert!(
+            matches!(
+                rest.as_slice(),
+                [Event::Published { op: 0, .. }, Event::Published { op: 1, .. }, Event::Published { op: 2, .. }, Event::State(ConnectionState::Connected)]
+            ),
+            "{rest:?}"
+        );
     }
 }
