@@ -216,6 +216,8 @@ for (const [what, filter] of [
   ['a # that does not fill its level', 'a/b#'],
   ['an empty filter', ''],
   ['a NUL character', 'a/\u0000'],
+  ['a shared subscription without a filter after its group', '$share/group'],
+  ['a shared subscription whose group is a wildcard', '$share/+/a'],
 ]) {
   test(`subscribing to a filter with ${what} reports ERR_INVALID_TOPIC to the observer, not as a throw`, async (t) => {
     const pubsub = newPubSub(t)

@@ -4,7 +4,7 @@
 const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, pubsubOn, observe, subscribed, plain } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, observe, subscribed, plain, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -154,6 +154,23 @@ test("the '#' wildcard matches the parent level and every level below it", async
 
   const messages = await inbox.take(3)
   t.deepEqual(topicsOf(messages), [base, `${base}/a`, `${base}/a/b/c`])
+})
+
+test('a shared subscription ($share/<group>/<filter>) delivers each message to one member of the group', async (t) => {
+  const base = uniqueTopic('shared')
+  const group = `group-${process.pid}`
+  const members = [newPubSub(t), newPubSub(t)]
+  const inboxes = await Promise.all(members.map((m) => subscribed(m, `$share/${group}/${base}/+`, { format: 'message' })))
+  const publisher = newPubSub(t)
+
+  const sent = Array.from({ length: 10 }, (_, i) => `${base}/m${i}`)
+  for (const topic of sent) await publisher.publish(topic, 1, { qos: 1 })
+
+  // The broker shares the group's messages out: together the members get each one once.
+  await waitFor(() => inboxes.reduce((n, inbox) => n + inbox.received.length, 0) >= sent.length, 5_000, 'every shared message')
+  await sleep(200) // time for a duplicate to show
+  const received = inboxes.flatMap((inbox) => topicsOf(inbox.received))
+  t.deepEqual([...received].sort(), [...sent].sort())
 })
 
 test('a message matching two filters of one observer reaches that observer once', async (t) => {

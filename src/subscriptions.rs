@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use rumqttc::QoS;
 
 use crate::errors::PubSubError;
-use crate::topic::topic_matches;
+use crate::topic::{routing_filter, topic_matches};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FilterStatus {
@@ -125,7 +125,7 @@ impl Subscriptions {
     pub fn route(&self, topic: &str) -> Vec<u32> {
         let mut observers: Vec<u32> = Vec::new();
         for (name, filter) in &self.filters {
-            if topic_matches(name, topic) {
+            if topic_matches(routing_filter(name), topic) {
                 observers.extend(&filter.observers);
             }
         }

@@ -31,9 +31,33 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
-/// A topic filter for SUBSCRIBE: `+` fills a whole level, `#` only as the whole last level.
+/// The prefix of a shared subscription (`$share/<group>/<filter>`), which mosquitto, AWS IoT
+/// and most brokers support on MQTT 3.1.1 as they do in MQTT 5.
+const SHARE_PREFIX: &str = "$share/";
+
+/// The filter that topics match: a shared subscription's messages arrive on their own topic,
+/// so `$share/<group>/a/+` routes as `a/+`.
+pub fn routing_filter(filter: &str) -> &str {
+    match filter.strip_prefix(SHARE_PREFIX).and_then(|rest| rest.split_once('/')) {
+        Some((_group, shared)) => shared,
+        None => filter,
+    }
+}
+
+/// A topic filter for SUBSCRIBE: `+` fills a whole level, `#` only as the whole last level;
+/// a shared subscription names a group without wildcards, then a filter.
 pub fn validate_filter(filter: &str) -> Result<()> {
     check_common("topic filter", filter)?;
+    if let Some(rest) = filter.strip_prefix(SHARE_PREFIX) {
+        let ok = rest.split_once('/').is_some_and(|(group, shared)| {
+            !group.is_empty() && !group.contains(['+', '#']) && !shared.is_empty()
+        });
+        if !ok {
+            return Err(PubSubError::InvalidTopic(format!(
+                "Invalid shared subscription '{filter}': write it as '$share/<group>/<filter>', with a group name free of '+' and '#'"
+            )));
+        }
+    }
     let levels: Vec<&str> = filter.split('/').collect();
     let last = levels.len() - 1;
     for (i, level) in levels.iter().enumerate() {
@@ -115,5 +139,20 @@ mod tests {
         for bad in ["a+", "a/#/b", "a/b#", "", "a\0"] {
             assert!(validate_filter(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn shared_subscriptions_route_on_the_filter_after_their_group() {
+        for good in ["$share/g/a/+", "$share/g/#", "$share/workers/t"] {
+            assert!(validate_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["$share/g", "$share//a", "$share/g/", "$share/+/a", "$share/g/a/#/b"] {
+            assert_eq!(validate_filter(bad).unwrap_err().code(), "ERR_INVALID_TOPIC", "{bad:?}");
+        }
+        assert_eq!(routing_filter("$share/g/a/+"), "a/+");
+        assert_eq!(routing_filter("$share/g/#"), "#");
+        assert_eq!(routing_filter("a/+"), "a/+");
+        assert_eq!(routing_filter("$SYS/#"), "$SYS/#");
+        assert!(topic_matches(routing_filter("$share/g/a/+"), "a/b"));
     }
 }
