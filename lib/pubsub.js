@@ -7,6 +7,7 @@ const { CONNECTION_STATE_CHANGE } = require('./constants')
 const { pubsubError } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
+const { IdAllocator } = require('./ids')
 
 const WARNING = 'NativePubSubWarning'
 /** Stands for a payload that failed to parse (JSON.parse never returns undefined or this). */
@@ -100,13 +101,14 @@ class PubSubBase extends EventEmitter {
   /** the user's `credentials` function, called when Rust asks before a connect */
   #credentialsFunction = null
   #state = 'Disconnected'
-  #nextId = 1
   /** publish op id → { resolve, reject, remaining } */
   #ops = new Map()
+  #opIds = new IdAllocator(this.#ops)
   /** publishes on their way into Rust */
   #outgoing
   /** observer id → { observer, format, readyResolve, readyReject, closed } */
   #observers = new Map()
+  #observerIds = new IdAllocator(this.#observers)
   /** the promise close() returns, and its resolver until the native side confirms */
   #closing = null
   #resolveClosed = null
@@ -174,7 +176,7 @@ class PubSubBase extends EventEmitter {
       const retain = Boolean(opts.retain)
       const payload = encodeMessage(message)
       if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
-      const op = this.#nextId++
+      const op = this.#opIds.next()
       this.#ops.set(op, new PendingOp(resolve, reject, list.length))
       this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
       this.#keepAliveIfBusy()
@@ -239,7 +241,7 @@ class PubSubBase extends EventEmitter {
   }
 
   #attach(topics, options, observer) {
-    const id = this.#nextId++
+    const id = this.#observerIds.next()
     let readyResolve
     let readyReject
     const ready = new Promise((resolve, reject) => {
