@@ -7,4 +7,14 @@ function pubsubError(code, message) {
   return error
 }
 
-module.exports = { pubsubError }
+/** A thrown value for a warning: its stack when it has one. Never throws itself. */
+function describeThrown(thrown) {
+  try {
+    return thrown && thrown.stack ? String(thrown.stack) : String(thrown)
+  } catch {
+    // An object without toString (Object.create(null)), or a throwing getter.
+    return Object.prototype.toString.call(thrown)
+  }
+}
+
+module.exports = { pubsubError, describeThrown }

@@ -4,7 +4,7 @@ const { NativeClient } = require('../binding.js')
 const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError } = require('./errors')
+const { pubsubError, describeThrown } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -298,13 +298,29 @@ class PubSubBase extends EventEmitter {
     if (entry.observer.complete) this.#call(entry.observer.complete)
   }
 
-  /** Runs a user callback; a throw is reported, never allowed to end the process. */
+  /**
+   * Runs a user callback; a throw is reported, never allowed to end the process. Never throws,
+   * so the observers after this one still get their message, error or completion.
+   */
   #call(fn, value) {
     try {
       fn(value)
     } catch (error) {
-      this.emit('callbackError', error)
-      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${error && error.stack ? error.stack : error}`)
+      this.#emitGuarded('callbackError', error)
+      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
+    }
+  }
+
+  /**
+   * Emits an event of ours; a listener that throws (say, one that rethrows every callbackError)
+   * is reported as a warning instead of cutting short the delivery, close or Hub dispatch that
+   * emitted it.
+   */
+  #emitGuarded(event, value) {
+    try {
+      this.emit(event, value)
+    } catch (error) {
+      this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
     }
   }
 
@@ -362,10 +378,14 @@ class PubSubBase extends EventEmitter {
       case 'closed': {
         const entries = [...this.#observers.values()]
         this.#observers.clear()
-        for (const entry of entries) this.#complete(entry)
-        this.#resolveClosed()
-        this.#resolveClosed = null
-        PubSubBase.#open.delete(this)
+        try {
+          for (const entry of entries) this.#complete(entry)
+        } finally {
+          // close() settles and lets the process exit whatever happened above.
+          this.#resolveClosed()
+          this.#resolveClosed = null
+          PubSubBase.#open.delete(this)
+        }
         return
       }
     }
@@ -458,7 +478,7 @@ class PubSubBase extends EventEmitter {
   #reportInvalidJson(topic, payload, cause) {
     this.#invalidPayloads++
     const error = pubsubError('ERR_PAYLOAD', `A message on '${topic}' is not valid JSON (${cause.message}); subscribe with format 'string' or 'binary' to receive such messages`)
-    this.emit('invalidPayload', { topic, payload, error })
+    this.#emitGuarded('invalidPayload', { topic, payload, error })
     this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)
   }
 
