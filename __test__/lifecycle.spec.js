@@ -79,6 +79,31 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
   t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
 })
 
+test('a ConnectionStateChange listener that throws keeps no state change from Hub listeners', async (t) => {
+  const marker = `state-listener-${uniqueTopic('marker')}`
+  const warnings = captureWarnings(t, marker)
+  const pubsub = newPubSub(t)
+  const instanceSaw = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => {
+    instanceSaw.push(state)
+    throw new Error(marker)
+  })
+  const hubSaw = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
+  })
+  t.teardown(stop)
+
+  const sub = pubsub.subscribe(uniqueTopic('state-throws')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
+  await sleep(50)
+  t.deepEqual(instanceSaw, FULL_CYCLE)
+  t.deepEqual(hubSaw, FULL_CYCLE)
+  t.is(warnings.length, 1, 'reported once as a warning')
+})
+
 test('the connectionState getter is the last announced state, in step with the events', async (t) => {
   const pubsub = newPubSub(t)
   t.is(pubsub.connectionState, 'Disconnected', 'a new instance has not connected')

@@ -497,7 +497,7 @@ class PubSubBase extends EventEmitter {
   #announce(state) {
     if (state !== 'ConnectedPendingDisconnect') this.#disconnecting = false
     this.#state = state
-    this.emit(CONNECTION_STATE_CHANGE, state)
+    this.#emitGuarded(CONNECTION_STATE_CHANGE, state)
     Hub.dispatch('pubsub', {
       event: CONNECTION_STATE_CHANGE,
       data: { provider: this, connectionState: state },
