@@ -17,4 +17,24 @@ function describeThrown(thrown) {
   }
 }
 
-module.exports = { pubsubError, describeThrown }
+/** Key names an error message lists at most. */
+const SHOWN_KEYS = 10
+
+/**
+ * A rejected value for an error message, without its contents (options passed in the wrong
+ * place hold passwords and secret keys): a number, boolean, null or undefined as it is (none is
+ * a credential here), anything else by its type, an object by its constructor and key names.
+ */
+function describeValue(value) {
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value)
+  if (typeof value !== 'object') return `a ${typeof value}`
+  if (Array.isArray(value)) return `an array of ${value.length}`
+  const name = Object.getPrototypeOf(value)?.constructor?.name
+  const what = !name || name === 'Object' ? 'an object' : `an instance of ${name}`
+  const keys = Object.keys(value)
+  if (keys.length === 0) return `${what} without keys`
+  const shown = keys.slice(0, SHOWN_KEYS).join(', ')
+  return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
+}
+
+module.exports = { pubsubError, describeThrown, describeValue }

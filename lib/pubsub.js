@@ -4,7 +4,7 @@ const { NativeClient } = require('../binding.js')
 const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, describeThrown } = require('./errors')
+const { pubsubError, describeThrown, describeValue } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -43,7 +43,7 @@ function toTopicList(topics) {
 function readQos(options) {
   const qos = options.qos === undefined ? 0 : options.qos
   if (qos !== 0 && qos !== 1 && qos !== 2) {
-    throw pubsubError('ERR_INVALID_OPTION', `qos must be 0, 1 or 2, got ${String(qos)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `qos must be 0, 1 or 2, got ${describeValue(qos)}`)
   }
   return qos
 }
@@ -270,7 +270,7 @@ class PubSubBase extends EventEmitter {
       const opts = readOptions(options)
       const qos = readQos(opts)
       if (opts.format !== undefined && !FORMATS.includes(opts.format)) {
-        throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${String(opts.format)}`)
+        throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${describeValue(opts.format)}`)
       }
       entry.format = opts.format || 'json'
       this.#observers.set(id, entry)
