@@ -255,17 +255,21 @@ for (const [what, message] of [
 
 // ------------------------------------------------------------- ERR_INVALID_OPTION (per call)
 
-for (const [what, options] of [
-  ['qos 3', { qos: 3 }],
-  ['qos -1', { qos: -1 }],
-  ['qos 1.5', { qos: 1.5 }],
-  ['qos given as a string', { qos: '1' }],
-  ['options that are not an object', 'qos1'],
+for (const [what, options, named] of [
+  ['qos 3', { qos: 3 }, /qos/],
+  ['qos -1', { qos: -1 }, /qos/],
+  ['qos 1.5', { qos: 1.5 }, /qos/],
+  ['qos given as a string', { qos: '1' }, /qos/],
+  // Coerced, 'false' would publish a retained message.
+  ['retain given as a string', { retain: 'false' }, /retain must be a boolean, got a string/],
+  ['retain given as a number', { retain: 0 }, /retain must be a boolean, got 0/],
+  ['retain null', { retain: null }, /retain must be a boolean, got null/],
+  ['options that are not an object', 'qos1', /options/],
 ]) {
   test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {
     const pubsub = newPubSub(t, { endpoint })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x', options), { code: 'ERR_INVALID_OPTION' })
-    t.regex(error.message, /qos|options/)
+    t.regex(error.message, named)
   })
 }
 

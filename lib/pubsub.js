@@ -48,6 +48,15 @@ function readQos(options) {
   return qos
 }
 
+function readRetain(options) {
+  const retain = options.retain === undefined ? false : options.retain
+  // Not coerced: { retain: 'false' } (from an environment variable, say) would retain.
+  if (typeof retain !== 'boolean') {
+    throw pubsubError('ERR_INVALID_OPTION', `retain must be a boolean, got ${describeValue(retain)}`)
+  }
+  return retain
+}
+
 function readOptions(options) {
   if (options === undefined || options === null) return {}
   if (typeof options !== 'object') throw pubsubError('ERR_INVALID_OPTION', 'options must be an object')
@@ -173,7 +182,7 @@ class PubSubBase extends EventEmitter {
       const list = toTopicList(topics)
       const opts = readOptions(options)
       const qos = readQos(opts)
-      const retain = Boolean(opts.retain)
+      const retain = readRetain(opts)
       const payload = encodeMessage(message)
       if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       const op = this.#opIds.next()
