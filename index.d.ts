@@ -139,6 +139,12 @@ export interface CommonOptions {
   offlineQueue?: OfflineQueuePolicy | OfflineQueueOptions
 }
 
+/**
+ * Options that say where to connect, as `new PubSub(options)` needs them: `endpoint`, or its
+ * Amplify v5 alias `aws_pubsub_endpoint`. (The provider classes can take it from `configure`.)
+ */
+export type WithEndpoint<Options> = Options & ({ endpoint: string } | { aws_pubsub_endpoint: string })
+
 export interface ReconnectOptions {
   /** First wait, and the least one. Default 1000. */
   minDelayMs?: number
@@ -398,7 +404,7 @@ export declare const Amplify: {
 /** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: IotPubSubOptions): PubSubInstance
+  new (options: WithEndpoint<IotPubSubOptions>): PubSubInstance
   readonly prototype: PubSubInstance
 }
 export default PubSub

@@ -17,6 +17,7 @@ export {
   Observable,
   WillOptions,
   CommonOptions,
+  WithEndpoint,
   ReconnectOptions,
   OfflineQueuePolicy,
   OfflineQueueOptions,
@@ -41,12 +42,12 @@ export {
   IotPubSubOptions,
   AwsCredentials,
 } from './index'
-import type { MqttPubSubOptions, PubSubInstance, PubSubSingleton } from './index'
+import type { MqttPubSubOptions, PubSubInstance, PubSubSingleton, WithEndpoint } from './index'
 
 /** The generic MQTT provider, for any broker; its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: MqttPubSubOptions): PubSubInstance
+  new (options: WithEndpoint<MqttPubSubOptions>): PubSubInstance
   readonly prototype: PubSubInstance
 }
 export default PubSub

@@ -8,7 +8,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 const test = require('ava')
-const { PubSub } = require('../mqtt.js')
+const { PubSub, MqttOverWSProvider } = require('../mqtt.js')
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
 const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer } = require('./helpers/pubsub.js')
@@ -257,17 +257,21 @@ for (const [what, message] of [
 
 // ------------------------------------------------------------- ERR_INVALID_OPTION (per call)
 
-for (const [what, options] of [
-  ['qos 3', { qos: 3 }],
-  ['qos -1', { qos: -1 }],
-  ['qos 1.5', { qos: 1.5 }],
-  ['qos given as a string', { qos: '1' }],
-  ['options that are not an object', 'qos1'],
+for (const [what, options, named] of [
+  ['qos 3', { qos: 3 }, /qos/],
+  ['qos -1', { qos: -1 }, /qos/],
+  ['qos 1.5', { qos: 1.5 }, /qos/],
+  ['qos given as a string', { qos: '1' }, /qos/],
+  // Coerced, 'false' would publish a retained message.
+  ['retain given as a string', { retain: 'false' }, /retain must be a boolean, got a string/],
+  ['retain given as a number', { retain: 0 }, /retain must be a boolean, got 0/],
+  ['retain null', { retain: null }, /retain must be a boolean, got null/],
+  ['options that are not an object', 'qos1', /options/],
 ]) {
   test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {
     const pubsub = newPubSub(t, { endpoint })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x', options), { code: 'ERR_INVALID_OPTION' })
-    t.regex(error.message, /qos|options/)
+    t.regex(error.message, named)
   })
 }
 
@@ -282,7 +286,7 @@ test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the 
   const pubsub = newPubSub(t, { endpoint })
   const { error } = await observerError(pubsub, 'a/b', { format: 'xml' })
   t.is(error.code, 'ERR_INVALID_OPTION')
-  t.regex(error.message, /format must be one of json, string, binary, message, got xml/)
+  t.regex(error.message, /format must be one of json, string, binary, message, got a string/)
 })
 
 // ---------------------------------------------------------------- connection failures
@@ -450,4 +454,42 @@ test('no error message ever contains the password', async (t) => {
     t.false(error.message.includes(secret), `${error.code} leaks the password: ${error.message}`)
     t.false(String(error.stack).includes(secret), `${error.code} leaks the password in its stack`)
   }
+})
+
+test('a rejected value is described by its type or key names, never by its contents', async (t) => {
+  const secret = 'hunter2-S3CRET-value'
+  const url = `wss://svc:${secret}@broker.example.com/mqtt`
+  const options = { aws_pubsub_endpoint: 'wss://broker.example.com/mqtt', username: 'svc', password: secret }
+  class Settings {
+    constructor() {
+      this.password = secret
+    }
+  }
+  const pubsub = newPubSub(t, { endpoint })
+  const cases = [
+    [() => PubSub.addPluggable(options), /got an object with keys aws_pubsub_endpoint, username, password$/],
+    [() => PubSub.addPluggable({ accessKeyId: secret, secretAccessKey: secret }), /got an object with keys accessKeyId, secretAccessKey$/],
+    [() => PubSub.addPluggable(new Settings()), /got an instance of Settings with keys password$/],
+    [() => PubSub.addPluggable(url), /got a string$/],
+    [() => PubSub.configure(secret), /got a string$/],
+    [() => PubSub.configure({ PubSub: url }), /got a string$/],
+    [() => PubSub.removePluggable({ password: secret }), /got an object with keys password$/],
+    [() => new MqttOverWSProvider(url), /got a string$/],
+  ]
+  for (const [call, described] of cases) {
+    const error = t.throws(call, { code: 'ERR_INVALID_OPTION' })
+    t.regex(error.message, described)
+    t.false(error.message.includes(secret), `the message leaks the secret: ${error.message}`)
+  }
+  for (const rejected of [
+    PubSub.publish('a/b', 'x', { provider: { password: secret } }),
+    pubsub.publish('a/b', 'x', { qos: secret }),
+  ]) {
+    const error = await t.throwsAsync(rejected, { code: 'ERR_INVALID_OPTION' })
+    t.regex(error.message, /got (an object with keys password|a string)$/)
+    t.false(error.message.includes(secret), `the message leaks the secret: ${error.message}`)
+  }
+  const { error } = await observerError(pubsub, 'a/b', { format: secret })
+  t.regex(error.message, /got a string$/)
+  t.false(error.message.includes(secret), `the message leaks the secret: ${error.message}`)
 })

@@ -5,8 +5,8 @@
 const test = require('ava')
 const { Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { useAedes } = require('./helpers/aedes.js')
-const { topicNamer, pubsubOn, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
+const { useAedes, startAedes } = require('./helpers/aedes.js')
+const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -77,6 +77,31 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
   t.is(first.payload.data.provider, pubsub)
   t.is(first.payload.message, 'Connection state is Connecting')
   t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
+})
+
+test('a ConnectionStateChange listener that throws keeps no state change from Hub listeners', async (t) => {
+  const marker = `state-listener-${uniqueTopic('marker')}`
+  const warnings = captureWarnings(t, marker)
+  const pubsub = newPubSub(t)
+  const instanceSaw = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => {
+    instanceSaw.push(state)
+    throw new Error(marker)
+  })
+  const hubSaw = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
+  })
+  t.teardown(stop)
+
+  const sub = pubsub.subscribe(uniqueTopic('state-throws')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
+  await sleep(50)
+  t.deepEqual(instanceSaw, FULL_CYCLE)
+  t.deepEqual(hubSaw, FULL_CYCLE)
+  t.is(warnings.length, 1, 'reported once as a warning')
 })
 
 test('the connectionState getter is the last announced state, in step with the events', async (t) => {
@@ -286,6 +311,90 @@ test("a next callback that throws is reported as 'callbackError' and one warning
   t.is(warnings.length, 1, 'one process warning, not one per throw')
   t.false(sub.closed)
   t.is(pubsub.connectionState, 'Connected')
+})
+
+/** A burst of `count` messages to `topic`, published by `pubsub`; resolves once all are acknowledged. */
+function burst(pubsub, topic, count, message) {
+  return Promise.all(Array.from({ length: count }, () => pubsub.publish(topic, message, { qos: 1 })))
+}
+
+for (const [event, firstFormat, message] of [
+  ['callbackError', 'json', 'json'],
+  ['invalidPayload', 'json', Buffer.from('not json {')],
+]) {
+  test(`a throwing '${event}' listener loses no message for the other observers`, async (t) => {
+    const topic = uniqueTopic(`${event}-listener-throws`)
+    const marker = `thrown-in-${topic}`
+    const warnings = captureWarnings(t, marker)
+    const pubsub = newPubSub(t)
+    pubsub.on(event, () => {
+      throw new Error(marker)
+    })
+    // The first observer's callback throws (callbackError) or its format cannot read the
+    // messages (invalidPayload); the second reads every message as text and never throws.
+    const first = pubsub.subscribe(topic, { format: firstFormat }).subscribe({
+      next() {
+        throw new Error(`next of the first observer on ${topic}`)
+      },
+    })
+    t.teardown(() => first.unsubscribe())
+    await first.ready
+    const { values, errors } = await listen(t, pubsub, topic, { format: 'string' })
+
+    const count = 500
+    await burst(pubsub, topic, count, message === 'json' ? { n: 1 } : message)
+    await waitFor(() => values.length === count, 10_000, `all ${count} messages (got ${values.length})`).catch(() => {})
+    await sleep(50)
+    t.is(values.length, count)
+    t.deepEqual(errors, [])
+    t.is(warnings.length, 1, `one warning that an '${event}' listener threw`)
+    t.regex(warnings[0].message, new RegExp(`'${event}' listener threw`))
+  })
+}
+
+test("close() completes every observer and settles when a complete throws and the 'callbackError' listener rethrows", async (t) => {
+  const pubsub = newPubSub(t)
+  pubsub.on('callbackError', (error) => {
+    throw error
+  })
+  const completed = []
+  const subs = [1, 2, 3].map((n) =>
+    pubsub.subscribe(uniqueTopic(`close-throws-${n}`)).subscribe({
+      complete() {
+        completed.push(n)
+        throw new Error(`complete of observer ${n}`)
+      },
+    }),
+  )
+  await Promise.all(subs.map((sub) => sub.ready))
+  const outcome = await Promise.race([pubsub.close().then(() => 'closed'), sleep(5_000).then(() => 'close() still pending')])
+  t.is(outcome, 'closed')
+  t.deepEqual(completed, [1, 2, 3])
+  t.true(subs.every((sub) => sub.closed))
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test("after a permanent failure every observer is told, even when an error callback throws and the 'callbackError' listener rethrows", async (t) => {
+  const ownBroker = await startAedes()
+  t.teardown(() => ownBroker.stop())
+  const pubsub = openPubSub(t, { endpoint: ownBroker.wsUrl, reconnect: false })
+  pubsub.on('callbackError', (error) => {
+    throw error
+  })
+  const told = []
+  const subs = [1, 2, 3].map((n) =>
+    pubsub.subscribe(uniqueTopic(`failed-throws-${n}`)).subscribe({
+      error(error) {
+        told.push([n, error.code])
+        throw new Error(`error of observer ${n}`)
+      },
+    }),
+  )
+  await Promise.all(subs.map((sub) => sub.ready))
+  await ownBroker.stop()
+  await waitFor(() => told.length === 3, 5_000, 'every observer told (got ' + told.length + ')').catch(() => {})
+  t.deepEqual(told, [[1, 'ERR_CONNECTION'], [2, 'ERR_CONNECTION'], [3, 'ERR_CONNECTION']])
+  t.true(subs.every((sub) => sub.closed))
 })
 
 // ----------------------------------------------------------------------- identity, credentials

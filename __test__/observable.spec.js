@@ -224,6 +224,26 @@ test("['@@observable']() returns the observable itself, for RxJS and zen-observa
   t.deepEqual(await inbox.take(1), ['through interop'])
 })
 
+test('a Symbol.observable polyfill loaded after native-pubsub still finds the interop method (as RxJS from() looks for it)', async (t) => {
+  t.is(Symbol.observable, undefined, 'nothing loaded so far defines Symbol.observable')
+  // What symbol-observable or zen-observable do when they load, after the package here.
+  Symbol.observable = Symbol('observable')
+  t.teardown(() => delete Symbol.observable)
+  const topic = uniqueTopic('late-polyfill')
+  const pubsub = newPubSub(t)
+  const observable = pubsub.subscribe(topic)
+
+  t.is(typeof observable[Symbol.observable], 'function')
+  t.is(observable[Symbol.observable](), observable)
+  const inbox = observe(observable[Symbol.observable]())
+  await inbox.subscription.ready
+  await pubsub.publish(topic, 'through the late key', { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['through the late key'])
+  const unsubscribed = broker.waitFor('unsubscribe', (topics) => topics.includes(topic))
+  inbox.subscription.unsubscribe()
+  await unsubscribed
+})
+
 test('sub.closed is false while subscribed and true after unsubscribe(), which may be called twice', async (t) => {
   const topic = uniqueTopic('closed')
   const pubsub = newPubSub(t)

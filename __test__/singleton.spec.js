@@ -436,11 +436,33 @@ test.serial('configure rejects unknown shapes clearly', async (t) => {
   for (const result of [string, array, section, typo, unknown, flatTypo]) t.is(result.code, 'ERR_INVALID_OPTION')
   t.regex(string.message, /config must be an object such as \{ PubSub: \{ aws_pubsub_region, aws_pubsub_endpoint \} \}/)
   t.regex(array.message, /config must be an object/)
-  t.regex(section.message, /config\.PubSub must be an object of provider options, got 'wss:\/\/h\/mqtt'/)
+  t.regex(section.message, /config\.PubSub must be an object of provider options, got a string/)
   t.regex(typo.message, /unknown PubSub option 'aws_pubsub_endpiont' in config\.PubSub; the provider options are endpoint, aws_pubsub_endpoint/)
   t.regex(unknown.message, /unknown PubSub option 'endpoints'/)
   t.regex(flatTypo.message, /unknown PubSub option 'aws_pubsub_regoin'/)
   t.deepEqual(after, {}, 'nothing of a rejected config was kept')
+})
+
+test.serial('configure takes config objects that are not plain (class instances, a custom prototype), as Amplify did, but not a promise', async (t) => {
+  const [fromClass, fromPrototype, pending, configured] = await inChild(
+    t,
+    `class Settings {
+       constructor() {
+         this.PubSub = Object.create({ inherited: 'ignored' }, { aws_pubsub_endpoint: { value: process.env.BROKER, enumerable: true } })
+       }
+     }
+     print(PubSub.configure(new Settings()))
+     // Like the objects of the config package: data keys on an object with its own prototype.
+     const loaded = Object.assign(Object.create({ get() {}, has() {} }), { aws_pubsub_region: 'eu-west-1' })
+     print(Amplify.configure(loaded))
+     print(attempt(() => PubSub.configure(Promise.resolve({ aws_pubsub_region: 'us-east-1' }))))
+     print(PubSub.configure())`,
+  )
+  t.deepEqual(fromClass, { aws_pubsub_endpoint: broker.wsUrl })
+  t.deepEqual(fromPrototype, { aws_pubsub_region: 'eu-west-1' })
+  t.is(pending.code, 'ERR_INVALID_OPTION')
+  t.regex(pending.message, /config must be an object .* got an instance of Promise/)
+  t.deepEqual(configured, { aws_pubsub_endpoint: broker.wsUrl, aws_pubsub_region: 'eu-west-1' })
 })
 
 test.serial('configure after providers are plugged in cannot reach them: it throws instead of being ignored', async (t) => {

@@ -7,4 +7,34 @@ function pubsubError(code, message) {
   return error
 }
 
-module.exports = { pubsubError }
+/** A thrown value for a warning: its stack when it has one. Never throws itself. */
+function describeThrown(thrown) {
+  try {
+    return thrown && thrown.stack ? String(thrown.stack) : String(thrown)
+  } catch {
+    // An object without toString (Object.create(null)), or a throwing getter.
+    return Object.prototype.toString.call(thrown)
+  }
+}
+
+/** Key names an error message lists at most. */
+const SHOWN_KEYS = 10
+
+/**
+ * A rejected value for an error message, without its contents (options passed in the wrong
+ * place hold passwords and secret keys): a number, boolean, null or undefined as it is (none is
+ * a credential here), anything else by its type, an object by its constructor and key names.
+ */
+function describeValue(value) {
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value)
+  if (typeof value !== 'object') return `a ${typeof value}`
+  if (Array.isArray(value)) return `an array of ${value.length}`
+  const name = Object.getPrototypeOf(value)?.constructor?.name
+  const what = !name || name === 'Object' ? 'an object' : `an instance of ${name}`
+  const keys = Object.keys(value)
+  if (keys.length === 0) return `${what} without keys`
+  const shown = keys.slice(0, SHOWN_KEYS).join(', ')
+  return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
+}
+
+module.exports = { pubsubError, describeThrown, describeValue }

@@ -1,4 +1,5 @@
 'use strict'
+const { describeThrown } = require('./errors')
 
 /** A minimal Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops it. */
 const channels = new Map()
@@ -24,7 +25,7 @@ const Hub = {
       try {
         listener(capsule)
       } catch (error) {
-        process.emitWarning(`A Hub listener on '${channel}' threw: ${error && error.stack ? error.stack : error}`, 'NativePubSubWarning')
+        process.emitWarning(`A Hub listener on '${channel}' threw: ${describeThrown(error)}`, 'NativePubSubWarning')
       }
     }
   },

@@ -1,8 +1,5 @@
 'use strict'
 
-// RxJS and zen-observable look for Symbol.observable when it exists, '@@observable' otherwise.
-const observableKeys = ['@@observable', ...(typeof Symbol.observable === 'symbol' ? [Symbol.observable] : [])]
-
 /** Accepts an observer object (`complete` or the older docs' `close`) or up to three functions. */
 function toObserver(observerOrNext, error, complete) {
   if (typeof observerOrNext === 'function' || observerOrNext == null) {
@@ -38,6 +35,11 @@ class Observable {
   /** @param start (observer) => subscription; called once per `subscribe`. */
   constructor(start) {
     this.#start = start
+    // A Symbol.observable polyfill (symbol-observable, zen-observable) may load after this
+    // module, before RxJS: RxJS then looks only for that key, so it is defined once it exists.
+    if (typeof Symbol.observable === 'symbol' && !Object.hasOwn(Observable.prototype, Symbol.observable)) {
+      defineInterop(Symbol.observable)
+    }
   }
 
   subscribe(observerOrNext, error, complete) {
@@ -95,12 +97,18 @@ class Observable {
   }
 }
 
-for (const key of observableKeys) {
+/**
+ * Interop under `key`: RxJS and zen-observable look for Symbol.observable when it exists,
+ * '@@observable' otherwise, and call it for the observable itself.
+ */
+function defineInterop(key) {
   Object.defineProperty(Observable.prototype, key, {
     value() {
       return this
     },
   })
 }
+
+defineInterop('@@observable')
 
 module.exports = { Observable }

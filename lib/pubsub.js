@@ -4,9 +4,10 @@ const { NativeClient } = require('../binding.js')
 const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError } = require('./errors')
+const { pubsubError, describeThrown, describeValue } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
+const { IdAllocator } = require('./ids')
 
 const WARNING = 'NativePubSubWarning'
 /** Stands for a payload that failed to parse (JSON.parse never returns undefined or this). */
@@ -42,9 +43,18 @@ function toTopicList(topics) {
 function readQos(options) {
   const qos = options.qos === undefined ? 0 : options.qos
   if (qos !== 0 && qos !== 1 && qos !== 2) {
-    throw pubsubError('ERR_INVALID_OPTION', `qos must be 0, 1 or 2, got ${String(qos)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `qos must be 0, 1 or 2, got ${describeValue(qos)}`)
   }
   return qos
+}
+
+function readRetain(options) {
+  const retain = options.retain === undefined ? false : options.retain
+  // Not coerced: { retain: 'false' } (from an environment variable, say) would retain.
+  if (typeof retain !== 'boolean') {
+    throw pubsubError('ERR_INVALID_OPTION', `retain must be a boolean, got ${describeValue(retain)}`)
+  }
+  return retain
 }
 
 function readOptions(options) {
@@ -100,13 +110,14 @@ class PubSubBase extends EventEmitter {
   /** the user's `credentials` function, called when Rust asks before a connect */
   #credentialsFunction = null
   #state = 'Disconnected'
-  #nextId = 1
   /** publish op id → { resolve, reject, remaining } */
   #ops = new Map()
+  #opIds = new IdAllocator(this.#ops)
   /** publishes on their way into Rust */
   #outgoing
   /** observer id → { observer, format, readyResolve, readyReject, closed } */
   #observers = new Map()
+  #observerIds = new IdAllocator(this.#observers)
   /** the promise close() returns, and its resolver until the native side confirms */
   #closing = null
   #resolveClosed = null
@@ -171,10 +182,10 @@ class PubSubBase extends EventEmitter {
       const list = toTopicList(topics)
       const opts = readOptions(options)
       const qos = readQos(opts)
-      const retain = Boolean(opts.retain)
+      const retain = readRetain(opts)
       const payload = encodeMessage(message)
       if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
-      const op = this.#nextId++
+      const op = this.#opIds.next()
       this.#ops.set(op, new PendingOp(resolve, reject, list.length))
       this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
       this.#keepAliveIfBusy()
@@ -239,7 +250,7 @@ class PubSubBase extends EventEmitter {
   }
 
   #attach(topics, options, observer) {
-    const id = this.#nextId++
+    const id = this.#observerIds.next()
     let readyResolve
     let readyReject
     const ready = new Promise((resolve, reject) => {
@@ -268,7 +279,7 @@ class PubSubBase extends EventEmitter {
       const opts = readOptions(options)
       const qos = readQos(opts)
       if (opts.format !== undefined && !FORMATS.includes(opts.format)) {
-        throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${String(opts.format)}`)
+        throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${describeValue(opts.format)}`)
       }
       entry.format = opts.format || 'json'
       this.#observers.set(id, entry)
@@ -296,13 +307,29 @@ class PubSubBase extends EventEmitter {
     if (entry.observer.complete) this.#call(entry.observer.complete)
   }
 
-  /** Runs a user callback; a throw is reported, never allowed to end the process. */
+  /**
+   * Runs a user callback; a throw is reported, never allowed to end the process. Never throws,
+   * so the observers after this one still get their message, error or completion.
+   */
   #call(fn, value) {
     try {
       fn(value)
     } catch (error) {
-      this.emit('callbackError', error)
-      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${error && error.stack ? error.stack : error}`)
+      this.#emitGuarded('callbackError', error)
+      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
+    }
+  }
+
+  /**
+   * Emits an event of ours; a listener that throws (say, one that rethrows every callbackError)
+   * is reported as a warning instead of cutting short the delivery, close or Hub dispatch that
+   * emitted it.
+   */
+  #emitGuarded(event, value) {
+    try {
+      this.emit(event, value)
+    } catch (error) {
+      this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
     }
   }
 
@@ -360,10 +387,14 @@ class PubSubBase extends EventEmitter {
       case 'closed': {
         const entries = [...this.#observers.values()]
         this.#observers.clear()
-        for (const entry of entries) this.#complete(entry)
-        this.#resolveClosed()
-        this.#resolveClosed = null
-        PubSubBase.#open.delete(this)
+        try {
+          for (const entry of entries) this.#complete(entry)
+        } finally {
+          // close() settles and lets the process exit whatever happened above.
+          this.#resolveClosed()
+          this.#resolveClosed = null
+          PubSubBase.#open.delete(this)
+        }
         return
       }
     }
@@ -456,7 +487,7 @@ class PubSubBase extends EventEmitter {
   #reportInvalidJson(topic, payload, cause) {
     this.#invalidPayloads++
     const error = pubsubError('ERR_PAYLOAD', `A message on '${topic}' is not valid JSON (${cause.message}); subscribe with format 'string' or 'binary' to receive such messages`)
-    this.emit('invalidPayload', { topic, payload, error })
+    this.#emitGuarded('invalidPayload', { topic, payload, error })
     this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)
   }
 
@@ -475,7 +506,7 @@ class PubSubBase extends EventEmitter {
   #announce(state) {
     if (state !== 'ConnectedPendingDisconnect') this.#disconnecting = false
     this.#state = state
-    this.emit(CONNECTION_STATE_CHANGE, state)
+    this.#emitGuarded(CONNECTION_STATE_CHANGE, state)
     Hub.dispatch('pubsub', {
       event: CONNECTION_STATE_CHANGE,
       data: { provider: this, connectionState: state },

@@ -6,11 +6,11 @@
 // The singleton holds provider instances (AWSIoTProvider, MqttOverWSProvider: instances of the
 // package's PubSub classes) in the order they were plugged in, and hands each call to one of
 // them. It holds no handle of its own: the providers keep Node alive exactly as instances do.
-const { isDeepStrictEqual, inspect } = require('node:util')
+const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
 const { knownOptions } = require('../binding.js')
 const { Observable } = require('./observable')
-const { pubsubError } = require('./errors')
+const { pubsubError, describeValue } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -43,8 +43,12 @@ function isPlainObject(value) {
   return proto === Object.prototype || proto === null
 }
 
-function describe(value) {
-  return inspect(value, { depth: 0, breakLength: Infinity })
+/**
+ * Any object but an array or a promise: Amplify took any object (the `config` package's objects,
+ * class instances), and reads only its own keys here.
+ */
+function isConfigObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && typeof value.then !== 'function'
 }
 
 /**
@@ -57,15 +61,15 @@ function describe(value) {
  */
 function configure(config) {
   if (config === undefined || config === null) return { ...configured }
-  if (!isPlainObject(config)) {
+  if (!isConfigObject(config)) {
     throw pubsubError(
       'ERR_INVALID_OPTION',
-      `PubSub.configure(config): config must be an object such as { PubSub: { aws_pubsub_region, aws_pubsub_endpoint } } or your aws-exports object, got ${describe(config)}`,
+      `PubSub.configure(config): config must be an object such as { PubSub: { aws_pubsub_region, aws_pubsub_endpoint } } or your aws-exports object, got ${describeValue(config)}`,
     )
   }
   const nested = config.PubSub !== undefined && config.PubSub !== null
-  if (nested && !isPlainObject(config.PubSub)) {
-    throw pubsubError('ERR_INVALID_OPTION', `PubSub.configure(config): config.PubSub must be an object of provider options, got ${describe(config.PubSub)}`)
+  if (nested && !isConfigObject(config.PubSub)) {
+    throw pubsubError('ERR_INVALID_OPTION', `PubSub.configure(config): config.PubSub must be an object of provider options, got ${describeValue(config.PubSub)}`)
   }
   const section = nested ? config.PubSub : config
   const given = {}
@@ -105,7 +109,7 @@ function configure(config) {
 function providerOptions(options, kind, name) {
   if (options === undefined || options === null) options = {}
   if (typeof options !== 'object' || Array.isArray(options)) {
-    throw pubsubError('ERR_INVALID_OPTION', `new ${name}(options): options must be an object such as { aws_pubsub_endpoint }, got ${describe(options)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `new ${name}(options): options must be an object such as { aws_pubsub_endpoint }, got ${describeValue(options)}`)
   }
   const given = (key) => options[key] !== undefined
   const accepted = KIND_OPTIONS[kind]
@@ -139,7 +143,7 @@ function isProvider(value) {
 /** Plugs a provider in; throws (synchronously) on anything that is not a PubSub provider. */
 function addPluggable(provider) {
   if (!isProvider(provider)) {
-    throw pubsubError('ERR_INVALID_OPTION', `addPluggable(provider): provider must be a PubSub provider such as new AWSIoTProvider({ aws_pubsub_region, aws_pubsub_endpoint }) or new MqttOverWSProvider({ aws_pubsub_endpoint }), got ${describe(provider)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `addPluggable(provider): provider must be a PubSub provider such as new AWSIoTProvider({ aws_pubsub_region, aws_pubsub_endpoint }) or new MqttOverWSProvider({ aws_pubsub_endpoint }), got ${describeValue(provider)}`)
   }
   if (typeof provider.getCategory === 'function' && provider.getCategory() !== 'PubSub') {
     throw pubsubError('ERR_INVALID_OPTION', `addPluggable(provider): ${provider.getProviderName()} is a plugin of Amplify's ${provider.getCategory()} category; native-pubsub only takes PubSub providers`)
@@ -159,7 +163,7 @@ function addPluggable(provider) {
 /** Unplugs every provider named `providerName`, closes it (its observers complete); resolves once closed. */
 function removePluggable(providerName) {
   if (typeof providerName !== 'string') {
-    throw pubsubError('ERR_INVALID_OPTION', `removePluggable(providerName): providerName must be a provider name such as 'AWSIoTProvider' or 'MqttOverWSProvider', got ${describe(providerName)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `removePluggable(providerName): providerName must be a provider name such as 'AWSIoTProvider' or 'MqttOverWSProvider', got ${describeValue(providerName)}`)
   }
   const removed = pluggables.filter((p) => p.getProviderName() === providerName)
   for (const provider of removed) pluggables.splice(pluggables.indexOf(provider), 1)
@@ -174,7 +178,7 @@ function pick(options) {
     throw pubsubError('ERR_NO_PROVIDER', `No PubSub provider is plugged in: call ${HOW_TO_PLUG} first`)
   }
   if (typeof name !== 'string') {
-    throw pubsubError('ERR_INVALID_OPTION', `options.provider must be the name of a plugged-in provider (${PROVIDER_NAMES.join(' or ')}), got ${describe(name)}`)
+    throw pubsubError('ERR_INVALID_OPTION', `options.provider must be the name of a plugged-in provider (${PROVIDER_NAMES.join(' or ')}), got ${describeValue(name)}`)
   }
   const provider = pluggables.find((p) => p.getProviderName() === name)
   if (provider) return provider

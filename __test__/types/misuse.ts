@@ -23,3 +23,9 @@ new IotPubSub({ endpoint: 'wss://h/mqtt', username: 'u' })
 new PubSub({ endpoint: 'ws://h/mqtt', reconnect: { minDelayMs: '1s' } })
 // @ts-expect-error offlineQueue policies are 'all', 'qos1' and 'none'
 new PubSub({ endpoint: 'ws://h/mqtt', offlineQueue: 'some' })
+// @ts-expect-error new PubSub needs an endpoint (the provider classes can take it from configure)
+new PubSub({ clientId: 'no-endpoint' })
+// @ts-expect-error the AWS IoT PubSub needs an endpoint too, a region is not enough
+new IotPubSub({ region: 'us-east-1' })
+// @ts-expect-error retain is a boolean
+void pubsub.publish('a', {}, { retain: 'false' })

@@ -1,7 +1,7 @@
 // Compiled with `tsc --noEmit` by the test suite: the documented usage must typecheck.
 import { PubSub, TOPIC, Hub, CONNECTION_STATE_CHANGE, ConnectionState, mqttTopicMatch } from 'native-pubsub/mqtt'
 import type { MqttMessage, PubSubError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
-import { PubSub as IotPubSub } from 'native-pubsub'
+import { PubSub as IotPubSub, AWSIoTProvider, MqttOverWSProvider } from 'native-pubsub'
 
 const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1:1883/mqtt', clientId: 'x', keepAlive: 30 })
 export async function usage(): Promise<void> {
@@ -56,3 +56,8 @@ export const resilient = new PubSub({
 export const noRetry = new PubSub({ endpoint: 'mqtt://127.0.0.1:1883', reconnect: false, offlineQueue: 'none' })
 const stats: PubSubStats = resilient.stats()
 export const queuedBytes: number = stats.queued.bytes + stats.inFlight.operations + stats.dropped.queueFull
+
+// The endpoint is required, under either name; the provider classes may leave it to configure.
+export const aliased = new PubSub({ aws_pubsub_endpoint: 'ws://127.0.0.1:1883/mqtt' })
+export const configuredLater = new MqttOverWSProvider({ clientId: 'x' })
+export const iotConfiguredLater = new AWSIoTProvider()
