@@ -170,7 +170,14 @@ function cleanAwsEnvironment(t) {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const env = {}
   for (const name of Object.keys(process.env)) if (name.startsWith('AWS_')) env[name] = ''
-  return { ...env, HOME: dir, AWS_CONFIG_FILE: path.join(dir, 'config'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials') }
+  return {
+    ...env,
+    HOME: dir,
+    AWS_CONFIG_FILE: path.join(dir, 'config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials'),
+    // Never the real instance-metadata address: it may hand out a CI runner's role, or hang.
+    AWS_EC2_METADATA_DISABLED: 'true',
+  }
 }
 
 // ------------------------------------------------------------------------ refused signatures
