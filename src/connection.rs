@@ -58,7 +58,12 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
     let mut pubrels: Vec<u16> = Vec::new();
     while wait_for_work(&shared).await {
         let session_present = match connect(&shared, &mut eventloop).await {
-            Ok(session_present) => session_present,
+            Ok(session_present) => {
+                if let Some(backoff) = backoff.as_mut() {
+                    backoff.connected();
+                }
+                session_present
+            }
             Err(error) => {
                 failed_attempts += 1;
                 after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
@@ -109,7 +114,7 @@ fn takeover(options: &ClientOptions) -> PubSubError {
 /// ConnectionDisrupted and wait out the backoff. Otherwise fail everything pending.
 async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSubError, backoff: Option<&mut Backoff>, pubrels: &mut Vec<u16>) {
     let backoff = match backoff {
-        Some(backoff) if !error.is_permanent() => backoff,
+        Some(backoff) if !error.is_permanent(backoff.has_connected()) => backoff,
         _ => {
             let mut core = shared.core.lock();
             forget_queued_requests(eventloop);

@@ -18,11 +18,24 @@ pub struct Backoff {
     attempt: u32,
     /// Consecutive connections closed by the broker soon after a first-try reconnect.
     kicked: u32,
+    /// Whether the broker ever accepted a connection of this instance.
+    has_connected: bool,
 }
 
 impl Backoff {
     pub fn new(policy: Reconnect) -> Self {
-        Self { policy, attempt: 0, kicked: 0 }
+        Self { policy, attempt: 0, kicked: 0, has_connected: false }
+    }
+
+    /// The broker accepted a connection (CONNACK).
+    pub fn connected(&mut self) {
+        self.has_connected = true;
+    }
+
+    /// Whether the broker ever accepted a connection of this instance: failures after that are
+    /// more likely an outage than a misconfiguration.
+    pub fn has_connected(&self) -> bool {
+        self.has_connected
     }
 
     /// The wait before the next attempt: uniform between the minimum and a cap that doubles
