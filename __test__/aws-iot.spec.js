@@ -11,6 +11,7 @@ const test = require('ava')
 const { PubSub, Hub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
+const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, printed, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
@@ -501,6 +502,66 @@ test('on a first connect, the default chain failing to fetch is ERR_CREDENTIALS 
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*503/)
   t.notRegex(result.message, /No AWS credentials found/)
+})
+
+test('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
+  let backendDown = false
+  // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
+  const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
+  const clientId = `blip-${process.pid}-${Math.random().toString(36).slice(2)}`
+  // Waits long enough that the test sees the second close before a third attempt.
+  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gw), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
+  const topic = uniqueTopic('close-before-connack')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+
+  backendDown = true
+  gw.dropAll()
+  await waitFor(() => gw.connects.length === 3, 5_000, 'two connects closed before CONNACK')
+  backendDown = false
+  await waitFor(() => states.includes('Connected'), 5_000, 'the reconnect')
+  t.deepEqual(inbox.errors, [])
+  await pubsub.publish(topic, 'after the hiccup', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after the hiccup')
+
+  // The CONNACK above broke the streak: three closes in a row from now on are a refusal.
+  gw.refuseClientId(clientId)
+  gw.dropAll()
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_NOT_AUTHORIZED')
+  t.regex(inbox.errors[0].message, /iot:Connect/)
+  t.is(gw.connects.filter((c) => c.refused).length, 3)
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test('on a reconnect, a reset before CONNACK is never taken for a policy refusal', async (t) => {
+  // A back end that accepts and never answers: the client waits for its CONNACK while the
+  // proxy in front of the gateway resets the connection.
+  const silent = require('node:net').createServer((socket) => socket.on('error', () => {}))
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => silent.close())
+  let backend = broker.tcpUrl
+  const gw = await ownGateway(t, () => backend)
+  const proxy = await startTcpProxy({ target: { host: '127.0.0.1', port: gw.port } })
+  t.teardown(() => proxy.stop())
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), connectTimeout: 10_000, reconnect: FAST }, { ...gw, url: proxy.url('wss', '/mqtt'), ca: gw.ca })
+  const topic = uniqueTopic('reset-before-connack')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+
+  backend = { host: '127.0.0.1', port: silent.address().port }
+  proxy.drop()
+  const resets = 5 // more than the streak of closes that would be a refusal
+  for (let connects = 2; connects < 2 + resets; connects++) {
+    await waitFor(() => gw.connects.length === connects, 5_000, `CONNECT ${connects}`)
+    proxy.drop({ reset: true })
+  }
+  backend = broker.tcpUrl
+  await waitFor(() => states.includes('Connected'), 10_000, 'the reconnect')
+  t.deepEqual(inbox.errors, [])
+  t.is(states.filter((s) => s === 'ConnectionDisrupted').length, 1 + resets)
+  await pubsub.publish(topic, 'after the resets', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after the resets')
 })
 
 // ------------------------------------------------------------------------------ options
