@@ -564,6 +564,28 @@ test('on a reconnect, a reset before CONNACK is never taken for a policy refusal
   t.is((await inbox.take(1))[0], 'after the resets')
 })
 
+test('keys rotated in the shared credentials file are read on the next reconnect', async (t) => {
+  const gw = await ownGateway(t)
+  const before = newKeys(gw)
+  const env = cleanAwsEnvironment(t)
+  const writeProfile = (keys) =>
+    fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)
+  writeProfile(before)
+  const run = defaultChainSubscriber(t, gw, env)
+  await printed(run, 'ready')
+  // A rotation: the old key is revoked and the file now holds a new one.
+  gw.removeKey(before.accessKeyId)
+  const after = newKeys(gw)
+  writeProfile(after)
+  gw.dropAll()
+  await printed(run, 'received', 10_000)
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.notRegex(run.stdout, /error/)
+  t.deepEqual(upgradesBy(before.accessKeyId, gw).map((u) => u.status), [101])
+  t.deepEqual(upgradesBy(after.accessKeyId, gw).map((u) => u.status), [101])
+})
+
 // ------------------------------------------------------------------------------ options
 
 test('the region comes from an AWS IoT endpoint host; a custom domain needs the region option', (t) => {

@@ -12,7 +12,7 @@ use aws_credential_types::provider::ProvideCredentials;
 pub use aws_credential_types::Credentials;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{oneshot, OnceCell};
+use tokio::sync::oneshot;
 
 use crate::delivery::{Delivery, Event};
 use crate::errors::{PubSubError, Result};
@@ -113,12 +113,11 @@ pub struct CredentialSource {
     /// The request JS is answering for the credentials function, if any.
     waiting: Mutex<Option<(u32, oneshot::Sender<Result<Credentials>>)>>,
     next_request: AtomicU32,
-    chain: OnceCell<DefaultCredentialsChain>,
 }
 
 impl CredentialSource {
     pub fn new(option: CredentialsOption, region: String) -> Self {
-        Self { option, region, waiting: Mutex::new(None), next_request: AtomicU32::new(1), chain: OnceCell::new() }
+        Self { option, region, waiting: Mutex::new(None), next_request: AtomicU32::new(1) }
     }
 
     /// Credentials that are not expired, within `timeout`. A source that can be asked again
@@ -170,8 +169,10 @@ impl CredentialSource {
                 receiver.await.unwrap_or_else(|_| Err(PubSubError::Closed))
             }
             CredentialsOption::DefaultChain => {
+                // Built for each fetch: a chain caches the profile files it parsed, and tools
+                // that rotate keys rewrite them.
                 let region = aws_config::Region::new(self.region.clone());
-                let chain = self.chain.get_or_init(|| DefaultCredentialsChain::builder().region(region).build()).await;
+                let chain = DefaultCredentialsChain::builder().region(region).build().await;
                 chain.provide_credentials().await.map_err(|error| describe_chain_failure(&error))
             }
         }
