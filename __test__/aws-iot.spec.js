@@ -359,7 +359,9 @@ test('a credentials function that never settles fails with ERR_CREDENTIALS after
 
 // ----------------------------------------------------------------- failures on a reconnect
 
-// These tests cut connections, so each has a gateway of its own.
+// These tests cut connections, so each has a gateway of its own. They run serially, before the
+// others: making a gateway's certificates blocks the event loop, which the timing checks of
+// the tests running beside them would feel.
 async function ownGateway(t, broker = () => sharedBrokerUrl()) {
   const gw = await startIotGateway({ region: 'us-east-1', broker })
   t.teardown(() => gw.stop())
@@ -368,7 +370,7 @@ async function ownGateway(t, broker = () => sharedBrokerUrl()) {
 const sharedBrokerUrl = () => broker.tcpUrl
 const FAST = { minDelayMs: 50, maxDelayMs: 200 }
 
-test('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
+test.serial('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
   const keys = newKeys(gw)
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
@@ -404,7 +406,7 @@ test('a credentials function failing during a reconnect is retried with backoff:
   t.is((await inbox.take(1))[0], 'after the blip')
 })
 
-test('a malformed value from the credentials function on a reconnect is still permanent', async (t) => {
+test.serial('a malformed value from the credentials function on a reconnect is still permanent', async (t) => {
   const gw = await ownGateway(t)
   const keys = newKeys(gw)
   let value = keys
@@ -443,7 +445,8 @@ async function containerCredentials(t, keys) {
 /**
  * A child process with an IoT PubSub using the default chain: it subscribes and prints 'ready',
  * prints 'connected <n>' at each Connected, publishes after the second and prints 'received'
- * when the message comes back; 'error <code> <message>' if anything fails.
+ * once the publish is acknowledged and the message came back, then closes; it prints
+ * 'error <code> <message>' if anything fails.
  */
 function defaultChainSubscriber(t, gw, env) {
   const topic = uniqueTopic('chain')
@@ -453,13 +456,18 @@ function defaultChainSubscriber(t, gw, env) {
      const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', reconnect: { minDelayMs: 50, maxDelayMs: 200 } })
      const fail = (e) => console.log('error', e.code, e.message)
      let connected = 0
+     let messageCame
+     const message = new Promise((resolve) => (messageCame = resolve))
      pubsub.on('ConnectionStateChange', (state) => {
        if (state !== 'Connected') return
        console.log('connected', ++connected)
-       if (connected === 2) pubsub.publish(${JSON.stringify(topic)}, 'after', { qos: 1 }).catch(fail)
+       if (connected !== 2) return
+       Promise.all([pubsub.publish(${JSON.stringify(topic)}, 'after', { qos: 1 }), message])
+         .then(() => console.log('received'), fail)
+         .finally(() => pubsub.close())
      })
      const subscription = pubsub.subscribe(${JSON.stringify(topic)}, { qos: 1 }).subscribe({
-       next: () => { console.log('received'); pubsub.close() },
+       next: () => messageCame(),
        error: (e) => { fail(e); pubsub.close() },
      })
      subscription.ready.then(() => console.log('ready'), fail)`,
@@ -467,7 +475,7 @@ function defaultChainSubscriber(t, gw, env) {
   )
 }
 
-test('the default chain failing to fetch during a reconnect is retried: the subscription survives', async (t) => {
+test.serial('the default chain failing to fetch during a reconnect is retried: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
   const keys = newKeys(gw, { sessionToken: `container-token-${process.pid}` })
   const container = await containerCredentials(t, keys)
@@ -504,7 +512,7 @@ test('on a first connect, the default chain failing to fetch is ERR_CREDENTIALS 
   t.notRegex(result.message, /No AWS credentials found/)
 })
 
-test('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
+test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
   let backendDown = false
   // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
   const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
@@ -534,7 +542,7 @@ test('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated
   t.is(pubsub.connectionState, 'Disconnected')
 })
 
-test('on a reconnect, a reset before CONNACK is never taken for a policy refusal', async (t) => {
+test.serial('on a reconnect, a reset before CONNACK is never taken for a policy refusal', async (t) => {
   // A back end that accepts and never answers: the client waits for its CONNACK while the
   // proxy in front of the gateway resets the connection.
   const silent = require('node:net').createServer((socket) => socket.on('error', () => {}))
@@ -564,7 +572,7 @@ test('on a reconnect, a reset before CONNACK is never taken for a policy refusal
   t.is((await inbox.take(1))[0], 'after the resets')
 })
 
-test('keys rotated in the shared credentials file are read on the next reconnect', async (t) => {
+test.serial('keys rotated in the shared credentials file are read on the next reconnect', async (t) => {
   const gw = await ownGateway(t)
   const before = newKeys(gw)
   const env = cleanAwsEnvironment(t)
