@@ -415,7 +415,7 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
                 return describe(error, options);
             }
             // Without reconnect there is no streak to wait for: a refusal at once, as before.
-            if !backoff.map_or(true, Backoff::closed_before_connack) {
+            if !backoff.is_none_or(Backoff::closed_before_connack) {
                 return PubSubError::Connection(redact(&format!(
                     "AWS IoT closed the connection after CONNECT without a CONNACK ({state_error}). It accepted this \
                      client before, so this is taken for throttling or a back-end hiccup until it happens \
