@@ -11,7 +11,8 @@ const test = require('ava')
 const { PubSub, Hub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
-const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, waitFor, sleep } = require('./helpers/pubsub.js')
+const { startTcpProxy } = require('./helpers/tcp-proxy.js')
+const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, printed, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 const uniqueTopic = topicNamer('aws-iot')
@@ -170,7 +171,14 @@ function cleanAwsEnvironment(t) {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const env = {}
   for (const name of Object.keys(process.env)) if (name.startsWith('AWS_')) env[name] = ''
-  return { ...env, HOME: dir, AWS_CONFIG_FILE: path.join(dir, 'config'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials') }
+  return {
+    ...env,
+    HOME: dir,
+    AWS_CONFIG_FILE: path.join(dir, 'config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials'),
+    // Never the real instance-metadata address: it may hand out a CI runner's role, or hang.
+    AWS_EC2_METADATA_DISABLED: 'true',
+  }
 }
 
 // ------------------------------------------------------------------------ refused signatures
@@ -347,6 +355,243 @@ test('a credentials function that never settles fails with ERR_CREDENTIALS after
   t.is(error.code, 'ERR_CREDENTIALS')
   t.regex(error.message, /No credentials within 300 ms \(connectTimeout\): the credentials function did not settle/)
   t.true(Date.now() - started < 3_000)
+})
+
+// ----------------------------------------------------------------- failures on a reconnect
+
+// These tests cut connections, so each has a gateway of its own. They run serially, before the
+// others: making a gateway's certificates blocks the event loop, which the timing checks of
+// the tests running beside them would feel.
+async function ownGateway(t, broker = () => sharedBrokerUrl()) {
+  const gw = await startIotGateway({ region: 'us-east-1', broker })
+  t.teardown(() => gw.stop())
+  return gw
+}
+const sharedBrokerUrl = () => broker.tcpUrl
+const FAST = { minDelayMs: 50, maxDelayMs: 200 }
+
+test.serial('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
+  // After the first connect: a rejection, a synchronous throw, no answer within connectTimeout,
+  // expired keys; then good ones again.
+  const failures = [
+    async () => Promise.reject(new Error('getaddrinfo EAI_AGAIN cognito-identity.us-east-1.amazonaws.com')),
+    () => {
+      throw new TypeError('no session yet')
+    },
+    () => new Promise(() => {}),
+    async () => expired,
+  ]
+  let calls = 0
+  let failing = false
+  const credentials = () => {
+    calls++
+    return failing && failures.length > 0 ? failures.shift()() : keys
+  }
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials, connectTimeout: 1_000, reconnect: FAST }, gw)
+  const topic = uniqueTopic('credentials-blip')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  failing = true
+  gw.dropAll()
+  await waitFor(() => states.includes('Connected'), 15_000, 'the reconnect')
+  // Each failed fetch is one failed attempt, reported as such; none reached the gateway.
+  t.deepEqual(states, ['ConnectionDisrupted', ...Array(4).fill(['Connecting', 'ConnectionDisrupted']).flat(), 'Connecting', 'Connected'])
+  t.is(calls, 6)
+  t.deepEqual(gw.upgrades.map((u) => u.status), [101, 101])
+  t.deepEqual(inbox.errors, [], 'a credentials blip never reaches error')
+  await pubsub.publish(topic, 'after the blip', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after the blip')
+})
+
+test.serial('a malformed value from the credentials function on a reconnect is still permanent', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  let value = keys
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => value, reconnect: FAST }, gw)
+  const inbox = await listen(t, pubsub, uniqueTopic('malformed-later'))
+  value = { accessKeyId: keys.accessKeyId }
+  gw.dropAll()
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_CREDENTIALS')
+  t.regex(inbox.errors[0].message, /'secretAccessKey' is missing/)
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+/**
+ * A stand-in for the ECS container credentials endpoint (one of the default chain's providers),
+ * on loopback: answers `keys`, or 503 while `down`.
+ */
+async function containerCredentials(t, keys) {
+  const server = require('node:http').createServer((req, res) => {
+    endpoint.requests++
+    if (endpoint.down) {
+      endpoint.refused++
+      res.writeHead(503)
+      return res.end('unavailable')
+    }
+    res.writeHead(200, { 'content-type': 'application/json' })
+    const expiration = new Date(Date.now() + 3_600_000).toISOString()
+    res.end(JSON.stringify({ AccessKeyId: keys.accessKeyId, SecretAccessKey: keys.secretAccessKey, Token: keys.sessionToken, Expiration: expiration }))
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const endpoint = { url: `http://127.0.0.1:${server.address().port}/credentials`, down: false, requests: 0, refused: 0 }
+  return endpoint
+}
+
+/**
+ * A child process with an IoT PubSub using the default chain: it subscribes and prints 'ready',
+ * prints 'connected <n>' at each Connected, publishes after the second and prints 'received'
+ * once the publish is acknowledged and the message came back, then closes; it prints
+ * 'error <code> <message>' if anything fails.
+ */
+function defaultChainSubscriber(t, gw, env) {
+  const topic = uniqueTopic('chain')
+  return runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', reconnect: { minDelayMs: 50, maxDelayMs: 200 } })
+     const fail = (e) => console.log('error', e.code, e.message)
+     let connected = 0
+     let messageCame
+     const message = new Promise((resolve) => (messageCame = resolve))
+     pubsub.on('ConnectionStateChange', (state) => {
+       if (state !== 'Connected') return
+       console.log('connected', ++connected)
+       if (connected !== 2) return
+       Promise.all([pubsub.publish(${JSON.stringify(topic)}, 'after', { qos: 1 }), message])
+         .then(() => console.log('received'), fail)
+         .finally(() => pubsub.close())
+     })
+     const subscription = pubsub.subscribe(${JSON.stringify(topic)}, { qos: 1 }).subscribe({
+       next: () => messageCame(),
+       error: (e) => { fail(e); pubsub.close() },
+     })
+     subscription.ready.then(() => console.log('ready'), fail)`,
+    { ...env, ENDPOINT: gw.url, CA: gw.ca },
+  )
+}
+
+test.serial('the default chain failing to fetch during a reconnect is retried: the subscription survives', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw, { sessionToken: `container-token-${process.pid}` })
+  const container = await containerCredentials(t, keys)
+  const run = defaultChainSubscriber(t, gw, { ...cleanAwsEnvironment(t), AWS_CONTAINER_CREDENTIALS_FULL_URI: container.url })
+  await printed(run, 'ready')
+  container.down = true
+  gw.dropAll()
+  await waitFor(() => container.refused >= 6, 15_000, 'failed fetches during the reconnect')
+  container.down = false
+  await printed(run, 'received', 15_000)
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.notRegex(run.stdout, /error/)
+  t.is(upgradesBy(keys.accessKeyId, gw).filter((u) => u.status === 101).length, 2)
+})
+
+test('on a first connect, the default chain failing to fetch is ERR_CREDENTIALS "could not fetch", with its reason', async (t) => {
+  const container = await containerCredentials(t, { accessKeyId: 'AKIDUNUSED', secretAccessKey: 'unused' })
+  container.down = true
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
+     pubsub.publish('aws-iot/chain-down', 'x')
+       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
+       .finally(() => pubsub.close())`,
+    { ...cleanAwsEnvironment(t), ENDPOINT: gateway.url, CA: gateway.ca, AWS_CONTAINER_CREDENTIALS_FULL_URI: container.url },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const result = JSON.parse(run.stdout)
+  t.is(result.code, 'ERR_CREDENTIALS')
+  t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*503/)
+  t.notRegex(result.message, /No AWS credentials found/)
+})
+
+test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
+  let backendDown = false
+  // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
+  const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
+  const clientId = `blip-${process.pid}-${Math.random().toString(36).slice(2)}`
+  // Waits long enough that the test sees the second close before a third attempt.
+  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gw), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
+  const topic = uniqueTopic('close-before-connack')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+
+  backendDown = true
+  gw.dropAll()
+  await waitFor(() => gw.connects.length === 3, 5_000, 'two connects closed before CONNACK')
+  backendDown = false
+  await waitFor(() => states.includes('Connected'), 5_000, 'the reconnect')
+  t.deepEqual(inbox.errors, [])
+  await pubsub.publish(topic, 'after the hiccup', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after the hiccup')
+
+  // The CONNACK above broke the streak: three closes in a row from now on are a refusal.
+  gw.refuseClientId(clientId)
+  gw.dropAll()
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_NOT_AUTHORIZED')
+  t.regex(inbox.errors[0].message, /iot:Connect/)
+  t.is(gw.connects.filter((c) => c.refused).length, 3)
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test.serial('on a reconnect, a reset before CONNACK is never taken for a policy refusal', async (t) => {
+  // A back end that accepts and never answers: the client waits for its CONNACK while the
+  // proxy in front of the gateway resets the connection.
+  const silent = require('node:net').createServer((socket) => socket.on('error', () => {}))
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => silent.close())
+  let backend = broker.tcpUrl
+  const gw = await ownGateway(t, () => backend)
+  const proxy = await startTcpProxy({ target: { host: '127.0.0.1', port: gw.port } })
+  t.teardown(() => proxy.stop())
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), connectTimeout: 10_000, reconnect: FAST }, { ...gw, url: proxy.url('wss', '/mqtt'), ca: gw.ca })
+  const topic = uniqueTopic('reset-before-connack')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+
+  backend = { host: '127.0.0.1', port: silent.address().port }
+  proxy.drop()
+  const resets = 5 // more than the streak of closes that would be a refusal
+  for (let connects = 2; connects < 2 + resets; connects++) {
+    await waitFor(() => gw.connects.length === connects, 5_000, `CONNECT ${connects}`)
+    proxy.drop({ reset: true })
+  }
+  backend = broker.tcpUrl
+  await waitFor(() => states.includes('Connected'), 10_000, 'the reconnect')
+  t.deepEqual(inbox.errors, [])
+  t.is(states.filter((s) => s === 'ConnectionDisrupted').length, 1 + resets)
+  await pubsub.publish(topic, 'after the resets', { qos: 1 })
+  t.is((await inbox.take(1))[0], 'after the resets')
+})
+
+test.serial('keys rotated in the shared credentials file are read on the next reconnect', async (t) => {
+  const gw = await ownGateway(t)
+  const before = newKeys(gw)
+  const env = cleanAwsEnvironment(t)
+  const writeProfile = (keys) =>
+    fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)
+  writeProfile(before)
+  const run = defaultChainSubscriber(t, gw, env)
+  await printed(run, 'ready')
+  // A rotation: the old key is revoked and the file now holds a new one.
+  gw.removeKey(before.accessKeyId)
+  const after = newKeys(gw)
+  writeProfile(after)
+  gw.dropAll()
+  await printed(run, 'received', 10_000)
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.notRegex(run.stdout, /error/)
+  t.deepEqual(upgradesBy(before.accessKeyId, gw).map((u) => u.status), [101])
+  t.deepEqual(upgradesBy(after.accessKeyId, gw).map((u) => u.status), [101])
 })
 
 // ------------------------------------------------------------------------------ options

@@ -2,6 +2,7 @@
 //! EventLoop, connects when there is work, feeds acks to the outbox and messages to delivery,
 //! and disconnects when the last observer has left and nothing is pending.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::options::ClientOptions;
-use crate::reconnect::{Backoff, TAKEOVER_STREAK};
+use crate::reconnect::{Backoff, CLOSED_BEFORE_CONNACK_STREAK, TAKEOVER_STREAK};
 use crate::outbox::Completion;
 use crate::signing::redact;
 
@@ -57,8 +58,13 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
     // QoS 2 publishes awaiting PUBCOMP from the previous connection (their PUBREL is due).
     let mut pubrels: Vec<u16> = Vec::new();
     while wait_for_work(&shared).await {
-        let session_present = match connect(&shared, &mut eventloop).await {
-            Ok(session_present) => session_present,
+        let session_present = match connect(&shared, &mut eventloop, backoff.as_mut()).await {
+            Ok(session_present) => {
+                if let Some(backoff) = backoff.as_mut() {
+                    backoff.connected();
+                }
+                session_present
+            }
             Err(error) => {
                 failed_attempts += 1;
                 after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
@@ -109,7 +115,7 @@ fn takeover(options: &ClientOptions) -> PubSubError {
 /// ConnectionDisrupted and wait out the backoff. Otherwise fail everything pending.
 async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSubError, backoff: Option<&mut Backoff>, pubrels: &mut Vec<u16>) {
     let backoff = match backoff {
-        Some(backoff) if !error.is_permanent() => backoff,
+        Some(backoff) if !error.is_permanent(backoff.has_connected()) => backoff,
         _ => {
             let mut core = shared.core.lock();
             forget_queued_requests(eventloop);
@@ -211,17 +217,17 @@ async fn until_closed(shared: &Shared) {
 }
 
 /// Connects; `Ok(session_present)` once the broker accepted.
-async fn connect(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, PubSubError> {
+async fn connect(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mut Backoff>) -> Result<bool, PubSubError> {
     shared.set_state(&mut shared.core.lock(), ConnectionState::Connecting);
     tokio::select! {
         _ = until_closed(shared) => Err(PubSubError::Closed),
-        outcome = attempt(shared, eventloop) => outcome,
+        outcome = attempt(shared, eventloop, backoff) => outcome,
     }
 }
 
 /// One connection attempt: credentials and a fresh signature first for AWS IoT, then the
 /// transport and CONNECT/CONNACK, each within `connectTimeout`.
-async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, PubSubError> {
+async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mut Backoff>) -> Result<bool, PubSubError> {
     let timeout = shared.options.connect_timeout;
     if let Some(aws) = &shared.aws {
         let credentials = aws.credentials.fetch(&shared.delivery, timeout).await?;
@@ -231,7 +237,7 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, Pub
         Err(_elapsed) => Err(PubSubError::ConnectTimeout(timeout)),
         Ok(Err(error)) => match shared.aws.as_ref().and_then(|aws| aws.presigner.take_failure()) {
             Some(signing_failure) => Err(signing_failure),
-            None => Err(describe_connect_failure(error, &shared.options)),
+            None => Err(describe_connect_failure(error, &shared.options, backoff)),
         },
         Ok(Ok(event)) => {
             shared.set_state(&mut shared.core.lock(), ConnectionState::Connected);
@@ -397,10 +403,25 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 }
 
 /// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
-/// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow.
-fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> PubSubError {
+/// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow,
+/// and also how throttling or a back-end hiccup look. Once the instance has connected, only a
+/// close that keeps happening counts as a refusal (`backoff` keeps the streak), and a reset
+/// never does.
+fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
     match (&error, &options.aws) {
-        (ConnectionError::MqttState(_), Some(aws)) => {
+        (ConnectionError::MqttState(state_error), Some(aws)) => {
+            let has_connected = backoff.as_ref().is_some_and(|b| b.has_connected());
+            if has_connected && transport_reset(state_error) {
+                return describe(error, options);
+            }
+            // Without reconnect there is no streak to wait for: a refusal at once, as before.
+            if !backoff.is_none_or(Backoff::closed_before_connack) {
+                return PubSubError::Connection(redact(&format!(
+                    "AWS IoT closed the connection after CONNECT without a CONNACK ({state_error}). It accepted this \
+                     client before, so this is taken for throttling or a back-end hiccup until it happens \
+                     {CLOSED_BEFORE_CONNACK_STREAK} times in a row"
+                )));
+            }
             PubSubError::NotAuthorized(format!(
                 "AWS IoT closed the connection right after CONNECT, without a CONNACK. This is how it refuses a client \
                  its IoT policy does not allow: check that the policy attached to these credentials allows iot:Connect \
@@ -413,6 +434,17 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions) -> 
             options.endpoint.shown()
         ))),
         _ => describe(error, options),
+    }
+}
+
+/// Whether the transport broke under the MQTT exchange (a reset, a broken pipe) rather than
+/// the server closing it.
+fn transport_reset(error: &StateError) -> bool {
+    match error {
+        StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) => {
+            matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+        }
+        _ => false,
     }
 }
 

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::ProvideCredentials;
 pub use aws_credential_types::Credentials;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{oneshot, OnceCell};
+use tokio::sync::oneshot;
 
 use crate::delivery::{Delivery, Event};
 use crate::errors::{PubSubError, Result};
@@ -87,6 +88,24 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     line
 }
 
+/// The default chain's failure: no provider had credentials or the configuration is invalid
+/// (`Credentials`), or a provider could not fetch them (`CredentialsUnavailable`), with the
+/// chain's reason (which names no secret).
+fn describe_chain_failure(error: &CredentialsError) -> PubSubError {
+    let reason = with_sources(error);
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => PubSubError::Credentials(format!(
+            "No AWS credentials found: pass the 'credentials' option, or set up the AWS default chain \
+             (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials or SSO, \
+             web identity, ECS or EC2 instance metadata). The chain said: {reason}"
+        )),
+        CredentialsError::InvalidConfiguration(_) => {
+            PubSubError::Credentials(format!("The AWS configuration for the default credential chain is invalid: {reason}"))
+        }
+        _ => PubSubError::CredentialsUnavailable(format!("Could not fetch AWS credentials from the default chain: {reason}")),
+    }
+}
+
 /// Fetches credentials for one instance.
 pub struct CredentialSource {
     option: CredentialsOption,
@@ -94,15 +113,17 @@ pub struct CredentialSource {
     /// The request JS is answering for the credentials function, if any.
     waiting: Mutex<Option<(u32, oneshot::Sender<Result<Credentials>>)>>,
     next_request: AtomicU32,
-    chain: OnceCell<DefaultCredentialsChain>,
 }
 
 impl CredentialSource {
     pub fn new(option: CredentialsOption, region: String) -> Self {
-        Self { option, region, waiting: Mutex::new(None), next_request: AtomicU32::new(1), chain: OnceCell::new() }
+        Self { option, region, waiting: Mutex::new(None), next_request: AtomicU32::new(1) }
     }
 
-    /// Credentials that are not expired, within `timeout`.
+    /// Credentials that are not expired, within `timeout`. A source that can be asked again
+    /// (the function, the default chain) fails with `CredentialsUnavailable` when it did not
+    /// answer, failed or answered expired credentials; malformed or expired static ones fail with
+    /// `Credentials`.
     pub async fn fetch(&self, delivery: &Delivery, timeout: Duration) -> Result<Credentials> {
         let credentials = match tokio::time::timeout(timeout, self.fetch_unbounded(delivery)).await {
             Ok(result) => result?,
@@ -111,7 +132,7 @@ impl CredentialSource {
                     CredentialsOption::Function => "the credentials function did not settle",
                     _ => "the AWS default credential chain did not answer",
                 };
-                return Err(PubSubError::Credentials(format!(
+                return Err(PubSubError::CredentialsUnavailable(format!(
                     "No credentials within {} ms (connectTimeout): {source}",
                     timeout.as_millis()
                 )));
@@ -119,12 +140,16 @@ impl CredentialSource {
         };
         if let Some(expiry) = credentials.expiry() {
             if let Ok(ago) = SystemTime::now().duration_since(expiry) {
-                let source = match self.option {
-                    CredentialsOption::Static(_) => "The credentials in the 'credentials' option",
-                    CredentialsOption::Function => "The credentials the credentials function returned",
-                    CredentialsOption::DefaultChain => "The credentials from the AWS default chain",
+                let (source, error): (_, fn(String) -> PubSubError) = match self.option {
+                    CredentialsOption::Static(_) => ("The credentials in the 'credentials' option", PubSubError::Credentials),
+                    CredentialsOption::Function => {
+                        ("The credentials the credentials function returned", PubSubError::CredentialsUnavailable)
+                    }
+                    CredentialsOption::DefaultChain => {
+                        ("The credentials from the AWS default chain", PubSubError::CredentialsUnavailable)
+                    }
                 };
-                return Err(PubSubError::Credentials(format!(
+                return Err(error(format!(
                     "{source} expired {} s ago (their 'expiration'); pass a function that returns fresh ones",
                     ago.as_secs()
                 )));
@@ -144,16 +169,11 @@ impl CredentialSource {
                 receiver.await.unwrap_or_else(|_| Err(PubSubError::Closed))
             }
             CredentialsOption::DefaultChain => {
+                // Built for each fetch: a chain caches the profile files it parsed, and tools
+                // that rotate keys rewrite them.
                 let region = aws_config::Region::new(self.region.clone());
-                let chain = self.chain.get_or_init(|| DefaultCredentialsChain::builder().region(region).build()).await;
-                chain.provide_credentials().await.map_err(|error| {
-                    PubSubError::Credentials(format!(
-                        "No AWS credentials found: pass the 'credentials' option, or set up the AWS default chain \
-                         (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials or SSO, \
-                         web identity, ECS or EC2 instance metadata). The chain said: {}",
-                        with_sources(&error)
-                    ))
-                })
+                let chain = DefaultCredentialsChain::builder().region(region).build().await;
+                chain.provide_credentials().await.map_err(|error| describe_chain_failure(&error))
             }
         }
     }
@@ -166,9 +186,11 @@ impl CredentialSource {
             return;
         }
         if let Some((_, sender)) = waiting.take() {
-            let result = answer
-                .and_then(|value| parse_credentials(value, "The credentials function's result"))
-                .map_err(PubSubError::Credentials);
+            // The function failing may heal; a malformed value is a bug in it that will not.
+            let result = match answer {
+                Ok(value) => parse_credentials(value, "The credentials function's result").map_err(PubSubError::Credentials),
+                Err(reason) => Err(PubSubError::CredentialsUnavailable(reason)),
+            };
             let _ = sender.send(result);
         }
     }
@@ -184,6 +206,17 @@ mod tests {
         let c = parse_credentials(&json!({ "accessKeyId": "AKID1", "secretAccessKey": "s", "sessionToken": "t", "expiration": 1000 }), "x").unwrap();
         assert_eq!((c.access_key_id(), c.secret_access_key(), c.session_token()), ("AKID1", "s", Some("t")));
         assert_eq!(c.expiry(), Some(UNIX_EPOCH + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_chain_provider_failing_is_could_not_fetch_and_no_credentials_is_not_found() {
+        let failed = describe_chain_failure(&CredentialsError::provider_error("Non-success status: 503"));
+        assert!(matches!(&failed, PubSubError::CredentialsUnavailable(m)
+            if m.starts_with("Could not fetch AWS credentials from the default chain: ") && m.contains("503")), "{failed:?}");
+        let timed_out = describe_chain_failure(&CredentialsError::provider_timed_out(Duration::from_secs(5)));
+        assert!(matches!(timed_out, PubSubError::CredentialsUnavailable(_)), "{timed_out:?}");
+        let none = describe_chain_failure(&CredentialsError::not_loaded("no providers in chain provided credentials"));
+        assert!(matches!(&none, PubSubError::Credentials(m) if m.starts_with("No AWS credentials found")), "{none:?}");
     }
 
     #[test]

@@ -20,8 +20,11 @@ pub enum PubSubError {
     ConnectRefused(String),
     /// The broker (or gateway) refused our credentials or identity.
     NotAuthorized(String),
-    /// AWS credentials are missing, malformed, expired, or could not be fetched.
+    /// AWS credentials are missing, malformed or expired, and asking again cannot help.
     Credentials(String),
+    /// AWS credentials could not be fetched (the credentials function failed or did not settle,
+    /// a provider of the default chain failed, or they came back expired): asking again may work.
+    CredentialsUnavailable(String),
     /// No CONNACK within `connectTimeout`.
     ConnectTimeout(Duration),
     /// The transport failed: DNS, TCP, TLS, WebSocket, or the connection dropped.
@@ -49,7 +52,7 @@ impl PubSubError {
             Self::Payload(_) => "ERR_PAYLOAD",
             Self::ConnectRefused(_) => "ERR_CONNECT_REFUSED",
             Self::NotAuthorized(_) => "ERR_NOT_AUTHORIZED",
-            Self::Credentials(_) => "ERR_CREDENTIALS",
+            Self::Credentials(_) | Self::CredentialsUnavailable(_) => "ERR_CREDENTIALS",
             Self::ConnectTimeout(_) => "ERR_CONNECT_TIMEOUT",
             Self::Connection(_) | Self::Untrusted(_) => "ERR_CONNECTION",
             Self::SubscribeRefused(_) => "ERR_SUBSCRIBE_REFUSED",
@@ -60,9 +63,16 @@ impl PubSubError {
     }
 
     /// Whether trying again cannot help: reconnecting stops and everything pending fails.
-    /// Unreachable brokers, timeouts and dropped connections heal; refusals do not.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Connection(_) | Self::ConnectTimeout(_))
+    /// Unreachable brokers, timeouts and dropped connections heal; refusals do not. Credentials
+    /// that could not be fetched heal too once the instance has connected (`has_connected`):
+    /// the outage that cut the connection often cuts the credential source as well. Before
+    /// that, a misconfiguration is the likelier cause, so it is reported at once.
+    pub fn is_permanent(&self, has_connected: bool) -> bool {
+        match self {
+            Self::Connection(_) | Self::ConnectTimeout(_) => false,
+            Self::CredentialsUnavailable(_) => !has_connected,
+            _ => true,
+        }
     }
 
     /// The error as a JS exception with `err.code` set.
@@ -79,6 +89,7 @@ impl fmt::Display for PubSubError {
             | Self::InvalidTopic(m)
             | Self::Payload(m)
             | Self::Credentials(m)
+            | Self::CredentialsUnavailable(m)
             | Self::QueueFull(m)
             | Self::ClientIdTakeover(m)
             | Self::Connection(m)

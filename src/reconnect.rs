@@ -1,6 +1,7 @@
 //! When to try again after a lost connection: exponential backoff with full jitter, and the
-//! watch for a client id taken over by another connection (the broker closing each new
-//! connection soon after accepting it).
+//! watches for failures that, repeated, are no longer bad luck: a client id taken over by
+//! another connection (the broker closing each new connection soon after accepting it), and
+//! AWS IoT closing each attempt before its CONNACK (its policy refusing the client).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -11,18 +12,59 @@ use crate::options::Reconnect;
 /// Connections in a row that the broker closed soon after accepting them before we call it a
 /// client id takeover rather than bad luck.
 pub const TAKEOVER_STREAK: u32 = 3;
+/// Attempts in a row that AWS IoT closed before CONNACK, once it had accepted this instance,
+/// before we call it a policy refusal rather than throttling or a back-end hiccup.
+pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
+
+/// The same suspicious failure, counted while it repeats.
+#[derive(Default)]
+struct Streak(u32);
+
+impl Streak {
+    /// One more in a row; whether there have now been `limit`.
+    fn extend(&mut self, limit: u32) -> bool {
+        self.0 = self.0.saturating_add(1);
+        self.0 >= limit
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
 
 pub struct Backoff {
     policy: Reconnect,
     /// Failed attempts (or short-lived connections) since the last lasting connection.
     attempt: u32,
     /// Consecutive connections closed by the broker soon after a first-try reconnect.
-    kicked: u32,
+    kicked: Streak,
+    /// Consecutive attempts closed by AWS IoT after CONNECT, without a CONNACK.
+    closed_before_connack: Streak,
+    /// Whether the broker ever accepted a connection of this instance.
+    has_connected: bool,
 }
 
 impl Backoff {
     pub fn new(policy: Reconnect) -> Self {
-        Self { policy, attempt: 0, kicked: 0 }
+        Self { policy, attempt: 0, kicked: Streak::default(), closed_before_connack: Streak::default(), has_connected: false }
+    }
+
+    /// The broker accepted a connection (CONNACK).
+    pub fn connected(&mut self) {
+        self.has_connected = true;
+        self.closed_before_connack.reset();
+    }
+
+    /// Whether the broker ever accepted a connection of this instance: failures after that are
+    /// more likely an outage than a misconfiguration.
+    pub fn has_connected(&self) -> bool {
+        self.has_connected
+    }
+
+    /// AWS IoT closed an attempt after CONNECT, without a CONNACK. Returns whether that is a
+    /// refusal by its policy: before the instance ever connected, or when it keeps happening.
+    pub fn closed_before_connack(&mut self) -> bool {
+        self.closed_before_connack.extend(CLOSED_BEFORE_CONNACK_STREAK) || !self.has_connected
     }
 
     /// The wait before the next attempt: uniform between the minimum and a cap that doubles
@@ -40,14 +82,13 @@ impl Backoff {
     pub fn connection_ended(&mut self, lasted: Duration, closed_by_broker: bool, first_try: bool) -> bool {
         if lasted >= self.policy.reset_after {
             self.attempt = 0;
-            self.kicked = 0;
         }
         if closed_by_broker && first_try && lasted < self.policy.reset_after {
-            self.kicked += 1;
+            self.kicked.extend(TAKEOVER_STREAK)
         } else {
-            self.kicked = 0;
+            self.kicked.reset();
+            false
         }
-        self.kicked >= TAKEOVER_STREAK
     }
 }
 
@@ -110,5 +151,19 @@ mod tests {
         backoff.connection_ended(Duration::from_secs(1), true, true);
         backoff.connection_ended(Duration::from_secs(1), true, false);
         assert!(!backoff.connection_ended(Duration::from_secs(1), true, true));
+    }
+
+    #[test]
+    fn closes_before_connack_are_a_refusal_at_first_or_when_they_repeat() {
+        let mut backoff = Backoff::new(policy());
+        assert!(backoff.closed_before_connack(), "before any CONNACK");
+        backoff.connected();
+        for _ in 1..CLOSED_BEFORE_CONNACK_STREAK {
+            assert!(!backoff.closed_before_connack());
+        }
+        assert!(backoff.closed_before_connack());
+        // A CONNACK in between breaks the streak.
+        backoff.connected();
+        assert!(!backoff.closed_before_connack());
     }
 }
