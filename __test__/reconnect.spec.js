@@ -257,6 +257,36 @@ test('reconnect: false fails pending work and observers when the connection is l
   t.is(pubsub.connectionState, 'Disconnected')
 })
 
+test('reconnect: false settles the publishes JS still holds (backlog full) when the connection is lost', async (t) => {
+  // Past Rust's backlog (4,096 publishes) JS holds the rest until a `writable` event; a
+  // permanent failure must send that event too, or the held publishes never settle.
+  t.timeout(30_000)
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: false })
+  const topic = uniqueTopic('held')
+  await pubsub.publish(topic, 'up', { qos: 1 })
+  broker.pause() // nothing is acknowledged: the backlog fills
+  const total = 20_000
+  let settled = 0
+  const codes = new Set()
+  for (let i = 0; i < total; i++) {
+    pubsub.publish(topic, Buffer.alloc(100), { qos: 1 }).then(
+      () => settled++,
+      (error) => {
+        settled++
+        codes.add(error.code)
+      },
+    )
+  }
+  await sleep(500)
+  t.true(pubsub.stats().queued.operations > 4_096, 'the backlog is full: JS holds publishes back')
+  await broker.kill('SIGKILL')
+  await waitFor(() => settled === total, 10_000).catch(() => {})
+  t.is(total - settled, 0, 'publishes still pending 10 s after the connection was lost for good')
+  t.deepEqual([...codes], ['ERR_CONNECTION'])
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
 test('a permanent failure (credentials refused) is reported once, not retried', async (t) => {
   let attempts = 0
   const broker = await startAedes({

@@ -170,7 +170,17 @@ impl Shared {
         if !core.subs.clear().is_empty() {
             self.delivery.push(Event::Failed { error });
         }
-        core.writable_wanted = false;
+        // Publishes JS still holds would otherwise wait for a `writable` that never comes.
+        self.let_js_publish(core);
+    }
+
+    /// If JS was told to hold its publishes (the backlog was full), tells it to hand them over:
+    /// what happens to them is decided now (queued, sent, or rejected).
+    pub fn let_js_publish(&self, core: &mut Core) {
+        if core.writable_wanted {
+            core.writable_wanted = false;
+            self.delivery.push_writable();
+        }
     }
 }
 

@@ -162,11 +162,8 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     // rumqttc sends these first on a resumed session, and forgets them on a new one.
     eventloop.pending.extend(requeued.pubrels.iter().map(|pkid| MqttRequest::PubRel(PubRel::new(*pkid))));
     *pubrels = requeued.pubrels;
-    if core.writable_wanted {
-        // JS holds publishes back: let it hand them over; the offline queue decides now.
-        core.writable_wanted = false;
-        shared.delivery.push_writable();
-    }
+    // The offline queue decides now what JS held back.
+    shared.let_js_publish(core);
 }
 
 /// After CONNACK: renew the subscriptions, then let what waited go out.
