@@ -246,18 +246,33 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
         if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
             return end;
         }
-        let event = tokio::select! {
-            biased;
-            // Close, or the last observer left: look again at the top of the loop.
-            _ = shared.attention.notified() => continue,
-            _ = sleep_until_some(ping_deadline) => {
-                let error = PubSubError::Connection(format!(
-                    "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
-                    ping_timeout.as_millis()
-                ));
-                return End::Lost { error, by_broker: false };
+        // poll() is not cancel-safe: dropped while it writes, it loses the packet it had already
+        // recorded (packet id taken, Outgoing event queued), so that publish never settles. A
+        // wake-up that does not end the connection goes on polling the same future; it is dropped
+        // only when the connection ends (closed: all was rejected; idle: nothing is pending;
+        // lost: `clean()` takes back what rumqttc recorded).
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    // Close, or the last observer left.
+                    _ = shared.attention.notified() => {
+                        if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
+                            return end;
+                        }
+                    }
+                    _ = sleep_until_some(ping_deadline) => {
+                        let error = PubSubError::Connection(format!(
+                            "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
+                            ping_timeout.as_millis()
+                        ));
+                        return End::Lost { error, by_broker: false };
+                    }
+                    event = &mut poll => break event,
+                }
             }
-            event = eventloop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
