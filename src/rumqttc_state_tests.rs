@@ -1,0 +1,52 @@
+//! Tests of the changes made to the vendored rumqttc's `MqttState` (vendor/rumqttc/PATCHED.md),
+//! through its public API: the vendored crate's own tests need dev-dependencies it was copied
+//! without.
+
+use rumqttc::{Incoming, MqttState, Packet, PubAck, PubComp, PubRec, Publish, QoS, Request};
+
+fn publish(qos: QoS) -> Request {
+    Request::Publish(Publish::new("t", qos, vec![1, 2, 3]))
+}
+
+fn sent_pkid(packet: Option<Packet>) -> u16 {
+    match packet {
+        Some(Packet::Publish(publish)) => publish.pkid,
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_collided_publish_sent_on_pubcomp_is_in_flight_and_its_puback_accepted() {
+    // Two packet ids: 1 (QoS 2) and 2 (QoS 1); 2 is acked, the next publish wraps to 1 and
+    // waits for it.
+    let mut state = MqttState::new(2, false);
+    assert_eq!(sent_pkid(state.handle_outgoing_packet(publish(QoS::ExactlyOnce)).unwrap()), 1);
+    assert_eq!(sent_pkid(state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap()), 2);
+    state.handle_incoming_packet(Incoming::PubAck(PubAck::new(2))).unwrap();
+    assert!(state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap().is_none());
+    assert_eq!(state.collision.as_ref().map(|publish| publish.pkid), Some(1));
+    state.handle_incoming_packet(Incoming::PubRec(PubRec::new(1))).unwrap();
+
+    let resent = state.handle_incoming_packet(Incoming::PubComp(PubComp::new(1))).unwrap();
+    assert_eq!(sent_pkid(resent), 1);
+    assert_eq!(state.inflight(), 1);
+
+    // Its PUBACK is expected (upstream refused it as unsolicited, dropping the connection).
+    state.handle_incoming_packet(Incoming::PubAck(PubAck::new(1))).unwrap();
+    assert_eq!(state.inflight(), 0);
+}
+
+#[test]
+fn a_collided_publish_sent_on_pubcomp_is_resent_after_a_reconnect() {
+    let mut state = MqttState::new(2, false);
+    state.handle_outgoing_packet(publish(QoS::ExactlyOnce)).unwrap();
+    state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap();
+    state.handle_incoming_packet(Incoming::PubAck(PubAck::new(2))).unwrap();
+    state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap();
+    state.handle_incoming_packet(Incoming::PubRec(PubRec::new(1))).unwrap();
+    state.handle_incoming_packet(Incoming::PubComp(PubComp::new(1))).unwrap();
+
+    let pending = state.clean();
+    assert!(matches!(pending.as_slice(), [Request::Publish(publish)] if publish.pkid == 1), "{pending:?}");
+}
+
