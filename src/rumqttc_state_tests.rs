@@ -2,7 +2,7 @@
 //! through its public API: the vendored crate's own tests need dev-dependencies it was copied
 //! without.
 
-use rumqttc::{Incoming, MqttState, Packet, PubAck, PubComp, PubRec, Publish, QoS, Request};
+use rumqttc::{Incoming, MqttState, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Request};
 
 fn publish(qos: QoS) -> Request {
     Request::Publish(Publish::new("t", qos, vec![1, 2, 3]))
@@ -50,3 +50,21 @@ fn a_collided_publish_sent_on_pubcomp_is_resent_after_a_reconnect() {
     assert!(matches!(pending.as_slice(), [Request::Publish(publish)] if publish.pkid == 1), "{pending:?}");
 }
 
+#[test]
+fn a_pubrel_for_an_unknown_packet_id_is_answered_with_pubcomp() {
+    // The QoS 2 message was received and PUBREC sent before a reconnect; clean() forgot its id,
+    // and the broker re-sends PUBREL on the resumed session (MQTT 3.1.1 4.3.3: answer with
+    // PUBCOMP). Upstream failed with Unsolicited, dropping every reconnect of that session.
+    let mut state = MqttState::new(10, false);
+    let mut incoming = Publish::new("t", QoS::ExactlyOnce, vec![1]);
+    incoming.pkid = 5;
+    state.handle_incoming_packet(Incoming::Publish(incoming)).unwrap();
+    state.clean();
+
+    for pkid in [5, u16::MAX] {
+        match state.handle_incoming_packet(Incoming::PubRel(PubRel::new(pkid))) {
+            Ok(Some(Packet::PubComp(pubcomp))) => assert_eq!(pubcomp.pkid, pkid),
+            other => panic!("expected PUBCOMP {pkid}, got {other:?}"),
+        }
+    }
+}
