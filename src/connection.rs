@@ -180,6 +180,10 @@ fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
         let renewal = core.subs.renewal(session_present);
         core.outbox.release(&shared.requests, renewal);
     }
+    if core.idle_disconnect_due {
+        // The last observer left while connecting: Connected → ConnectedPendingDisconnect now.
+        shared.begin_idle_disconnect(&mut core);
+    }
 }
 
 /// Waits until the instance needs a connection (true) or is closed (false).
