@@ -242,10 +242,14 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop) -> Result<bool, Pub
 }
 
 async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
-    // A PINGREQ unanswered for half a keep-alive means the broker or the path to it is dead:
-    // found within 1.5 × keepAlive, not when the OS gives up on the socket.
+    // A PINGREQ unanswered for half a keep-alive, with nothing else from the broker meanwhile,
+    // means the broker or the path to it is dead: found within 1.5 × keepAlive, not when the OS
+    // gives up on the socket.
     let ping_timeout = shared.options.keep_alive / 2;
     let mut ping_deadline: Option<Instant> = None;
+    // Whether the broker sent anything since the deadline was set: then it is alive, and its
+    // PINGRESP is late behind what it queued for a slow subscriber, not missing.
+    let mut heard_since_ping = false;
     loop {
         if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
             return end;
@@ -267,17 +271,29 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                             return end;
                         }
                     }
+                    // Before the deadline: after a wait in push_message (a slow subscriber) what
+                    // the broker sent may already be buffered or in the socket.
+                    event = &mut poll => break event,
                     _ = sleep_until_some(ping_deadline) => {
+                        if std::mem::take(&mut heard_since_ping) {
+                            ping_deadline = Some(Instant::now() + ping_timeout);
+                            continue;
+                        }
                         let error = PubSubError::Connection(format!(
                             "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
                             ping_timeout.as_millis()
                         ));
                         return End::Lost { error, by_broker: false };
                     }
-                    event = &mut poll => break event,
                 }
             }
         };
+        if ping_deadline.is_some() && matches!(event, Ok(Event::Incoming(_))) {
+            heard_since_ping = true;
+            // rumqttc drops the connection when its next PINGREQ is due before the PINGRESP
+            // came; the deadline above decides instead.
+            eventloop.state.await_pingresp = false;
+        }
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let message = message_for_observers(&mut shared.core.lock(), publish);
@@ -295,7 +311,10 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             }
             Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,
             Ok(Event::Outgoing(Outgoing::PingReq)) => {
-                ping_deadline.get_or_insert_with(|| Instant::now() + ping_timeout);
+                ping_deadline.get_or_insert_with(|| {
+                    heard_since_ping = false;
+                    Instant::now() + ping_timeout
+                });
             }
             Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {
