@@ -4,7 +4,7 @@
 // broker hold the rest, instead of the process buffering everything it is sent.
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, openPubSub, listen, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, recordEvents, waitFor, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('backpressure')
 
@@ -70,6 +70,36 @@ test('a subscriber taking 1 ms per message gets all 50,000 QoS 1 messages of 4 K
   t.log(`subscriber peak RSS ${result.peakMB.toFixed(0)} MB for ${((N * 4_096) / 2 ** 20).toFixed(0)} MiB of payloads; duplicates: ${result.duplicates}`)
   // Buffering everything would take well over 200 MB; the bound is the delivery queue.
   t.true(result.peakMB < 150, `peak RSS ${result.peakMB} MB`)
+})
+
+test('a slow subscriber keeps its connection: a PINGRESP it has not read yet is no dead broker', async (t) => {
+  // While JS is behind, the connection stops reading its socket, PINGRESP included; blocked for
+  // longer than the PINGRESP deadline (keepAlive / 2, here 1 s), it must read what is there
+  // before it concludes that the broker stopped answering.
+  t.timeout(60_000)
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl, keepAlive: 2 })
+  const topic = uniqueTopic('slow-ping')
+  let received = 0
+  const sub = subscriber.subscribe(topic, { format: 'binary' }).subscribe(() => {
+    received++
+    const until = performance.now() + 0.5
+    while (performance.now() < until) {} // 0.5 ms of synchronous work per message
+  })
+  await sub.ready
+  const states = recordEvents(subscriber, 'ConnectionStateChange')
+  const total = 12_000
+  // The flood comes from another process, which the busy subscriber does not slow down.
+  runScript(
+    t,
+    pubsubScript(`const payload = Buffer.alloc(2048, 7)
+      Promise.all(Array.from({ length: ${total} }, () => pubsub.publish(${JSON.stringify(topic)}, payload, { qos: 0 }))).then(() => pubsub.close())`),
+    { BROKER: broker.tcpUrl },
+  )
+  await waitFor(() => received === total || states.length > 0, 40_000).catch(() => {})
+  t.deepEqual(states, [], 'the connection stayed up')
+  t.is(received, total)
 })
 
 test('a long synchronous burst keeps feeding the connection while it runs, not only once it ends', async (t) => {

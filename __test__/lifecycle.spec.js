@@ -6,6 +6,7 @@ const test = require('ava')
 const { Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes, startAedes } = require('./helpers/aedes.js')
+const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
@@ -135,6 +136,56 @@ test('an idle instance reconnects on demand for the next subscription', async (t
   await waitFor(() => values.length === 1, 5_000, 'the message')
   t.deepEqual(states, [...FULL_CYCLE, 'Connecting', 'Connected'])
   t.deepEqual(values, ['again'])
+})
+
+/** A proxy to the broker, stopped when the test ends; `target` as for startTcpProxy. */
+async function proxyToBroker(t, target = () => broker.tcpUrl) {
+  const proxy = await startTcpProxy({ target })
+  t.teardown(() => proxy.stop())
+  return proxy
+}
+
+test('the last observer leaving while Connecting ends the connection once it is up', async (t) => {
+  // The proxy holds the connection (CONNECT unanswered) until the gate opens.
+  let openGate
+  const gate = new Promise((resolve) => (openGate = resolve))
+  const proxy = await proxyToBroker(t, () => gate.then(() => broker.tcpUrl))
+  const pubsub = newPubSub(t, { endpoint: proxy.url('mqtt') })
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const sub = pubsub.subscribe(uniqueTopic('leave-connecting')).subscribe({ next() {} })
+  await waitFor(() => states.includes('Connecting'), 5_000, 'Connecting')
+  sub.unsubscribe()
+  openGate()
+  await waitFor(() => states.at(-1) === 'Disconnected', 5_000).catch(() => {})
+  t.deepEqual(states, FULL_CYCLE)
+})
+
+test('the last observer leaving while ConnectionDisrupted ends the connection once it is back', async (t) => {
+  const proxy = await proxyToBroker(t)
+  const pubsub = newPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: { minDelayMs: 100, maxDelayMs: 200 } })
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const sub = pubsub.subscribe(uniqueTopic('leave-disrupted')).subscribe({ next() {} })
+  await sub.ready
+  proxy.refuse()
+  proxy.drop()
+  await waitFor(() => states.includes('ConnectionDisrupted'), 5_000, 'ConnectionDisrupted')
+  sub.unsubscribe()
+  proxy.heal()
+  await waitFor(() => states.at(-1) === 'Disconnected', 5_000).catch(() => {})
+  // Attempts refused while the proxy refuses add Connecting → ConnectionDisrupted pairs.
+  t.regex(
+    states.join(' '),
+    /^Connecting Connected ConnectionDisrupted (Connecting ConnectionDisrupted )*Connecting Connected ConnectedPendingDisconnect Disconnected$/,
+  )
+})
+
+test('a connection made only to publish stays up: no observer left it', async (t) => {
+  // Control for the two above: no observer ever left, so nothing ends the connection.
+  const pubsub = newPubSub(t)
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  await pubsub.publish(uniqueTopic('publish-only'), 'x', { qos: 1 })
+  await sleep(500)
+  t.deepEqual(states, ['Connecting', 'Connected'])
 })
 
 test('the function Hub.listen returns stops that listener, and only that one', async (t) => {

@@ -16,6 +16,46 @@ async function ownBroker(t, settings) {
   return broker
 }
 
+test('the last observer leaving while a burst waits on a full socket loses no publish: all settle, all arrive, then Disconnected', async (t) => {
+  // Unsubscribing the last observer wakes the connection task while rumqttc is blocked writing
+  // (the frozen broker reads nothing); the packet being written must still go out.
+  t.timeout(40_000)
+  const broker = await ownBroker(t, { lines: ['max_queued_messages 100000'] })
+  const topic = uniqueTopic('burst')
+  const arrived = new Set()
+  const other = await mqttJs(t, broker.tcpUrl)
+  other.client.on('message', (_topic, payload) => arrived.add(payload.readUInt32BE(0)))
+  await other.client.subscribeAsync(topic, { qos: 1 })
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const sub = pubsub.subscribe(uniqueTopic('observer')).subscribe({ next() {} })
+  await sub.ready
+
+  broker.pause() // the socket fills
+  const total = 400
+  let settled = 0
+  const failures = []
+  for (let i = 0; i < total; i++) {
+    const payload = Buffer.alloc(64 * 1024, 1)
+    payload.writeUInt32BE(i, 0)
+    pubsub.publish(topic, payload, { qos: i % 2 }).then(
+      () => settled++,
+      (error) => failures.push(error.code),
+    )
+  }
+  await sleep(1_500)
+  sub.unsubscribe() // the connection task is woken in the middle of a write
+  await sleep(300)
+  broker.resume()
+
+  await waitFor(() => settled + failures.length === total && arrived.size === total, 15_000).catch(() => {})
+  t.deepEqual(failures, [])
+  t.is(settled, total, 'publish promises settled')
+  t.is(arrived.size, total, 'messages that reached the other client')
+  await waitFor(() => states.at(-1) === 'Disconnected', 5_000).catch(() => {})
+  t.deepEqual(states.slice(-2), ['ConnectedPendingDisconnect', 'Disconnected'])
+})
+
 test('cleanSession: false gets the QoS 1 messages published while it was disconnected', async (t) => {
   const broker = await ownBroker(t)
   const proxy = await startTcpProxy({ target: broker.tcpUrl })

@@ -7,6 +7,7 @@ const test = require('ava')
 const { PubSub, Hub } = require('../mqtt.js')
 const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
+const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
 const { topicNamer, openPubSub, receiver, listen, recordEvents, mqttJs, runScript, pubsubScript, waitFor, sleep, plain } = require('./helpers/pubsub.js')
 
@@ -94,6 +95,35 @@ test('a frozen broker (SIGSTOP) is detected within 1.5 x keepAlive, and the conn
   await reached(states, 'Connected', states.lastIndexOf('ConnectionDisrupted'))
   await pubsub.publish(topic, 'thawed', { qos: 1 })
   t.is((await inbox.take(1))[0], 'thawed')
+})
+
+test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the PUBREL sent again is answered', async (t) => {
+  // The broker owes us a PUBREL for a message we received and acknowledged with PUBREC; on the
+  // resumed session it sends it again, for a packet id the reconnect made the client forget.
+  const broker = await ownBroker(t)
+  let pubrecs = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      // The first PUBREC reaches the broker; its PUBREL never reaches us.
+      if (fromClient && type === 5 && ++pubrecs === 1) connection.cut(100)
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `qos2-session-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('qos2-session')
+  const inbox = await listen(t, pubsub, topic, { qos: 2 })
+  const other = await mqttJs(t, broker.tcpUrl)
+  await other.client.publishAsync(topic, JSON.stringify('once'), { qos: 2 })
+
+  t.deepEqual(await inbox.take(1), ['once'])
+  await waitFor(() => states.length >= 5, 5_000, 'the reconnection')
+  await sleep(1_500) // several backoff waits: a loop would have gone round by now
+  t.deepEqual(states, ['Connecting', 'Connected', 'ConnectionDisrupted', 'Connecting', 'Connected'])
+  t.is(pubsub.stats().reconnects, 1)
+  t.is(inbox.values.length, 1)
 })
 
 // -------------------------------------------------------------------- cutting the network
@@ -254,6 +284,36 @@ test('reconnect: false fails pending work and observers when the connection is l
   await broker.kill('SIGKILL')
   await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
   t.is(inbox.errors[0].code, 'ERR_CONNECTION')
+  t.is(pubsub.connectionState, 'Disconnected')
+})
+
+test('reconnect: false settles the publishes JS still holds (backlog full) when the connection is lost', async (t) => {
+  // Past Rust's backlog (4,096 publishes) JS holds the rest until a `writable` event; a
+  // permanent failure must send that event too, or the held publishes never settle.
+  t.timeout(30_000)
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: false })
+  const topic = uniqueTopic('held')
+  await pubsub.publish(topic, 'up', { qos: 1 })
+  broker.pause() // nothing is acknowledged: the backlog fills
+  const total = 20_000
+  let settled = 0
+  const codes = new Set()
+  for (let i = 0; i < total; i++) {
+    pubsub.publish(topic, Buffer.alloc(100), { qos: 1 }).then(
+      () => settled++,
+      (error) => {
+        settled++
+        codes.add(error.code)
+      },
+    )
+  }
+  await sleep(500)
+  t.true(pubsub.stats().queued.operations > 4_096, 'the backlog is full: JS holds publishes back')
+  await broker.kill('SIGKILL')
+  await waitFor(() => settled === total, 10_000).catch(() => {})
+  t.is(total - settled, 0, 'publishes still pending 10 s after the connection was lost for good')
+  t.deepEqual([...codes], ['ERR_CONNECTION'])
   t.is(pubsub.connectionState, 'Disconnected')
 })
 

@@ -121,6 +121,8 @@ pub struct Core {
     pub closed: bool,
     /// JS was told to hold publishes; tell it when there is room.
     pub writable_wanted: bool,
+    /// The last observer left while the connection was not up: end it once it is.
+    pub idle_disconnect_due: bool,
     pub counters: Counters,
 }
 
@@ -153,6 +155,10 @@ impl Shared {
     pub fn set_state(&self, core: &mut Core, state: ConnectionState) {
         if core.state != state {
             core.state = state;
+            if state == ConnectionState::Disconnected {
+                // No connection is coming that this could end.
+                core.idle_disconnect_due = false;
+            }
             self.delivery.push(Event::State(state));
         }
     }
@@ -170,7 +176,45 @@ impl Shared {
         if !core.subs.clear().is_empty() {
             self.delivery.push(Event::Failed { error });
         }
-        core.writable_wanted = false;
+        // Publishes JS still holds would otherwise wait for a `writable` that never comes.
+        self.let_js_publish(core);
+    }
+
+    /// Ends a connection nobody is subscribed on, with DISCONNECT once nothing is pending.
+    /// Returns true when that has begun (a `Disconnected` state event will follow). While the
+    /// connection is being (re)established, it is ended once it is up.
+    pub fn begin_idle_disconnect(&self, core: &mut Core) -> bool {
+        if core.closed || core.subs.has_observers() {
+            return false;
+        }
+        match core.state {
+            ConnectionState::Connected => {
+                core.idle_disconnect_due = false;
+                // Amplify's sequence: Connected → ConnectedPendingDisconnect → Disconnected.
+                self.set_state(core, ConnectionState::ConnectedPendingDisconnect);
+                self.attention.notify_one();
+                true
+            }
+            ConnectionState::Connecting | ConnectionState::ConnectionDisrupted => {
+                core.idle_disconnect_due = true;
+                false
+            }
+            // A connection is about to be made for what is pending (the UNSUBSCRIBE at least).
+            ConnectionState::Disconnected => {
+                core.idle_disconnect_due = core.wants_connection();
+                false
+            }
+            ConnectionState::ConnectedPendingDisconnect => false,
+        }
+    }
+
+    /// If JS was told to hold its publishes (the backlog was full), tells it to hand them over:
+    /// what happens to them is decided now (queued, sent, or rejected).
+    pub fn let_js_publish(&self, core: &mut Core) {
+        if core.writable_wanted {
+            core.writable_wanted = false;
+            self.delivery.push_writable();
+        }
     }
 }
 
@@ -210,6 +254,7 @@ impl Client {
                 state: ConnectionState::Disconnected,
                 closed: false,
                 writable_wanted: false,
+                idle_disconnect_due: false,
                 counters: Counters::default(),
             }),
             requests,
@@ -317,6 +362,7 @@ impl Client {
         if ready {
             self.shared.delivery.push(Event::Subscribed { observer, error: None });
         }
+        core.idle_disconnect_due = false;
         if core.state == ConnectionState::ConnectedPendingDisconnect {
             self.shared.set_state(&mut core, ConnectionState::Connected);
         }
@@ -334,23 +380,12 @@ impl Client {
         for filter in core.subs.remove_observer(observer) {
             core.outbox.submit(&self.shared.requests, Request::Unsubscribe { filter });
         }
-        self.begin_idle_disconnect(&mut core)
+        self.shared.begin_idle_disconnect(&mut core)
     }
 
-    /// Ends a connection nobody is subscribed on, with DISCONNECT once nothing is pending.
-    /// Returns true when that has begun (a `Disconnected` state event will follow).
+    /// See `Shared::begin_idle_disconnect`.
     pub fn disconnect_when_idle(&self) -> bool {
-        self.begin_idle_disconnect(&mut self.shared.core.lock())
-    }
-
-    fn begin_idle_disconnect(&self, core: &mut Core) -> bool {
-        if core.closed || core.subs.has_observers() || core.state != ConnectionState::Connected {
-            return false;
-        }
-        // Amplify's sequence: Connected → ConnectedPendingDisconnect → Disconnected.
-        self.shared.set_state(core, ConnectionState::ConnectedPendingDisconnect);
-        self.shared.attention.notify_one();
-        true
+        self.shared.begin_idle_disconnect(&mut self.shared.core.lock())
     }
 
     /// Rejects everything pending with ERR_CLOSED, completes observers, disconnects.

@@ -168,11 +168,8 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     // rumqttc sends these first on a resumed session, and forgets them on a new one.
     eventloop.pending.extend(requeued.pubrels.iter().map(|pkid| MqttRequest::PubRel(PubRel::new(*pkid))));
     *pubrels = requeued.pubrels;
-    if core.writable_wanted {
-        // JS holds publishes back: let it hand them over; the offline queue decides now.
-        core.writable_wanted = false;
-        shared.delivery.push_writable();
-    }
+    // The offline queue decides now what JS held back.
+    shared.let_js_publish(core);
 }
 
 /// After CONNACK: renew the subscriptions, then let what waited go out.
@@ -188,6 +185,10 @@ fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
         core.counters.reconnects += 1;
         let renewal = core.subs.renewal(session_present);
         core.outbox.release(&shared.requests, renewal);
+    }
+    if core.idle_disconnect_due {
+        // The last observer left while connecting: Connected → ConnectedPendingDisconnect now.
+        shared.begin_idle_disconnect(&mut core);
     }
 }
 
@@ -247,27 +248,58 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
 }
 
 async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
-    // A PINGREQ unanswered for half a keep-alive means the broker or the path to it is dead:
-    // found within 1.5 × keepAlive, not when the OS gives up on the socket.
+    // A PINGREQ unanswered for half a keep-alive, with nothing else from the broker meanwhile,
+    // means the broker or the path to it is dead: found within 1.5 × keepAlive, not when the OS
+    // gives up on the socket.
     let ping_timeout = shared.options.keep_alive / 2;
     let mut ping_deadline: Option<Instant> = None;
+    // Whether the broker sent anything since the deadline was set: then it is alive, and its
+    // PINGRESP is late behind what it queued for a slow subscriber, not missing.
+    let mut heard_since_ping = false;
     loop {
         if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
             return end;
         }
-        let event = tokio::select! {
-            biased;
-            // Close, or the last observer left: look again at the top of the loop.
-            _ = shared.attention.notified() => continue,
-            _ = sleep_until_some(ping_deadline) => {
-                let error = PubSubError::Connection(format!(
-                    "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
-                    ping_timeout.as_millis()
-                ));
-                return End::Lost { error, by_broker: false };
+        // poll() is not cancel-safe: dropped while it writes, it loses the packet it had already
+        // recorded (packet id taken, Outgoing event queued), so that publish never settles. A
+        // wake-up that does not end the connection goes on polling the same future; it is dropped
+        // only when the connection ends (closed: all was rejected; idle: nothing is pending;
+        // lost: `clean()` takes back what rumqttc recorded).
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    // Close, or the last observer left.
+                    _ = shared.attention.notified() => {
+                        if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
+                            return end;
+                        }
+                    }
+                    // Before the deadline: after a wait in push_message (a slow subscriber) what
+                    // the broker sent may already be buffered or in the socket.
+                    event = &mut poll => break event,
+                    _ = sleep_until_some(ping_deadline) => {
+                        if std::mem::take(&mut heard_since_ping) {
+                            ping_deadline = Some(Instant::now() + ping_timeout);
+                            continue;
+                        }
+                        let error = PubSubError::Connection(format!(
+                            "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
+                            ping_timeout.as_millis()
+                        ));
+                        return End::Lost { error, by_broker: false };
+                    }
+                }
             }
-            event = eventloop.poll() => event,
         };
+        if ping_deadline.is_some() && matches!(event, Ok(Event::Incoming(_))) {
+            heard_since_ping = true;
+            // rumqttc drops the connection when its next PINGREQ is due before the PINGRESP
+            // came; the deadline above decides instead.
+            eventloop.state.await_pingresp = false;
+        }
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let message = message_for_observers(&mut shared.core.lock(), publish);
@@ -285,7 +317,10 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             }
             Ok(Event::Incoming(Packet::PingResp)) => ping_deadline = None,
             Ok(Event::Outgoing(Outgoing::PingReq)) => {
-                ping_deadline.get_or_insert_with(|| Instant::now() + ping_timeout);
+                ping_deadline.get_or_insert_with(|| {
+                    heard_since_ping = false;
+                    Instant::now() + ping_timeout
+                });
             }
             Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {

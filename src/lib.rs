@@ -10,6 +10,8 @@ mod errors;
 mod options;
 mod outbox;
 mod reconnect;
+#[cfg(test)]
+mod rumqttc_state_tests;
 mod signing;
 mod subscriptions;
 mod tls;

@@ -268,9 +268,11 @@ impl MqttState {
     }
 
     fn handle_incoming_pubrel(&mut self, pubrel: &PubRel) -> Result<Option<Packet>, StateError> {
+        // native-pubsub patch: an unknown id is answered with PUBCOMP too (MQTT 3.1.1 4.3.3: the
+        // receiver must answer every PUBREL). A broker re-sends PUBREL on a resumed session after
+        // `clean()` forgot the id; failing here dropped every reconnect of such a session.
         if !self.incoming_pub.contains(pubrel.pkid as usize) {
-            error!("Unsolicited pubrel packet: {:?}", pubrel.pkid);
-            return Err(StateError::Unsolicited(pubrel.pkid));
+            warn!("PUBREL for unknown packet id {:?}: answered with PUBCOMP", pubrel.pkid);
         }
 
         self.incoming_pub.set(pubrel.pkid as usize, false);
@@ -290,6 +292,11 @@ impl MqttState {
         self.outgoing_rel.set(pubcomp.pkid as usize, false);
         self.inflight -= 1;
         let packet = self.check_collision(pubcomp.pkid).map(|publish| {
+            // native-pubsub patch: record the resent publish as the PUBACK branch does, or its
+            // own ack is refused as unsolicited (and it is not resent after a reconnect).
+            self.outgoing_pub[publish.pkid as usize] = Some(publish.clone());
+            self.inflight += 1;
+
             let event = Event::Outgoing(Outgoing::Publish(publish.pkid));
             self.events.push_back(event);
             self.collision_ping_count = 0;

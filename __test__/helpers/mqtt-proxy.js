@@ -1,0 +1,86 @@
+'use strict'
+// A loopback proxy that reads the MQTT 3.1.1 packets going through it, for tests that must break
+// a connection at one exact point of a protocol exchange (tcp-proxy.js only sees bytes).
+//
+//   const proxy = await startMqttProxy({ targetPort: broker.tcpPort, onPacket })
+//   new PubSub({ endpoint: proxy.url })
+//
+// `onPacket({ fromClient, type, packet, connection })` is called for every whole packet
+// (`type`: the control packet type, 3 PUBLISH … 14 DISCONNECT; `packet`: its bytes) and returns
+// false to hold it back (it is never sent). `connection.cut(afterMs = 0)` closes both sides of
+// that connection after `afterMs`, and holds back every later packet meanwhile (the one whose
+// hook cut it still goes, unless the hook returns false). Listens on 127.0.0.1 only.
+const net = require('node:net')
+
+/** Calls `onPacket(bytes)` for each whole MQTT packet of a byte stream fed in chunks. */
+function packetReader(onPacket) {
+  let buffered = Buffer.alloc(0)
+  return (chunk) => {
+    buffered = Buffer.concat([buffered, chunk])
+    for (;;) {
+      // Fixed header: one type byte, then the remaining length in 1 to 4 bytes.
+      let length = 0
+      let multiplier = 1
+      let index = 1
+      let complete = false
+      while (index < buffered.length && index <= 4) {
+        const byte = buffered[index++]
+        length += (byte & 127) * multiplier
+        multiplier *= 128
+        if (!(byte & 128)) {
+          complete = true
+          break
+        }
+      }
+      if (!complete || buffered.length < index + length) return
+      onPacket(buffered.subarray(0, index + length))
+      buffered = buffered.subarray(index + length)
+    }
+  }
+}
+
+/** @param {{ targetPort: number, onPacket?: (seen: { fromClient: boolean, type: number, packet: Buffer, connection: { cut(afterMs?: number): void } }) => boolean | void }} options */
+async function startMqttProxy({ targetPort, onPacket = () => true }) {
+  const sockets = new Set()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1')
+    let cut = false
+    const connection = {
+      cut(afterMs = 0) {
+        cut = true
+        setTimeout(() => {
+          client.destroy()
+          upstream.destroy()
+        }, afterMs)
+      },
+    }
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.on('close', () => sockets.delete(socket))
+    }
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+    const relay = (fromClient, to) =>
+      packetReader((packet) => {
+        if (cut || to.destroyed) return
+        if (onPacket({ fromClient, type: packet[0] >> 4, packet, connection }) === false) return
+        to.write(packet)
+      })
+    client.on('data', relay(true, upstream))
+    upstream.on('data', relay(false, client))
+  })
+  server.on('error', () => {})
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = server.address().port
+  return {
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    stop() {
+      for (const socket of sockets) socket.destroy()
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+module.exports = { startMqttProxy }
