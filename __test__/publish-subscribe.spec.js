@@ -4,7 +4,8 @@
 const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, pubsubOn, observe, subscribed, plain, waitFor, sleep } = require('./helpers/pubsub.js')
+const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
+const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -324,4 +325,49 @@ test('a synchronous burst mixing topics, sizes and payload kinds arrives complet
     t.is(got.length, sent.length, topic)
     t.true(got.every((payload, k) => payload === sent[k]), `${topic}: every payload as sent, in order`)
   }
+})
+
+test('a QoS 2 publish whose PUBCOMP is late keeps its packet id: it settles, and so do the 1,100 QoS 1 publishes after it', async (t) => {
+  // 1,024 packet ids: the counter wraps back to the QoS 2 publish's id while its PUBCOMP is held
+  // back. That id was handed out again, and the late PUBCOMP completed the QoS 1 publish that
+  // took it; the QoS 2 publish never settled, not even on close().
+  // Long enough for 1,023 publishes and their PUBACKs on a busy machine.
+  const holdMs = 3_000
+  let qos2Sent = false
+  let pubcompForwarded = false
+  let publishesWhileHeld = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient && type === 3 && qos2Sent && !pubcompForwarded) publishesWhileHeld++
+      if (!fromClient && type === 7 && !pubcompForwarded) {
+        setTimeout(() => (pubcompForwarded = true), holdMs)
+        return holdMs
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url })
+  const topic = uniqueTopic('late-pubcomp')
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  await watcher.client.subscribeAsync(topic, { qos: 2 })
+  await pubsub.publish(uniqueTopic('warm-up'), 'connected', { qos: 1 })
+
+  let qos2 = 'pending'
+  qos2Sent = true
+  pubsub.publish(topic, 'exactly once', { qos: 2 }).then(
+    () => (qos2 = 'resolved'),
+    (error) => (qos2 = `rejected ${error.code}`),
+  )
+  const count = 1_100
+  const results = await Promise.allSettled(Array.from({ length: count }, (_, i) => pubsub.publish(uniqueTopic('q1'), i, { qos: 1 })))
+  t.deepEqual(results.filter((r) => r.status !== 'fulfilled'), [])
+  // Ids 3..1024 and 1 (the warm-up's) go out first; the next is the QoS 2 publish's id 2.
+  t.true(publishesWhileHeld >= 1_023, `the id counter wrapped while PUBCOMP was due (${publishesWhileHeld} publishes)`)
+  await waitFor(() => qos2 !== 'pending', 5_000, 'the QoS 2 publish to settle')
+  t.is(qos2, 'resolved')
+  t.is(pubsub.stats().inFlight.operations, 0)
+  t.is(pubsub.stats().reconnects, 0)
+  await sleep(200)
+  t.deepEqual(watcher.messages.map((m) => m.payload.toString()), ['"exactly once"'])
 })

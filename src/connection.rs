@@ -405,6 +405,13 @@ fn housekeeping(shared: &Shared, core: &mut Core) -> Option<End> {
 fn complete(shared: &Shared, core: &mut Core, completion: Completion) {
     match completion {
         Completion::Published(op) => shared.delivery.push(JsEvent::Published { op, error: None }),
+        // Not expected since rumqttc keeps an id until PUBCOMP (vendor/rumqttc/PATCHED.md).
+        Completion::IdReused(op) => {
+            let error = PubSubError::Connection(
+                "Outcome unknown: its packet id was given to another publish before its acknowledgement came".into(),
+            );
+            shared.delivery.push(JsEvent::Published { op, error: Some(error) });
+        }
         Completion::Subscribed(filter, granted) => {
             for (observer, result) in core.subs.on_suback(&filter, granted) {
                 shared.delivery.push(JsEvent::Subscribed { observer, error: result.err() });

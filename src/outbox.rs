@@ -41,6 +41,9 @@ pub enum Completion {
     Published(u32),
     /// SUBACK for one filter: the granted QoS, or `None` when refused.
     Subscribed(String, Option<QoS>),
+    /// A publish op whose packet id rumqttc gave to another publish before its ack came: which
+    /// of the two a later ack is for cannot be known, so it fails rather than wait forever.
+    IdReused(u32),
 }
 
 /// What `requeue` could not keep, and what it left to the next session.
@@ -267,15 +270,11 @@ impl Outbox {
             Outgoing::Publish(pkid) => {
                 if let Some(parked) = self.collided.take() {
                     // rumqttc sends the parked publish once its packet id is free again.
-                    self.awaiting_puback.insert(*pkid, parked);
-                    return None;
+                    return self.await_ack(*pkid, parked);
                 }
                 match self.in_channel.pop_front() {
                     Some(Sent::Publish { op, qos: QoS::AtMostOnce, .. }) => Some(Completion::Published(op)),
-                    Some(Sent::Publish { op, bytes, .. }) => {
-                        self.awaiting_puback.insert(*pkid, (op, bytes));
-                        None
-                    }
+                    Some(Sent::Publish { op, bytes, .. }) => self.await_ack(*pkid, (op, bytes)),
                     other => self.out_of_step(other),
                 }
             }
@@ -302,6 +301,12 @@ impl Outbox {
             },
             _ => None,
         }
+    }
+
+    /// Files a written QoS 1/2 publish under its packet id until its ack. An op already filed
+    /// there is never dropped in silence (its promise would never settle, not even on close).
+    fn await_ack(&mut self, pkid: u16, entry: (u32, usize)) -> Option<Completion> {
+        self.awaiting_puback.insert(pkid, entry).map(|(op, _)| Completion::IdReused(op))
     }
 
     /// Never expected: it would mean rumqttc reordered requests. Put the entry back rather
@@ -365,3 +370,27 @@ impl Outbox {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{MqttOptions, PubComp};
+
+    fn publish(op: u32, qos: QoS) -> Request {
+        Request::Publish { op, topic: "t".into(), qos, retain: false, payload: vec![1] }
+    }
+
+    #[test]
+    fn an_op_awaiting_its_ack_is_never_overwritten_in_silence() {
+        // Only reachable if rumqttc reuses an id before its ack: the op it displaced used to
+        // vanish, its promise settled by nothing, not even close().
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, publish(1, QoS::ExactlyOnce));
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(7)), None);
+        outbox.submit(&client, publish(2, QoS::AtLeastOnce));
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(7)), Some(Completion::IdReused(1)));
+        assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(7))), vec![Completion::Published(2)]);
+        assert!(outbox.is_idle());
+    }
+}

@@ -7,7 +7,8 @@
 //
 // `onPacket({ fromClient, type, packet, connection })` is called for every whole packet
 // (`type`: the control packet type, 3 PUBLISH … 14 DISCONNECT; `packet`: its bytes) and returns
-// false to hold it back (it is never sent). `connection.cut(afterMs = 0)` closes both sides of
+// false to hold it back (it is never sent), or a number of ms to send it that much later (the
+// packets after it are not held). `connection.cut(afterMs = 0)` closes both sides of
 // that connection after `afterMs`, and holds back every later packet meanwhile (the one whose
 // hook cut it still goes, unless the hook returns false). Listens on 127.0.0.1 only.
 const net = require('node:net')
@@ -39,7 +40,7 @@ function packetReader(onPacket) {
   }
 }
 
-/** @param {{ targetPort: number, onPacket?: (seen: { fromClient: boolean, type: number, packet: Buffer, connection: { cut(afterMs?: number): void } }) => boolean | void }} options */
+/** @param {{ targetPort: number, onPacket?: (seen: { fromClient: boolean, type: number, packet: Buffer, connection: { cut(afterMs?: number): void } }) => boolean | number | void }} options */
 async function startMqttProxy({ targetPort, onPacket = () => true }) {
   const sockets = new Set()
   const server = net.createServer((client) => {
@@ -64,7 +65,12 @@ async function startMqttProxy({ targetPort, onPacket = () => true }) {
     const relay = (fromClient, to) =>
       packetReader((packet) => {
         if (cut || to.destroyed) return
-        if (onPacket({ fromClient, type: packet[0] >> 4, packet, connection }) === false) return
+        const verdict = onPacket({ fromClient, type: packet[0] >> 4, packet, connection })
+        if (verdict === false) return
+        if (typeof verdict === 'number') {
+          setTimeout(() => cut || to.destroyed || to.write(packet), verdict)
+          return
+        }
         to.write(packet)
       })
     client.on('data', relay(true, upstream))

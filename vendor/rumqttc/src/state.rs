@@ -322,11 +322,15 @@ impl MqttState {
             }
 
             let pkid = publish.pkid;
+            // native-pubsub patch: an id whose PUBCOMP is due (in `outgoing_rel`) is still in
+            // use too. PUBREC frees `outgoing_pub`, and upstream handed the id out again once
+            // the counter wrapped, so the late PUBCOMP completed the wrong publish.
             if self
                 .outgoing_pub
                 .get(publish.pkid as usize)
                 .ok_or(StateError::Unsolicited(publish.pkid))?
                 .is_some()
+                || self.outgoing_rel.contains(pkid as usize)
             {
                 info!("Collision on packet id = {:?}", publish.pkid);
                 self.collision = Some(publish);
