@@ -126,6 +126,73 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
   t.is(inbox.values.length, 1)
 })
 
+/** The packet id of a QoS 1/2 PUBLISH's bytes. */
+function publishPacketId(packet) {
+  let index = 1
+  while (packet[index++] & 128);
+  return packet.readUInt16BE(index + 2 + packet.readUInt16BE(index))
+}
+
+test('a persistent QoS 2 session cut before the broker had our PUBREC delivers the message once; a new session forgets its id', async (t) => {
+  // The broker re-sends a QoS 2 PUBLISH (DUP) on the resumed session when our PUBREC did not
+  // reach it: the client knows the id from before the reconnect and must not deliver it again.
+  // When the broker lost the session (restart without persistence), the ids are forgotten: the
+  // new session numbers its messages from 1 again, and those are new messages.
+  const broker = await ownBroker(t)
+  let holdPubrec = 'and cut' // what to do with the next PUBREC from the client
+  let heldPubrecs = 0
+  let dupsToClient = 0
+  let pubcompsFromClient = 0
+  let subacks = 0
+  const packetIds = [] // of the broker's QoS 2 PUBLISHes to the client, in order
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      if (fromClient && type === 5 && holdPubrec) {
+        heldPubrecs++
+        if (holdPubrec === 'and cut') connection.cut()
+        holdPubrec = null
+        return false
+      }
+      if (fromClient && type === 7) pubcompsFromClient++
+      if (!fromClient && type === 9) subacks++
+      if (!fromClient && type === 3) {
+        packetIds.push(publishPacketId(packet))
+        if (packet[0] & 8) dupsToClient++
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `qos2-dup-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('qos2-dup')
+  const inbox = await listen(t, pubsub, topic, { qos: 2 })
+  const first = await mqttJs(t, broker.tcpUrl)
+
+  await first.client.publishAsync(topic, JSON.stringify('A'), { qos: 2 })
+  await waitFor(() => pubcompsFromClient === 1, 5_000, 'the exchange to complete on the resumed session')
+  t.is(dupsToClient, 1, 'the broker sent the PUBLISH again, with DUP')
+  t.is(pubsub.stats().reconnects, 1)
+  await sleep(200)
+  t.deepEqual(inbox.values, ['A'])
+
+  // B's PUBREC is held back, then the broker restarts and forgets the session.
+  holdPubrec = 'and restart'
+  await first.client.publishAsync(topic, JSON.stringify('B'), { qos: 2 })
+  await waitFor(() => heldPubrecs === 2, 5_000, "B's PUBREC")
+  const subacksBefore = subacks
+  await broker.restart()
+  await waitFor(() => subacks > subacksBefore, 10_000, 'the subscription renewed on the new session')
+  t.is(states.at(-1), 'Connected')
+  const second = await mqttJs(t, broker.tcpUrl)
+  await second.client.publishAsync(topic, JSON.stringify('C'), { qos: 2 })
+  await second.client.publishAsync(topic, JSON.stringify('D'), { qos: 2 })
+  await waitFor(() => inbox.values.length >= 4, 5_000, 'C and D').catch(() => {})
+  t.deepEqual(inbox.values, ['A', 'B', 'C', 'D'])
+  t.is(packetIds.at(-1), packetIds[2], "D has B's packet id, which the new session no longer knows")
+})
+
 // -------------------------------------------------------------------- cutting the network
 
 test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {

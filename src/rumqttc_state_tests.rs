@@ -2,7 +2,11 @@
 //! through its public API: the vendored crate's own tests need dev-dependencies it was copied
 //! without.
 
-use rumqttc::{Incoming, MqttState, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Request};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use rumqttc::{ConnAck, Event, EventLoop, Incoming, MqttOptions, MqttState, Outgoing, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Request};
 
 fn publish(qos: QoS) -> Request {
     Request::Publish(Publish::new("t", qos, vec![1, 2, 3]))
@@ -109,4 +113,111 @@ fn a_qos2_packet_id_whose_pubrel_is_resent_on_a_resumed_session_is_not_reused() 
     state.handle_incoming_packet(Incoming::PubAck(PubAck::new(2))).unwrap();
     assert!(state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap().is_none());
     assert_eq!(sent_pkid(state.handle_incoming_packet(Incoming::PubComp(PubComp::new(1))).unwrap()), 1);
+}
+
+fn incoming_qos2(pkid: u16, dup: bool) -> Incoming {
+    let mut publish = Publish::new("t", QoS::ExactlyOnce, vec![1]);
+    publish.pkid = pkid;
+    publish.dup = dup;
+    Incoming::Publish(publish)
+}
+
+#[test]
+fn a_qos2_publish_sent_again_before_its_pubrel_is_answered_with_pubrec_and_not_delivered_again() {
+    // Received and delivered, then the connection dropped before the broker had our PUBREC: the
+    // resumed session sends the PUBLISH again (DUP). Upstream forgot the id in clean() and
+    // delivered it a second time.
+    let mut state = MqttState::new(10, false);
+    state.handle_incoming_packet(incoming_qos2(5, false)).unwrap();
+    assert!(matches!(state.events.pop_front(), Some(Event::Incoming(Packet::Publish(_)))));
+    state.events.clear();
+    state.clean();
+
+    match state.handle_incoming_packet(incoming_qos2(5, true)).unwrap() {
+        Some(Packet::PubRec(pubrec)) => assert_eq!(pubrec.pkid, 5),
+        other => panic!("expected PUBREC 5, got {other:?}"),
+    }
+    assert_eq!(Vec::from(std::mem::take(&mut state.events)), [Event::Outgoing(Outgoing::PubRec(5))]);
+
+    // Released: the id is free, and a new message with it is delivered.
+    state.handle_incoming_packet(Incoming::PubRel(PubRel::new(5))).unwrap();
+    state.events.clear();
+    state.handle_incoming_packet(incoming_qos2(5, false)).unwrap();
+    assert!(matches!(state.events.front(), Some(Event::Incoming(Packet::Publish(publish))) if publish.pkid == 5));
+}
+
+#[test]
+fn a_qos2_publish_sent_again_is_answered_with_pubrec_even_with_manual_acks() {
+    // The user never sees it, so cannot ack it.
+    let mut state = MqttState::new(10, true);
+    assert!(state.handle_incoming_packet(incoming_qos2(5, false)).unwrap().is_none());
+    state.events.clear();
+    assert!(matches!(state.handle_incoming_packet(incoming_qos2(5, true)).unwrap(), Some(Packet::PubRec(pubrec)) if pubrec.pkid == 5));
+    assert_eq!(Vec::from(std::mem::take(&mut state.events)), [Event::Outgoing(Outgoing::PubRec(5))]);
+}
+
+/// One MQTT packet from a blocking socket: (first byte, body).
+fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut byte = [0u8];
+    stream.read_exact(&mut byte).unwrap();
+    let kind = byte[0];
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).unwrap();
+        length |= usize::from(byte[0] & 127) << shift;
+        shift += 7;
+        if byte[0] & 128 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    (kind, body)
+}
+
+async fn next_event(eventloop: &mut EventLoop) -> Result<Event, rumqttc::ConnectionError> {
+    tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await.expect("an event within 5 s")
+}
+
+#[tokio::test]
+async fn qos2_ids_awaiting_pubrel_survive_a_resumed_session_and_are_forgotten_by_a_new_one() {
+    // A broker on loopback: each connection gets CONNACK (session present or not) and the QoS 2
+    // PUBLISH id 1 (DUP on the resumed session), then closes once it has our PUBREC.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broker = std::thread::spawn(move || {
+        for (session_present, dup) in [(false, false), (true, true), (false, false)] {
+            let (mut stream, _) = listener.accept().unwrap();
+            assert_eq!(read_packet(&mut stream).0 >> 4, 1, "CONNECT");
+            let first = 0x34 | if dup { 0x08 } else { 0 };
+            stream.write_all(&[0x20, 0x02, u8::from(session_present), 0x00]).unwrap();
+            stream.write_all(&[first, 0x06, 0x00, 0x01, b't', 0x00, 0x01, b'a']).unwrap();
+            assert_eq!(read_packet(&mut stream), (0x50, vec![0x00, 0x01]), "PUBREC 1");
+        }
+    });
+    let mut options = MqttOptions::new("qos2-ids", "127.0.0.1", port);
+    options.set_clean_session(false);
+    let mut eventloop = EventLoop::new(options, 10);
+
+    let mut connections = Vec::new();
+    for _ in 0..3 {
+        let mut events = Vec::new();
+        while let Ok(event) = next_event(&mut eventloop).await {
+            events.push(event);
+        }
+        connections.push(events);
+    }
+    broker.join().unwrap();
+
+    let connack = |session_present| Event::Incoming(Packet::ConnAck(ConnAck { session_present, code: rumqttc::ConnectReturnCode::Success }));
+    let delivered = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Incoming(Packet::Publish(_)))).count();
+    let pubrec = Event::Outgoing(Outgoing::PubRec(1));
+    assert_eq!(connections[0][0], connack(false));
+    assert_eq!(delivered(&connections[0]), 1);
+    // Resumed session: the DUP is answered, not delivered again.
+    assert_eq!(connections[1], [connack(true), pubrec.clone()]);
+    // New session: id 1 is a new message.
+    assert_eq!(connections[2][0], connack(false));
+    assert_eq!(delivered(&connections[2]), 1);
+    assert!(connections[2].contains(&pubrec));
 }

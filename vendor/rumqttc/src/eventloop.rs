@@ -163,6 +163,9 @@ impl EventLoop {
             // Last session might contain packets which aren't acked. If it's a new session, clear the pending packets.
             if !connack.session_present {
                 self.pending.clear();
+                // native-pubsub patch: `clean()` keeps these for a resumed session; a new one
+                // will not re-send those publishes, and may use their ids for new ones.
+                self.state.incoming_pub.clear();
             }
             self.network = Some(network);
 

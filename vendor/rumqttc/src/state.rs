@@ -120,8 +120,9 @@ impl MqttState {
         }
         self.outgoing_rel.clear();
 
-        // remove packet ids of incoming qos2 publishes
-        self.incoming_pub.clear();
+        // native-pubsub patch: the ids of incoming QoS 2 publishes awaiting PUBREL are kept: a
+        // resumed session re-sends such a PUBLISH, which must not be delivered again. The event
+        // loop clears them when CONNACK says the session is new.
 
         self.await_pingresp = false;
         self.collision_ping_count = 0;
@@ -208,7 +209,15 @@ impl MqttState {
             }
             QoS::ExactlyOnce => {
                 let pkid = publish.pkid;
-                self.incoming_pub.insert(pkid as usize);
+                // native-pubsub patch: an id still awaiting its PUBREL is this message sent again
+                // (DUP on a resumed session): delivered already, so only answer PUBREC (even with
+                // manual acks: the user never sees it). MQTT 3.1.1 4.3.3.
+                if self.incoming_pub.put(pkid as usize) {
+                    if matches!(self.events.back(), Some(Event::Incoming(Incoming::Publish(queued))) if queued.pkid == pkid) {
+                        self.events.pop_back();
+                    }
+                    return self.outgoing_pubrec(PubRec::new(pkid));
+                }
 
                 if !self.manual_acks {
                     let pubrec = PubRec::new(pkid);
