@@ -118,7 +118,7 @@ export interface CommonOptions {
   endpoint?: string
   /** Amplify v5 alias of `endpoint`. */
   aws_pubsub_endpoint?: string
-  /** MQTT client id; a random UUID v4 by default. */
+  /** MQTT client id; a random UUID v4 by default. AWS IoT takes at most 128 bytes. */
   clientId?: string
   /** Keep-alive interval in seconds (0: off). Default 60. */
   keepAlive?: number
@@ -209,17 +209,20 @@ export interface AwsCredentials {
   accessKeyId: string
   secretAccessKey: string
   sessionToken?: string
-  /** When they stop working; expired credentials are never used to connect. */
+  /**
+   * When they stop working: a `Date`, a date string, or a number of milliseconds since 1970 (a
+   * number below 1e11 is taken as seconds since 1970). Expired credentials are never used to connect.
+   */
   expiration?: Date | number | string
 }
 
 export interface IotPubSubOptions extends CommonOptions {
   /**
    * `wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt`, or just the host that
-   * `aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints.
+   * `aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints. The path is `/mqtt` only.
    */
   endpoint?: string
-  /** Signing region; parsed from an `*.amazonaws.com` endpoint when not given. */
+  /** Signing region; parsed from an `*.amazonaws.com` endpoint when not given, and must agree with it when given. */
   region?: string
   aws_pubsub_region?: string
   /**

@@ -621,6 +621,65 @@ test('options of the other provider, a non-wss endpoint and malformed static cre
   t.regex(mqttError.message, /Unknown option 'credentials' for the generic MQTT provider/)
 })
 
+test('a region option that contradicts the endpoint host throws; one that agrees, or a custom domain, is used', (t) => {
+  const endpoint = 'wss://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt'
+  const error = t.throws(() => new PubSub({ endpoint, region: 'eu-west-1' }))
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.regex(error.message, /Option 'region' is 'eu-west-1' but the endpoint host 'a1b2c3-ats\.iot\.us-east-1\.amazonaws\.com' is in 'us-east-1'.*set it to 'us-east-1'/)
+  const alias = t.throws(() => new PubSub({ aws_pubsub_endpoint: 'a1b2c3-ats.iot.cn-north-1.amazonaws.com.cn', aws_pubsub_region: 'us-east-1' }))
+  t.is(alias.code, 'ERR_INVALID_OPTION')
+  t.regex(t.throws(() => new PubSub({ endpoint, region: 'useast1' })).message, /must be an AWS region name like 'us-east-1'/)
+  for (const options of [{ endpoint, region: 'us-east-1' }, { endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1' }]) {
+    const pubsub = new PubSub(options)
+    t.teardown(() => pubsub.close())
+  }
+})
+
+test('an AWS IoT endpoint path other than /mqtt throws ERR_INVALID_ENDPOINT', (t) => {
+  for (const path of ['/other', '/mqtt/', '/ws']) {
+    const error = t.throws(() => new PubSub({ endpoint: `wss://a1b2c3-ats.iot.us-east-1.amazonaws.com${path}` }))
+    t.is(error.code, 'ERR_INVALID_ENDPOINT')
+    t.true(error.message.includes(`AWS IoT takes MQTT over WebSockets at the path /mqtt only, not '${path}'`), error.message)
+  }
+})
+
+test('a clientId over 128 bytes (AWS IoT\'s fixed limit) throws for AWS IoT only', (t) => {
+  const endpoint = 'wss://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt'
+  const error = t.throws(() => new PubSub({ endpoint, clientId: 'é'.repeat(65) }))
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.is(error.message, "Option 'clientId' is 130 bytes (UTF-8) but AWS IoT allows at most 128")
+  const longest = new PubSub({ endpoint, clientId: 'c'.repeat(128) })
+  t.teardown(() => longest.close())
+  const generic = new (require('../mqtt.js').PubSub)({ endpoint: 'ws://127.0.0.1:1/mqtt', clientId: 'c'.repeat(200) })
+  t.teardown(() => generic.close())
+})
+
+test('an https:// endpoint or a user:password@ in an AWS IoT URL throws a message that says what to use', (t) => {
+  const https = t.throws(() => new PubSub({ endpoint: 'https://a1b2c3-ats.iot.us-east-1.amazonaws.com' }))
+  t.is(https.code, 'ERR_INVALID_ENDPOINT')
+  t.regex(https.message, /AWS IoT takes MQTT over WebSockets, not https:\/\/: use 'wss:\/\/a1b2c3-ats\.iot\.us-east-1\.amazonaws\.com\/mqtt'/)
+  const userInfo = t.throws(() => new PubSub({ endpoint: 'wss://AKIDUSERINFO:SECRETUSERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt' }))
+  t.is(userInfo.code, 'ERR_INVALID_ENDPOINT')
+  t.regex(userInfo.message, /AWS IoT takes no user name or password in the URL.*'credentials' option or the AWS default chain/)
+  t.false(/AKIDUSERINFO|SECRETUSERINFO|username/.test(userInfo.message), userInfo.message)
+  t.true(userInfo.message.includes('wss://***@a1b2c3-ats'), userInfo.message)
+})
+
+test('an expiration given in seconds since 1970 is read as seconds, for static credentials and a function', async (t) => {
+  const keys = newKeys(gateway)
+  const inAnHour = Math.floor(Date.now() / 1000) + 3600
+  const fixed = iotPubSub(t, { region: 'us-east-1', credentials: { ...keys, expiration: inAnHour } })
+  await fixed.publish(uniqueTopic('seconds'), 1, { qos: 1 })
+  const fromFunction = iotPubSub(t, { region: 'us-east-1', credentials: async () => ({ ...keys, expiration: inAnHour + 0.5 }) })
+  await fromFunction.publish(uniqueTopic('seconds'), 1, { qos: 1 })
+  // A minute ago in seconds is expired a minute ago, not 56 years ahead or behind.
+  const stale = iotPubSub(t, { region: 'us-east-1', credentials: { ...keys, expiration: Math.floor(Date.now() / 1000) - 60 } })
+  const error = await t.throwsAsync(stale.publish(uniqueTopic('seconds'), 1))
+  t.is(error.code, 'ERR_CREDENTIALS')
+  const ago = Number(/expired (\d+) s ago/.exec(error.message)?.[1])
+  t.true(ago >= 59 && ago < 120, error.message)
+})
+
 // ------------------------------------------------------------------------ no secret leaks
 
 test('no key id, secret or token appears in any error, event, warning or log line', async (t) => {

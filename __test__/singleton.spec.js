@@ -498,7 +498,7 @@ test.serial("configured options: the provider's own win (aliases too), each kind
      print({ clientId: mqtt.clientId, state: mqtt.connectionState })
      await mqtt.close()
      // username is not an AWS IoT option, credentials not a generic one: each is left out.
-     const iot = new AWSIoTProvider({ aws_pubsub_endpoint: 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt', clientId: 'own' })
+     const iot = new AWSIoTProvider({ aws_pubsub_endpoint: 'wss://x-ats.iot.eu-west-1.amazonaws.com/mqtt', clientId: 'own' })
      print({ clientId: iot.clientId })
      await iot.close()
      PubSub.configure({ PubSub: { keepAlive: 'sixty' } })

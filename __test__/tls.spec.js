@@ -1,10 +1,13 @@
 'use strict'
 // TLS (mqtts:// and wss://) is verified by default; a custom CA makes a private broker trusted.
+const path = require('node:path')
 const test = require('ava')
 const { PubSub, TOPIC } = require('../mqtt.js')
 const { startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { makeCertificates } = require('./helpers/certificates.js')
-const { openPubSub } = require('./helpers/pubsub.js')
+const { openPubSub, runScript } = require('./helpers/pubsub.js')
+
+const ROOT = path.join(__dirname, '..')
 
 const tls = {}
 
@@ -60,6 +63,7 @@ for (const scheme of ['mqtts', 'wss']) {
     t.is(error.code, 'ERR_CONNECTION')
     t.true(error.message.includes(`127.0.0.1:${port}`), error.message)
     t.regex(error.message, /certificate|UnknownIssuer|tls/i)
+    t.regex(error.message, /checked against the (OS trust store|bundled Mozilla roots)/)
   })
 }
 
@@ -67,4 +71,46 @@ test('a ca option that holds no certificate is rejected at construction', (t) =>
   const error = t.throws(() => new PubSub({ endpoint: 'mqtts://127.0.0.1:1', ca: 'not a certificate' }))
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.true(error.message.includes("'ca'"), error.message)
+})
+
+// ------------------------------------------------------------ the OS trust store and its fallback
+
+/**
+ * Publishes once over wss:// in a child process whose OS trust store is set by `env`
+ * (SSL_CERT_FILE and SSL_CERT_DIR are what rustls-native-certs reads instead of the system's);
+ * prints 'published' or the error's code and message as JSON.
+ */
+async function publishWithTrustStore(t, env, ca) {
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(path.join(ROOT, 'mqtt.js'))})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA || undefined, connectTimeout: 5000, reconnect: false })
+     pubsub.publish('tls/trust-store', 'x', { qos: 1 })
+       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
+       .finally(() => pubsub.close())`,
+    { ...env, ENDPOINT: `wss://127.0.0.1:${tls.wssPort}/mqtt`, CA: ca || '' },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  return run.stdout.trim()
+}
+
+const EMPTY_OS_STORE = { SSL_CERT_FILE: '/nonexistent/ca-bundle.crt', SSL_CERT_DIR: '/nonexistent' }
+
+test('with an empty OS trust store, an untrusted certificate error says the bundled roots were used and why', async (t) => {
+  const result = JSON.parse(await publishWithTrustStore(t, EMPTY_OS_STORE))
+  t.is(result.code, 'ERR_CONNECTION')
+  t.regex(result.message, /UnknownIssuer/)
+  t.regex(result.message, /checked against the bundled Mozilla roots \(webpki-roots, \d+ certificates\), because the OS trust store had no certificate/)
+  t.true(result.message.includes('/nonexistent/ca-bundle.crt'), result.message)
+  t.regex(result.message, /pass the 'ca' option/)
+})
+
+test('with an empty OS trust store, the ca option still makes a private broker trusted', async (t) => {
+  t.is(await publishWithTrustStore(t, EMPTY_OS_STORE, tls.certs.caPem), 'published')
+})
+
+test('a CA in the OS trust store is trusted without the ca option', async (t) => {
+  const caFile = path.join(tls.certs.dir, 'ca.crt')
+  t.is(await publishWithTrustStore(t, { SSL_CERT_FILE: caFile, SSL_CERT_DIR: '/nonexistent' }), 'published')
 })

@@ -77,16 +77,25 @@ function plainOptions(options, prefix = '') {
   return plain
 }
 
-/** Milliseconds since 1970 for a `Date` or a date string; other values as they are. */
+/**
+ * A number below this is an `expiration` in seconds since 1970, not milliseconds: 1e11 ms is
+ * March 1973, so no real expiration in milliseconds is that small, while 1e11 s is the year 5138.
+ * Seconds are what raw AWS APIs give (Cognito's GetCredentialsForIdentity JSON, for one) and
+ * what `Date.now() / 1000 + 3600` makes.
+ */
+const SECONDS_BELOW = 1e11
+
+/** Milliseconds since 1970 for a `Date`, a date string or a number of seconds or milliseconds; other values as they are. */
 function toEpochMs(value) {
   if (value instanceof Date) return value.getTime()
   if (typeof value === 'string' && !Number.isNaN(Date.parse(value))) return Date.parse(value)
+  if (typeof value === 'number' && value >= 0 && value < SECONDS_BELOW) return value * 1000
   return value
 }
 
 /**
  * AWS credentials as Rust reads them: the four fields copied (they may be getters, as on AWS
- * SDK credential objects), `expiration` in milliseconds. Rust checks them and says what is wrong.
+ * SDK credential objects), `expiration` in milliseconds (see toEpochMs). Rust checks them and says what is wrong.
  */
 function plainCredentials(value) {
   if (value === undefined || value === null || typeof value !== 'object') {

@@ -546,7 +546,10 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             }
         }
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
-        other if certificate_refused(&other) => PubSubError::Untrusted(redact(&format!("Connection to {url} failed: {other}"))),
+        other if certificate_refused(&other) => PubSubError::Untrusted(redact(&format!(
+            "Connection to {url} failed: {other}; {}",
+            crate::tls::trust_store_note(options.ca.is_some())
+        ))),
         ConnectionError::Io(e) => PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}"))),
         other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
     }

@@ -29,7 +29,7 @@ pub enum CredentialsOption {
 }
 
 /// Reads `{ accessKeyId, secretAccessKey, sessionToken?, expiration? }`; `expiration` is in
-/// milliseconds since the epoch (JS turns a `Date` into that). `what` names the value in
+/// milliseconds since the epoch (JS turns a `Date`, a date string or a number of seconds into that). `what` names the value in
 /// messages. Values are described by type only, never echoed.
 pub fn parse_credentials(value: &Value, what: &str) -> std::result::Result<Credentials, String> {
     let Value::Object(map) = value else {

@@ -260,6 +260,9 @@ pub fn parse_qos(value: u32) -> Result<QoS> {
     }
 }
 
+/// AWS IoT's fixed limit on the MQTT client id, in bytes.
+const IOT_MAX_CLIENT_ID_BYTES: usize = 128;
+
 /// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))));
@@ -377,6 +380,23 @@ fn parse_will(value: &Value) -> Result<Option<Will>> {
 /// `aws iot describe-endpoint` prints, or without the `/mqtt` path.
 fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("wss://{raw}") };
+    let bad = |why: String| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))));
+    // Two mistakes the generic messages would mislead on: the user name and password options
+    // they point to do not exist here, and ws:// (which they list) is refused too.
+    if let Ok(url) = Url::parse(&with_scheme) {
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("AWS IoT takes no user name or password in the URL: its connections are signed with AWS \
+                 credentials, from the 'credentials' option or the AWS default chain"
+                .into()));
+        }
+        if let ("https" | "http", Some(host)) = (url.scheme(), url.host_str()) {
+            let port = url.port().map_or_else(String::new, |p| format!(":{p}"));
+            return Err(bad(format!(
+                "AWS IoT takes MQTT over WebSockets, not {}://: use 'wss://{host}{port}/mqtt' (or just the host)",
+                url.scheme()
+            )));
+        }
+    }
     let mut endpoint = parse_endpoint(&with_scheme)?;
     if endpoint.scheme != Scheme::Wss {
         return Err(PubSubError::InvalidEndpoint(format!(
@@ -389,6 +409,10 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     if url.path() == "/" {
         url.set_path("/mqtt");
         endpoint.url = url.to_string();
+    }
+    // AWS IoT answers WebSocket upgrades on /mqtt only; anything else fails at every connect.
+    if url.path() != "/mqtt" {
+        return Err(bad(format!("AWS IoT takes MQTT over WebSockets at the path /mqtt only, not '{}'", url.path())));
     }
     Ok(endpoint)
 }
@@ -413,11 +437,36 @@ fn looks_like_region(label: &str) -> bool {
         && !parts[parts.len() - 1].is_empty()
 }
 
+/// An AWS region name's shape: lowercase words and a number, joined by '-' (`us-east-1`,
+/// `us-gov-west-1`, `eusc-de-east-1`). Looser than `looks_like_region`: any region AWS adds passes.
+fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let (Some(number), words) = (parts.last(), &parts[..parts.len() - 1]) else { return false };
+    words.len() >= 2
+        && words.iter().all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn parse_aws(fields: &Fields, endpoint: &Endpoint, credentials_function: bool) -> Result<AwsIot> {
+    let from_host = region_from_host(&endpoint.host);
     let region = match fields.string("region")?.or(fields.string("aws_pubsub_region")?) {
-        Some(region) if !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => region,
-        Some(_) => return Err(invalid("Option 'region' must be an AWS region name like 'us-east-1'".into())),
-        None => region_from_host(&endpoint.host).ok_or_else(|| {
+        Some(region) if !is_region_name(&region) => {
+            return Err(invalid("Option 'region' must be an AWS region name like 'us-east-1'".into()))
+        }
+        // AWS IoT refuses a signature for any region but its endpoint's: every connect would
+        // fail with a 403. Custom domains name no region, so only those need the option.
+        Some(region) => match from_host {
+            Some(host_region) if host_region != region => {
+                return Err(invalid(format!(
+                    "Option 'region' is '{region}' but the endpoint host '{}' is in '{host_region}', and AWS IoT only \
+                     accepts connections signed for its own region: remove the 'region' option or set it to '{host_region}'",
+                    endpoint.host
+                )))
+            }
+            _ => region,
+        },
+        None => from_host.ok_or_else(|| {
             invalid(format!(
                 "Cannot tell the AWS region from the endpoint host '{}' (not an *.iot.<region>.amazonaws.com host): pass the 'region' option, e.g. region: 'us-east-1'",
                 endpoint.host
@@ -466,6 +515,14 @@ impl ClientOptions {
         let client_id = match fields.string("clientId")? {
             Some(id) if id.is_empty() || id.len() > 65_535 => {
                 return Err(invalid("Option 'clientId' must be a non-empty string of at most 65,535 bytes".into()))
+            }
+            // AWS IoT's limit cannot be raised; it closes the connection after such a CONNECT,
+            // which looks like a policy refusal.
+            Some(id) if provider == Provider::Iot && id.len() > IOT_MAX_CLIENT_ID_BYTES => {
+                return Err(invalid(format!(
+                    "Option 'clientId' is {} bytes (UTF-8) but AWS IoT allows at most {IOT_MAX_CLIENT_ID_BYTES}",
+                    id.len()
+                )))
             }
             Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
@@ -631,7 +688,7 @@ mod tests {
     fn iot_options_take_the_region_from_the_option_or_the_host() {
         let o = iot(&json!({ "endpoint": "wss://x-ats.iot.eu-west-1.amazonaws.com/mqtt" })).unwrap();
         assert_eq!(o.aws.unwrap().region, "eu-west-1");
-        let o = iot(&json!({ "aws_pubsub_endpoint": "wss://x-ats.iot.eu-west-1.amazonaws.com/mqtt", "aws_pubsub_region": "us-west-2" })).unwrap();
+        let o = iot(&json!({ "aws_pubsub_endpoint": "wss://iot.example.com/mqtt", "aws_pubsub_region": "us-west-2" })).unwrap();
         assert_eq!(o.aws.unwrap().region, "us-west-2");
         let err = iot(&json!({ "endpoint": "wss://mqtt.example.com/mqtt" })).unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_OPTION");
@@ -648,6 +705,64 @@ mod tests {
         assert_eq!(o.endpoint.url, "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt");
         let err = iot(&json!({ "endpoint": "ws://x-ats.iot.us-east-1.amazonaws.com/mqtt" })).unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+    }
+
+    #[test]
+    fn a_region_option_that_contradicts_the_endpoint_host_is_refused() {
+        let endpoint = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        let err = iot(&json!({ "endpoint": endpoint, "region": "eu-west-1" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+        assert!(err.to_string().contains("Option 'region' is 'eu-west-1' but the endpoint host"), "{err}");
+        assert!(err.to_string().contains("set it to 'us-east-1'"), "{err}");
+        let err = iot(&json!({ "endpoint": "x.iot.cn-north-1.amazonaws.com.cn", "aws_pubsub_region": "us-east-1" })).unwrap_err();
+        assert!(err.to_string().contains("is in 'cn-north-1'"), "{err}");
+        // Agreeing with the host, or a custom domain: the option is used.
+        assert_eq!(iot(&json!({ "endpoint": endpoint, "region": "us-east-1" })).unwrap().aws.unwrap().region, "us-east-1");
+        let o = iot(&json!({ "endpoint": "wss://iot.example.com/mqtt", "region": "eusc-de-east-1" })).unwrap();
+        assert_eq!(o.aws.unwrap().region, "eusc-de-east-1");
+        for bad in ["useast1", "us-east", "-1", "us--1", "US-EAST-1"] {
+            let err = iot(&json!({ "endpoint": "wss://iot.example.com/mqtt", "region": bad })).unwrap_err();
+            assert!(err.to_string().contains("must be an AWS region name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_iot_endpoint_path_other_than_mqtt_is_refused() {
+        for path in ["/other", "/mqtt/", "/MQTT", "/mqtt/x"] {
+            let err = iot(&json!({ "endpoint": format!("wss://x-ats.iot.us-east-1.amazonaws.com{path}") })).unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_ENDPOINT", "{path}");
+            assert!(err.to_string().contains("at the path /mqtt only"), "{err}");
+        }
+        // The generic provider takes any path.
+        assert!(mqtt(&json!({ "endpoint": "wss://h/other" })).is_ok());
+    }
+
+    #[test]
+    fn an_iot_client_id_over_128_bytes_is_refused() {
+        let endpoint = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        assert!(iot(&json!({ "endpoint": endpoint, "clientId": "a".repeat(128) })).is_ok());
+        let err = iot(&json!({ "endpoint": endpoint, "clientId": "a".repeat(129) })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+        assert!(err.to_string().contains("'clientId' is 129 bytes (UTF-8) but AWS IoT allows at most 128"), "{err}");
+        // Bytes, not characters: 43 three-byte characters are 129 bytes.
+        assert!(iot(&json!({ "endpoint": endpoint, "clientId": "€".repeat(43) })).is_err());
+        assert!(mqtt(&json!({ "endpoint": "ws://h/", "clientId": "a".repeat(1000) })).is_ok());
+    }
+
+    #[test]
+    fn https_and_user_info_in_an_iot_endpoint_say_what_to_do() {
+        let err = iot(&json!({ "endpoint": "https://x-ats.iot.us-east-1.amazonaws.com" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+        assert!(err.to_string().contains("use 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt'"), "{err}");
+        let err = iot(&json!({ "endpoint": "http://u:pw@h.example:8443/x" })).unwrap_err();
+        assert!(err.to_string().contains("no user name or password in the URL"), "{err}");
+        let err = iot(&json!({ "endpoint": "https://h.example:8443/x" })).unwrap_err();
+        assert!(err.to_string().contains("use 'wss://h.example:8443/mqtt'"), "{err}");
+        let err = iot(&json!({ "endpoint": "wss://AKID:s3cret@x-ats.iot.us-east-1.amazonaws.com/mqtt" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+        let message = err.to_string();
+        assert!(message.contains("signed with AWS credentials") && message.contains("'credentials' option"), "{message}");
+        assert!(!message.contains("s3cret") && !message.contains("AKID") && !message.contains("username"), "{message}");
     }
 
     #[test]

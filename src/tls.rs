@@ -1,4 +1,6 @@
 //! TLS for wss:// and mqtts://: the OS trust store plus any CA the user gives, verification on.
+//! When the OS store has no certificate at all (slim or distroless images without a CA bundle),
+//! the bundled Mozilla roots stand in for it, as Node's own bundled roots do for Node's clients.
 
 use std::sync::{Arc, OnceLock};
 
@@ -19,18 +21,47 @@ pub fn parse_ca(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn native_roots() -> &'static RootCertStore {
+/// The process-wide roots, and which store they came from (for certificate error messages).
+struct Trust {
+    roots: RootCertStore,
+    source: String,
+}
+
+fn default_trust() -> &'static Trust {
     // Loading the OS store takes tens of milliseconds: do it once per process.
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
+    static TRUST: OnceLock<Trust> = OnceLock::new();
+    TRUST.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        roots
+        let (added, _unparsable) = roots.add_parsable_certificates(loaded.certs);
+        if added > 0 {
+            return Trust { roots, source: format!("the OS trust store ({added} certificates)") };
+        }
+        // Read only here, so a process whose OS store has certificates never touches them (RSS).
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Why the OS store was empty (a missing bundle file, say): paths only, never a secret.
+        let why = loaded.errors.first().map_or_else(String::new, |e| format!(" ({e})"));
+        Trust {
+            source: format!(
+                "the bundled Mozilla roots (webpki-roots, {} certificates), because the OS trust store had no certificate{why}",
+                roots.len()
+            ),
+            roots,
+        }
     })
 }
 
+/// Which roots a certificate was checked against, for the message of a refused certificate.
+pub fn trust_store_note(ca_given: bool) -> String {
+    let extra = if ca_given { " plus the 'ca' option's certificates" } else { "" };
+    format!(
+        "the certificate was checked against {}{extra}; for a private CA pass the 'ca' option",
+        default_trust().source
+    )
+}
+
 pub fn client_config(ca: Option<&str>) -> Result<TlsConfiguration> {
-    let mut roots = native_roots().clone();
+    let mut roots = default_trust().roots.clone();
     if let Some(pem) = ca {
         for cert in parse_ca(pem)? {
             roots
