@@ -126,6 +126,72 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
   t.is(inbox.values.length, 1)
 })
 
+// ----------------------------------------------------- a publish the broker refuses by closing
+
+/** `{ value }`, `{ error }`, or `{ pending: true }` if `promise` has not settled within `ms`. */
+async function settledWithin(promise, ms) {
+  let timer
+  const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve({ pending: true }), ms)))
+  try {
+    return await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Publishes `tooBig` (which makes the broker drop the connection) and right behind it a normal
+ * message to the subscribed `topic`; the big one must reject alone with ERR_PAYLOAD, within
+ * bounded time, and the instance, its subscription and later publishes carry on.
+ */
+async function refusedAlone(t, pubsub, topic, tooBig) {
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const startedAt = Date.now()
+  const refused = settledWithin(tooBig(), 10_000)
+  const behind = pubsub.publish(topic, 'behind it', { qos: 1 })
+  const outcome = await refused
+  t.falsy(outcome.pending, 'the refused publish settles (it was re-sent after every reconnect forever)')
+  t.is(outcome.error?.code, 'ERR_PAYLOAD', `${outcome.error?.code}: ${outcome.error?.message}`)
+  t.regex(outcome.error.message, /dropped the connection each time this publish to '[^']+' arrived \(3 times in a row\)/)
+  t.true(Date.now() - startedAt < 10_000)
+  await behind
+  await pubsub.publish(topic, 'after it', { qos: 1 })
+  t.deepEqual(await inbox.take(2), ['behind it', 'after it'])
+  t.deepEqual(inbox.errors, [], 'the subscription never failed')
+  t.is(pubsub.connectionState, 'Connected')
+  t.is(pubsub.stats().reconnects, 3, 'three losses, then no more')
+  t.is(states.at(-1), 'Connected')
+  await sleep(500) // backoff waits: a loop would have gone round again by now
+  t.is(pubsub.stats().reconnects, 3)
+}
+
+for (const qos of [1, 2]) {
+  test(`a QoS ${qos} publish over the broker's max_packet_size (it resets the connection) rejects ERR_PAYLOAD alone; the rest carries on`, async (t) => {
+    const broker = await ownBroker(t, { lines: ['max_packet_size 2000'] })
+    const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+    await refusedAlone(t, pubsub, uniqueTopic('max-packet'), () => pubsub.publish(uniqueTopic('too-big'), Buffer.alloc(4000), { qos }))
+  })
+}
+
+test('a publish the broker answers with a clean close (AWS IoT policy) is ERR_PAYLOAD alone, not a client id takeover', async (t) => {
+  // AWS IoT closes the connection (FIN, no RST) on a publish its policy denies: three such
+  // closes soon after connecting used to look like another client taking the client id.
+  const denied = uniqueTopic('denied')
+  const proxy = await startMqttProxy({
+    targetPort: sharedBroker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      if (fromClient && type === 3 && packet.includes(Buffer.from(denied))) {
+        connection.cut()
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: FAST })
+  await refusedAlone(t, pubsub, uniqueTopic('allowed'), () => pubsub.publish(denied, 'not allowed', { qos: 1 }))
+})
+
 // -------------------------------------------------------------------- cutting the network
 
 test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {

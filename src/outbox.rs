@@ -43,11 +43,21 @@ pub enum Completion {
     Subscribed(String, Option<QoS>),
 }
 
+/// One QoS 1/2 publish packet that was written: its op and topic (an op publishing to several
+/// topics has one packet each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub op: u32,
+    pub topic: String,
+}
+
 /// What `requeue` could not keep, and what it left to the next session.
 #[derive(Debug, Default, PartialEq)]
 pub struct Requeued {
     /// Publish ops that will not be sent again (the offline queue policy turned them away).
     pub rejected: Vec<u32>,
+    /// The op of the publish that the broker refused by dropping the connection: not sent again.
+    pub refused: Option<u32>,
     /// QoS 2 publishes the broker has received (PUBREC) but not completed: PUBREL is due.
     pub pubrels: Vec<u16>,
 }
@@ -170,11 +180,31 @@ impl Outbox {
         self.held
     }
 
+    /// The first publish in rumqttc's `pending` (after `EventLoop::clean`: its unacknowledged
+    /// publishes from the oldest packet id on) that was written and is still unacknowledged.
+    pub fn oldest_unacknowledged<'a>(&self, pending: impl IntoIterator<Item = &'a MqttRequest>) -> Option<Written> {
+        pending.into_iter().find_map(|request| match request {
+            // Only written publishes have a packet id; a PUBREC'd QoS 2 one is a PubRel here.
+            MqttRequest::Publish(publish) if publish.pkid != 0 => {
+                let (op, _) = self.awaiting_puback.get(&publish.pkid)?;
+                Some(Written { op: *op, topic: publish.topic.clone() })
+            }
+            _ => None,
+        })
+    }
+
     /// After a lost connection: takes back what rumqttc held (`pending`: its unacknowledged
     /// publishes, then its channel, as `EventLoop::clean` leaves them), keeps what `keeps`
     /// allows at the front of the backlog in the order first sent, and holds everything until
-    /// `release`. Subscribe requests are dropped: `release` renews every live filter.
-    pub fn requeue(&mut self, pending: impl IntoIterator<Item = MqttRequest>, keeps: impl Fn(QoS) -> bool) -> Requeued {
+    /// `release`. Subscribe requests are dropped: `release` renews every live filter. The
+    /// `refused` publish, if written and unacknowledged, is not kept but reported.
+    pub fn requeue(
+        &mut self,
+        pending: impl IntoIterator<Item = MqttRequest>,
+        keeps: impl Fn(QoS) -> bool,
+        refused: Option<&Written>,
+    ) -> Requeued {
+        let mut refused_op = None;
         self.held = true;
         let mut pubrels = Vec::new();
         let mut front = VecDeque::new();
@@ -189,8 +219,12 @@ impl Outbox {
                 // Written, unacknowledged: it had a packet id.
                 MqttRequest::Publish(publish) if publish.pkid != 0 => {
                     let owner = self.awaiting_puback.remove(&publish.pkid).or_else(|| self.collided.take());
-                    if let Some((op, _)) = owner {
-                        keep(op, publish, &mut front);
+                    match owner {
+                        Some((op, _)) if refused_op.is_none() && refused.is_some_and(|r| r.op == op && r.topic == publish.topic) => {
+                            refused_op = Some(op);
+                        }
+                        Some((op, _)) => keep(op, publish, &mut front),
+                        None => {}
                     }
                 }
                 MqttRequest::Publish(publish) => match in_channel.pop_front() {
@@ -209,7 +243,7 @@ impl Outbox {
                 _ => {}
             }
         }
-        let mut requeued = Requeued::default();
+        let mut requeued = Requeued { refused: refused_op, ..Requeued::default() };
         // Never expected: records rumqttc did not give back cannot be sent again.
         for sent in in_channel {
             if let Sent::Publish { op, .. } = sent {
@@ -365,3 +399,70 @@ impl Outbox {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written_publish(pkid: u16, topic: &str) -> MqttRequest {
+        let mut publish = rumqttc::Publish::new(topic, QoS::AtLeastOnce, vec![0u8; 4]);
+        publish.pkid = pkid;
+        MqttRequest::Publish(publish)
+    }
+
+    /// Ops 1, 2 (two topics), 3 written as packet ids 1 to 4, none acknowledged.
+    fn in_flight() -> (Outbox, Vec<MqttRequest>) {
+        let mut outbox = Outbox::default();
+        let sent = [(1, 1, "a"), (2, 2, "b"), (3, 2, "c"), (4, 3, "d")];
+        for (pkid, op, _) in sent {
+            outbox.awaiting_puback.insert(pkid, (op, 5));
+        }
+        (outbox, sent.iter().map(|(pkid, _, topic)| written_publish(*pkid, topic)).collect())
+    }
+
+    fn backlog_ops(outbox: &Outbox) -> Vec<(u32, String)> {
+        outbox
+            .backlog
+            .iter()
+            .filter_map(|r| match r {
+                Request::Publish { op, topic, .. } => Some((*op, topic.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_oldest_unacknowledged_publish_is_the_first_written_one_in_pending() {
+        let (outbox, mut pending) = in_flight();
+        // A PUBREL due and requests never written (no packet id) are not candidates.
+        pending.insert(0, MqttRequest::PubRel(rumqttc::PubRel::new(9)));
+        pending.insert(0, written_publish(0, "never written"));
+        assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
+        assert_eq!(Outbox::default().oldest_unacknowledged(&pending), None, "no op known for those packet ids");
+    }
+
+    #[test]
+    fn a_refused_publish_alone_is_taken_out_of_the_requeue() {
+        let (mut outbox, pending) = in_flight();
+        let refused = Written { op: 2, topic: "c".into() };
+        let requeued = outbox.requeue(pending, |_| true, Some(&refused));
+        assert_eq!(requeued.refused, Some(2));
+        assert!(requeued.rejected.is_empty());
+        // The op's other topic and the publishes around it go out again, in their order.
+        let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (3, "d".into())];
+        assert_eq!(backlog_ops(&outbox), expected);
+        assert_eq!(outbox.queued(), Load { operations: 3, bytes: 15 });
+    }
+
+    #[test]
+    fn without_a_refused_publish_everything_unacknowledged_is_requeued() {
+        let (mut outbox, pending) = in_flight();
+        let requeued = outbox.requeue(pending, |_| true, None);
+        assert_eq!(requeued, Requeued::default());
+        assert_eq!(backlog_ops(&outbox).len(), 4);
+        // Not written on this connection (no packet id): nothing is refused.
+        let (mut outbox, _) = in_flight();
+        let requeued = outbox.requeue(vec![written_publish(7, "x")], |_| true, Some(&Written { op: 9, topic: "x".into() }));
+        assert_eq!(requeued.refused, None);
+    }
+}
