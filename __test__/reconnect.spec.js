@@ -126,6 +126,54 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
   t.is(inbox.values.length, 1)
 })
 
+/** A PUBLISH packet's fields: `{ topic, qos, dup, pkid }` (pkid 0 for QoS 0). */
+function parsePublish(packet) {
+  let index = 1
+  while (packet[index++] & 128); // the remaining length's bytes
+  const topicLength = packet.readUInt16BE(index)
+  const topic = packet.toString('utf8', index + 2, index + 2 + topicLength)
+  const qos = (packet[0] >> 1) & 3
+  return { topic, qos, dup: (packet[0] >> 3) & 1, pkid: qos > 0 ? packet.readUInt16BE(index + 2 + topicLength) : 0 }
+}
+
+for (const qos of [1, 2]) {
+  test(`on a resumed session a QoS ${qos} publish left unacknowledged is sent again with its packet id and DUP (MQTT-4.4.0-1)`, async (t) => {
+    const topic = uniqueTopic(`resend-qos${qos}`)
+    const sent = [] // the client's PUBLISH packets to `topic`, as the broker gets them
+    let cut = false
+    const proxy = await startMqttProxy({
+      targetPort: sharedBroker.tcpPort,
+      onPacket({ fromClient, type, packet, connection }) {
+        if (fromClient && type === 3) {
+          const publish = parsePublish(packet)
+          if (publish.topic === topic) sent.push(publish)
+        }
+        // The broker has the PUBLISH; its first PUBACK (QoS 1) or PUBREC (QoS 2) never reaches us.
+        if (!fromClient && type === (qos === 1 ? 4 : 5) && !cut && sent.length > 0) {
+          cut = true
+          connection.cut()
+          return false
+        }
+      },
+    })
+    t.teardown(() => proxy.stop())
+    const clientId = `resend-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+    const states = recordEvents(pubsub, 'ConnectionStateChange')
+    const warmUp = uniqueTopic('warm-up')
+    // Moves the packet id counter on, so that a new publish would get another id.
+    for (let i = 0; i < 3; i++) await pubsub.publish(warmUp, i, { qos: 1 })
+    const outcome = await settledWithin(pubsub.publish(topic, 'once', { qos }), 10_000)
+    t.deepEqual(outcome, { value: undefined })
+    t.true(cut, 'the connection was cut before the acknowledgement')
+    t.deepEqual(states, ['Connecting', 'Connected', 'ConnectionDisrupted', 'Connecting', 'Connected'])
+    t.is(sent.length, 2, JSON.stringify(sent))
+    const [first, again] = sent
+    t.like(first, { qos, dup: 0 })
+    t.deepEqual(again, { ...first, dup: 1 }, 'the same packet id, DUP set')
+  })
+}
+
 // ----------------------------------------------------- a publish the broker refuses by closing
 
 /** `{ value }`, `{ error }`, or `{ pending: true }` if `promise` has not settled within `ms`. */
@@ -166,10 +214,12 @@ async function refusedAlone(t, pubsub, topic, tooBig) {
   t.is(pubsub.stats().reconnects, 3)
 }
 
-for (const qos of [1, 2]) {
-  test(`a QoS ${qos} publish over the broker's max_packet_size (it resets the connection) rejects ERR_PAYLOAD alone; the rest carries on`, async (t) => {
+for (const [qos, cleanSession] of [[1, true], [2, true], [1, false]]) {
+  const session = cleanSession ? '' : ' (kept session: re-sent under its packet id)'
+  test(`a QoS ${qos} publish over the broker's max_packet_size (it resets the connection) rejects ERR_PAYLOAD alone; the rest carries on${session}`, async (t) => {
     const broker = await ownBroker(t, { lines: ['max_packet_size 2000'] })
-    const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+    const clientId = `max-packet-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, clientId, cleanSession, reconnect: FAST })
     await refusedAlone(t, pubsub, uniqueTopic('max-packet'), () => pubsub.publish(uniqueTopic('too-big'), Buffer.alloc(4000), { qos }))
   })
 }

@@ -72,7 +72,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 continue;
             }
         };
-        resume(&shared, session_present, &mut pubrels);
+        resume(&shared, &mut eventloop, session_present, &mut pubrels);
         let first_try = std::mem::take(&mut failed_attempts) == 0;
         let connected_at = Instant::now();
         match serve(&shared, &mut eventloop).await {
@@ -223,8 +223,10 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     shared.let_js_publish(core);
 }
 
-/// After CONNACK: renew the subscriptions, then let what waited go out.
-fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
+/// After CONNACK: renew the subscriptions, then let what waited go out. A resumed session gets
+/// the publishes it has unacknowledged first, as they were (rumqttc writes its pending list
+/// before its channel), with the PUBRELs due.
+fn resume(shared: &Shared, eventloop: &mut EventLoop, session_present: bool, pubrels: &mut Vec<u16>) {
     let mut core = shared.core.lock();
     if !session_present {
         for completion in core.outbox.forget_pubrels(pubrels) {
@@ -234,6 +236,10 @@ fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
     pubrels.clear();
     if core.outbox.is_held() {
         core.counters.reconnects += 1;
+        let resends = core.outbox.resume(session_present);
+        for publish in resends.into_iter().rev() {
+            eventloop.pending.push_front(MqttRequest::Publish(publish));
+        }
         let renewal = core.subs.renewal(session_present);
         core.outbox.release(&shared.requests, renewal);
     }
