@@ -126,12 +126,121 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
   t.is(inbox.values.length, 1)
 })
 
-/** The packet id of a QoS 1/2 PUBLISH's bytes. */
-function publishPacketId(packet) {
+/** A PUBLISH packet's fields: `{ topic, qos, dup, pkid }` (pkid 0 for QoS 0). */
+function parsePublish(packet) {
   let index = 1
-  while (packet[index++] & 128);
-  return packet.readUInt16BE(index + 2 + packet.readUInt16BE(index))
+  while (packet[index++] & 128); // the remaining length's bytes
+  const topicLength = packet.readUInt16BE(index)
+  const topic = packet.toString('utf8', index + 2, index + 2 + topicLength)
+  const qos = (packet[0] >> 1) & 3
+  return { topic, qos, dup: (packet[0] >> 3) & 1, pkid: qos > 0 ? packet.readUInt16BE(index + 2 + topicLength) : 0 }
 }
+
+for (const qos of [1, 2]) {
+  test(`on a resumed session a QoS ${qos} publish left unacknowledged is sent again with its packet id and DUP (MQTT-4.4.0-1)`, async (t) => {
+    const topic = uniqueTopic(`resend-qos${qos}`)
+    const sent = [] // the client's PUBLISH packets to `topic`, as the broker gets them
+    let cut = false
+    const proxy = await startMqttProxy({
+      targetPort: sharedBroker.tcpPort,
+      onPacket({ fromClient, type, packet, connection }) {
+        if (fromClient && type === 3) {
+          const publish = parsePublish(packet)
+          if (publish.topic === topic) sent.push(publish)
+        }
+        // The broker has the PUBLISH; its first PUBACK (QoS 1) or PUBREC (QoS 2) never reaches us.
+        if (!fromClient && type === (qos === 1 ? 4 : 5) && !cut && sent.length > 0) {
+          cut = true
+          connection.cut()
+          return false
+        }
+      },
+    })
+    t.teardown(() => proxy.stop())
+    const clientId = `resend-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+    const states = recordEvents(pubsub, 'ConnectionStateChange')
+    const warmUp = uniqueTopic('warm-up')
+    // Moves the packet id counter on, so that a new publish would get another id.
+    for (let i = 0; i < 3; i++) await pubsub.publish(warmUp, i, { qos: 1 })
+    const outcome = await settledWithin(pubsub.publish(topic, 'once', { qos }), 10_000)
+    t.deepEqual(outcome, { value: undefined })
+    t.true(cut, 'the connection was cut before the acknowledgement')
+    t.deepEqual(states, ['Connecting', 'Connected', 'ConnectionDisrupted', 'Connecting', 'Connected'])
+    t.is(sent.length, 2, JSON.stringify(sent))
+    const [first, again] = sent
+    t.like(first, { qos, dup: 0 })
+    t.deepEqual(again, { ...first, dup: 1 }, 'the same packet id, DUP set')
+  })
+}
+
+// ----------------------------------------------------- a publish the broker refuses by closing
+
+/** `{ value }`, `{ error }`, or `{ pending: true }` if `promise` has not settled within `ms`. */
+async function settledWithin(promise, ms) {
+  let timer
+  const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve({ pending: true }), ms)))
+  try {
+    return await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Publishes `tooBig` (which makes the broker drop the connection) and right behind it a normal
+ * message to the subscribed `topic`; the big one must reject alone with ERR_PAYLOAD, within
+ * bounded time, and the instance, its subscription and later publishes carry on.
+ */
+async function refusedAlone(t, pubsub, topic, tooBig) {
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const startedAt = Date.now()
+  const refused = settledWithin(tooBig(), 10_000)
+  const behind = pubsub.publish(topic, 'behind it', { qos: 1 })
+  const outcome = await refused
+  t.falsy(outcome.pending, 'the refused publish settles (it was re-sent after every reconnect forever)')
+  t.is(outcome.error?.code, 'ERR_PAYLOAD', `${outcome.error?.code}: ${outcome.error?.message}`)
+  t.regex(outcome.error.message, /dropped the connection each time this publish to '[^']+' arrived \(3 times in a row\)/)
+  t.true(Date.now() - startedAt < 10_000)
+  await behind
+  await pubsub.publish(topic, 'after it', { qos: 1 })
+  t.deepEqual(await inbox.take(2), ['behind it', 'after it'])
+  t.deepEqual(inbox.errors, [], 'the subscription never failed')
+  t.is(pubsub.connectionState, 'Connected')
+  t.is(pubsub.stats().reconnects, 3, 'three losses, then no more')
+  t.is(states.at(-1), 'Connected')
+  await sleep(500) // backoff waits: a loop would have gone round again by now
+  t.is(pubsub.stats().reconnects, 3)
+}
+
+for (const [qos, cleanSession] of [[1, true], [2, true], [1, false]]) {
+  const session = cleanSession ? '' : ' (kept session: re-sent under its packet id)'
+  test(`a QoS ${qos} publish over the broker's max_packet_size (it resets the connection) rejects ERR_PAYLOAD alone; the rest carries on${session}`, async (t) => {
+    const broker = await ownBroker(t, { lines: ['max_packet_size 2000'] })
+    const clientId = `max-packet-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, clientId, cleanSession, reconnect: FAST })
+    await refusedAlone(t, pubsub, uniqueTopic('max-packet'), () => pubsub.publish(uniqueTopic('too-big'), Buffer.alloc(4000), { qos }))
+  })
+}
+
+test('a publish the broker answers with a clean close (AWS IoT policy) is ERR_PAYLOAD alone, not a client id takeover', async (t) => {
+  // AWS IoT closes the connection (FIN, no RST) on a publish its policy denies: three such
+  // closes soon after connecting used to look like another client taking the client id.
+  const denied = uniqueTopic('denied')
+  const proxy = await startMqttProxy({
+    targetPort: sharedBroker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      if (fromClient && type === 3 && packet.includes(Buffer.from(denied))) {
+        connection.cut()
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: FAST })
+  await refusedAlone(t, pubsub, uniqueTopic('allowed'), () => pubsub.publish(denied, 'not allowed', { qos: 1 }))
+})
 
 test('a persistent QoS 2 session cut before the broker had our PUBREC delivers the message once; a new session forgets its id', async (t) => {
   // The broker re-sends a QoS 2 PUBLISH (DUP) on the resumed session when our PUBREC did not
@@ -157,7 +266,7 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
       if (fromClient && type === 7) pubcompsFromClient++
       if (!fromClient && type === 9) subacks++
       if (!fromClient && type === 3) {
-        packetIds.push(publishPacketId(packet))
+        packetIds.push(parsePublish(packet).pkid)
         if (packet[0] & 8) dupsToClient++
       }
     },

@@ -13,8 +13,8 @@ use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::options::ClientOptions;
-use crate::reconnect::{Backoff, CLOSED_BEFORE_CONNACK_STREAK, TAKEOVER_STREAK};
-use crate::outbox::Completion;
+use crate::reconnect::{Backoff, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, TAKEOVER_STREAK};
+use crate::outbox::{Completion, Written};
 use crate::signing::redact;
 
 /// Amplify's connection states that a Node process can reach.
@@ -48,7 +48,8 @@ enum End {
     Closed,
     Idle,
     /// `by_broker`: the broker closed the socket (EOF), rather than an error or our timeout.
-    Lost { error: PubSubError, by_broker: bool },
+    /// `timed_out`: we gave up waiting (PINGRESP, flush), rather than the far end closing it.
+    Lost { error: PubSubError, by_broker: bool, timed_out: bool },
 }
 
 pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
@@ -67,11 +68,11 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
             }
             Err(error) => {
                 failed_attempts += 1;
-                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
+                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels, None).await;
                 continue;
             }
         };
-        resume(&shared, session_present, &mut pubrels);
+        resume(&shared, &mut eventloop, session_present, &mut pubrels);
         let first_try = std::mem::take(&mut failed_attempts) == 0;
         let connected_at = Instant::now();
         match serve(&shared, &mut eventloop).await {
@@ -81,10 +82,21 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
-            End::Lost { error, by_broker } => {
-                let kicked_again = backoff.as_mut().is_some_and(|b| b.connection_ended(connected_at.elapsed(), by_broker, first_try));
-                let error = if kicked_again { takeover(&shared.options) } else { error };
-                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels).await;
+            End::Lost { error, by_broker, timed_out } => {
+                // A broker that refuses a publish drops the connection when it arrives; a
+                // timeout of ours says nothing about a publish.
+                let unacknowledged = if timed_out { None } else { oldest_unacknowledged(&shared, &mut eventloop) };
+                let lasted = connected_at.elapsed();
+                let verdict = match backoff.as_mut() {
+                    Some(backoff) => backoff.connection_ended(lasted, by_broker, first_try, unacknowledged),
+                    None => Verdict::Transient,
+                };
+                let (error, refused) = match verdict {
+                    Verdict::Transient => (error, None),
+                    Verdict::Takeover => (takeover(&shared.options), None),
+                    Verdict::RefusedPublish(publish) => (error, Some(publish)),
+                };
+                after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels, refused.as_ref()).await;
             }
         }
     }
@@ -94,6 +106,23 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
     forget_queued_requests(&mut eventloop);
     shared.set_state(&mut core, ConnectionState::Disconnected);
     shared.delivery.push(JsEvent::Closed);
+}
+
+/// ERR_PAYLOAD rather than ERR_CONNECTION: the fault is this one message (its size, or its
+/// topic under the broker's policy), and sending it again fails the same way, while
+/// ERR_CONNECTION means a loss that a retry later may heal.
+fn refused_publish(publish: &Written, options: &ClientOptions) -> PubSubError {
+    let topic = &publish.topic;
+    let why = if options.aws.is_some() {
+        "AWS IoT does this for a message over its 128 KB limit, or one its IoT policy does not allow (iot:Publish on the topic)"
+    } else {
+        "brokers do this for a packet over their maximum packet size (mosquitto's max_packet_size, for one), or one \
+         their access rules refuse"
+    };
+    PubSubError::Payload(format!(
+        "Not published: the broker dropped the connection each time this publish to '{topic}' arrived \
+         ({REFUSED_PUBLISH_STREAK} times in a row), so it is not sent again; {why}"
+    ))
 }
 
 fn takeover(options: &ClientOptions) -> PubSubError {
@@ -111,9 +140,17 @@ fn takeover(options: &ClientOptions) -> PubSubError {
 }
 
 /// A connection attempt failed or a connection was lost. A transient failure with reconnect on:
-/// take back what was pending (the offline queue policy decides what waits), announce
-/// ConnectionDisrupted and wait out the backoff. Otherwise fail everything pending.
-async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSubError, backoff: Option<&mut Backoff>, pubrels: &mut Vec<u16>) {
+/// take back what was pending (the offline queue policy decides what waits, and a `refused`
+/// publish fails alone), announce ConnectionDisrupted and wait out the backoff. Otherwise fail
+/// everything pending.
+async fn after_failure(
+    shared: &Shared,
+    eventloop: &mut EventLoop,
+    error: PubSubError,
+    backoff: Option<&mut Backoff>,
+    pubrels: &mut Vec<u16>,
+    refused: Option<&Written>,
+) {
     let backoff = match backoff {
         Some(backoff) if !error.is_permanent(backoff.has_connected()) => backoff,
         _ => {
@@ -132,7 +169,7 @@ async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSub
         if core.closed {
             return;
         }
-        requeue(shared, &mut core, eventloop, pubrels, &error);
+        requeue(shared, &mut core, eventloop, pubrels, &error, refused);
         shared.set_state(&mut core, ConnectionState::ConnectionDisrupted);
     }
     let delay = backoff.next_delay();
@@ -148,9 +185,20 @@ async fn after_failure(shared: &Shared, eventloop: &mut EventLoop, error: PubSub
     }
 }
 
+/// The oldest publish written on the lost connection and still unacknowledged, once the acks
+/// read with the close are accounted for (they may have settled it).
+fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Option<Written> {
+    let mut core = shared.core.lock();
+    account_buffered_events(shared, &mut core, eventloop);
+    // Takes rumqttc's unacknowledged publishes into `pending` (poll() did already after an
+    // error); `requeue` takes them from there.
+    eventloop.clean();
+    core.outbox.oldest_unacknowledged(&eventloop.pending)
+}
+
 /// Takes back from rumqttc what the lost connection left (unacknowledged publishes, its
 /// channel) into the outbox, which holds it until the next connection.
-fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels: &mut Vec<u16>, error: &PubSubError) {
+fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels: &mut Vec<u16>, error: &PubSubError, refused: Option<&Written>) {
     account_buffered_events(shared, core, eventloop);
     // rumqttc already cleaned up after an error while connected; this also takes what JS put
     // in its channel since, and is harmless when there is nothing left.
@@ -159,7 +207,10 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
         eventloop.pending.push_front(MqttRequest::Publish(parked));
     }
     let policy = shared.options.offline_queue.policy;
-    let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| policy.keeps(qos));
+    let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| policy.keeps(qos), refused);
+    if let (Some(op), Some(publish)) = (requeued.refused, refused) {
+        shared.delivery.push(JsEvent::Published { op, error: Some(refused_publish(publish, &shared.options)) });
+    }
     let lost = PubSubError::Connection(format!("Not published: the connection failed or was lost before it was sent ({error})"));
     for op in requeued.rejected {
         core.counters.dropped_connection_lost += 1;
@@ -172,8 +223,10 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     shared.let_js_publish(core);
 }
 
-/// After CONNACK: renew the subscriptions, then let what waited go out.
-fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
+/// After CONNACK: renew the subscriptions, then let what waited go out. A resumed session gets
+/// the publishes it has unacknowledged first, as they were (rumqttc writes its pending list
+/// before its channel), with the PUBRELs due.
+fn resume(shared: &Shared, eventloop: &mut EventLoop, session_present: bool, pubrels: &mut Vec<u16>) {
     let mut core = shared.core.lock();
     if !session_present {
         for completion in core.outbox.forget_pubrels(pubrels) {
@@ -183,6 +236,10 @@ fn resume(shared: &Shared, session_present: bool, pubrels: &mut Vec<u16>) {
     pubrels.clear();
     if core.outbox.is_held() {
         core.counters.reconnects += 1;
+        let resends = core.outbox.resume(session_present);
+        for publish in resends.into_iter().rev() {
+            eventloop.pending.push_front(MqttRequest::Publish(publish));
+        }
         let renewal = core.subs.renewal(session_present);
         core.outbox.release(&shared.requests, renewal);
     }
@@ -289,7 +346,7 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                             "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
                             ping_timeout.as_millis()
                         ));
-                        return End::Lost { error, by_broker: false };
+                        return End::Lost { error, by_broker: false, timed_out: true };
                     }
                 }
             }
@@ -325,7 +382,8 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {
                 let by_broker = matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted));
-                return End::Lost { error: describe(error, &shared.options), by_broker };
+                let timed_out = matches!(error, ConnectionError::FlushTimeout | ConnectionError::NetworkTimeout);
+                return End::Lost { error: describe(error, &shared.options), by_broker, timed_out };
             }
         }
     }

@@ -14,7 +14,8 @@ pub enum PubSubError {
     InvalidEndpoint(String),
     /// A topic name or topic filter breaks the MQTT rules.
     InvalidTopic(String),
-    /// A payload that cannot be sent (too large).
+    /// A payload that cannot be sent (too large), or a publish the broker dropped the
+    /// connection for each time it arrived.
     Payload(String),
     /// The broker refused the connection for a reason other than authorisation.
     ConnectRefused(String),

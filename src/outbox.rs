@@ -7,7 +7,9 @@
 //!
 //! When the connection is lost, what rumqttc still held (unacknowledged publishes, its channel)
 //! comes back here with `requeue`, in the order it was first sent, and waits (`held`) until the
-//! connection is back and the subscriptions are renewed (`release`).
+//! connection is back and the subscriptions are renewed (`release`). Publishes that were written
+//! wait apart (`resend`): a resumed session gets them again as they were, with their packet ids
+//! and DUP set (MQTT-4.4.0-1); a new session gets them as new publishes (`resume`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -46,11 +48,21 @@ pub enum Completion {
     IdReused(u32),
 }
 
+/// One QoS 1/2 publish packet that was written: its op and topic (an op publishing to several
+/// topics has one packet each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub op: u32,
+    pub topic: String,
+}
+
 /// What `requeue` could not keep, and what it left to the next session.
 #[derive(Debug, Default, PartialEq)]
 pub struct Requeued {
     /// Publish ops that will not be sent again (the offline queue policy turned them away).
     pub rejected: Vec<u32>,
+    /// The op of the publish that the broker refused by dropping the connection: not sent again.
+    pub refused: Option<u32>,
     /// QoS 2 publishes the broker has received (PUBREC) but not completed: PUBREL is due.
     pub pubrels: Vec<u16>,
 }
@@ -60,6 +72,14 @@ pub struct Requeued {
 pub struct Load {
     pub operations: usize,
     pub bytes: usize,
+}
+
+/// A QoS 1/2 publish written on a lost connection and not acknowledged, as it was sent.
+#[derive(Debug)]
+struct Resend {
+    op: u32,
+    bytes: usize,
+    publish: rumqttc::Publish,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +96,12 @@ pub struct Outbox {
     collided: Option<(u32, usize)>,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
+    /// Written, unacknowledged publishes of the lost connection, in the order sent (counted in
+    /// `queued`); `resume` decides how they go out again.
+    resend: VecDeque<Resend>,
+    /// Outgoing::Publish events still due for the resends `resume` put in rumqttc's pending
+    /// list: rumqttc writes that list before anything from its channel.
+    resending: usize,
 }
 
 fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
@@ -173,11 +199,36 @@ impl Outbox {
         self.held
     }
 
+    /// The oldest publish (first published) written on the lost connection and still
+    /// unacknowledged, from rumqttc's `pending` after `EventLoop::clean`.
+    pub fn oldest_unacknowledged<'a>(&self, pending: impl IntoIterator<Item = &'a MqttRequest>) -> Option<Written> {
+        let (op, publish) = pending
+            .into_iter()
+            .filter_map(|request| match request {
+                // Only publishes given a packet id; a PUBREC'd QoS 2 one is a PubRel here.
+                MqttRequest::Publish(publish) if publish.pkid != 0 => Some(publish),
+                _ => None,
+            })
+            // rumqttc lists first what was left of its pending list: the resends not written
+            // again on this connection, which the broker cannot have refused this time.
+            .skip(self.resending)
+            .filter_map(|publish| self.awaiting_puback.get(&publish.pkid).map(|(op, _)| (*op, publish)))
+            .min_by_key(|(op, _)| *op)?;
+        Some(Written { op, topic: publish.topic.clone() })
+    }
+
     /// After a lost connection: takes back what rumqttc held (`pending`: its unacknowledged
     /// publishes, then its channel, as `EventLoop::clean` leaves them), keeps what `keeps`
     /// allows at the front of the backlog in the order first sent, and holds everything until
-    /// `release`. Subscribe requests are dropped: `release` renews every live filter.
-    pub fn requeue(&mut self, pending: impl IntoIterator<Item = MqttRequest>, keeps: impl Fn(QoS) -> bool) -> Requeued {
+    /// `release`. Subscribe requests are dropped: `release` renews every live filter. The
+    /// `refused` publish, if written and unacknowledged, is not kept but reported.
+    pub fn requeue(
+        &mut self,
+        pending: impl IntoIterator<Item = MqttRequest>,
+        keeps: impl Fn(QoS) -> bool,
+        refused: Option<&Written>,
+    ) -> Requeued {
+        let mut refused_op = None;
         self.held = true;
         let mut pubrels = Vec::new();
         let mut front = VecDeque::new();
@@ -187,13 +238,20 @@ impl Outbox {
             let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
             front.push_back(Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) });
         };
+        // Resends of an earlier loss that `resume` has not taken (no connection since) stay first.
+        let mut resend = std::mem::take(&mut self.resend);
+        self.resending = 0;
         for request in pending {
             match request {
                 // Written, unacknowledged: it had a packet id.
                 MqttRequest::Publish(publish) if publish.pkid != 0 => {
                     let owner = self.awaiting_puback.remove(&publish.pkid).or_else(|| self.collided.take());
-                    if let Some((op, _)) = owner {
-                        keep(op, publish, &mut front);
+                    match owner {
+                        Some((op, _)) if refused_op.is_none() && refused.is_some_and(|r| r.op == op && r.topic == publish.topic) => {
+                            refused_op = Some(op);
+                        }
+                        Some((op, bytes)) => resend.push_back(Resend { op, bytes, publish }),
+                        None => {}
                     }
                 }
                 MqttRequest::Publish(publish) => match in_channel.pop_front() {
@@ -212,7 +270,7 @@ impl Outbox {
                 _ => {}
             }
         }
-        let mut requeued = Requeued::default();
+        let mut requeued = Requeued { refused: refused_op, ..Requeued::default() };
         // Never expected: records rumqttc did not give back cannot be sent again.
         for sent in in_channel {
             if let Sent::Publish { op, .. } = sent {
@@ -228,6 +286,18 @@ impl Outbox {
 
         let earlier = std::mem::take(&mut self.backlog);
         self.queued = Load::default();
+        // rumqttc lists what it had not written yet of a previous resend before what it had:
+        // ops are numbered in the order published.
+        resend.make_contiguous().sort_by_key(|r| r.op);
+        for entry in resend {
+            if keeps(entry.publish.qos) {
+                self.queued.operations += 1;
+                self.queued.bytes += entry.bytes;
+                self.resend.push_back(entry);
+            } else {
+                requeued.rejected.push(entry.op);
+            }
+        }
         for request in front.into_iter().chain(earlier) {
             match request {
                 Request::Publish { op, qos, .. } if !keeps(qos) => requeued.rejected.push(op),
@@ -238,6 +308,32 @@ impl Outbox {
         requeued.rejected.sort_unstable();
         requeued.rejected.dedup();
         requeued
+    }
+
+    /// After CONNACK, before `release`: the publishes written on the lost connection. For a
+    /// resumed session they are returned to go first, unchanged but for DUP, and filed under
+    /// their packet ids; for a new session, which forgot those ids, they become new publishes
+    /// at the front of the backlog.
+    pub fn resume(&mut self, session_present: bool) -> Vec<rumqttc::Publish> {
+        let resend = std::mem::take(&mut self.resend);
+        if !session_present {
+            for Resend { op, publish, .. } in resend.into_iter().rev() {
+                let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
+                self.backlog.push_front(Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) });
+            }
+            return Vec::new();
+        }
+        self.resending = resend.len();
+        resend
+            .into_iter()
+            .map(|Resend { op, bytes, mut publish }| {
+                self.queued.operations -= 1;
+                self.queued.bytes -= bytes;
+                self.awaiting_puback.insert(publish.pkid, (op, bytes));
+                publish.dup = true;
+                publish
+            })
+            .collect()
     }
 
     /// The connection is back: renews `subscriptions` first, then sends what waited.
@@ -258,6 +354,7 @@ impl Outbox {
     /// Nothing queued, nothing unacknowledged.
     pub fn is_idle(&self) -> bool {
         self.backlog.is_empty()
+            && self.resend.is_empty()
             && self.in_channel.is_empty()
             && self.awaiting_puback.is_empty()
             && self.awaiting_suback.is_empty()
@@ -268,6 +365,11 @@ impl Outbox {
     pub fn on_outgoing(&mut self, outgoing: &Outgoing) -> Option<Completion> {
         match outgoing {
             Outgoing::Publish(pkid) => {
+                if self.resending > 0 {
+                    // A resend from rumqttc's pending list: `resume` filed it already.
+                    self.resending -= 1;
+                    return None;
+                }
                 if let Some(parked) = self.collided.take() {
                     // rumqttc sends the parked publish once its packet id is free again.
                     return self.await_ack(*pkid, parked);
@@ -360,6 +462,8 @@ impl Outbox {
                 ops.push(op);
             }
         }
+        ops.extend(self.resend.drain(..).map(|r| r.op));
+        self.resending = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
         self.awaiting_unsuback = 0;
@@ -369,7 +473,6 @@ impl Outbox {
         ops
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -391,6 +494,154 @@ mod tests {
         outbox.submit(&client, publish(2, QoS::AtLeastOnce));
         assert_eq!(outbox.on_outgoing(&Outgoing::Publish(7)), Some(Completion::IdReused(1)));
         assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(7))), vec![Completion::Published(2)]);
+        assert!(outbox.is_idle());
+    }
+
+    fn written_publish(pkid: u16, topic: &str) -> MqttRequest {
+        let mut publish = rumqttc::Publish::new(topic, QoS::AtLeastOnce, vec![0u8; 4]);
+        publish.pkid = pkid;
+        MqttRequest::Publish(publish)
+    }
+
+    /// Ops 1, 2 (two topics), 3 written as packet ids 1 to 4, none acknowledged.
+    fn in_flight() -> (Outbox, Vec<MqttRequest>) {
+        let mut outbox = Outbox::default();
+        let sent = [(1, 1, "a"), (2, 2, "b"), (3, 2, "c"), (4, 3, "d")];
+        for (pkid, op, _) in sent {
+            outbox.awaiting_puback.insert(pkid, (op, 5));
+        }
+        (outbox, sent.iter().map(|(pkid, _, topic)| written_publish(*pkid, topic)).collect())
+    }
+
+    /// Publishes held for the next connection: the resends, then the backlog.
+    fn backlog_ops(outbox: &Outbox) -> Vec<(u32, String)> {
+        let resends = outbox.resend.iter().map(|r| (r.op, r.publish.topic.clone()));
+        let backlog = outbox.backlog.iter().filter_map(|r| match r {
+            Request::Publish { op, topic, .. } => Some((*op, topic.clone())),
+            _ => None,
+        });
+        resends.chain(backlog).collect()
+    }
+
+    #[test]
+    fn the_oldest_unacknowledged_publish_is_the_first_written_one_in_pending() {
+        let (outbox, mut pending) = in_flight();
+        // A PUBREL due and requests never written (no packet id) are not candidates.
+        pending.insert(0, MqttRequest::PubRel(rumqttc::PubRel::new(9)));
+        pending.insert(0, written_publish(0, "never written"));
+        assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
+        assert_eq!(Outbox::default().oldest_unacknowledged(&pending), None, "no op known for those packet ids");
+    }
+
+    #[test]
+    fn resends_not_written_again_are_not_the_oldest_unacknowledged() {
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        let mut pending: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        // Op 1 (pkid 1) is written again and the connection lost: rumqttc lists what is left of
+        // its pending list, then what it had written.
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        let written = pending.pop_front().unwrap();
+        pending.push_back(written);
+        assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
+        // Ops 1 and 2 (pkids 1, 2) written again, listed by packet id from the last one acked.
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        let mut pending: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        outbox.on_outgoing(&Outgoing::Publish(2));
+        let first = pending.pop_front().unwrap();
+        let second = pending.pop_front().unwrap();
+        pending.extend([second, first]);
+        assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
+    }
+
+    #[test]
+    fn a_refused_publish_alone_is_taken_out_of_the_requeue() {
+        let (mut outbox, pending) = in_flight();
+        let refused = Written { op: 2, topic: "c".into() };
+        let requeued = outbox.requeue(pending, |_| true, Some(&refused));
+        assert_eq!(requeued.refused, Some(2));
+        assert!(requeued.rejected.is_empty());
+        // The op's other topic and the publishes around it go out again, in their order.
+        let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (3, "d".into())];
+        assert_eq!(backlog_ops(&outbox), expected);
+        assert_eq!(outbox.queued(), Load { operations: 3, bytes: 15 });
+    }
+
+    #[test]
+    fn without_a_refused_publish_everything_unacknowledged_is_requeued() {
+        let (mut outbox, pending) = in_flight();
+        let requeued = outbox.requeue(pending, |_| true, None);
+        assert_eq!(requeued, Requeued::default());
+        assert_eq!(backlog_ops(&outbox).len(), 4);
+        // Not written on this connection (no packet id): nothing is refused.
+        let (mut outbox, _) = in_flight();
+        let requeued = outbox.requeue(vec![written_publish(7, "x")], |_| true, Some(&Written { op: 9, topic: "x".into() }));
+        assert_eq!(requeued.refused, None);
+    }
+
+    #[test]
+    fn a_resumed_session_gets_the_written_publishes_again_with_their_packet_ids_and_dup() {
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        let resends = outbox.resume(true);
+        let sent: Vec<(u16, String, bool)> = resends.iter().map(|p| (p.pkid, p.topic.clone(), p.dup)).collect();
+        let expected: Vec<(u16, String, bool)> =
+            vec![(1, "a".into(), true), (2, "b".into(), true), (3, "c".into(), true), (4, "d".into(), true)];
+        assert_eq!(sent, expected);
+        assert_eq!(outbox.queued(), Load::default(), "in flight again, not queued");
+        assert_eq!(outbox.in_flight().operations, 4);
+        // rumqttc reports writing them before anything of its channel: they do not take the
+        // channel's records.
+        outbox.in_channel.push_back(Sent::Publish { op: 9, qos: QoS::AtLeastOnce, bytes: 1 });
+        for pkid in 1..=4 {
+            assert_eq!(outbox.on_outgoing(&Outgoing::Publish(pkid)), None);
+        }
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(5)), None);
+        assert_eq!(outbox.awaiting_puback.get(&5), Some(&(9, 1)), "the channel's publish, under its own id");
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(2)]);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(4))), vec![Completion::Published(3)]);
+    }
+
+    #[test]
+    fn a_resend_lost_again_before_it_was_written_is_kept_with_its_op() {
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        let mut resends: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        // pkid 1 was written again, then the connection was lost: rumqttc lists the unwritten
+        // rest of its pending list first, then what it had written.
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        let written = resends.pop_front().unwrap();
+        resends.push_back(written);
+        outbox.requeue(resends, |_| true, None);
+        let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (2, "c".into()), (3, "d".into())];
+        assert_eq!(backlog_ops(&outbox), expected, "in the order first published");
+        assert_eq!(outbox.resume(true).iter().map(|p| p.pkid).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_new_session_gets_the_written_publishes_as_new_ones_first() {
+        let (mut outbox, pending) = in_flight();
+        outbox.backlog.push_back(Request::Publish { op: 5, topic: "e".into(), qos: QoS::AtLeastOnce, retain: false, payload: vec![] });
+        outbox.requeue(pending, |_| true, None);
+        assert!(outbox.resume(false).is_empty());
+        let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (2, "c".into()), (3, "d".into()), (5, "e".into())];
+        assert_eq!(backlog_ops(&outbox), expected);
+        assert!(outbox.awaiting_puback.is_empty());
+        assert_eq!(outbox.queued().operations, 5);
+    }
+
+    #[test]
+    fn the_offline_policy_and_abandon_cover_the_resends() {
+        let (mut outbox, pending) = in_flight();
+        let requeued = outbox.requeue(pending, |qos| qos == QoS::AtMostOnce, None);
+        assert_eq!(requeued.rejected, vec![1, 2, 3]);
+        assert!(outbox.is_idle());
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        assert!(!outbox.is_idle());
+        assert_eq!(outbox.abandon(), vec![1, 2, 3]);
         assert!(outbox.is_idle());
     }
 }

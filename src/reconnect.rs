@@ -1,13 +1,16 @@
 //! When to try again after a lost connection: exponential backoff with full jitter, and the
 //! watches for failures that, repeated, are no longer bad luck: a client id taken over by
-//! another connection (the broker closing each new connection soon after accepting it), and
-//! AWS IoT closing each attempt before its CONNACK (its policy refusing the client).
+//! another connection (the broker closing each new connection soon after accepting it), AWS IoT
+//! closing each attempt before its CONNACK (its policy refusing the client), and the broker
+//! dropping the connection each time one publish arrives (too large for it, or refused by its
+//! policy).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::options::Reconnect;
+use crate::outbox::Written;
 
 /// Connections in a row that the broker closed soon after accepting them before we call it a
 /// client id takeover rather than bad luck.
@@ -15,21 +18,63 @@ pub const TAKEOVER_STREAK: u32 = 3;
 /// Attempts in a row that AWS IoT closed before CONNACK, once it had accepted this instance,
 /// before we call it a policy refusal rather than throttling or a back-end hiccup.
 pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
+/// Connections in a row lost with the same publish written and unacknowledged before we take
+/// it for the broker refusing that publish (by dropping the connection) rather than bad luck.
+/// Each loss after the first is right after re-sending it, which goes out first on a reconnect.
+pub const REFUSED_PUBLISH_STREAK: u32 = 3;
 
-/// The same suspicious failure, counted while it repeats.
-#[derive(Default)]
-struct Streak(u32);
+/// The same suspicious failure, counted while it repeats; `K` tells apart what it is about
+/// (a publish), `()` when there is only one kind.
+struct Streak<K = ()> {
+    count: u32,
+    about: Option<K>,
+}
+
+impl<K> Default for Streak<K> {
+    fn default() -> Self {
+        Self { count: 0, about: None }
+    }
+}
 
 impl Streak {
     /// One more in a row; whether there have now been `limit`.
     fn extend(&mut self, limit: u32) -> bool {
-        self.0 = self.0.saturating_add(1);
-        self.0 >= limit
+        self.extend_about((), limit)
+    }
+}
+
+impl<K: PartialEq> Streak<K> {
+    /// One more about `about` in a row (about something else, a new streak starts); whether
+    /// there have now been `limit`.
+    fn extend_about(&mut self, about: K, limit: u32) -> bool {
+        if self.about.as_ref() != Some(&about) {
+            self.count = 0;
+            self.about = Some(about);
+        }
+        self.count = self.count.saturating_add(1);
+        self.count >= limit
+    }
+
+    /// Whether the streak is about `about` and this would make it longer than one.
+    fn continues(&self, about: &K) -> bool {
+        self.about.as_ref() == Some(about)
     }
 
     fn reset(&mut self) {
-        self.0 = 0;
+        self.count = 0;
+        self.about = None;
     }
+}
+
+/// How a lost connection is judged.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<P> {
+    /// Bad luck: reconnect.
+    Transient,
+    /// Another client takes the client id each time.
+    Takeover,
+    /// The broker drops the connection each time this publish arrives.
+    RefusedPublish(P),
 }
 
 pub struct Backoff {
@@ -40,13 +85,22 @@ pub struct Backoff {
     kicked: Streak,
     /// Consecutive attempts closed by AWS IoT after CONNECT, without a CONNACK.
     closed_before_connack: Streak,
+    /// Consecutive connections lost with the same publish written and unacknowledged.
+    lost_after_publish: Streak<Written>,
     /// Whether the broker ever accepted a connection of this instance.
     has_connected: bool,
 }
 
 impl Backoff {
     pub fn new(policy: Reconnect) -> Self {
-        Self { policy, attempt: 0, kicked: Streak::default(), closed_before_connack: Streak::default(), has_connected: false }
+        Self {
+            policy,
+            attempt: 0,
+            kicked: Streak::default(),
+            closed_before_connack: Streak::default(),
+            lost_after_publish: Streak::default(),
+            has_connected: false,
+        }
     }
 
     /// The broker accepted a connection (CONNACK).
@@ -78,17 +132,40 @@ impl Backoff {
     }
 
     /// A connection ended after lasting `lasted`; `closed_by_broker` when the broker closed it
-    /// without an error of ours or the network's. Returns true when this makes a takeover streak.
-    pub fn connection_ended(&mut self, lasted: Duration, closed_by_broker: bool, first_try: bool) -> bool {
+    /// without an error of ours or the network's; `unacknowledged`: the oldest publish written
+    /// on it and not acknowledged, when the far end closed or reset it (not our timeout).
+    pub fn connection_ended(
+        &mut self,
+        lasted: Duration,
+        closed_by_broker: bool,
+        first_try: bool,
+        unacknowledged: Option<Written>,
+    ) -> Verdict<Written> {
         if lasted >= self.policy.reset_after {
             self.attempt = 0;
         }
-        if closed_by_broker && first_try && lasted < self.policy.reset_after {
-            self.kicked.extend(TAKEOVER_STREAK)
+        // Lost again with the same publish unacknowledged: it was sent first on this connection
+        // and the broker dropped it before acknowledging, so that loss is the publish's doing,
+        // not a takeover (which the broker's prompt PUBACK between kicks tells apart).
+        let same_publish_again = unacknowledged.as_ref().is_some_and(|p| self.lost_after_publish.continues(p));
+        match unacknowledged {
+            Some(publish) => {
+                if self.lost_after_publish.extend_about(publish.clone(), REFUSED_PUBLISH_STREAK) {
+                    self.lost_after_publish.reset();
+                    self.kicked.reset();
+                    return Verdict::RefusedPublish(publish);
+                }
+            }
+            None => self.lost_after_publish.reset(),
+        }
+        if closed_by_broker && first_try && lasted < self.policy.reset_after && !same_publish_again {
+            if self.kicked.extend(TAKEOVER_STREAK) {
+                return Verdict::Takeover;
+            }
         } else {
             self.kicked.reset();
-            false
         }
+        Verdict::Transient
     }
 }
 
@@ -136,21 +213,71 @@ mod tests {
         for _ in 0..6 {
             backoff.next_delay();
         }
-        backoff.connection_ended(Duration::from_secs(31), false, true);
+        backoff.connection_ended(Duration::from_secs(31), false, true, None);
         assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// A kick by the broker soon after a first-try connection, with `unacknowledged` written.
+    fn kick(backoff: &mut Backoff, first_try: bool, unacknowledged: Option<Written>) -> Verdict<Written> {
+        backoff.connection_ended(Duration::from_secs(1), true, first_try, unacknowledged)
+    }
+
+    fn written(op: u32) -> Option<Written> {
+        Some(Written { op, topic: "t".into() })
     }
 
     #[test]
     fn repeated_kicks_right_after_connecting_make_a_takeover_streak() {
         let mut backoff = Backoff::new(policy());
-        assert!(!backoff.connection_ended(Duration::from_secs(1), true, true));
-        assert!(!backoff.connection_ended(Duration::from_secs(1), true, true));
-        assert!(backoff.connection_ended(Duration::from_secs(1), true, true));
+        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, None), Verdict::Takeover);
         // A failed reconnect in between (a broker restart) or a network error breaks the streak.
         let mut backoff = Backoff::new(policy());
-        backoff.connection_ended(Duration::from_secs(1), true, true);
-        backoff.connection_ended(Duration::from_secs(1), true, false);
-        assert!(!backoff.connection_ended(Duration::from_secs(1), true, true));
+        kick(&mut backoff, true, None);
+        kick(&mut backoff, false, None);
+        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+        // Kicks with a different publish unacknowledged each time (acknowledged in between)
+        // are still a takeover.
+        let mut backoff = Backoff::new(policy());
+        assert_eq!(kick(&mut backoff, true, written(1)), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, written(2)), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, written(3)), Verdict::Takeover);
+    }
+
+    #[test]
+    fn losses_right_after_the_same_publish_make_it_refused_not_a_takeover() {
+        // The broker closes (EOF) each time: the takeover streak would end it at the third too.
+        let mut backoff = Backoff::new(policy());
+        for _ in 1..REFUSED_PUBLISH_STREAK {
+            assert_eq!(kick(&mut backoff, true, written(7)), Verdict::Transient);
+        }
+        assert_eq!(kick(&mut backoff, true, written(7)), Verdict::RefusedPublish(Written { op: 7, topic: "t".into() }));
+        // Both streaks start over: the next publish and the next kicks are judged afresh.
+        assert_eq!(kick(&mut backoff, true, written(8)), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+
+        // Resets (RST, not by the broker's close), however long the connections lasted.
+        let mut backoff = Backoff::new(policy());
+        for _ in 1..REFUSED_PUBLISH_STREAK {
+            assert_eq!(backoff.connection_ended(Duration::from_secs(60), false, false, written(7)), Verdict::Transient);
+        }
+        assert!(matches!(backoff.connection_ended(Duration::ZERO, false, true, written(7)), Verdict::RefusedPublish(_)));
+    }
+
+    #[test]
+    fn a_loss_with_another_or_no_publish_unacknowledged_breaks_the_publish_streak() {
+        let mut backoff = Backoff::new(policy());
+        let lost = |backoff: &mut Backoff, unacknowledged| backoff.connection_ended(Duration::from_secs(1), false, true, unacknowledged);
+        lost(&mut backoff, written(7));
+        lost(&mut backoff, written(7));
+        lost(&mut backoff, None);
+        lost(&mut backoff, written(7));
+        lost(&mut backoff, written(7));
+        lost(&mut backoff, Some(Written { op: 7, topic: "another topic of the same op".into() }));
+        assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
+        assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
+        assert!(matches!(lost(&mut backoff, written(7)), Verdict::RefusedPublish(Written { op: 7, .. })));
     }
 
     #[test]
