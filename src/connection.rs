@@ -78,6 +78,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
         match serve(&shared, &mut eventloop).await {
             End::Closed => break,
             End::Idle => {
+                discard_buffered_events(&shared, &mut shared.core.lock(), &mut eventloop);
                 say_goodbye(&mut eventloop).await;
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
@@ -429,6 +430,22 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
                 if let Some(message) = message_for_observers(core, publish) {
                     shared.delivery.push(message);
                 }
+            }
+            event => account(shared, core, event),
+        }
+    }
+}
+
+/// Before an idle disconnect: what rumqttc read together with the last UNSUBACK (a message the
+/// broker still had in flight, its PUBACK) stays in its event queue, and the next connection's
+/// first poll would hand it to a new observer as a new message. The subscription it came
+/// through is gone, so it counts as unrouted; acks go to the outbox as usual.
+fn discard_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
+    for event in std::mem::take(&mut eventloop.state.events) {
+        match event {
+            Event::Incoming(Packet::Publish(_)) => {
+                core.counters.messages_received += 1;
+                core.counters.dropped_unrouted += 1;
             }
             event => account(shared, core, event),
         }
