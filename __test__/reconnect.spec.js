@@ -302,6 +302,78 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
   t.is(packetIds.at(-1), packetIds[2], "D has B's packet id, which the new session no longer knows")
 })
 
+test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {
+  const broker = await ownBroker(t)
+  let cutUnsubscribe = true
+  let unsubscribes = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient && type === 10) {
+        unsubscribes++
+        if (cutUnsubscribe) {
+          cutUnsubscribe = false
+          connection.cut()
+          return false
+        }
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `unsub-resume-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const left = uniqueTopic('unsub-left')
+  const kept = uniqueTopic('unsub-kept')
+  const leaving = pubsub.subscribe(left, { qos: 1 }).subscribe({ next() {} })
+  const inbox = await listen(t, pubsub, kept, { qos: 1 })
+  await leaving.ready
+  leaving.unsubscribe()
+  await waitFor(() => pubsub.stats().reconnects === 1 && states.at(-1) === 'Connected', 10_000, 'the resumed session')
+  await waitFor(() => unsubscribes === 2, 5_000, 'the UNSUBSCRIBE sent again')
+
+  const other = await mqttJs(t, broker.tcpUrl)
+  for (let i = 0; i < 3; i++) await other.client.publishAsync(left, JSON.stringify(i), { qos: 1 })
+  await other.client.publishAsync(kept, JSON.stringify('kept'), { qos: 1 })
+  await inbox.take(1)
+  await sleep(200)
+  t.deepEqual(inbox.values, ['kept'])
+  t.is(pubsub.stats().dropped.unrouted, 0, 'the broker sent nothing for the filter left')
+  t.is(pubsub.stats().messagesReceived, 1)
+})
+
+test('a persistent session cut before the broker had the last observer\'s UNSUBSCRIBE sends it again, then ends the connection', async (t) => {
+  const broker = await ownBroker(t)
+  let cutUnsubscribe = true
+  let unsubscribes = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient && type === 10) {
+        unsubscribes++
+        if (cutUnsubscribe) {
+          cutUnsubscribe = false
+          connection.cut()
+          return false
+        }
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `unsub-last-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const sub = pubsub.subscribe(uniqueTopic('unsub-last'), { qos: 1 }).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => unsubscribes === 2, 10_000, 'the UNSUBSCRIBE sent again')
+  await waitFor(() => states.at(-1) === 'Disconnected', 5_000, 'Disconnected')
+  t.deepEqual(states, [
+    'Connecting', 'Connected', 'ConnectedPendingDisconnect', 'ConnectionDisrupted',
+    'Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected',
+  ])
+})
+
 // -------------------------------------------------------------------- cutting the network
 
 test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {

@@ -171,6 +171,11 @@ async fn after_failure(
             return;
         }
         requeue(shared, &mut core, eventloop, pubrels, &error, refused);
+        if core.state == ConnectionState::ConnectedPendingDisconnect {
+            // The last observer had left: a connection made again for what is still pending (an
+            // UNSUBSCRIBE sent again) ends once that is done.
+            core.idle_disconnect_due = true;
+        }
         shared.set_state(&mut core, ConnectionState::ConnectionDisrupted);
     }
     let delay = backoff.next_delay();

@@ -33,7 +33,7 @@ pub enum Request {
 enum Sent {
     Publish { op: u32, qos: QoS, bytes: usize },
     Subscribe { filters: Vec<String> },
-    Unsubscribe,
+    Unsubscribe { filter: String },
 }
 
 /// Something the broker (or the socket) confirmed.
@@ -91,7 +91,11 @@ pub struct Outbox {
     /// QoS 1/2 publishes written and not yet acknowledged: packet id → (op, bytes).
     awaiting_puback: HashMap<u16, (u32, usize)>,
     awaiting_suback: HashMap<u16, Vec<String>>,
-    awaiting_unsuback: usize,
+    /// UNSUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filter.
+    awaiting_unsuback: VecDeque<(u16, String)>,
+    /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
+    /// received goes again after a loss, or the resumed session keeps that subscription.
+    session_may_resume: bool,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
     /// The connection is down after a loss: requests wait in the backlog.
@@ -125,13 +129,18 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
             }
         }
         Request::Unsubscribe { filter } => match client.try_unsubscribe(filter.clone()) {
-            Ok(()) => Ok(Sent::Unsubscribe),
+            Ok(()) => Ok(Sent::Unsubscribe { filter }),
             Err(_) => Err(Request::Unsubscribe { filter }),
         },
     }
 }
 
 impl Outbox {
+    /// `session_may_resume`: the client connects with cleanSession false.
+    pub fn new(session_may_resume: bool) -> Self {
+        Outbox { session_may_resume, ..Outbox::default() }
+    }
+
     /// Queues a request and moves what fits into rumqttc's channel.
     pub fn submit(&mut self, client: &AsyncClient, request: Request) {
         self.push_back(request);
@@ -220,8 +229,9 @@ impl Outbox {
     /// After a lost connection: takes back what rumqttc held (`pending`: its unacknowledged
     /// publishes, then its channel, as `EventLoop::clean` leaves them), keeps what `keeps`
     /// allows at the front of the backlog in the order first sent, and holds everything until
-    /// `release`. Subscribe requests are dropped: `release` renews every live filter. The
-    /// `refused` publish, if written and unacknowledged, is not kept but reported.
+    /// `release`. Subscribe requests are dropped: `release` renews every live filter. An
+    /// UNSUBSCRIBE never written is kept; one written and unacknowledged too when the session
+    /// may resume. The `refused` publish, if written and unacknowledged, is not kept but reported.
     pub fn requeue(
         &mut self,
         pending: impl IntoIterator<Item = MqttRequest>,
@@ -231,7 +241,13 @@ impl Outbox {
         let mut refused_op = None;
         self.held = true;
         let mut pubrels = Vec::new();
-        let mut front = VecDeque::new();
+        // Written UNSUBSCRIBEs go again first, before those never written; a new session forgets
+        // the subscriptions anyway.
+        let unacknowledged = std::mem::take(&mut self.awaiting_unsuback);
+        let mut front: VecDeque<Request> = match self.session_may_resume {
+            true => unacknowledged.into_iter().map(|(_, filter)| Request::Unsubscribe { filter }).collect(),
+            false => VecDeque::new(),
+        };
         let mut in_channel = std::mem::take(&mut self.in_channel);
         // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
         let keep = |op: u32, publish: rumqttc::Publish, front: &mut VecDeque<Request>| {
@@ -282,7 +298,6 @@ impl Outbox {
         requeued.pubrels = pubrels;
         requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
         self.awaiting_suback.clear();
-        self.awaiting_unsuback = 0;
 
         let earlier = std::mem::take(&mut self.backlog);
         self.queued = Load::default();
@@ -358,7 +373,7 @@ impl Outbox {
             && self.in_channel.is_empty()
             && self.awaiting_puback.is_empty()
             && self.awaiting_suback.is_empty()
-            && self.awaiting_unsuback == 0
+            && self.awaiting_unsuback.is_empty()
             && self.collided.is_none()
     }
 
@@ -394,9 +409,9 @@ impl Outbox {
                 }
                 other => self.out_of_step(other),
             },
-            Outgoing::Unsubscribe(_) => match self.in_channel.pop_front() {
-                Some(Sent::Unsubscribe) => {
-                    self.awaiting_unsuback += 1;
+            Outgoing::Unsubscribe(pkid) => match self.in_channel.pop_front() {
+                Some(Sent::Unsubscribe { filter }) => {
+                    self.awaiting_unsuback.push_back((*pkid, filter));
                     None
                 }
                 other => self.out_of_step(other),
@@ -436,8 +451,10 @@ impl Outbox {
                     .collect(),
                 None => Vec::new(),
             },
-            Packet::UnsubAck(_) => {
-                self.awaiting_unsuback = self.awaiting_unsuback.saturating_sub(1);
+            Packet::UnsubAck(ack) => {
+                if let Some(index) = self.awaiting_unsuback.iter().position(|(pkid, _)| *pkid == ack.pkid) {
+                    self.awaiting_unsuback.remove(index);
+                }
                 Vec::new()
             }
             _ => Vec::new(),
@@ -466,7 +483,7 @@ impl Outbox {
         self.resending = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
-        self.awaiting_unsuback = 0;
+        self.awaiting_unsuback.clear();
         self.held = false;
         ops.sort_unstable();
         ops.dedup();
@@ -643,5 +660,32 @@ mod tests {
         assert!(!outbox.is_idle());
         assert_eq!(outbox.abandon(), vec![1, 2, 3]);
         assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn an_unacknowledged_unsubscribe_goes_again_when_the_session_may_resume() {
+        let filters = |outbox: &Outbox| -> Vec<String> {
+            outbox.backlog.iter().filter_map(|r| match r {
+                Request::Unsubscribe { filter } => Some(filter.clone()),
+                _ => None,
+            }).collect()
+        };
+        for session_may_resume in [true, false] {
+            let mut outbox = Outbox::new(session_may_resume);
+            for filter in ["acked", "a", "b"] {
+                outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
+            }
+            for pkid in [1, 2, 3] {
+                outbox.on_outgoing(&Outgoing::Unsubscribe(pkid));
+            }
+            outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(1)));
+            assert!(!outbox.is_idle());
+            // "c" was never written: rumqttc gives it back in `pending`.
+            let never_written = MqttRequest::Unsubscribe(rumqttc::Unsubscribe::new("c"));
+            outbox.in_channel.push_back(Sent::Unsubscribe { filter: "c".into() });
+            outbox.requeue(vec![never_written], |_| true, None);
+            let expected: &[&str] = if session_may_resume { &["a", "b", "c"] } else { &["c"] };
+            assert_eq!(filters(&outbox), expected);
+        }
     }
 }
