@@ -374,6 +374,43 @@ test('a persistent session cut before the broker had the last observer\'s UNSUBS
   ])
 })
 
+test('QoS 0 publishes of a write that timed out reject with ERR_CONNECTION; every one resolved reached the broker', async (t) => {
+  // The broker frozen (SIGSTOP): the socket fills, and the flush of the last batch times out
+  // after connectTimeout. Small batches, so that rumqttc writes each one in a single flush.
+  const broker = await ownBroker(t, { lines: ['max_queued_messages 1000000'] })
+  const topic = uniqueTopic('qos0-flush')
+  const subscriber = await mqttJs(t, broker.tcpUrl)
+  await subscriber.client.subscribeAsync(topic, { qos: 0 })
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, connectTimeout: 1_000, keepAlive: 60, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  await pubsub.publish(topic, 'warm', { qos: 0 })
+  await waitFor(() => subscriber.messages.length === 1, 5_000, 'the first message')
+  broker.pause()
+  t.teardown(() => broker.resume())
+  let resolved = 0
+  const errors = []
+  const payload = Buffer.alloc(100, 120)
+  const started = Date.now()
+  while (!states.includes('ConnectionDisrupted') && Date.now() - started < 20_000) {
+    const batch = Array.from({ length: 20 }, () =>
+      pubsub.publish(topic, payload, { qos: 0 }).then(() => resolved++, (error) => errors.push(error)),
+    )
+    await Promise.race([Promise.all(batch), sleep(3_000)])
+  }
+  t.true(states.includes('ConnectionDisrupted'), 'the flush timed out')
+  await sleep(200)
+  broker.resume()
+  let seen = -1
+  while (seen !== subscriber.messages.length) {
+    seen = subscriber.messages.length
+    await sleep(1_000)
+  }
+  const received = subscriber.messages.length - 1
+  t.true(errors.length > 0, 'the publishes of the failed write rejected')
+  t.true(errors.every((error) => error.code === 'ERR_CONNECTION'), errors.map((error) => error.code).join())
+  t.true(received >= resolved, `resolved ${resolved}, received ${received}`)
+})
+
 // -------------------------------------------------------------------- cutting the network
 
 test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {

@@ -436,6 +436,22 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
                     shared.delivery.push(message);
                 }
             }
+            // rumqttc hands out buffered events before any new I/O, so one still here was
+            // recorded in the batch whose write or flush failed. A QoS 0 publish (packet id 0)
+            // is not given back like QoS 1/2: it was not (wholly) written, and fails.
+            Event::Outgoing(Outgoing::Publish(0)) => match core.outbox.on_outgoing(&Outgoing::Publish(0)) {
+                Some(Completion::Published(op)) => {
+                    core.counters.dropped_connection_lost += 1;
+                    let error = PubSubError::Connection(
+                        "Outcome unknown: the connection failed while this QoS 0 publish was being written (the broker may \
+                         have all of it or none); QoS 0 is not sent again"
+                            .into(),
+                    );
+                    shared.delivery.push(JsEvent::Published { op, error: Some(error) });
+                }
+                Some(completion) => complete(shared, core, completion),
+                None => {}
+            },
             event => account(shared, core, event),
         }
     }
