@@ -11,7 +11,7 @@
 //! wait apart (`resend`): a resumed session gets them again as they were, with their packet ids
 //! and DUP set (MQTT-4.4.0-1); a new session gets them as new publishes (`resume`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use rumqttc::{AsyncClient, ClientError, Outgoing, Packet, QoS, Request as MqttRequest, SubscribeFilter, SubscribeReasonCode};
 
@@ -441,14 +441,21 @@ impl Outbox {
             Packet::PubAck(ack) => self.settle_publish(ack.pkid),
             Packet::PubComp(comp) => self.settle_publish(comp.pkid),
             Packet::SubAck(ack) => match self.awaiting_suback.remove(&ack.pkid) {
-                Some(filters) => filters
-                    .into_iter()
-                    .zip(ack.return_codes.iter().map(|code| match code {
-                        SubscribeReasonCode::Success(qos) => Some(*qos),
-                        SubscribeReasonCode::Failure => None,
-                    }))
-                    .map(|(filter, granted)| Completion::Subscribed(filter, granted))
-                    .collect(),
+                Some(filters) => {
+                    let later = self.subscribes_outstanding();
+                    filters
+                        .into_iter()
+                        .zip(ack.return_codes.iter().map(|code| match code {
+                            SubscribeReasonCode::Success(qos) => Some(*qos),
+                            SubscribeReasonCode::Failure => None,
+                        }))
+                        // A later SUBSCRIBE of the same filter (subscribed again after an
+                        // unsubscribe, or at a higher QoS) settles it: this ack is from before
+                        // the broker had it.
+                        .filter(|(filter, _)| !later.contains(filter.as_str()))
+                        .map(|(filter, granted)| Completion::Subscribed(filter, granted))
+                        .collect()
+                }
                 None => Vec::new(),
             },
             Packet::UnsubAck(ack) => {
@@ -459,6 +466,21 @@ impl Outbox {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The filters of SUBSCRIBEs not yet acknowledged: written, in rumqttc's channel, or
+    /// waiting. Only looked at on SUBACK, never per message.
+    fn subscribes_outstanding(&self) -> HashSet<&str> {
+        let written = self.awaiting_suback.values().flatten().map(String::as_str);
+        let in_channel = self.in_channel.iter().flat_map(|sent| match sent {
+            Sent::Subscribe { filters } => filters.as_slice(),
+            _ => &[],
+        });
+        let waiting = self.backlog.iter().flat_map(|request| match request {
+            Request::Subscribe { filters } => filters.as_slice(),
+            _ => &[],
+        });
+        written.chain(in_channel.map(String::as_str)).chain(waiting.map(|(filter, _)| filter.as_str())).collect()
     }
 
     fn settle_publish(&mut self, pkid: u16) -> Vec<Completion> {
@@ -687,5 +709,22 @@ mod tests {
             let expected: &[&str] = if session_may_resume { &["a", "b", "c"] } else { &["c"] };
             assert_eq!(filters(&outbox), expected);
         }
+    }
+
+    #[test]
+    fn a_suback_is_ignored_for_a_filter_subscribed_again_since() {
+        let mut outbox = Outbox::default();
+        let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        outbox.in_channel.push_back(Sent::Unsubscribe { filter: "a".into() });
+        outbox.on_outgoing(&Outgoing::Unsubscribe(2));
+        // Subscribed again: still in rumqttc's channel, then written.
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        assert_eq!(outbox.on_incoming(&granted(1)), vec![]);
+        outbox.on_outgoing(&Outgoing::Subscribe(3));
+        outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(2)));
+        assert_eq!(outbox.on_incoming(&granted(3)), vec![Completion::Subscribed("a".into(), Some(QoS::AtLeastOnce))]);
+        assert!(outbox.is_idle());
     }
 }
