@@ -7,6 +7,7 @@ const { Hub, ConnectionState, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes, startAedes } = require('./helpers/aedes.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
+const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
@@ -136,6 +137,49 @@ test('an idle instance reconnects on demand for the next subscription', async (t
   await waitFor(() => values.length === 1, 5_000, 'the message')
   t.deepEqual(states, [...FULL_CYCLE, 'Connecting', 'Connected'])
   t.deepEqual(values, ['again'])
+})
+
+test('a message read together with the last UNSUBACK is not delivered to an observer of the next connection', async (t) => {
+  // A broker may still send a message it had in flight after UNSUBACK (MQTT-3.10.4): the proxy
+  // holds the broker's message back and sends it right behind the UNSUBACK, in one read.
+  let holding = false
+  const held = []
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet }) {
+      if (holding && !fromClient && type === 3) {
+        held.push(packet)
+        return false
+      }
+      if (!fromClient && type === 11 && held.length) return Buffer.concat([packet, ...held.splice(0)])
+      return true
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const { client: publisher } = await mqttJs(t, broker.tcpUrl)
+  const pubsub = newPubSub(t, { endpoint: proxy.url })
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const topic = uniqueTopic('stale')
+
+  const first = pubsub.subscribe(topic).subscribe({ next() {} })
+  await first.ready
+  holding = true
+  await publisher.publishAsync(topic, JSON.stringify('old'), { qos: 0 })
+  await waitFor(() => held.length === 1, 5_000, 'the held message')
+  first.unsubscribe()
+  await waitFor(() => states.length === 4, 5_000, 'the first cycle')
+  holding = false
+  t.is(held.length, 0, 'the message went out with the UNSUBACK')
+
+  const values = []
+  const second = pubsub.subscribe(topic).subscribe({ next: (v) => values.push(v) })
+  await second.ready
+  await publisher.publishAsync(topic, JSON.stringify('new'), { qos: 0 })
+  await waitFor(() => values.length >= 1, 5_000, 'the new message')
+  await sleep(200)
+  t.deepEqual(values, ['new'])
+  t.deepEqual(states, [...FULL_CYCLE, 'Connecting', 'Connected'])
+  t.is(pubsub.stats().dropped.unrouted, 1, 'the old message counts as unrouted')
 })
 
 /** A proxy to the broker, stopped when the test ends; `target` as for startTcpProxy. */

@@ -209,6 +209,41 @@ test('two observers of one filter both receive, and one unsubscribing leaves the
   t.false(second.subscription.closed)
 })
 
+test('subscribing again to a filter just unsubscribed is ready only on its own SUBACK, not the earlier one', async (t) => {
+  // subscribe → unsubscribe → subscribe before the first SUBACK. The uplink is slow (order
+  // kept): the UNSUBSCRIBE reaches the broker after 300 ms, the second SUBSCRIBE after 1 s, while
+  // the first SUBACK comes back at once. A message published after `ready` must arrive.
+  let subscribes = 0
+  let unsubscribeArrived = false
+  let secondSubscribeArrived = false
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient && type === 8 && ++subscribes === 2) {
+        setTimeout(() => (secondSubscribeArrived = true), 1_000)
+        return 1_000
+      }
+      if (fromClient && type === 10) {
+        setTimeout(() => (unsubscribeArrived = true), 300)
+        return 300
+      }
+      if (!fromClient && type === 9) return 100
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const { client: publisher } = await mqttJs(t, broker.tcpUrl)
+  const pubsub = newPubSub(t, { endpoint: proxy.url })
+  const topic = uniqueTopic('again')
+  const first = pubsub.subscribe(topic, { qos: 1 }).subscribe({ next() {} })
+  first.unsubscribe()
+  const second = observe(pubsub.subscribe(topic, { qos: 1 }))
+  await second.subscription.ready
+  t.true(secondSubscribeArrived, 'ready after the broker had the second SUBSCRIBE')
+  await waitFor(() => unsubscribeArrived, 5_000, 'the UNSUBSCRIBE at the broker')
+  await publisher.publishAsync(topic, JSON.stringify('after ready'), { qos: 1 })
+  t.deepEqual(await second.take(1), ['after ready'])
+})
+
 test('a retained message reaches a later subscriber, and an empty retained message clears it', async (t) => {
   const topic = uniqueTopic('retained')
   const publisher = newPubSub(t)

@@ -302,6 +302,115 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
   t.is(packetIds.at(-1), packetIds[2], "D has B's packet id, which the new session no longer knows")
 })
 
+test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {
+  const broker = await ownBroker(t)
+  let cutUnsubscribe = true
+  let unsubscribes = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient && type === 10) {
+        unsubscribes++
+        if (cutUnsubscribe) {
+          cutUnsubscribe = false
+          connection.cut()
+          return false
+        }
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `unsub-resume-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const left = uniqueTopic('unsub-left')
+  const kept = uniqueTopic('unsub-kept')
+  const leaving = pubsub.subscribe(left, { qos: 1 }).subscribe({ next() {} })
+  const inbox = await listen(t, pubsub, kept, { qos: 1 })
+  await leaving.ready
+  leaving.unsubscribe()
+  await waitFor(() => pubsub.stats().reconnects === 1 && states.at(-1) === 'Connected', 10_000, 'the resumed session')
+  await waitFor(() => unsubscribes === 2, 5_000, 'the UNSUBSCRIBE sent again')
+
+  const other = await mqttJs(t, broker.tcpUrl)
+  for (let i = 0; i < 3; i++) await other.client.publishAsync(left, JSON.stringify(i), { qos: 1 })
+  await other.client.publishAsync(kept, JSON.stringify('kept'), { qos: 1 })
+  await inbox.take(1)
+  await sleep(200)
+  t.deepEqual(inbox.values, ['kept'])
+  t.is(pubsub.stats().dropped.unrouted, 0, 'the broker sent nothing for the filter left')
+  t.is(pubsub.stats().messagesReceived, 1)
+})
+
+test('a persistent session cut before the broker had the last observer\'s UNSUBSCRIBE sends it again, then ends the connection', async (t) => {
+  const broker = await ownBroker(t)
+  let cutUnsubscribe = true
+  let unsubscribes = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient && type === 10) {
+        unsubscribes++
+        if (cutUnsubscribe) {
+          cutUnsubscribe = false
+          connection.cut()
+          return false
+        }
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const clientId = `unsub-last-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const sub = pubsub.subscribe(uniqueTopic('unsub-last'), { qos: 1 }).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => unsubscribes === 2, 10_000, 'the UNSUBSCRIBE sent again')
+  await waitFor(() => states.at(-1) === 'Disconnected', 5_000, 'Disconnected')
+  t.deepEqual(states, [
+    'Connecting', 'Connected', 'ConnectedPendingDisconnect', 'ConnectionDisrupted',
+    'Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected',
+  ])
+})
+
+test('QoS 0 publishes of a write that timed out reject with ERR_CONNECTION; every one resolved reached the broker', async (t) => {
+  // The broker frozen (SIGSTOP): the socket fills, and the flush of the last batch times out
+  // after connectTimeout. Small batches, so that rumqttc writes each one in a single flush.
+  const broker = await ownBroker(t, { lines: ['max_queued_messages 1000000'] })
+  const topic = uniqueTopic('qos0-flush')
+  const subscriber = await mqttJs(t, broker.tcpUrl)
+  await subscriber.client.subscribeAsync(topic, { qos: 0 })
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, connectTimeout: 1_000, keepAlive: 60, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  await pubsub.publish(topic, 'warm', { qos: 0 })
+  await waitFor(() => subscriber.messages.length === 1, 5_000, 'the first message')
+  broker.pause()
+  t.teardown(() => broker.resume())
+  let resolved = 0
+  const errors = []
+  const payload = Buffer.alloc(100, 120)
+  const started = Date.now()
+  while (!states.includes('ConnectionDisrupted') && Date.now() - started < 20_000) {
+    const batch = Array.from({ length: 20 }, () =>
+      pubsub.publish(topic, payload, { qos: 0 }).then(() => resolved++, (error) => errors.push(error)),
+    )
+    await Promise.race([Promise.all(batch), sleep(3_000)])
+  }
+  t.true(states.includes('ConnectionDisrupted'), 'the flush timed out')
+  await sleep(200)
+  broker.resume()
+  let seen = -1
+  while (seen !== subscriber.messages.length) {
+    seen = subscriber.messages.length
+    await sleep(1_000)
+  }
+  const received = subscriber.messages.length - 1
+  t.true(errors.length > 0, 'the publishes of the failed write rejected')
+  t.true(errors.every((error) => error.code === 'ERR_CONNECTION'), errors.map((error) => error.code).join())
+  t.true(received >= resolved, `resolved ${resolved}, received ${received}`)
+})
+
 // -------------------------------------------------------------------- cutting the network
 
 test('connections cut by a proxy (dropped, half-closed, black-holed) are re-established through it', async (t) => {

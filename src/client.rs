@@ -249,7 +249,7 @@ impl Client {
         let client_id = options.client_id.clone();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                outbox: Outbox::default(),
+                outbox: Outbox::new(!options.clean_session),
                 subs: Subscriptions::default(),
                 state: ConnectionState::Disconnected,
                 closed: false,

@@ -78,6 +78,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
         match serve(&shared, &mut eventloop).await {
             End::Closed => break,
             End::Idle => {
+                discard_buffered_events(&shared, &mut shared.core.lock(), &mut eventloop);
                 say_goodbye(&mut eventloop).await;
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
@@ -170,6 +171,11 @@ async fn after_failure(
             return;
         }
         requeue(shared, &mut core, eventloop, pubrels, &error, refused);
+        if core.state == ConnectionState::ConnectedPendingDisconnect {
+            // The last observer had left: a connection made again for what is still pending (an
+            // UNSUBSCRIBE sent again) ends once that is done.
+            core.idle_disconnect_due = true;
+        }
         shared.set_state(&mut core, ConnectionState::ConnectionDisrupted);
     }
     let delay = backoff.next_delay();
@@ -429,6 +435,38 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
                 if let Some(message) = message_for_observers(core, publish) {
                     shared.delivery.push(message);
                 }
+            }
+            // rumqttc hands out buffered events before any new I/O, so one still here was
+            // recorded in the batch whose write or flush failed. A QoS 0 publish (packet id 0)
+            // is not given back like QoS 1/2: it was not (wholly) written, and fails.
+            Event::Outgoing(Outgoing::Publish(0)) => match core.outbox.on_outgoing(&Outgoing::Publish(0)) {
+                Some(Completion::Published(op)) => {
+                    core.counters.dropped_connection_lost += 1;
+                    let error = PubSubError::Connection(
+                        "Outcome unknown: the connection failed while this QoS 0 publish was being written (the broker may \
+                         have all of it or none); QoS 0 is not sent again"
+                            .into(),
+                    );
+                    shared.delivery.push(JsEvent::Published { op, error: Some(error) });
+                }
+                Some(completion) => complete(shared, core, completion),
+                None => {}
+            },
+            event => account(shared, core, event),
+        }
+    }
+}
+
+/// Before an idle disconnect: what rumqttc read together with the last UNSUBACK (a message the
+/// broker still had in flight, its PUBACK) stays in its event queue, and the next connection's
+/// first poll would hand it to a new observer as a new message. The subscription it came
+/// through is gone, so it counts as unrouted; acks go to the outbox as usual.
+fn discard_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
+    for event in std::mem::take(&mut eventloop.state.events) {
+        match event {
+            Event::Incoming(Packet::Publish(_)) => {
+                core.counters.messages_received += 1;
+                core.counters.dropped_unrouted += 1;
             }
             event => account(shared, core, event),
         }

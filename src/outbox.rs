@@ -11,7 +11,7 @@
 //! wait apart (`resend`): a resumed session gets them again as they were, with their packet ids
 //! and DUP set (MQTT-4.4.0-1); a new session gets them as new publishes (`resume`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use rumqttc::{AsyncClient, ClientError, Outgoing, Packet, QoS, Request as MqttRequest, SubscribeFilter, SubscribeReasonCode};
 
@@ -33,7 +33,7 @@ pub enum Request {
 enum Sent {
     Publish { op: u32, qos: QoS, bytes: usize },
     Subscribe { filters: Vec<String> },
-    Unsubscribe,
+    Unsubscribe { filter: String },
 }
 
 /// Something the broker (or the socket) confirmed.
@@ -91,7 +91,11 @@ pub struct Outbox {
     /// QoS 1/2 publishes written and not yet acknowledged: packet id → (op, bytes).
     awaiting_puback: HashMap<u16, (u32, usize)>,
     awaiting_suback: HashMap<u16, Vec<String>>,
-    awaiting_unsuback: usize,
+    /// UNSUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filter.
+    awaiting_unsuback: VecDeque<(u16, String)>,
+    /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
+    /// received goes again after a loss, or the resumed session keeps that subscription.
+    session_may_resume: bool,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
     /// The connection is down after a loss: requests wait in the backlog.
@@ -125,13 +129,18 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
             }
         }
         Request::Unsubscribe { filter } => match client.try_unsubscribe(filter.clone()) {
-            Ok(()) => Ok(Sent::Unsubscribe),
+            Ok(()) => Ok(Sent::Unsubscribe { filter }),
             Err(_) => Err(Request::Unsubscribe { filter }),
         },
     }
 }
 
 impl Outbox {
+    /// `session_may_resume`: the client connects with cleanSession false.
+    pub fn new(session_may_resume: bool) -> Self {
+        Outbox { session_may_resume, ..Outbox::default() }
+    }
+
     /// Queues a request and moves what fits into rumqttc's channel.
     pub fn submit(&mut self, client: &AsyncClient, request: Request) {
         self.push_back(request);
@@ -220,8 +229,9 @@ impl Outbox {
     /// After a lost connection: takes back what rumqttc held (`pending`: its unacknowledged
     /// publishes, then its channel, as `EventLoop::clean` leaves them), keeps what `keeps`
     /// allows at the front of the backlog in the order first sent, and holds everything until
-    /// `release`. Subscribe requests are dropped: `release` renews every live filter. The
-    /// `refused` publish, if written and unacknowledged, is not kept but reported.
+    /// `release`. Subscribe requests are dropped: `release` renews every live filter. An
+    /// UNSUBSCRIBE never written is kept; one written and unacknowledged too when the session
+    /// may resume. The `refused` publish, if written and unacknowledged, is not kept but reported.
     pub fn requeue(
         &mut self,
         pending: impl IntoIterator<Item = MqttRequest>,
@@ -231,7 +241,13 @@ impl Outbox {
         let mut refused_op = None;
         self.held = true;
         let mut pubrels = Vec::new();
-        let mut front = VecDeque::new();
+        // Written UNSUBSCRIBEs go again first, before those never written; a new session forgets
+        // the subscriptions anyway.
+        let unacknowledged = std::mem::take(&mut self.awaiting_unsuback);
+        let mut front: VecDeque<Request> = match self.session_may_resume {
+            true => unacknowledged.into_iter().map(|(_, filter)| Request::Unsubscribe { filter }).collect(),
+            false => VecDeque::new(),
+        };
         let mut in_channel = std::mem::take(&mut self.in_channel);
         // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
         let keep = |op: u32, publish: rumqttc::Publish, front: &mut VecDeque<Request>| {
@@ -282,7 +298,6 @@ impl Outbox {
         requeued.pubrels = pubrels;
         requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
         self.awaiting_suback.clear();
-        self.awaiting_unsuback = 0;
 
         let earlier = std::mem::take(&mut self.backlog);
         self.queued = Load::default();
@@ -358,7 +373,7 @@ impl Outbox {
             && self.in_channel.is_empty()
             && self.awaiting_puback.is_empty()
             && self.awaiting_suback.is_empty()
-            && self.awaiting_unsuback == 0
+            && self.awaiting_unsuback.is_empty()
             && self.collided.is_none()
     }
 
@@ -394,9 +409,9 @@ impl Outbox {
                 }
                 other => self.out_of_step(other),
             },
-            Outgoing::Unsubscribe(_) => match self.in_channel.pop_front() {
-                Some(Sent::Unsubscribe) => {
-                    self.awaiting_unsuback += 1;
+            Outgoing::Unsubscribe(pkid) => match self.in_channel.pop_front() {
+                Some(Sent::Unsubscribe { filter }) => {
+                    self.awaiting_unsuback.push_back((*pkid, filter));
                     None
                 }
                 other => self.out_of_step(other),
@@ -426,22 +441,46 @@ impl Outbox {
             Packet::PubAck(ack) => self.settle_publish(ack.pkid),
             Packet::PubComp(comp) => self.settle_publish(comp.pkid),
             Packet::SubAck(ack) => match self.awaiting_suback.remove(&ack.pkid) {
-                Some(filters) => filters
-                    .into_iter()
-                    .zip(ack.return_codes.iter().map(|code| match code {
-                        SubscribeReasonCode::Success(qos) => Some(*qos),
-                        SubscribeReasonCode::Failure => None,
-                    }))
-                    .map(|(filter, granted)| Completion::Subscribed(filter, granted))
-                    .collect(),
+                Some(filters) => {
+                    let later = self.subscribes_outstanding();
+                    filters
+                        .into_iter()
+                        .zip(ack.return_codes.iter().map(|code| match code {
+                            SubscribeReasonCode::Success(qos) => Some(*qos),
+                            SubscribeReasonCode::Failure => None,
+                        }))
+                        // A later SUBSCRIBE of the same filter (subscribed again after an
+                        // unsubscribe, or at a higher QoS) settles it: this ack is from before
+                        // the broker had it.
+                        .filter(|(filter, _)| !later.contains(filter.as_str()))
+                        .map(|(filter, granted)| Completion::Subscribed(filter, granted))
+                        .collect()
+                }
                 None => Vec::new(),
             },
-            Packet::UnsubAck(_) => {
-                self.awaiting_unsuback = self.awaiting_unsuback.saturating_sub(1);
+            Packet::UnsubAck(ack) => {
+                if let Some(index) = self.awaiting_unsuback.iter().position(|(pkid, _)| *pkid == ack.pkid) {
+                    self.awaiting_unsuback.remove(index);
+                }
                 Vec::new()
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The filters of SUBSCRIBEs not yet acknowledged: written, in rumqttc's channel, or
+    /// waiting. Only looked at on SUBACK, never per message.
+    fn subscribes_outstanding(&self) -> HashSet<&str> {
+        let written = self.awaiting_suback.values().flatten().map(String::as_str);
+        let in_channel = self.in_channel.iter().flat_map(|sent| match sent {
+            Sent::Subscribe { filters } => filters.as_slice(),
+            _ => &[],
+        });
+        let waiting = self.backlog.iter().flat_map(|request| match request {
+            Request::Subscribe { filters } => filters.as_slice(),
+            _ => &[],
+        });
+        written.chain(in_channel.map(String::as_str)).chain(waiting.map(|(filter, _)| filter.as_str())).collect()
     }
 
     fn settle_publish(&mut self, pkid: u16) -> Vec<Completion> {
@@ -466,7 +505,7 @@ impl Outbox {
         self.resending = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
-        self.awaiting_unsuback = 0;
+        self.awaiting_unsuback.clear();
         self.held = false;
         ops.sort_unstable();
         ops.dedup();
@@ -642,6 +681,50 @@ mod tests {
         outbox.requeue(pending, |_| true, None);
         assert!(!outbox.is_idle());
         assert_eq!(outbox.abandon(), vec![1, 2, 3]);
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn an_unacknowledged_unsubscribe_goes_again_when_the_session_may_resume() {
+        let filters = |outbox: &Outbox| -> Vec<String> {
+            outbox.backlog.iter().filter_map(|r| match r {
+                Request::Unsubscribe { filter } => Some(filter.clone()),
+                _ => None,
+            }).collect()
+        };
+        for session_may_resume in [true, false] {
+            let mut outbox = Outbox::new(session_may_resume);
+            for filter in ["acked", "a", "b"] {
+                outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
+            }
+            for pkid in [1, 2, 3] {
+                outbox.on_outgoing(&Outgoing::Unsubscribe(pkid));
+            }
+            outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(1)));
+            assert!(!outbox.is_idle());
+            // "c" was never written: rumqttc gives it back in `pending`.
+            let never_written = MqttRequest::Unsubscribe(rumqttc::Unsubscribe::new("c"));
+            outbox.in_channel.push_back(Sent::Unsubscribe { filter: "c".into() });
+            outbox.requeue(vec![never_written], |_| true, None);
+            let expected: &[&str] = if session_may_resume { &["a", "b", "c"] } else { &["c"] };
+            assert_eq!(filters(&outbox), expected);
+        }
+    }
+
+    #[test]
+    fn a_suback_is_ignored_for_a_filter_subscribed_again_since() {
+        let mut outbox = Outbox::default();
+        let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        outbox.in_channel.push_back(Sent::Unsubscribe { filter: "a".into() });
+        outbox.on_outgoing(&Outgoing::Unsubscribe(2));
+        // Subscribed again: still in rumqttc's channel, then written.
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        assert_eq!(outbox.on_incoming(&granted(1)), vec![]);
+        outbox.on_outgoing(&Outgoing::Subscribe(3));
+        outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(2)));
+        assert_eq!(outbox.on_incoming(&granted(3)), vec![Completion::Subscribed("a".into(), Some(QoS::AtLeastOnce))]);
         assert!(outbox.is_idle());
     }
 }

@@ -7,8 +7,9 @@
 //
 // `onPacket({ fromClient, type, packet, connection })` is called for every whole packet
 // (`type`: the control packet type, 3 PUBLISH … 14 DISCONNECT; `packet`: its bytes) and returns
-// false to hold it back (it is never sent), or a number of ms to send it that much later (the
-// packets after it are not held). `connection.cut(afterMs = 0)` closes both sides of
+// false to hold it back (it is never sent), a number of ms to send it that much later (the
+// packets after it are not held), or a Buffer to send in its place in one write (the packet
+// itself, say, followed by packets held back before it). `connection.cut(afterMs = 0)` closes both sides of
 // that connection after `afterMs`, and holds back every later packet meanwhile (the one whose
 // hook cut it still goes, unless the hook returns false). Listens on 127.0.0.1 only.
 const net = require('node:net')
@@ -40,7 +41,7 @@ function packetReader(onPacket) {
   }
 }
 
-/** @param {{ targetPort: number, onPacket?: (seen: { fromClient: boolean, type: number, packet: Buffer, connection: { cut(afterMs?: number): void } }) => boolean | number | void }} options */
+/** @param {{ targetPort: number, onPacket?: (seen: { fromClient: boolean, type: number, packet: Buffer, connection: { cut(afterMs?: number): void } }) => boolean | number | Buffer | void }} options */
 async function startMqttProxy({ targetPort, onPacket = () => true }) {
   const sockets = new Set()
   const server = net.createServer((client) => {
@@ -67,6 +68,10 @@ async function startMqttProxy({ targetPort, onPacket = () => true }) {
         if (cut || to.destroyed) return
         const verdict = onPacket({ fromClient, type: packet[0] >> 4, packet, connection })
         if (verdict === false) return
+        if (Buffer.isBuffer(verdict)) {
+          to.write(verdict)
+          return
+        }
         if (typeof verdict === 'number') {
           setTimeout(() => cut || to.destroyed || to.write(packet), verdict)
           return
