@@ -278,9 +278,11 @@ export interface PubSubInstance extends EventEmitter {
   on(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this
   on(event: 'invalidPayload', listener: (info: { topic: string; payload: Buffer; error: PubSubError }) => void): this
   on(event: 'callbackError', listener: (error: unknown) => void): this
+  on(event: 'connectionDisrupted', listener: (info: { error: PubSubError; retryInMs: number }) => void): this
   once(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this
   once(event: 'invalidPayload', listener: (info: { topic: string; payload: Buffer; error: PubSubError }) => void): this
   once(event: 'callbackError', listener: (error: unknown) => void): this
+  once(event: 'connectionDisrupted', listener: (info: { error: PubSubError; retryInMs: number }) => void): this
 }
 
 export interface HubCapsule {

@@ -372,7 +372,7 @@ const FAST = { minDelayMs: 50, maxDelayMs: 200 }
 
 test.serial('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw)
+  const keys = newKeys(gw, { sessionToken: `token/${process.pid}+${Math.random().toString(36).slice(2)}` })
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
   // After the first connect: a rejection, a synchronous throw, no answer within connectTimeout,
   // expired keys; then good ones again.
@@ -394,11 +394,21 @@ test.serial('a credentials function failing during a reconnect is retried with b
   const topic = uniqueTopic('credentials-blip')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
   failing = true
   gw.dropAll()
   await waitFor(() => states.includes('Connected'), 15_000, 'the reconnect')
   // Each failed fetch is one failed attempt, reported as such; none reached the gateway.
   t.deepEqual(states, ['ConnectionDisrupted', ...Array(4).fill(['Connecting', 'ConnectionDisrupted']).flat(), 'Connecting', 'Connected'])
+  // Each one also says why (the loss, then each fetch), with no key in it.
+  t.deepEqual(disruptions.map(({ error }) => error.code), ['ERR_CONNECTION', ...Array(4).fill('ERR_CREDENTIALS')])
+  for (const { error, retryInMs } of disruptions) {
+    t.true(error instanceof Error)
+    t.true(retryInMs >= FAST.minDelayMs && retryInMs <= FAST.maxDelayMs, `retryInMs ${retryInMs}`)
+    t.false(error.message.includes(keys.secretAccessKey), error.message)
+    t.false(error.message.includes(keys.sessionToken), error.message)
+  }
+  t.regex(disruptions[1].error.message, /EAI_AGAIN/)
   t.is(calls, 6)
   t.deepEqual(gw.upgrades.map((u) => u.status), [101, 101])
   t.deepEqual(inbox.errors, [], 'a credentials blip never reaches error')

@@ -69,6 +69,64 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
   })
 }
 
+/** Publishes to `topic` from another client until `inbox` has a message, which it returns. */
+async function receivedAfterRestart(t, broker, topic, inbox) {
+  const other = await mqttJs(t, broker.tcpUrl)
+  // The renewed SUBSCRIBE may still be on its way: publish until one arrives.
+  const sender = setInterval(() => other.client.publish(topic, JSON.stringify({ back: true }), { qos: 1 }), 100)
+  t.teardown(() => clearInterval(sender))
+  const [message] = await inbox.take(1)
+  clearInterval(sender)
+  return plain(message)
+}
+
+test("each transient failure is a 'connectionDisrupted' event with its reason and the wait before the next attempt", async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  const topic = uniqueTopic('disrupted-event')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const before = states.length
+
+  // Down long enough for at least one attempt to fail too.
+  await broker.restart({ signal: 'SIGKILL', downMs: 1_000 })
+  await reached(states, 'Connected', before)
+  const disrupted = states.slice(before).filter((s) => s === 'ConnectionDisrupted').length
+  t.is(disruptions.length, disrupted, 'one event per ConnectionDisrupted')
+  t.true(disruptions.length >= 2, 'the loss and at least one failed attempt')
+  for (const { error, retryInMs } of disruptions) {
+    t.true(error instanceof Error)
+    t.is(error.code, 'ERR_CONNECTION')
+    t.is(typeof error.message, 'string')
+    t.true(error.message.length > 0)
+    t.is(typeof retryInMs, 'number')
+    t.true(retryInMs >= FAST.minDelayMs && retryInMs <= FAST.maxDelayMs, `retryInMs ${retryInMs}`)
+  }
+  t.deepEqual(await receivedAfterRestart(t, broker, topic, inbox), { back: true })
+  t.deepEqual(inbox.errors, [], 'a transient loss never reaches error')
+})
+
+test("a 'connectionDisrupted' listener that throws does not stop the reconnect", async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  let heard = 0
+  pubsub.on('connectionDisrupted', () => {
+    heard++
+    throw new Error('a listener that throws')
+  })
+  const topic = uniqueTopic('disrupted-throws')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  const before = states.length
+
+  await broker.restart({ signal: 'SIGKILL' })
+  await reached(states, 'Connected', before)
+  t.true(heard >= 1, 'the listener was called')
+  t.deepEqual(await receivedAfterRestart(t, broker, topic, inbox), { back: true })
+  t.deepEqual(inbox.errors, [])
+})
+
 test('subscriptions are renewed before the publishes queued while down go out', async (t) => {
   const { pubsub, topic, inbox, reconnect } = await disconnected(t)
   // The broker forgot the clean session's subscription: only a SUBSCRIBE sent before this

@@ -112,7 +112,9 @@ function reasonOf(error) {
 /**
  * Amplify's PubSub API over one MQTT connection per instance; `provider` is 'mqtt' (any
  * broker) or 'iot' (AWS IoT Core). Events: `ConnectionStateChange` (state), `invalidPayload`
- * ({ topic, payload, error }), `callbackError` (error thrown by a subscriber's callback).
+ * ({ topic, payload, error }), `callbackError` (error thrown by a subscriber's callback),
+ * `connectionDisrupted` ({ error, retryInMs }: why a connection failed or was lost, when
+ * reconnect tries again).
  */
 class PubSubBase extends EventEmitter {
   #native
@@ -389,6 +391,9 @@ class PubSubBase extends EventEmitter {
       }
       case 'state':
         return this.#announce(event.state)
+      case 'disrupted':
+        // A transient failure's reason: the state change alone does not say why.
+        return this.#emitGuarded('connectionDisrupted', { error: pubsubError(event.code, event.message), retryInMs: event.retryInMs })
       case 'writable':
         return this.#outgoing.writable()
       case 'credentials':

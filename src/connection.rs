@@ -165,6 +165,7 @@ async fn after_failure(
             return;
         }
     };
+    let delay = backoff.next_delay();
     {
         let mut core = shared.core.lock();
         if core.closed {
@@ -177,8 +178,9 @@ async fn after_failure(
             core.idle_disconnect_due = true;
         }
         shared.set_state(&mut core, ConnectionState::ConnectionDisrupted);
+        // The state says only that it failed; this says why, and when it is tried again.
+        shared.delivery.push(JsEvent::Disrupted { error, retry_in: delay });
     }
-    let delay = backoff.next_delay();
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = until_closed(shared) => {}

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{FnArgs, ToNapiValue};
@@ -49,6 +50,9 @@ pub enum Event {
     /// Every observer fails with this error (the instance cannot go on).
     Failed { error: PubSubError },
     State(ConnectionState),
+    /// A transient failure (the connection will be tried again after `retry_in`): its reason,
+    /// which the state change alone does not tell.
+    Disrupted { error: PubSubError, retry_in: Duration },
     /// The publish backlog has room again after a publish was turned away.
     Writable,
     /// The connection task waits for the credentials function's answer to `request`.
@@ -65,11 +69,13 @@ pub struct NativeEvent {
     pub state: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
+    /// Milliseconds until the next connection attempt (`disrupted` only).
+    pub retry_in_ms: Option<u32>,
 }
 
 impl NativeEvent {
     fn new(kind: &'static str, id: Option<u32>) -> Self {
-        Self { kind: kind.to_string(), id, state: None, code: None, message: None }
+        Self { kind: kind.to_string(), id, state: None, code: None, message: None, retry_in_ms: None }
     }
 
     fn with_error(mut self, error: Option<PubSubError>) -> Self {
@@ -168,6 +174,11 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
             Event::Failed { error } => events.push(NativeEvent::new("failed", None).with_error(Some(error))),
             Event::State(state) => {
                 events.push(NativeEvent { state: Some(state.as_str().to_string()), ..NativeEvent::new("state", None) })
+            }
+            Event::Disrupted { error, retry_in } => {
+                // Saturates rather than wraps: reconnect delays are far below u32::MAX ms anyway.
+                let retry_in_ms = Some(u32::try_from(retry_in.as_millis()).unwrap_or(u32::MAX));
+                events.push(NativeEvent { retry_in_ms, ..NativeEvent::new("disrupted", None).with_error(Some(error)) })
             }
             Event::Writable => events.push(NativeEvent::new("writable", None)),
             Event::CredentialsWanted { request } => events.push(NativeEvent::new("credentials", Some(request))),
@@ -356,6 +367,19 @@ mod tests {
         let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Closed]);
         assert!(frame.is_none() && topics.is_none());
         assert_eq!(events.expect("events")[0].kind, "closed");
+    }
+
+    #[test]
+    fn a_disruption_carries_its_error_and_the_wait_in_milliseconds() {
+        let error = PubSubError::Connection("Connection refused".into());
+        let disrupted = Event::Disrupted { error, retry_in: Duration::from_millis(1_234) };
+        let FnArgs { data: (frame, _, events) } = batch_args(vec![disrupted]);
+        assert!(frame.is_none());
+        let event = &events.expect("events")[0];
+        assert_eq!(event.kind, "disrupted");
+        assert_eq!(event.code.as_deref(), Some("ERR_CONNECTION"));
+        assert_eq!(event.message.as_deref(), Some("Connection refused"));
+        assert_eq!(event.retry_in_ms, Some(1_234));
     }
 
     #[test]

@@ -27,6 +27,7 @@ export async function usage(): Promise<void> {
   })
   stop()
   pubsub.on(CONNECTION_STATE_CHANGE, (state: ConnectionState) => console.log(state))
+  pubsub.on('connectionDisrupted', ({ error, retryInMs }) => console.log(error.code, error.message, retryInMs + 1))
   const state: ConnectionState = pubsub.connectionState
   console.log(state, mqttTopicMatch('a/#', 'a/b'), pubsub.clientId)
   await pubsub.close()
