@@ -8,7 +8,7 @@ const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes, startAedes } = require('./helpers/aedes.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, captureWarnings, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -23,17 +23,6 @@ const aedes = useAedes(test, {
 
 const newPubSub = pubsubOn(broker)
 const uniqueTopic = topicNamer('lifecycle')
-
-/** Process warnings of this package whose message includes `needle`. */
-function captureWarnings(t, needle) {
-  const warnings = []
-  const listener = (warning) => {
-    if (warning.name === 'NativePubSubWarning' && warning.message.includes(needle)) warnings.push(warning)
-  }
-  process.on('warning', listener)
-  t.teardown(() => process.off('warning', listener))
-  return warnings
-}
 
 const FULL_CYCLE = ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected']
 

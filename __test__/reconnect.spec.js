@@ -9,7 +9,7 @@ const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, openPubSub, receiver, listen, recordEvents, mqttJs, runScript, pubsubScript, waitFor, sleep, plain } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, receiver, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('reconnect')
 /** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
@@ -111,6 +111,7 @@ test("a 'connectionDisrupted' listener that throws does not stop the reconnect",
   const broker = await ownBroker(t)
   const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const warnings = captureWarnings(t, "'connectionDisrupted' listener threw")
   let heard = 0
   pubsub.on('connectionDisrupted', () => {
     heard++
@@ -125,6 +126,7 @@ test("a 'connectionDisrupted' listener that throws does not stop the reconnect",
   t.true(heard >= 1, 'the listener was called')
   t.deepEqual(await receivedAfterRestart(t, broker, topic, inbox), { back: true })
   t.deepEqual(inbox.errors, [])
+  t.is(warnings.length, 1, 'the throw is reported once, as a throwing listener of ours')
 })
 
 test('subscriptions are renewed before the publishes queued while down go out', async (t) => {

@@ -277,6 +277,17 @@ function printed(run, line, timeoutMs = 10_000) {
   })
 }
 
+/** Process warnings of this package whose message includes `needle`, while test `t` runs. */
+function captureWarnings(t, needle) {
+  const warnings = []
+  const listener = (warning) => {
+    if (warning.name === 'NativePubSubWarning' && warning.message.includes(needle)) warnings.push(warning)
+  }
+  process.on('warning', listener)
+  t.teardown(() => process.off('warning', listener))
+  return warnings
+}
+
 module.exports = {
   MQTT_JS,
   ALL_BYTES,
@@ -289,6 +300,7 @@ module.exports = {
   subscribed,
   listen,
   recordEvents,
+  captureWarnings,
   plain,
   waitFor,
   sleep,
