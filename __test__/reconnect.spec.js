@@ -362,24 +362,28 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
   t.is(packetIds.at(-1), packetIds[2], "D has B's packet id, which the new session no longer knows")
 })
 
-test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {
+/**
+ * A broker behind a proxy that drops the client's first UNSUBSCRIBE and cuts that connection;
+ * `unsubscribes()` counts the UNSUBSCRIBEs the client sent.
+ */
+async function cutFirstUnsubscribe(t) {
   const broker = await ownBroker(t)
-  let cutUnsubscribe = true
   let unsubscribes = 0
   const proxy = await startMqttProxy({
     targetPort: broker.tcpPort,
     onPacket({ fromClient, type, connection }) {
-      if (fromClient && type === 10) {
-        unsubscribes++
-        if (cutUnsubscribe) {
-          cutUnsubscribe = false
-          connection.cut()
-          return false
-        }
+      if (fromClient && type === 10 && ++unsubscribes === 1) {
+        connection.cut()
+        return false
       }
     },
   })
   t.teardown(() => proxy.stop())
+  return { broker, proxy, unsubscribes: () => unsubscribes }
+}
+
+test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {
+  const { broker, proxy, unsubscribes } = await cutFirstUnsubscribe(t)
   const clientId = `unsub-resume-${process.pid}-${Math.random().toString(36).slice(2)}`
   const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
@@ -390,7 +394,7 @@ test('a persistent session cut before the broker had our UNSUBSCRIBE sends it ag
   await leaving.ready
   leaving.unsubscribe()
   await waitFor(() => pubsub.stats().reconnects === 1 && states.at(-1) === 'Connected', 10_000, 'the resumed session')
-  await waitFor(() => unsubscribes === 2, 5_000, 'the UNSUBSCRIBE sent again')
+  await waitFor(() => unsubscribes() === 2, 5_000, 'the UNSUBSCRIBE sent again')
 
   const other = await mqttJs(t, broker.tcpUrl)
   for (let i = 0; i < 3; i++) await other.client.publishAsync(left, JSON.stringify(i), { qos: 1 })
@@ -403,30 +407,14 @@ test('a persistent session cut before the broker had our UNSUBSCRIBE sends it ag
 })
 
 test('a persistent session cut before the broker had the last observer\'s UNSUBSCRIBE sends it again, then ends the connection', async (t) => {
-  const broker = await ownBroker(t)
-  let cutUnsubscribe = true
-  let unsubscribes = 0
-  const proxy = await startMqttProxy({
-    targetPort: broker.tcpPort,
-    onPacket({ fromClient, type, connection }) {
-      if (fromClient && type === 10) {
-        unsubscribes++
-        if (cutUnsubscribe) {
-          cutUnsubscribe = false
-          connection.cut()
-          return false
-        }
-      }
-    },
-  })
-  t.teardown(() => proxy.stop())
+  const { proxy, unsubscribes } = await cutFirstUnsubscribe(t)
   const clientId = `unsub-last-${process.pid}-${Math.random().toString(36).slice(2)}`
   const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const sub = pubsub.subscribe(uniqueTopic('unsub-last'), { qos: 1 }).subscribe({ next() {} })
   await sub.ready
   sub.unsubscribe()
-  await waitFor(() => unsubscribes === 2, 10_000, 'the UNSUBSCRIBE sent again')
+  await waitFor(() => unsubscribes() === 2, 10_000, 'the UNSUBSCRIBE sent again')
   await waitFor(() => states.at(-1) === 'Disconnected', 5_000, 'Disconnected')
   t.deepEqual(states, [
     'Connecting', 'Connected', 'ConnectedPendingDisconnect', 'ConnectionDisrupted',
