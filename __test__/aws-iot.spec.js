@@ -618,7 +618,7 @@ test('the region comes from an AWS IoT endpoint host; a custom domain needs the 
   t.teardown(() => custom.close())
 })
 
-test('options of the other provider, a non-wss endpoint and malformed static credentials throw', (t) => {
+test('options of the other provider, a non-wss endpoint, malformed static credentials and a promise of credentials throw', (t) => {
   const endpoint = 'wss://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt'
   t.is(t.throws(() => new PubSub({ endpoint, username: 'u' })).code, 'ERR_INVALID_OPTION')
   t.is(t.throws(() => new PubSub({ endpoint: 'ws://a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt' })).code, 'ERR_INVALID_ENDPOINT')
@@ -626,6 +626,9 @@ test('options of the other provider, a non-wss endpoint and malformed static cre
   const error = t.throws(() => new PubSub({ endpoint, credentials: { accessKeyId: 'AKIDX', secretAccessKey: '' } }))
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.regex(error.message, /Option 'credentials': 'secretAccessKey' is empty/)
+  const promised = t.throws(() => new PubSub({ endpoint, credentials: Promise.resolve({ accessKeyId: 'AKIDX', secretAccessKey: 'S' }) }))
+  t.is(promised.code, 'ERR_INVALID_OPTION')
+  t.regex(promised.message, /Option 'credentials' is a promise: pass the function that returns it/)
   const generic = require('../mqtt.js')
   const mqttError = t.throws(() => new generic.PubSub({ endpoint: 'ws://127.0.0.1:1', credentials: () => ({}) }))
   t.regex(mqttError.message, /Unknown option 'credentials' for the generic MQTT provider/)

@@ -156,6 +156,13 @@ class PubSubBase extends EventEmitter {
     }
     const { will, ca, credentials, ...rest } = options
     if (typeof credentials === 'function') this.#credentialsFunction = credentials
+    else if (provider === 'iot' && credentials !== null && typeof credentials === 'object' && typeof credentials.then === 'function') {
+      // A promise settles once, and every connect needs credentials that are still fresh.
+      throw pubsubError(
+        'ERR_INVALID_OPTION',
+        "Option 'credentials' is a promise: pass the function that returns it instead, for example credentials: async () => (await fetchAuthSession()).credentials, so that fresh credentials are fetched before every connect",
+      )
+    }
     let willPayload
     let willOptions
     if (will !== undefined && will !== null) {
