@@ -392,6 +392,9 @@ export interface PubSubSingleton {
   subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'binary' }): Observable<ProviderMessage<Buffer>, ProviderError>
   subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'message' }): Observable<ProviderMessage<MqttMessage>, ProviderError>
   subscribe<T = any>(topics: string | string[], options?: SubscribeOptions & ProviderOptions): Observable<ProviderMessage<T>, ProviderError>
+  subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'string' } }): Observable<ProviderMessage<string>, ProviderError>
+  subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'binary' } }): Observable<ProviderMessage<Buffer>, ProviderError>
+  subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'message' } }): Observable<ProviderMessage<MqttMessage>, ProviderError>
   subscribe<T = any>(input: { topics: string | string[]; options?: SubscribeOptions & ProviderOptions }): Observable<ProviderMessage<T>, ProviderError>
 }
 

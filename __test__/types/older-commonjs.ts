@@ -36,6 +36,7 @@ export async function samples(): Promise<void> {
     error: (error: ProviderError) => console.error(error.code, error.error.message),
   });
   PubSub.subscribe('t', { format: 'string' }).subscribe(({ value }) => value.toUpperCase());
+  PubSub.subscribe({ topics: 't', options: { format: 'binary' } }).subscribe(({ value }) => value.readUInt8(0));
   const plain: PubSubError = await PubSub.publish({ topics: 't', message: 1, options: { provider: 'AWSIoTProvider' } }).then(
     () => { throw new Error('unexpected') },
     (error: PubSubError) => error,

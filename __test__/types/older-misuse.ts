@@ -17,5 +17,7 @@ new AWSIoTProvider({ aws_pubsub_endpoint: 'wss://h/mqtt', username: 'u' });
 new MqttOverWSProvider({ aws_pubsub_endpoint: 'wss://h/mqtt', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
 // @ts-expect-error the singleton's messages are { provider, value }
 PubSub.subscribe('t', { format: 'string' }).subscribe((value: string) => value);
+// @ts-expect-error the v6 form with format 'binary' gives a Buffer, not a string
+PubSub.subscribe({ topics: 't', options: { format: 'binary' } }).subscribe(({ value }) => value.toUpperCase());
 // @ts-expect-error options.provider is a name
 void PubSub.publish('t', 1, { provider: 1 });
