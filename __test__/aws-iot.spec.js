@@ -12,7 +12,7 @@ const { PubSub, Hub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, printed, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, printed, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 const uniqueTopic = topicNamer('aws-iot')
@@ -236,7 +236,7 @@ test('a signature the gateway sees as expired (clock skew) is refused', async (t
 })
 
 test('a client id the IoT policy refuses (socket closed after CONNECT) says to check the policy', async (t) => {
-  const clientId = `refused-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const clientId = uniqueClientId('refused')
   gateway.refuseClientId(clientId)
   const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gateway) })
   const error = await bothFail(t, pubsub)
@@ -526,7 +526,7 @@ test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a r
   let backendDown = false
   // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
   const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
-  const clientId = `blip-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const clientId = uniqueClientId('blip')
   // Waits long enough that the test sees the second close before a third attempt.
   const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gw), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
   const topic = uniqueTopic('close-before-connack')

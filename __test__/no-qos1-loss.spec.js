@@ -5,7 +5,7 @@
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { topicNamer, openPubSub, listen, recordEvents, mqttJs, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, recordEvents, mqttJs, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('no-qos1-loss')
 const FAST = { minDelayMs: 100, maxDelayMs: 400 }
@@ -60,7 +60,7 @@ test('cleanSession: false gets the QoS 1 messages published while it was disconn
   const broker = await ownBroker(t)
   const proxy = await startTcpProxy({ target: broker.tcpUrl })
   t.teardown(() => proxy.stop())
-  const clientId = `persistent-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const clientId = uniqueClientId('persistent')
   const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), clientId, cleanSession: false, reconnect: FAST })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const topic = uniqueTopic('session')

@@ -9,7 +9,7 @@ const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, openPubSub, receiver, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, receiver, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('reconnect')
 /** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
@@ -157,6 +157,15 @@ test('a frozen broker (SIGSTOP) is detected within 1.5 x keepAlive, and the conn
   t.is((await inbox.take(1))[0], 'thawed')
 })
 
+/**
+ * A client of `proxy` with a persistent session (cleanSession false, a client id of its own)
+ * that reconnects at once, and the states it goes through.
+ */
+function persistentSession(t, proxy, name) {
+  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId: uniqueClientId(name), cleanSession: false, reconnect: FAST })
+  return { pubsub, states: recordEvents(pubsub, 'ConnectionStateChange') }
+}
+
 test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the PUBREL sent again is answered', async (t) => {
   // The broker owes us a PUBREL for a message we received and acknowledged with PUBREC; on the
   // resumed session it sends it again, for a packet id the reconnect made the client forget.
@@ -170,9 +179,7 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
     },
   })
   t.teardown(() => proxy.stop())
-  const clientId = `qos2-session-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
-  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const { pubsub, states } = persistentSession(t, proxy, 'qos2-session')
   const topic = uniqueTopic('qos2-session')
   const inbox = await listen(t, pubsub, topic, { qos: 2 })
   const other = await mqttJs(t, broker.tcpUrl)
@@ -217,9 +224,7 @@ for (const qos of [1, 2]) {
       },
     })
     t.teardown(() => proxy.stop())
-    const clientId = `resend-${process.pid}-${Math.random().toString(36).slice(2)}`
-    const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
-    const states = recordEvents(pubsub, 'ConnectionStateChange')
+    const { pubsub, states } = persistentSession(t, proxy, 'resend')
     const warmUp = uniqueTopic('warm-up')
     // Moves the packet id counter on, so that a new publish would get another id.
     for (let i = 0; i < 3; i++) await pubsub.publish(warmUp, i, { qos: 1 })
@@ -278,7 +283,7 @@ for (const [qos, cleanSession] of [[1, true], [2, true], [1, false]]) {
   const session = cleanSession ? '' : ' (kept session: re-sent under its packet id)'
   test(`a QoS ${qos} publish over the broker's max_packet_size (it resets the connection) rejects ERR_PAYLOAD alone; the rest carries on${session}`, async (t) => {
     const broker = await ownBroker(t, { lines: ['max_packet_size 2000'] })
-    const clientId = `max-packet-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const clientId = uniqueClientId('max-packet')
     const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, clientId, cleanSession, reconnect: FAST })
     await refusedAlone(t, pubsub, uniqueTopic('max-packet'), () => pubsub.publish(uniqueTopic('too-big'), Buffer.alloc(4000), { qos }))
   })
@@ -332,9 +337,7 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
     },
   })
   t.teardown(() => proxy.stop())
-  const clientId = `qos2-dup-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
-  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const { pubsub, states } = persistentSession(t, proxy, 'qos2-dup')
   const topic = uniqueTopic('qos2-dup')
   const inbox = await listen(t, pubsub, topic, { qos: 2 })
   const first = await mqttJs(t, broker.tcpUrl)
@@ -384,9 +387,7 @@ async function cutFirstUnsubscribe(t) {
 
 test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {
   const { broker, proxy, unsubscribes } = await cutFirstUnsubscribe(t)
-  const clientId = `unsub-resume-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
-  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const { pubsub, states } = persistentSession(t, proxy, 'unsub-resume')
   const left = uniqueTopic('unsub-left')
   const kept = uniqueTopic('unsub-kept')
   const leaving = pubsub.subscribe(left, { qos: 1 }).subscribe({ next() {} })
@@ -408,9 +409,7 @@ test('a persistent session cut before the broker had our UNSUBSCRIBE sends it ag
 
 test('a persistent session cut before the broker had the last observer\'s UNSUBSCRIBE sends it again, then ends the connection', async (t) => {
   const { proxy, unsubscribes } = await cutFirstUnsubscribe(t)
-  const clientId = `unsub-last-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const pubsub = openPubSub(t, { endpoint: proxy.url, clientId, cleanSession: false, reconnect: FAST })
-  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const { pubsub, states } = persistentSession(t, proxy, 'unsub-last')
   const sub = pubsub.subscribe(uniqueTopic('unsub-last'), { qos: 1 }).subscribe({ next() {} })
   await sub.ready
   sub.unsubscribe()
@@ -673,7 +672,7 @@ test('a permanent failure (credentials refused) is reported once, not retried', 
 
 for (const transport of ['tcpUrl', 'wsUrl']) {
   test(`two clients with the same client id kicking each other off are told so (${transport === 'tcpUrl' ? 'TCP' : 'WebSocket'})`, async (t) => {
-    const clientId = `twin-${process.pid}-${Math.random().toString(36).slice(2)}`
+    const clientId = uniqueClientId('twin')
     const options = { endpoint: sharedBroker[transport], clientId, reconnect: { minDelayMs: 50, maxDelayMs: 200 } }
     const twins = [openPubSub(t, options), openPubSub(t, options)]
     const inboxes = twins.map((pubsub) => {

@@ -490,9 +490,8 @@ fn housekeeping(shared: &Shared, core: &mut Core) -> Option<End> {
         return Some(End::Closed);
     }
     core.outbox.pump(&shared.requests);
-    if core.writable_wanted && core.outbox.backlog_len() < WRITABLE_BELOW {
-        core.writable_wanted = false;
-        shared.delivery.push_writable();
+    if core.outbox.backlog_len() < WRITABLE_BELOW {
+        shared.let_js_publish(core);
     }
     if core.state == ConnectionState::ConnectedPendingDisconnect && core.outbox.is_idle() && !core.subs.has_observers() {
         return Some(End::Idle);

@@ -263,9 +263,14 @@ pub fn parse_qos(value: u32) -> Result<QoS> {
 /// AWS IoT's fixed limit on the MQTT client id, in bytes.
 const IOT_MAX_CLIENT_ID_BYTES: usize = 128;
 
+/// `raw` refused for `why`, shown without its `user:password@` part or presigned secrets.
+fn invalid_endpoint(raw: &str, why: &str) -> PubSubError {
+    PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))))
+}
+
 /// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
-    let bad = |why: &str| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))));
+    let bad = |why: &str| invalid_endpoint(raw, why);
     let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
     let scheme = match url.scheme() {
         "ws" => Scheme::Ws,
@@ -380,7 +385,7 @@ fn parse_will(value: &Value) -> Result<Option<Will>> {
 /// `aws iot describe-endpoint` prints, or without the `/mqtt` path.
 fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("wss://{raw}") };
-    let bad = |why: String| PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))));
+    let bad = |why: String| invalid_endpoint(raw, &why);
     // Two mistakes the generic messages would mislead on: the user name and password options
     // they point to do not exist here, and ws:// (which they list) is refused too.
     if let Ok(url) = Url::parse(&with_scheme) {
@@ -399,11 +404,9 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     }
     let mut endpoint = parse_endpoint(&with_scheme)?;
     if endpoint.scheme != Scheme::Wss {
-        return Err(PubSubError::InvalidEndpoint(format!(
-            "Invalid endpoint '{}': AWS IoT takes MQTT over WebSockets at wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt \
-             (for other brokers use require('native-pubsub/mqtt'))",
-            redact(raw)
-        )));
+        return Err(bad("AWS IoT takes MQTT over WebSockets at wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt \
+             (for other brokers use require('native-pubsub/mqtt'))"
+            .into()));
     }
     let mut url = Url::parse(&endpoint.url).map_err(|e| PubSubError::InvalidEndpoint(e.to_string()))?;
     if url.path() == "/" {
@@ -427,18 +430,14 @@ pub fn region_from_host(host: &str) -> Option<String> {
     region.map(String::from)
 }
 
-/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`…
+/// A host label that is a region: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`…
+/// (a region name starting with a two-letter word, so that no other label is taken for one).
 fn looks_like_region(label: &str) -> bool {
-    let parts: Vec<&str> = label.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty()
+    is_region_name(label) && label.split('-').next().is_some_and(|first| first.len() == 2)
 }
 
 /// An AWS region name's shape: lowercase words and a number, joined by '-' (`us-east-1`,
-/// `us-gov-west-1`, `eusc-de-east-1`). Looser than `looks_like_region`: any region AWS adds passes.
+/// `us-gov-west-1`, `eusc-de-east-1`): any region AWS adds passes.
 fn is_region_name(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     let (Some(number), words) = (parts.last(), &parts[..parts.len() - 1]) else { return false };

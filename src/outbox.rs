@@ -135,6 +135,12 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
     }
 }
 
+/// Op `op`'s publish that rumqttc gave back, as a new request (a new packet id once sent).
+fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
+    let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
+    Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) }
+}
+
 impl Outbox {
     /// `session_may_resume`: the client connects with cleanSession false.
     pub fn new(session_may_resume: bool) -> Self {
@@ -249,11 +255,6 @@ impl Outbox {
             false => VecDeque::new(),
         };
         let mut in_channel = std::mem::take(&mut self.in_channel);
-        // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
-        let keep = |op: u32, publish: rumqttc::Publish, front: &mut VecDeque<Request>| {
-            let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
-            front.push_back(Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) });
-        };
         // Resends of an earlier loss that `resume` has not taken (no connection since) stay first.
         let mut resend = std::mem::take(&mut self.resend);
         self.resending = 0;
@@ -271,7 +272,8 @@ impl Outbox {
                     }
                 }
                 MqttRequest::Publish(publish) => match in_channel.pop_front() {
-                    Some(Sent::Publish { op, .. }) => keep(op, publish, &mut front),
+                    // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
+                    Some(Sent::Publish { op, .. }) => front.push_back(publish_again(op, publish)),
                     other => in_channel.extend(other),
                 },
                 // The op keeps waiting for PUBCOMP under its packet id.
@@ -333,8 +335,7 @@ impl Outbox {
         let resend = std::mem::take(&mut self.resend);
         if !session_present {
             for Resend { op, publish, .. } in resend.into_iter().rev() {
-                let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
-                self.backlog.push_front(Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) });
+                self.backlog.push_front(publish_again(op, publish));
             }
             return Vec::new();
         }
@@ -552,6 +553,14 @@ mod tests {
         (outbox, sent.iter().map(|(pkid, _, topic)| written_publish(*pkid, topic)).collect())
     }
 
+    /// `in_flight` lost, then its session resumed: the resends as rumqttc's pending list holds them.
+    fn resumed() -> (Outbox, VecDeque<MqttRequest>) {
+        let (mut outbox, pending) = in_flight();
+        outbox.requeue(pending, |_| true, None);
+        let resends = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        (outbox, resends)
+    }
+
     /// Publishes held for the next connection: the resends, then the backlog.
     fn backlog_ops(outbox: &Outbox) -> Vec<(u32, String)> {
         let resends = outbox.resend.iter().map(|r| (r.op, r.publish.topic.clone()));
@@ -574,9 +583,7 @@ mod tests {
 
     #[test]
     fn resends_not_written_again_are_not_the_oldest_unacknowledged() {
-        let (mut outbox, pending) = in_flight();
-        outbox.requeue(pending, |_| true, None);
-        let mut pending: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        let (mut outbox, mut pending) = resumed();
         // Op 1 (pkid 1) is written again and the connection lost: rumqttc lists what is left of
         // its pending list, then what it had written.
         outbox.on_outgoing(&Outgoing::Publish(1));
@@ -584,9 +591,7 @@ mod tests {
         pending.push_back(written);
         assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
         // Ops 1 and 2 (pkids 1, 2) written again, listed by packet id from the last one acked.
-        let (mut outbox, pending) = in_flight();
-        outbox.requeue(pending, |_| true, None);
-        let mut pending: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        let (mut outbox, mut pending) = resumed();
         outbox.on_outgoing(&Outgoing::Publish(1));
         outbox.on_outgoing(&Outgoing::Publish(2));
         let first = pending.pop_front().unwrap();
@@ -645,9 +650,7 @@ mod tests {
 
     #[test]
     fn a_resend_lost_again_before_it_was_written_is_kept_with_its_op() {
-        let (mut outbox, pending) = in_flight();
-        outbox.requeue(pending, |_| true, None);
-        let mut resends: VecDeque<MqttRequest> = outbox.resume(true).into_iter().map(MqttRequest::Publish).collect();
+        let (mut outbox, mut resends) = resumed();
         // pkid 1 was written again, then the connection was lost: rumqttc lists the unwritten
         // rest of its pending list first, then what it had written.
         outbox.on_outgoing(&Outgoing::Publish(1));

@@ -68,13 +68,13 @@ impl<K: PartialEq> Streak<K> {
 
 /// How a lost connection is judged.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict<P> {
+pub enum Verdict {
     /// Bad luck: reconnect.
     Transient,
     /// Another client takes the client id each time.
     Takeover,
     /// The broker drops the connection each time this publish arrives.
-    RefusedPublish(P),
+    RefusedPublish(Written),
 }
 
 pub struct Backoff {
@@ -140,7 +140,7 @@ impl Backoff {
         closed_by_broker: bool,
         first_try: bool,
         unacknowledged: Option<Written>,
-    ) -> Verdict<Written> {
+    ) -> Verdict {
         if lasted >= self.policy.reset_after {
             self.attempt = 0;
         }
@@ -218,7 +218,7 @@ mod tests {
     }
 
     /// A kick by the broker soon after a first-try connection, with `unacknowledged` written.
-    fn kick(backoff: &mut Backoff, first_try: bool, unacknowledged: Option<Written>) -> Verdict<Written> {
+    fn kick(backoff: &mut Backoff, first_try: bool, unacknowledged: Option<Written>) -> Verdict {
         backoff.connection_ended(Duration::from_secs(1), true, first_try, unacknowledged)
     }
 

@@ -49,6 +49,14 @@ function topicNamer(prefix) {
   return (name) => `${prefix}/${name}/${process.pid}-${++topicCount}-${Math.random().toString(36).slice(2, 8)}`
 }
 
+/**
+ * A client id `<name>-<pid>-<random>` that no other test of the run (nor of an earlier run)
+ * uses: for tests whose broker keeps a session or watches for a client id taken over.
+ */
+function uniqueClientId(name) {
+  return `${name}-${process.pid}-${Math.random().toString(36).slice(2)}`
+}
+
 /** `new PubSub(options)`, closed when the test `t` ends. */
 function openPubSub(t, options) {
   const pubsub = new PubSub(options)
@@ -293,6 +301,7 @@ module.exports = {
   ALL_BYTES,
   useForFile,
   topicNamer,
+  uniqueClientId,
   openPubSub,
   pubsubOn,
   receiver,
