@@ -468,6 +468,7 @@ function defaultChainSubscriber(t, gw, env) {
      let connected = 0
      let messageCame
      const message = new Promise((resolve) => (messageCame = resolve))
+     pubsub.on('connectionDisrupted', ({ error }) => console.log('disrupted', error.code))
      pubsub.on('ConnectionStateChange', (state) => {
        if (state !== 'Connected') return
        console.log('connected', ++connected)
@@ -602,6 +603,26 @@ test.serial('keys rotated in the shared credentials file are read on the next re
   t.notRegex(run.stdout, /error/)
   t.deepEqual(upgradesBy(before.accessKeyId, gw).map((u) => u.status), [101])
   t.deepEqual(upgradesBy(after.accessKeyId, gw).map((u) => u.status), [101])
+})
+
+test.serial('a shared credentials file missing during a reconnect (being rewritten) is retried: the subscription survives', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  const env = cleanAwsEnvironment(t)
+  fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)
+  const run = defaultChainSubscriber(t, gw, env)
+  await printed(run, 'ready')
+  // A tool that rewrites the file by deleting it first: the chain finds no credentials at all.
+  const moved = `${env.AWS_SHARED_CREDENTIALS_FILE}.moved`
+  fs.renameSync(env.AWS_SHARED_CREDENTIALS_FILE, moved)
+  gw.dropAll()
+  await printed(run, 'disrupted ERR_CREDENTIALS', 10_000)
+  fs.renameSync(moved, env.AWS_SHARED_CREDENTIALS_FILE)
+  await printed(run, 'received', 10_000)
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.notRegex(run.stdout, /error/)
+  t.deepEqual(upgradesBy(keys.accessKeyId, gw).map((u) => u.status), [101, 101])
 })
 
 // ------------------------------------------------------------------------------ options

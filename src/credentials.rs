@@ -88,22 +88,23 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     line
 }
 
-/// The default chain's failure: no provider had credentials or the configuration is invalid
-/// (`Credentials`), or a provider could not fetch them (`CredentialsUnavailable`), with the
-/// chain's reason (which names no secret).
+/// The default chain's failure, with the chain's reason (which names no secret). Every one is
+/// `CredentialsUnavailable`: the chain reads the environment and the profile files afresh on
+/// each fetch, so "none found" or "invalid configuration" on a reconnect may be a file being
+/// rewritten, and asking again can help. A first connect still fails at once with it.
 fn describe_chain_failure(error: &CredentialsError) -> PubSubError {
     let reason = with_sources(error);
-    match error {
-        CredentialsError::CredentialsNotLoaded(_) => PubSubError::Credentials(format!(
+    PubSubError::CredentialsUnavailable(match error {
+        CredentialsError::CredentialsNotLoaded(_) => format!(
             "No AWS credentials found: pass the 'credentials' option, or set up the AWS default chain \
              (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials or SSO, \
              web identity, ECS or EC2 instance metadata). The chain said: {reason}"
-        )),
+        ),
         CredentialsError::InvalidConfiguration(_) => {
-            PubSubError::Credentials(format!("The AWS configuration for the default credential chain is invalid: {reason}"))
+            format!("The AWS configuration for the default credential chain is invalid: {reason}")
         }
-        _ => PubSubError::CredentialsUnavailable(format!("Could not fetch AWS credentials from the default chain: {reason}")),
-    }
+        _ => format!("Could not fetch AWS credentials from the default chain: {reason}"),
+    })
 }
 
 /// Fetches credentials for one instance.
@@ -209,14 +210,14 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_provider_failing_is_could_not_fetch_and_no_credentials_is_not_found() {
+    fn every_chain_failure_may_heal_and_says_whether_nothing_was_found() {
         let failed = describe_chain_failure(&CredentialsError::provider_error("Non-success status: 503"));
         assert!(matches!(&failed, PubSubError::CredentialsUnavailable(m)
             if m.starts_with("Could not fetch AWS credentials from the default chain: ") && m.contains("503")), "{failed:?}");
         let timed_out = describe_chain_failure(&CredentialsError::provider_timed_out(Duration::from_secs(5)));
         assert!(matches!(timed_out, PubSubError::CredentialsUnavailable(_)), "{timed_out:?}");
         let none = describe_chain_failure(&CredentialsError::not_loaded("no providers in chain provided credentials"));
-        assert!(matches!(&none, PubSubError::Credentials(m) if m.starts_with("No AWS credentials found")), "{none:?}");
+        assert!(matches!(&none, PubSubError::CredentialsUnavailable(m) if m.starts_with("No AWS credentials found")), "{none:?}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub enum PubSubError {
     /// AWS credentials are missing, malformed or expired, and asking again cannot help.
     Credentials(String),
     /// AWS credentials could not be fetched (the credentials function failed or did not settle,
-    /// a provider of the default chain failed, or they came back expired): asking again may work.
+    /// the default chain failed or found none, or they came back expired): asking again may work.
     CredentialsUnavailable(String),
     /// No CONNACK within `connectTimeout`.
     ConnectTimeout(Duration),
