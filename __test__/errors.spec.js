@@ -447,8 +447,12 @@ test('no error message ever contains the password', async (t) => {
   await capture(forbidden.publish('a/b', 'x'))
   const timeout = newPubSub(t, { endpoint: await fakeServer(t, null), username: USER, password: secret, connectTimeout: 200 })
   await capture(timeout.publish('a/b', 'x'))
+  // A server that is no MQTT broker and sends our CONNECT back, password and all.
+  const echo = newPubSub(t, { endpoint: await fakeServer(t, (connect) => connect), username: USER, password: secret, reconnect: false })
+  await capture(echo.publish('a/b', 'x'))
+  t.regex(errors.at(-1).message, /answered CONNECT with a CONNECT packet instead of CONNACK/)
 
-  t.is(errors.length, 8, 'every scenario failed')
+  t.is(errors.length, 9, 'every scenario failed')
   for (const error of errors) {
     t.truthy(error.code, `coded: ${error.message}`)
     t.false(error.message.includes(secret), `${error.code} leaks the password: ${error.message}`)

@@ -242,7 +242,8 @@ impl Client {
         let mut network = NetworkOptions::new();
         // Without TCP_NODELAY small QoS 1 exchanges wait on Nagle's algorithm.
         network.set_tcp_nodelay(true);
-        network.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+        // rumqttc counts whole seconds; rounded up, so that ours (`attempt`) is the one that fires.
+        network.set_connection_timeout(options.connect_timeout.as_millis().div_ceil(1000).max(1) as u64);
         eventloop.set_network_options(network);
 
         let delivery = Arc::new(Delivery::default());

@@ -576,6 +576,26 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
     }
 }
 
+/// The packet's type, as the MQTT specification names it.
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
 /// Whether the transport broke under the MQTT exchange (a reset, a broken pipe) rather than
 /// the server closing it.
 fn transport_reset(error: &StateError) -> bool {
@@ -643,11 +663,19 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             }
         }
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
+        // rumqttc's own message prints the packet, and an echoing server sends back our CONNECT
+        // with its password.
+        ConnectionError::NotConnAck(packet) => PubSubError::Connection(format!(
+            "{url} answered CONNECT with a {} packet instead of CONNACK: is it an MQTT 3.1.1 broker?",
+            packet_name(&packet)
+        )),
         other if certificate_refused(&other) => PubSubError::Untrusted(redact(&format!(
             "Connection to {url} failed: {other}; {}",
             crate::tls::trust_store_note(options.ca.is_some())
         ))),
-        ConnectionError::Io(e) => PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}"))),
+        ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e)) => {
+            PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}")))
+        }
         other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
     }
 }

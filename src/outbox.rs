@@ -444,12 +444,15 @@ impl Outbox {
             Packet::SubAck(ack) => match self.awaiting_suback.remove(&ack.pkid) {
                 Some(filters) => {
                     let later = self.subscribes_outstanding();
+                    // A filter the broker gave no return code for is not subscribed: a refusal,
+                    // rather than an observer waiting forever.
+                    let mut granted = ack.return_codes.iter().map(|code| match code {
+                        SubscribeReasonCode::Success(qos) => Some(*qos),
+                        SubscribeReasonCode::Failure => None,
+                    });
                     filters
                         .into_iter()
-                        .zip(ack.return_codes.iter().map(|code| match code {
-                            SubscribeReasonCode::Success(qos) => Some(*qos),
-                            SubscribeReasonCode::Failure => None,
-                        }))
+                        .map(|filter| (filter, granted.next().flatten()))
                         // A later SUBSCRIBE of the same filter (subscribed again after an
                         // unsubscribe, or at a higher QoS) settles it: this ack is from before
                         // the broker had it.

@@ -206,16 +206,16 @@ async function mqttJs(t, url) {
 }
 
 /**
- * A TCP server on 127.0.0.1 that answers the first packet of each connection with `reply`, or,
- * when `reply` is null, accepts connections and never answers (connecting hangs). Closed when
- * the test `t` ends. Resolves with its `mqtt://` URL.
+ * A TCP server on 127.0.0.1 that answers the first packet of each connection with `reply` (or
+ * with what `reply(packet)` returns), or, when `reply` is null, accepts connections and never
+ * answers (connecting hangs). Closed when the test `t` ends. Resolves with its `mqtt://` URL.
  */
 async function fakeServer(t, reply) {
   const sockets = new Set()
   const server = net.createServer((socket) => {
     sockets.add(socket)
     socket.on('error', () => {})
-    if (reply) socket.once('data', () => socket.write(reply))
+    if (reply) socket.once('data', (data) => socket.write(typeof reply === 'function' ? reply(data) : reply))
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => {

@@ -160,6 +160,11 @@ impl EventLoop {
                 Ok(inner) => inner?,
                 Err(_) => return Err(ConnectionError::NetworkTimeout),
             };
+            // native-pubsub patch: a clean session is new whatever CONNACK says (a broker that
+            // says "present" to a clean CONNECT breaks MQTT-3.2.2-1, and resuming would skip the
+            // resubscribe: silent loss).
+            let mut connack = connack;
+            connack.session_present &= !self.mqtt_options.clean_session();
             // Last session might contain packets which aren't acked. If it's a new session, clear the pending packets.
             if !connack.session_present {
                 self.pending.clear();
@@ -473,11 +478,7 @@ async fn network_connect(
             .await?;
             validate_response_headers(response)?;
 
-            Network::new(
-                WsStream::new(socket),
-                options.max_incoming_packet_size,
-                options.max_outgoing_packet_size,
-            )
+            websocket_network(WsStream::new(socket), &options).await?
         }
         #[cfg(all(feature = "use-rustls-no-provider", feature = "websocket"))]
         Transport::Wss(tls_config) => {
@@ -502,15 +503,38 @@ async fn network_connect(
             .await?;
             validate_response_headers(response)?;
 
-            Network::new(
-                WsStream::new(socket),
-                options.max_incoming_packet_size,
-                options.max_outgoing_packet_size,
-            )
+            websocket_network(WsStream::new(socket), &options).await?
         }
     };
 
     Ok(network)
+}
+
+/// native-pubsub patch: a Network over a WebSocket that reports the server's protocol
+/// violations (a text frame, a bad frame, a message over the size limit). ws_stream_tungstenite
+/// tells them only to observers and then ends the byte stream, which read as the server
+/// closing the connection: three in a row were taken for a client id takeover.
+#[cfg(feature = "websocket")]
+async fn websocket_network<S>(mut stream: WsStream<S>, options: &MqttOptions) -> Result<Network, ConnectionError>
+where
+    S: futures_util::AsyncRead + futures_util::AsyncWrite + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    use pharos::{Observable, ObserveConfig};
+    use ws_stream_tungstenite::WsEvent;
+
+    let errors = stream
+        .observe(ObserveConfig::default().filter(|event| matches!(event, WsEvent::Error(_))))
+        .await
+        .map_err(|error| io::Error::other(error.to_string()))?
+        .filter_map(|event| async move {
+            match event {
+                WsEvent::Error(error) => Some(format!("the server broke the WebSocket protocol: {error}")),
+                _ => None,
+            }
+        });
+    Ok(Network::new(stream, options.max_incoming_packet_size, options.max_outgoing_packet_size)
+        .with_transport_errors(errors.boxed()))
 }
 
 // native-pubsub patch: tungstenite's default read buffer is 128 KiB, and it zero-fills the
@@ -524,7 +548,17 @@ const WEBSOCKET_READ_BUFFER: usize = 16 * 1024;
 fn websocket_config() -> async_tungstenite::tungstenite::protocol::WebSocketConfig {
     async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
+        // native-pubsub patch: tungstenite refuses frames over 16 MiB and messages over 64 MiB,
+        // and brokers send each MQTT packet as one frame: a publish of 16 MiB or more could not
+        // be received (the connection dropped each time it came). The MQTT codec enforces the
+        // packet size limit; a frame holds at most one largest packet and its 5-byte header.
+        .max_frame_size(Some(MAX_MQTT_PACKET + 5))
+        .max_message_size(Some(MAX_MQTT_PACKET + 5))
 }
+
+/// The largest remaining length MQTT 3.1.1 can express (four length bytes).
+#[cfg(feature = "websocket")]
+const MAX_MQTT_PACKET: usize = 268_435_455;
 
 async fn mqtt_connect(
     options: &MqttOptions,

@@ -1,3 +1,4 @@
+use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
@@ -13,6 +14,9 @@ pub struct Network {
     framed: Framed<Box<dyn AsyncReadWrite>, Codec>,
     /// Maximum readv count
     max_readb_count: usize,
+    /// native-pubsub patch: why the transport ended the stream, when it says so out of band
+    /// (a WebSocket protocol violation by the server ends the byte stream like a close does).
+    transport_errors: Option<BoxStream<'static, String>>,
 }
 
 impl Network {
@@ -31,6 +35,22 @@ impl Network {
         Network {
             framed,
             max_readb_count: 10,
+            transport_errors: None,
+        }
+    }
+
+    /// native-pubsub patch: where the transport reports why it ended the stream.
+    pub fn with_transport_errors(mut self, errors: BoxStream<'static, String>) -> Network {
+        self.transport_errors = Some(errors);
+        self
+    }
+
+    /// The stream ended: the transport's reason if it gave one, else the peer closed it.
+    fn ended(&mut self) -> StateError {
+        let reason = self.transport_errors.as_mut().and_then(|errors| errors.next().now_or_never().flatten());
+        match reason {
+            Some(reason) => StateError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, reason)),
+            None => StateError::ConnectionAborted,
         }
     }
 
@@ -40,7 +60,7 @@ impl Network {
             Some(Ok(packet)) => Ok(packet),
             Some(Err(mqttbytes::Error::InsufficientBytes(_))) => unreachable!(),
             Some(Err(e)) => Err(StateError::Deserialization(e)),
-            None => Err(StateError::ConnectionAborted),
+            None => Err(self.ended()),
         }
     }
 
@@ -64,7 +84,7 @@ impl Network {
                 }
                 Some(Err(mqttbytes::Error::InsufficientBytes(_))) => unreachable!(),
                 Some(Err(e)) => return Err(StateError::Deserialization(e)),
-                None => return Err(StateError::ConnectionAborted),
+                None => return Err(self.ended()),
             }
             // do not wait for subsequent reads
             match self.framed.next().now_or_never() {

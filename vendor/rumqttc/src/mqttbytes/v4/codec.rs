@@ -3,6 +3,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::{Error, Packet};
 
+/// native-pubsub patch: the most the decoder reserves for a packet before its bytes arrive.
+const MAX_RESERVE: usize = 64 * 1024;
+
 /// MQTT v4 codec
 #[derive(Debug, Clone)]
 pub struct Codec {
@@ -20,8 +23,12 @@ impl Decoder for Codec {
         match Packet::read(src, self.max_incoming_size) {
             Ok(packet) => Ok(Some(packet)),
             Err(Error::InsufficientBytes(b)) => {
-                // Get more packets to construct the incomplete packet
-                src.reserve(b);
+                // Get more packets to construct the incomplete packet.
+                // native-pubsub patch: reserve at most MAX_RESERVE ahead of what arrived. The
+                // declared length is the peer's word: 5 bytes can claim 256 MiB, and the
+                // WebSocket reader zero-fills all free capacity, making it resident. A larger
+                // packet still grows the buffer as its bytes come (doubling, so in O(n)).
+                src.reserve(b.min(MAX_RESERVE));
                 Ok(None)
             }
             Err(e) => Err(e),

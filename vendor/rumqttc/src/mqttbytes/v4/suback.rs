@@ -76,8 +76,10 @@ impl TryFrom<u8> for SubscribeReasonCode {
             0 => SubscribeReasonCode::Success(QoS::AtMostOnce),
             1 => SubscribeReasonCode::Success(QoS::AtLeastOnce),
             2 => SubscribeReasonCode::Success(QoS::ExactlyOnce),
-            128 => SubscribeReasonCode::Failure,
-            v => return Err(super::Error::InvalidSubscribeReasonCode(v)),
+            // native-pubsub patch: any other code is a failure, as 0x80 and MQTT 5's codes
+            // from 0x80 up are. Refusing the packet dropped the connection, and the
+            // resubscribe on the next one met the same answer, forever.
+            _ => SubscribeReasonCode::Failure,
         };
 
         Ok(v)

@@ -1,0 +1,158 @@
+'use strict'
+// A broker that breaks MQTT or WebSocket rules, or a server that is no broker, gets a clear
+// error or is read leniently: never a promise that hangs, memory it did not send, a false
+// diagnosis, or messages lost in silence. The server is scripted (helpers/fake-broker.js),
+// since no real broker misbehaves on demand.
+const test = require('ava')
+const { PubSub } = require('../mqtt.js')
+const { startFakeBroker, packets, CONNECT, SUBSCRIBE } = require('./helpers/fake-broker.js')
+const { recordEvents, waitFor, runScript } = require('./helpers/pubsub.js')
+
+const FAST = { minDelayMs: 20, maxDelayMs: 50 }
+
+function newPubSub(t, options) {
+  const pubsub = new PubSub(options)
+  t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/** How `promise` settled within `ms`: `{ value }`, `{ error }`, or `'pending'`. */
+function settledWithin(promise, ms) {
+  return Promise.race([
+    promise.then((value) => ({ value }), (error) => ({ error })),
+    new Promise((resolve) => setTimeout(resolve, ms, 'pending')),
+  ])
+}
+
+test('a SUBACK with fewer return codes than filters refuses the filters left without one', async (t) => {
+  const broker = await startFakeBroker(t, {
+    onPacket: (packet, connection) => (packet.type === SUBSCRIBE ? connection.send(packets.suback(packet.id, [1])) : undefined),
+  })
+  const pubsub = newPubSub(t, { endpoint: broker.url })
+  const errors = []
+  const subscription = pubsub.subscribe(['granted', 'forgotten'], { qos: 1 }).subscribe({ error: (e) => errors.push(e) })
+  const settled = await settledWithin(subscription.ready, 3_000)
+  t.is(settled.error?.code, 'ERR_SUBSCRIBE_REFUSED')
+  t.regex(settled.error.message, /'forgotten'/)
+  t.deepEqual(errors.map((e) => e.code), ['ERR_SUBSCRIBE_REFUSED'])
+})
+
+test('a SUBACK return code MQTT 3.1.1 does not define is a refusal, not a reconnect loop', async (t) => {
+  for (const code of [3, 0x81, 0x87]) {
+    const broker = await startFakeBroker(t, {
+      onPacket: (packet, connection) => (packet.type === SUBSCRIBE ? connection.send(packets.suback(packet.id, [code])) : undefined),
+    })
+    const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: FAST })
+    const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+    const settled = await settledWithin(pubsub.subscribe('t').subscribe({ error: () => {} }).ready, 3_000)
+    t.is(settled.error?.code, 'ERR_SUBSCRIBE_REFUSED', `code ${code}`)
+    t.is(broker.connections, 1, `code ${code}: one connection`)
+    t.deepEqual(disruptions, [])
+  }
+})
+
+test('five bytes announcing a 256 MiB packet do not make the client hold 256 MiB', async (t) => {
+  // In a child process, so that the RSS measured is this case's alone.
+  const broker = await startFakeBroker(t, {
+    onPacket: (packet, connection) =>
+      packet.type === CONNECT ? connection.send(Buffer.concat([packets.connack(), Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f])])) : undefined,
+  })
+  const run = runScript(
+    t,
+    `const { PubSub } = require(process.env.MQTT_JS)
+     const before = process.memoryUsage().rss
+     const clients = [1, 2, 3].map(() => new PubSub({ endpoint: process.env.BROKER }))
+     Promise.all(clients.map((c) => c.publish('t', 'x'))).then(() => setTimeout(() => {
+       console.log(JSON.stringify({ grewMb: (process.memoryUsage().rss - before) / 2 ** 20 }))
+       return Promise.all(clients.map((c) => c.close()))
+     }, 500))`,
+    { BROKER: broker.url },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const { grewMb } = JSON.parse(run.stdout)
+  // Before: about 268 MB per connection, zero-filled by the WebSocket reader.
+  t.true(grewMb < 40, `RSS grew by ${grewMb.toFixed(1)} MB for three connections`)
+})
+
+test('a WebSocket protocol violation is reported as one, and never taken for a client id takeover', async (t) => {
+  // A text frame after each SUBACK: the client must drop the connection each time.
+  const broker = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type !== SUBSCRIBE) return undefined
+      connection.send(packets.suback(packet.id, [0]))
+      connection.send('not MQTT')
+      return true
+    },
+  })
+  const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: FAST })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  const errors = []
+  pubsub.subscribe('t').subscribe({ error: (e) => errors.push(e) })
+  // More than the three closes in a row that mean a takeover.
+  await waitFor(() => disruptions.length >= 5, 10_000, 'five lost connections')
+  t.deepEqual(errors, [])
+  t.is(disruptions[0].error.code, 'ERR_CONNECTION')
+  t.regex(disruptions[0].error.message, /the server broke the WebSocket protocol: .*Text message/)
+})
+
+test('a message of 20 MiB, sent by the broker as one WebSocket frame, is received', async (t) => {
+  const payload = Buffer.alloc(20 * 2 ** 20, 7)
+  const broker = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type !== SUBSCRIBE) return undefined
+      connection.send(packets.suback(packet.id, [0]))
+      connection.send(packets.publish('big', payload))
+      return true
+    },
+  })
+  const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: FAST })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  const received = await new Promise((resolve, reject) => {
+    setTimeout(reject, 10_000, new Error('not received within 10 s'))
+    pubsub.subscribe('big', { format: 'binary' }).subscribe({ next: resolve })
+  })
+  t.is(received.length, payload.length)
+  t.true(received.equals(payload))
+  t.deepEqual(disruptions, [])
+})
+
+test('connectTimeout is honoured to the millisecond, not rounded down to whole seconds', async (t) => {
+  // Accepts the WebSocket and never answers CONNECT.
+  const broker = await startFakeBroker(t, { onPacket: () => true })
+  const pubsub = newPubSub(t, { endpoint: broker.url, connectTimeout: 1_600, reconnect: false })
+  const started = Date.now()
+  const error = await t.throwsAsync(pubsub.publish('t', 'x'))
+  const waited = Date.now() - started
+  t.is(error.code, 'ERR_CONNECT_TIMEOUT')
+  t.true(waited >= 1_550 && waited < 2_500, `rejected after ${waited} ms`)
+})
+
+test('a clean session is subscribed again after a reconnect even if CONNACK claims a session was kept', async (t) => {
+  const subscribes = []
+  const broker = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type === CONNECT) {
+        // MQTT-3.2.2-1 says "not present" to a clean session; this broker says otherwise.
+        connection.send(packets.connack({ sessionPresent: connection.number > 1 }))
+        return true
+      }
+      if (packet.type !== SUBSCRIBE) return undefined
+      subscribes.push({ connection: connection.number, filters: packet.filters })
+      connection.send(packets.suback(packet.id, [0]))
+      if (connection.number === 1) setTimeout(() => connection.socket.terminate(), 50)
+      else connection.send(packets.publish('t', '"after the reconnect"'))
+      return true
+    },
+  })
+  const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: FAST })
+  const message = await new Promise((resolve, reject) => {
+    setTimeout(reject, 5_000, new Error('no message after the reconnect'))
+    pubsub.subscribe('t').subscribe({ next: resolve })
+  })
+  t.is(message, 'after the reconnect')
+  t.deepEqual(subscribes, [
+    { connection: 1, filters: ['t'] },
+    { connection: 2, filters: ['t'] },
+  ])
+})
