@@ -70,7 +70,7 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
   t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
 })
 
-test('a ConnectionStateChange listener that throws keeps no state change from Hub listeners', async (t) => {
+test('a ConnectionStateChange listener that throws keeps no state change from other listeners or Hub', async (t) => {
   const marker = `state-listener-${uniqueTopic('marker')}`
   const warnings = captureWarnings(t, marker)
   const pubsub = newPubSub(t)
@@ -79,6 +79,8 @@ test('a ConnectionStateChange listener that throws keeps no state change from Hu
     instanceSaw.push(state)
     throw new Error(marker)
   })
+  const nextListenerSaw = []
+  pubsub.on(CONNECTION_STATE_CHANGE, (state) => nextListenerSaw.push(state))
   const hubSaw = []
   const stop = Hub.listen('pubsub', (capsule) => {
     if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
@@ -91,6 +93,7 @@ test('a ConnectionStateChange listener that throws keeps no state change from Hu
   await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
   await sleep(50)
   t.deepEqual(instanceSaw, FULL_CYCLE)
+  t.deepEqual(nextListenerSaw, FULL_CYCLE)
   t.deepEqual(hubSaw, FULL_CYCLE)
   t.is(warnings.length, 1, 'reported once as a warning')
 })

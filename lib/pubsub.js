@@ -339,15 +339,18 @@ class PubSubBase extends EventEmitter {
   }
 
   /**
-   * Emits an event of ours; a listener that throws (say, one that rethrows every callbackError)
-   * is reported as a warning instead of cutting short the delivery, close or Hub dispatch that
-   * emitted it.
+   * Emits an event of ours, calling each listener as `emit` would; one that throws (say, one that
+   * rethrows every callbackError) is reported as a warning instead of keeping the event from the
+   * listeners after it or cutting short the delivery, close or Hub dispatch that emitted it.
    */
   #emitGuarded(event, value) {
-    try {
-      this.emit(event, value)
-    } catch (error) {
-      this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+    // rawListeners: a copy, with `once` listeners in their wrappers that remove them.
+    for (const listener of this.rawListeners(event)) {
+      try {
+        listener.call(this, value)
+      } catch (error) {
+        this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+      }
     }
   }
 
