@@ -13,7 +13,9 @@ use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::options::ClientOptions;
-use crate::reconnect::{Backoff, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, TAKEOVER_STREAK};
+use crate::reconnect::{
+    Backoff, Unacknowledged, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
+};
 use crate::outbox::{Completion, Written};
 use crate::signing::redact;
 
@@ -86,7 +88,8 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
             End::Lost { error, by_broker, timed_out } => {
                 // A broker that refuses a publish drops the connection when it arrives; a
                 // timeout of ours says nothing about a publish.
-                let unacknowledged = if timed_out { None } else { oldest_unacknowledged(&shared, &mut eventloop) };
+                let unacknowledged = if timed_out { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
+                shared.core.lock().outbox.probe_subscribes(unacknowledged.subscribe.is_some());
                 let lasted = connected_at.elapsed();
                 let verdict = match backoff.as_mut() {
                     Some(backoff) => backoff.connection_ended(lasted, by_broker, first_try, unacknowledged),
@@ -96,6 +99,10 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                     Verdict::Transient => (error, None),
                     Verdict::Takeover => (takeover(&shared.options), None),
                     Verdict::RefusedPublish(publish) => (error, Some(publish)),
+                    Verdict::RefusedSubscribe(filters) => {
+                        refuse_subscribe(&shared, &filters);
+                        (error, None)
+                    }
                 };
                 after_failure(&shared, &mut eventloop, error, backoff.as_mut(), &mut pubrels, refused.as_ref()).await;
             }
@@ -193,15 +200,39 @@ async fn after_failure(
     }
 }
 
-/// The oldest publish written on the lost connection and still unacknowledged, once the acks
-/// read with the close are accounted for (they may have settled it).
-fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Option<Written> {
+/// The oldest publish and the first SUBSCRIBE written on the lost connection and still
+/// unacknowledged, once the acks read with the close are accounted for (they may have settled
+/// them).
+fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Unacknowledged {
     let mut core = shared.core.lock();
     account_buffered_events(shared, &mut core, eventloop);
     // Takes rumqttc's unacknowledged publishes into `pending` (poll() did already after an
     // error); `requeue` takes them from there.
     eventloop.clean();
-    core.outbox.oldest_unacknowledged(&eventloop.pending)
+    Unacknowledged {
+        publish: core.outbox.oldest_unacknowledged(&eventloop.pending),
+        subscribe: core.outbox.oldest_unacknowledged_subscribe(),
+    }
+}
+
+/// The broker dropped the connection each time these filters' SUBSCRIBE arrived: their
+/// observers fail, and they are not subscribed again.
+fn refuse_subscribe(shared: &Shared, filters: &[String]) {
+    let why = if shared.options.aws.is_some() {
+        "AWS IoT does this for a topic filter its IoT policy does not allow (iot:Subscribe on topicfilter/…)"
+    } else {
+        "brokers do this for a filter their access rules refuse"
+    };
+    let mut core = shared.core.lock();
+    for filter in filters {
+        let error = PubSubError::SubscribeRefused(format!(
+            "The broker dropped the connection each time the subscription to '{filter}' arrived \
+             ({REFUSED_SUBSCRIBE_STREAK} times in a row), so it is not sent again; {why}"
+        ));
+        for (observer, result) in core.subs.refuse(filter, &error) {
+            shared.delivery.push(JsEvent::Subscribed { observer, error: result.err() });
+        }
+    }
 }
 
 /// Takes back from rumqttc what the lost connection left (unacknowledged publishes, its

@@ -33,7 +33,8 @@ pub enum PubSubError {
     /// The server's TLS certificate is not one we trust: a connection failure that retrying
     /// cannot heal.
     Untrusted(String),
-    /// The broker answered SUBACK with a failure for this filter.
+    /// The broker answered SUBACK with a failure for this filter (`SubscribeRefused::by_suback`),
+    /// or dropped the connection each time its SUBSCRIBE arrived.
     SubscribeRefused(String),
     /// The offline queue is full: the publish was not queued.
     QueueFull(String),
@@ -92,6 +93,7 @@ impl fmt::Display for PubSubError {
             | Self::Credentials(m)
             | Self::CredentialsUnavailable(m)
             | Self::QueueFull(m)
+            | Self::SubscribeRefused(m)
             | Self::ClientIdTakeover(m)
             | Self::Connection(m)
             | Self::Untrusted(m) => f.write_str(m),
@@ -102,16 +104,21 @@ impl fmt::Display for PubSubError {
                 "No CONNACK from the broker within {} ms (connectTimeout); check the endpoint and that the broker is reachable",
                 d.as_millis()
             ),
-            Self::SubscribeRefused(filter) => write!(
-                f,
-                "The broker refused the subscription to '{filter}' (SUBACK failure); check the filter and the broker's access rules"
-            ),
             Self::Closed => f.write_str("The PubSub instance is closed"),
         }
     }
 }
 
 impl std::error::Error for PubSubError {}
+
+impl PubSubError {
+    /// The broker answered SUBACK with a failure for `filter`.
+    pub fn subscribe_refused_by_suback(filter: &str) -> Self {
+        Self::SubscribeRefused(format!(
+            "The broker refused the subscription to '{filter}' (SUBACK failure); check the filter and the broker's access rules"
+        ))
+    }
+}
 
 pub type Result<T> = std::result::Result<T, PubSubError>;
 

@@ -90,7 +90,8 @@ pub struct Outbox {
     in_channel: VecDeque<Sent>,
     /// QoS 1/2 publishes written and not yet acknowledged: packet id → (op, bytes).
     awaiting_puback: HashMap<u16, (u32, usize)>,
-    awaiting_suback: HashMap<u16, Vec<String>>,
+    /// SUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filters.
+    awaiting_suback: VecDeque<(u16, Vec<String>)>,
     /// UNSUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filter.
     awaiting_unsuback: VecDeque<(u16, String)>,
     /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
@@ -98,6 +99,11 @@ pub struct Outbox {
     session_may_resume: bool,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
+    /// The last connection was lost with a SUBSCRIBE unacknowledged: nothing more is handed to
+    /// rumqttc while a SUBSCRIBE awaits its SUBACK, so that if the broker drops the connection
+    /// for a filter, the next loss shows which one (`oldest_unacknowledged_subscribe`); with
+    /// several written together, a broker may close before acknowledging the good ones.
+    probing_subscribes: bool,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
     /// Written, unacknowledged publishes of the lost connection, in the order sent (counted in
@@ -164,7 +170,7 @@ impl Outbox {
     /// Moves backlog into rumqttc's channel while it has room, keeping order; nothing moves
     /// while the outbox is held.
     pub fn pump(&mut self, client: &AsyncClient) {
-        while !self.held {
+        while self.may_hand_over() {
             let Some(request) = self.backlog.pop_front() else { break };
             let bytes = match &request {
                 Request::Publish { topic, payload, .. } => Some(publish_bytes(topic, payload)),
@@ -184,6 +190,23 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// After a connection lost with a SUBSCRIBE unacknowledged (`probing_subscribes`).
+    pub fn probe_subscribes(&mut self, probe: bool) {
+        self.probing_subscribes = probe;
+    }
+
+    /// Whether the backlog may go to rumqttc now.
+    fn may_hand_over(&self) -> bool {
+        if self.held {
+            return false;
+        }
+        !(self.probing_subscribes && self.subscribe_outstanding())
+    }
+
+    fn subscribe_outstanding(&self) -> bool {
+        !self.awaiting_suback.is_empty() || self.in_channel.iter().any(|sent| matches!(sent, Sent::Subscribe { .. }))
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -354,8 +377,11 @@ impl Outbox {
 
     /// The connection is back: renews `subscriptions` first, then sends what waited.
     pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
-        if !subscriptions.is_empty() {
-            self.backlog.push_front(Request::Subscribe { filters: subscriptions });
+        // One SUBSCRIBE per filter: a broker that drops the connection for one filter (its
+        // access rules) then shows which (`oldest_unacknowledged_subscribe`), and the others
+        // are acknowledged before it.
+        for filter in subscriptions.into_iter().rev() {
+            self.backlog.push_front(Request::Subscribe { filters: vec![filter] });
         }
         self.held = false;
         self.pump(client);
@@ -405,7 +431,7 @@ impl Outbox {
             },
             Outgoing::Subscribe(pkid) => match self.in_channel.pop_front() {
                 Some(Sent::Subscribe { filters }) => {
-                    self.awaiting_suback.insert(*pkid, filters);
+                    self.awaiting_suback.push_back((*pkid, filters));
                     None
                 }
                 other => self.out_of_step(other),
@@ -436,13 +462,20 @@ impl Outbox {
         None
     }
 
+    /// The filters of the first SUBSCRIBE written on the lost connection and not acknowledged:
+    /// the one a broker that refuses a filter by dropping the connection dropped it for.
+    pub fn oldest_unacknowledged_subscribe(&self) -> Option<Vec<String>> {
+        self.awaiting_suback.front().map(|(_, filters)| filters.clone())
+    }
+
     /// Acks that settle requests. SUBACK can settle several filters at once.
     pub fn on_incoming(&mut self, packet: &Packet) -> Vec<Completion> {
         match packet {
             Packet::PubAck(ack) => self.settle_publish(ack.pkid),
             Packet::PubComp(comp) => self.settle_publish(comp.pkid),
-            Packet::SubAck(ack) => match self.awaiting_suback.remove(&ack.pkid) {
-                Some(filters) => {
+            Packet::SubAck(ack) => match self.awaiting_suback.iter().position(|(pkid, _)| *pkid == ack.pkid) {
+                Some(index) => {
+                    let filters = self.awaiting_suback.remove(index).map(|(_, filters)| filters).unwrap_or_default();
                     let later = self.subscribes_outstanding();
                     // A filter the broker gave no return code for is not subscribed: a refusal,
                     // rather than an observer waiting forever.
@@ -475,7 +508,7 @@ impl Outbox {
     /// The filters of SUBSCRIBEs not yet acknowledged: written, in rumqttc's channel, or
     /// waiting. Only looked at on SUBACK, never per message.
     fn subscribes_outstanding(&self) -> HashSet<&str> {
-        let written = self.awaiting_suback.values().flatten().map(String::as_str);
+        let written = self.awaiting_suback.iter().flat_map(|(_, filters)| filters).map(String::as_str);
         let in_channel = self.in_channel.iter().flat_map(|sent| match sent {
             Sent::Subscribe { filters } => filters.as_slice(),
             _ => &[],

@@ -3,7 +3,7 @@
 //! another connection (the broker closing each new connection soon after accepting it), AWS IoT
 //! closing each attempt before its CONNACK (its policy refusing the client), and the broker
 //! dropping the connection each time one publish arrives (too large for it, or refused by its
-//! policy).
+//! policy) or one SUBSCRIBE does (its access rules refusing the filter).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -22,6 +22,9 @@ pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
 /// it for the broker refusing that publish (by dropping the connection) rather than bad luck.
 /// Each loss after the first is right after re-sending it, which goes out first on a reconnect.
 pub const REFUSED_PUBLISH_STREAK: u32 = 3;
+/// Connections in a row lost with the same SUBSCRIBE written first and unacknowledged before we
+/// take it for the broker refusing those filters (by dropping the connection).
+pub const REFUSED_SUBSCRIBE_STREAK: u32 = 3;
 
 /// The same suspicious failure, counted while it repeats; `K` tells apart what it is about
 /// (a publish), `()` when there is only one kind.
@@ -60,9 +63,67 @@ impl<K: PartialEq> Streak<K> {
         self.about.as_ref() == Some(about)
     }
 
+    /// A connection lost with `about` written first and unacknowledged (or nothing): whether
+    /// that continues the streak, and `about` when the streak now has `limit` (it then starts
+    /// over).
+    fn lost_with(&mut self, about: Option<K>, limit: u32) -> (bool, Option<K>)
+    where
+        K: Clone,
+    {
+        let Some(about) = about else {
+            self.reset();
+            return (false, None);
+        };
+        let again = self.continues(&about);
+        if self.extend_about(about.clone(), limit) {
+            self.reset();
+            return (again, Some(about));
+        }
+        (again, None)
+    }
+
     fn reset(&mut self) {
         self.count = 0;
         self.about = None;
+    }
+}
+
+/// What a lost connection left unacknowledged that the broker may have dropped it for.
+#[derive(Debug, Default)]
+pub struct Unacknowledged {
+    /// The oldest QoS 1/2 publish written on it.
+    pub publish: Option<Written>,
+    /// The filters of the first SUBSCRIBE written on it.
+    pub subscribe: Option<Vec<String>>,
+}
+
+/// Connections lost in a row with a SUBSCRIBE written first and unacknowledged, about the
+/// filters all of those SUBSCRIBEs had: the user's SUBSCRIBE may hold several filters, and after
+/// a loss each filter goes alone, so the streak narrows down to the one the broker drops.
+#[derive(Default)]
+struct SubscribeStreak {
+    count: u32,
+    filters: Vec<String>,
+}
+
+impl SubscribeStreak {
+    /// A connection lost with a SUBSCRIBE of `filters` unacknowledged (or none); the filters
+    /// refused when the streak now has `limit` (it then starts over).
+    fn lost_with(&mut self, filters: Option<Vec<String>>, limit: u32) -> Option<Vec<String>> {
+        let Some(filters) = filters else {
+            *self = Self::default();
+            return None;
+        };
+        let common: Vec<String> = self.filters.iter().filter(|f| filters.contains(f)).cloned().collect();
+        if common.is_empty() {
+            *self = Self { count: 1, filters };
+        } else {
+            *self = Self { count: self.count.saturating_add(1), filters: common };
+        }
+        if self.count < limit {
+            return None;
+        }
+        Some(std::mem::take(self).filters)
     }
 }
 
@@ -75,6 +136,8 @@ pub enum Verdict {
     Takeover,
     /// The broker drops the connection each time this publish arrives.
     RefusedPublish(Written),
+    /// The broker drops the connection each time a SUBSCRIBE of these filters arrives.
+    RefusedSubscribe(Vec<String>),
 }
 
 pub struct Backoff {
@@ -87,6 +150,8 @@ pub struct Backoff {
     closed_before_connack: Streak,
     /// Consecutive connections lost with the same publish written and unacknowledged.
     lost_after_publish: Streak<Written>,
+    /// Consecutive connections lost with a SUBSCRIBE written first and unacknowledged.
+    lost_after_subscribe: SubscribeStreak,
     /// Whether the broker ever accepted a connection of this instance.
     has_connected: bool,
 }
@@ -99,6 +164,7 @@ impl Backoff {
             kicked: Streak::default(),
             closed_before_connack: Streak::default(),
             lost_after_publish: Streak::default(),
+            lost_after_subscribe: SubscribeStreak::default(),
             has_connected: false,
         }
     }
@@ -132,31 +198,26 @@ impl Backoff {
     }
 
     /// A connection ended after lasting `lasted`; `closed_by_broker` when the broker closed it
-    /// without an error of ours or the network's; `unacknowledged`: the oldest publish written
-    /// on it and not acknowledged, when the far end closed or reset it (not our timeout).
-    pub fn connection_ended(
-        &mut self,
-        lasted: Duration,
-        closed_by_broker: bool,
-        first_try: bool,
-        unacknowledged: Option<Written>,
-    ) -> Verdict {
+    /// without an error of ours or the network's; `unacknowledged`: the oldest publish and the
+    /// oldest SUBSCRIBE written on it and not acknowledged, when the far end closed or reset it
+    /// (not our timeout).
+    pub fn connection_ended(&mut self, lasted: Duration, closed_by_broker: bool, first_try: bool, unacknowledged: Unacknowledged) -> Verdict {
         if lasted >= self.policy.reset_after {
             self.attempt = 0;
         }
         // Lost again with the same publish unacknowledged: it was sent first on this connection
         // and the broker dropped it before acknowledging, so that loss is the publish's doing,
         // not a takeover (which the broker's prompt PUBACK between kicks tells apart).
-        let same_publish_again = unacknowledged.as_ref().is_some_and(|p| self.lost_after_publish.continues(p));
-        match unacknowledged {
-            Some(publish) => {
-                if self.lost_after_publish.extend_about(publish.clone(), REFUSED_PUBLISH_STREAK) {
-                    self.lost_after_publish.reset();
-                    self.kicked.reset();
-                    return Verdict::RefusedPublish(publish);
-                }
-            }
-            None => self.lost_after_publish.reset(),
+        let (same_publish_again, refused) = self.lost_after_publish.lost_with(unacknowledged.publish, REFUSED_PUBLISH_STREAK);
+        if let Some(publish) = refused {
+            self.kicked.reset();
+            return Verdict::RefusedPublish(publish);
+        }
+        // A SUBSCRIBE goes right after CONNACK, and a twin's kick may come before its SUBACK:
+        // those losses still count as kicks, and the SUBSCRIBE is judged first.
+        if let Some(filters) = self.lost_after_subscribe.lost_with(unacknowledged.subscribe, REFUSED_SUBSCRIBE_STREAK) {
+            self.kicked.reset();
+            return Verdict::RefusedSubscribe(filters);
         }
         if closed_by_broker && first_try && lasted < self.policy.reset_after && !same_publish_again {
             if self.kicked.extend(TAKEOVER_STREAK) {
@@ -213,30 +274,34 @@ mod tests {
         for _ in 0..6 {
             backoff.next_delay();
         }
-        backoff.connection_ended(Duration::from_secs(31), false, true, None);
+        backoff.connection_ended(Duration::from_secs(31), false, true, Unacknowledged::default());
         assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 
     /// A kick by the broker soon after a first-try connection, with `unacknowledged` written.
-    fn kick(backoff: &mut Backoff, first_try: bool, unacknowledged: Option<Written>) -> Verdict {
+    fn kick(backoff: &mut Backoff, first_try: bool, unacknowledged: Unacknowledged) -> Verdict {
         backoff.connection_ended(Duration::from_secs(1), true, first_try, unacknowledged)
     }
 
-    fn written(op: u32) -> Option<Written> {
-        Some(Written { op, topic: "t".into() })
+    fn written(op: u32) -> Unacknowledged {
+        Unacknowledged { publish: Some(Written { op, topic: "t".into() }), subscribe: None }
+    }
+
+    fn subscribe(filters: &[&str]) -> Unacknowledged {
+        Unacknowledged { publish: None, subscribe: Some(filters.iter().map(|f| f.to_string()).collect()) }
     }
 
     #[test]
     fn repeated_kicks_right_after_connecting_make_a_takeover_streak() {
         let mut backoff = Backoff::new(policy());
-        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
-        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
-        assert_eq!(kick(&mut backoff, true, None), Verdict::Takeover);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Takeover);
         // A failed reconnect in between (a broker restart) or a network error breaks the streak.
         let mut backoff = Backoff::new(policy());
-        kick(&mut backoff, true, None);
-        kick(&mut backoff, false, None);
-        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+        kick(&mut backoff, true, Unacknowledged::default());
+        kick(&mut backoff, false, Unacknowledged::default());
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
         // Kicks with a different publish unacknowledged each time (acknowledged in between)
         // are still a takeover.
         let mut backoff = Backoff::new(policy());
@@ -255,7 +320,7 @@ mod tests {
         assert_eq!(kick(&mut backoff, true, written(7)), Verdict::RefusedPublish(Written { op: 7, topic: "t".into() }));
         // Both streaks start over: the next publish and the next kicks are judged afresh.
         assert_eq!(kick(&mut backoff, true, written(8)), Verdict::Transient);
-        assert_eq!(kick(&mut backoff, true, None), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
 
         // Resets (RST, not by the broker's close), however long the connections lasted.
         let mut backoff = Backoff::new(policy());
@@ -271,13 +336,37 @@ mod tests {
         let lost = |backoff: &mut Backoff, unacknowledged| backoff.connection_ended(Duration::from_secs(1), false, true, unacknowledged);
         lost(&mut backoff, written(7));
         lost(&mut backoff, written(7));
-        lost(&mut backoff, None);
+        lost(&mut backoff, Unacknowledged::default());
         lost(&mut backoff, written(7));
         lost(&mut backoff, written(7));
-        lost(&mut backoff, Some(Written { op: 7, topic: "another topic of the same op".into() }));
+        lost(&mut backoff, Unacknowledged { publish: Some(Written { op: 7, topic: "another topic of the same op".into() }), subscribe: None });
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert!(matches!(lost(&mut backoff, written(7)), Verdict::RefusedPublish(Written { op: 7, .. })));
+    }
+
+    #[test]
+    fn losses_right_after_the_same_subscribe_make_it_refused_not_a_takeover() {
+        let mut backoff = Backoff::new(policy());
+        // The user's SUBSCRIBE of two filters, then the renewals, one filter each: the streak
+        // narrows down to the filter the broker drops, and wins over the takeover streak.
+        assert_eq!(kick(&mut backoff, true, subscribe(&["allowed", "denied"])), Verdict::Transient);
+        for _ in 2..REFUSED_SUBSCRIBE_STREAK {
+            assert_eq!(kick(&mut backoff, true, subscribe(&["denied"])), Verdict::Transient);
+        }
+        assert_eq!(kick(&mut backoff, true, subscribe(&["denied"])), Verdict::RefusedSubscribe(vec!["denied".into()]));
+        // Another filter, or none unacknowledged, starts it over; kicks still count meanwhile.
+        let mut backoff = Backoff::new(policy());
+        assert_eq!(kick(&mut backoff, true, subscribe(&["a"])), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, subscribe(&["b"])), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Takeover);
+        // A publish the broker keeps dropping is judged first.
+        let mut backoff = Backoff::new(policy());
+        let both = || Unacknowledged { subscribe: Some(vec!["s".into()]), ..written(7) };
+        for _ in 1..REFUSED_PUBLISH_STREAK {
+            assert_eq!(kick(&mut backoff, true, both()), Verdict::Transient);
+        }
+        assert!(matches!(kick(&mut backoff, true, both()), Verdict::RefusedPublish(_)));
     }
 
     #[test]

@@ -89,33 +89,35 @@ impl Subscriptions {
     /// Records the broker's SUBACK for `name` (`None`: refused) and returns the observers
     /// whose subscription is now settled.
     pub fn on_suback(&mut self, name: &str, granted: Option<QoS>) -> Vec<ObserverAck> {
+        if granted.is_none() {
+            return self.refuse(name, &PubSubError::subscribe_refused_by_suback(name));
+        }
         let Some(filter) = self.filters.get_mut(name) else { return Vec::new() };
-        if filter.status == FilterStatus::Granted && granted.is_some() {
+        if filter.status == FilterStatus::Granted {
             return Vec::new();
         }
+        filter.status = FilterStatus::Granted;
         let mut settled = Vec::new();
-        match granted {
-            Some(_) => {
-                filter.status = FilterStatus::Granted;
-                for id in &filter.observers {
-                    if let Some(observer) = self.observers.get_mut(id) {
-                        observer.waiting = observer.waiting.saturating_sub(1);
-                        if observer.waiting == 0 {
-                            settled.push((*id, Ok(())));
-                        }
-                    }
+        for id in &filter.observers {
+            if let Some(observer) = self.observers.get_mut(id) {
+                observer.waiting = observer.waiting.saturating_sub(1);
+                if observer.waiting == 0 {
+                    settled.push((*id, Ok(())));
                 }
             }
-            None => {
-                // The broker holds no subscription for a refused filter; its observers fail.
-                if let Some(filter) = self.filters.remove(name) {
-                    for id in filter.observers {
-                        if let Some(observer) = self.observers.get_mut(&id) {
-                            observer.filters.retain(|f| f != name);
-                            settled.push((id, Err(PubSubError::SubscribeRefused(name.to_string()))));
-                        }
-                    }
-                }
+        }
+        settled
+    }
+
+    /// The broker holds no subscription for `name` and will not: its observers fail with
+    /// `error`, and it is not subscribed again.
+    pub fn refuse(&mut self, name: &str, error: &PubSubError) -> Vec<ObserverAck> {
+        let Some(filter) = self.filters.remove(name) else { return Vec::new() };
+        let mut settled = Vec::new();
+        for id in filter.observers {
+            if let Some(observer) = self.observers.get_mut(&id) {
+                observer.filters.retain(|f| f != name);
+                settled.push((id, Err(error.clone())));
             }
         }
         settled

@@ -511,7 +511,7 @@ async fn network_connect(
 }
 
 /// native-pubsub patch: a Network over a WebSocket that reports the server's protocol
-/// violations (a text frame, a bad frame, a message over the size limit). ws_stream_tungstenite
+/// violations (a text frame, a message over the size limit). ws_stream_tungstenite
 /// tells them only to observers and then ends the byte stream, which read as the server
 /// closing the connection: three in a row were taken for a client id takeover.
 #[cfg(feature = "websocket")]
@@ -521,10 +521,20 @@ where
 {
     use futures_util::StreamExt;
     use pharos::{Observable, ObserveConfig};
-    use ws_stream_tungstenite::WsEvent;
+    use async_tungstenite::tungstenite::Error as TungErr;
+    use ws_stream_tungstenite::{WsErr, WsEvent};
 
+    // Only what is certainly the server's fault. A close by the server can end with other
+    // errors: `WsErr::Protocol` also stands for a TCP close without the closing handshake,
+    // which is how brokers drop a client (a takeover, for one), and answering a close frame on
+    // a socket already shut fails; I/O errors come through the byte stream too.
     let errors = stream
-        .observe(ObserveConfig::default().filter(|event| matches!(event, WsEvent::Error(_))))
+        .observe(ObserveConfig::default().filter(|event| {
+            matches!(event, WsEvent::Error(error) if matches!(
+                **error,
+                WsErr::ReceivedText | WsErr::Tungstenite { source: TungErr::Capacity(_) | TungErr::Utf8 }
+            ))
+        }))
         .await
         .map_err(|error| io::Error::other(error.to_string()))?
         .filter_map(|event| async move {
