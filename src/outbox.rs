@@ -102,7 +102,8 @@ pub struct Outbox {
     /// The last connection was lost with a SUBSCRIBE unacknowledged: nothing more is handed to
     /// rumqttc while a SUBSCRIBE awaits its SUBACK, so that if the broker drops the connection
     /// for a filter, the next loss shows which one (`oldest_unacknowledged_subscribe`); with
-    /// several written together, a broker may close before acknowledging the good ones.
+    /// several written together, a broker may close before acknowledging the good ones. Ends
+    /// once no SUBSCRIBE is outstanding or waiting.
     probing_subscribes: bool,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
@@ -477,13 +478,14 @@ impl Outbox {
                 Some(index) => {
                     let filters = self.awaiting_suback.remove(index).map(|(_, filters)| filters).unwrap_or_default();
                     let later = self.subscribes_outstanding();
+                    let still_subscribing = !later.is_empty();
                     // A filter the broker gave no return code for is not subscribed: a refusal,
                     // rather than an observer waiting forever.
                     let mut granted = ack.return_codes.iter().map(|code| match code {
                         SubscribeReasonCode::Success(qos) => Some(*qos),
                         SubscribeReasonCode::Failure => None,
                     });
-                    filters
+                    let completions = filters
                         .into_iter()
                         .map(|filter| (filter, granted.next().flatten()))
                         // A later SUBSCRIBE of the same filter (subscribed again after an
@@ -491,7 +493,9 @@ impl Outbox {
                         // the broker had it.
                         .filter(|(filter, _)| !later.contains(filter.as_str()))
                         .map(|(filter, granted)| Completion::Subscribed(filter, granted))
-                        .collect()
+                        .collect();
+                    self.probing_subscribes &= still_subscribing;
+                    completions
                 }
                 None => Vec::new(),
             },
@@ -748,6 +752,29 @@ mod tests {
             let expected: &[&str] = if session_may_resume { &["a", "b", "c"] } else { &["c"] };
             assert_eq!(filters(&outbox), expected);
         }
+    }
+
+    #[test]
+    fn while_probing_one_subscribe_at_a_time_goes_out_until_none_is_left() {
+        let mut outbox = Outbox { held: true, ..Outbox::default() };
+        outbox.probe_subscribes(true);
+        outbox.backlog.push_back(Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.backlog.push_back(Request::Subscribe { filters: vec![("b".into(), QoS::AtLeastOnce)] });
+        outbox.held = false;
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        outbox.backlog.pop_front();
+        assert!(!outbox.may_hand_over(), "'a' is in rumqttc's channel");
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        assert!(!outbox.may_hand_over(), "'a' awaits its SUBACK");
+        assert_eq!(outbox.oldest_unacknowledged_subscribe(), Some(vec!["a".to_string()]));
+        let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        outbox.on_incoming(&granted(1));
+        assert!(outbox.may_hand_over() && outbox.probing_subscribes, "'b' may go, and is waited for in turn");
+        outbox.backlog.pop_front();
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["b".into()] });
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        outbox.on_incoming(&granted(2));
+        assert!(!outbox.probing_subscribes, "nothing left to probe: back to writing everything at once");
     }
 
     #[test]
