@@ -9,7 +9,7 @@ const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, openPubSub, receiver, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('reconnect')
 /** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
@@ -307,32 +307,37 @@ test('a publish the broker answers with a clean close (AWS IoT policy) is ERR_PA
   await refusedAlone(t, pubsub, uniqueTopic('allowed'), () => pubsub.publish(denied, 'not allowed', { qos: 1 }))
 })
 
-test('a subscription the broker answers with a close (its access rules) fails alone with ERR_SUBSCRIBE_REFUSED, not a client id takeover', async (t) => {
-  // aedes closes the connection on a SUBSCRIBE its authorizeSubscribe hook fails, instead of
-  // answering SUBACK 0x80; each reconnect subscribed again, so it looped until three closes
-  // looked like another client taking the client id, and every subscription failed.
-  const denied = uniqueTopic('denied-filter')
-  const broker = await startAedes({
-    authorizeSubscribe: (client, subscription, callback) =>
-      subscription.topic === denied ? callback(new Error('not allowed')) : callback(null, subscription),
+// aedes closes the connection on a SUBSCRIBE its authorizeSubscribe hook fails, instead of
+// answering SUBACK 0x80; each reconnect subscribed again, so it looped until three closes looked
+// like another client taking the client id, and every subscription failed.
+for (const sameTick of [false, true]) {
+  const when = sameTick ? 'subscribed in the same tick as two allowed filters' : 'subscribed once the others are acknowledged'
+  test(`a subscription the broker answers with a close fails alone with ERR_SUBSCRIBE_REFUSED, not a client id takeover (${when})`, async (t) => {
+    const denied = uniqueTopic('denied-filter')
+    const broker = await startAedes({
+      authorizeSubscribe: (client, subscription, callback) =>
+        subscription.topic === denied ? callback(new Error('not allowed')) : callback(null, subscription),
+    })
+    t.teardown(() => broker.stop())
+    const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
+    const allowed = [uniqueTopic('allowed-filter'), uniqueTopic('allowed-filter')]
+    const inbox = observe(pubsub.subscribe(allowed, { qos: 1 }))
+    if (!sameTick) await inbox.subscription.ready
+    const refused = pubsub.subscribe(denied, { qos: 1 }).subscribe({ error: () => {} })
+    const outcome = await settledWithin(refused.ready, 10_000)
+    t.is(outcome.error?.code, 'ERR_SUBSCRIBE_REFUSED', `${outcome.error?.code}: ${outcome.error?.message}`)
+    t.regex(outcome.error.message, new RegExp(`dropped the connection each time the subscription to '${denied}' arrived \\(3 times in a row\\)`))
+    t.true(refused.closed)
+    await inbox.subscription.ready
+    await pubsub.publish(allowed, 'still subscribed', { qos: 1 })
+    t.deepEqual(await inbox.take(2), ['still subscribed', 'still subscribed'])
+    t.deepEqual(inbox.errors, [], 'the other subscription never failed')
+    t.is(pubsub.stats().reconnects, 3, 'three losses, then no more')
+    await sleep(500) // backoff waits: a loop would have gone round again by now
+    t.is(pubsub.stats().reconnects, 3)
+    t.is(pubsub.connectionState, 'Connected')
   })
-  t.teardown(() => broker.stop())
-  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })
-  const allowed = uniqueTopic('allowed-filter')
-  const inbox = await listen(t, pubsub, allowed, { qos: 1 })
-  const refused = pubsub.subscribe(denied, { qos: 1 }).subscribe({ error: () => {} })
-  const outcome = await settledWithin(refused.ready, 10_000)
-  t.is(outcome.error?.code, 'ERR_SUBSCRIBE_REFUSED', `${outcome.error?.code}: ${outcome.error?.message}`)
-  t.regex(outcome.error.message, new RegExp(`dropped the connection each time the subscription to '${denied}' arrived \\(3 times in a row\\)`))
-  t.true(refused.closed)
-  await pubsub.publish(allowed, 'still subscribed', { qos: 1 })
-  t.deepEqual(await inbox.take(1), ['still subscribed'])
-  t.deepEqual(inbox.errors, [], 'the other subscription never failed')
-  t.is(pubsub.stats().reconnects, 3, 'three losses, then no more')
-  await sleep(500) // backoff waits: a loop would have gone round again by now
-  t.is(pubsub.stats().reconnects, 3)
-  t.is(pubsub.connectionState, 'Connected')
-})
+}
 
 test('a persistent QoS 2 session cut before the broker had our PUBREC delivers the message once; a new session forgets its id', async (t) => {
   // The broker re-sends a QoS 2 PUBLISH (DUP) on the resumed session when our PUBREC did not

@@ -50,8 +50,10 @@ enum End {
     Closed,
     Idle,
     /// `by_broker`: the broker closed the socket (EOF), rather than an error or our timeout.
-    /// `timed_out`: we gave up waiting (PINGRESP, flush), rather than the far end closing it.
-    Lost { error: PubSubError, by_broker: bool, timed_out: bool },
+    /// `not_a_refusal`: we gave up waiting (PINGRESP, flush), or the transport refused what the
+    /// server sent (a text frame, a WebSocket message over the limit): not the broker dropping
+    /// the connection for what we sent.
+    Lost { error: PubSubError, by_broker: bool, not_a_refusal: bool },
 }
 
 pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
@@ -85,11 +87,11 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
-            End::Lost { error, by_broker, timed_out } => {
+            End::Lost { error, by_broker, not_a_refusal } => {
                 // A broker that refuses a publish drops the connection when it arrives; a
                 // timeout of ours says nothing about a publish.
-                let unacknowledged = if timed_out { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
-                shared.core.lock().outbox.probe_subscribes(unacknowledged.subscribe.is_some());
+                let unacknowledged = if not_a_refusal { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
+                shared.core.lock().outbox.suspect_subscribes(unacknowledged.subscribe.clone().unwrap_or_default());
                 let lasted = connected_at.elapsed();
                 let verdict = match backoff.as_mut() {
                     Some(backoff) => backoff.connection_ended(lasted, by_broker, first_try, unacknowledged),
@@ -200,9 +202,9 @@ async fn after_failure(
     }
 }
 
-/// The oldest publish and the first SUBSCRIBE written on the lost connection and still
-/// unacknowledged, once the acks read with the close are accounted for (they may have settled
-/// them).
+/// The oldest publish and the filters of the SUBSCRIBEs written on the lost connection and
+/// still unacknowledged, once the acks read with the close are accounted for (they may have
+/// settled them).
 fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Unacknowledged {
     let mut core = shared.core.lock();
     account_buffered_events(shared, &mut core, eventloop);
@@ -211,7 +213,7 @@ fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Unacknow
     eventloop.clean();
     Unacknowledged {
         publish: core.outbox.oldest_unacknowledged(&eventloop.pending),
-        subscribe: core.outbox.oldest_unacknowledged_subscribe(),
+        subscribe: core.outbox.unacknowledged_subscribes(),
     }
 }
 
@@ -385,7 +387,7 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                             "No PINGRESP within {} ms of PINGREQ: the broker stopped answering (frozen, or the network drops packets)",
                             ping_timeout.as_millis()
                         ));
-                        return End::Lost { error, by_broker: false, timed_out: true };
+                        return End::Lost { error, by_broker: false, not_a_refusal: true };
                     }
                 }
             }
@@ -421,8 +423,13 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {
                 let by_broker = matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted));
-                let timed_out = matches!(error, ConnectionError::FlushTimeout | ConnectionError::NetworkTimeout);
-                return End::Lost { error: describe(error, &shared.options), by_broker, timed_out };
+                let not_a_refusal = match &error {
+                    ConnectionError::FlushTimeout | ConnectionError::NetworkTimeout => true,
+                    // The transport refused what the server sent (vendored rumqttc, framed.rs `ended`).
+                    ConnectionError::MqttState(StateError::Io(e)) => e.kind() == ErrorKind::InvalidData,
+                    _ => false,
+                };
+                return End::Lost { error: describe(error, &shared.options), by_broker, not_a_refusal };
             }
         }
     }

@@ -99,12 +99,13 @@ pub struct Outbox {
     session_may_resume: bool,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
-    /// The last connection was lost with a SUBSCRIBE unacknowledged: nothing more is handed to
-    /// rumqttc while a SUBSCRIBE awaits its SUBACK, so that if the broker drops the connection
-    /// for a filter, the next loss shows which one (`oldest_unacknowledged_subscribe`); with
-    /// several written together, a broker may close before acknowledging the good ones. Ends
-    /// once no SUBSCRIBE is outstanding or waiting.
-    probing_subscribes: bool,
+    /// The filters of the SUBSCRIBEs the last connection was lost with unacknowledged. While
+    /// there are any, they are renewed one per SUBSCRIBE, after the others, and nothing more is
+    /// handed to rumqttc while a SUBSCRIBE awaits its SUBACK: if the broker drops the
+    /// connection for one filter, the next loss shows which (a broker may close before
+    /// acknowledging the good ones written with it). Cleared once no SUBSCRIBE is outstanding
+    /// or waiting.
+    suspects: Vec<String>,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
     /// Written, unacknowledged publishes of the lost connection, in the order sent (counted in
@@ -193,9 +194,9 @@ impl Outbox {
         }
     }
 
-    /// After a connection lost with a SUBSCRIBE unacknowledged (`probing_subscribes`).
-    pub fn probe_subscribes(&mut self, probe: bool) {
-        self.probing_subscribes = probe;
+    /// The filters a lost connection left unacknowledged (`suspects`).
+    pub fn suspect_subscribes(&mut self, suspects: Vec<String>) {
+        self.suspects = suspects;
     }
 
     /// Whether the backlog may go to rumqttc now.
@@ -203,7 +204,7 @@ impl Outbox {
         if self.held {
             return false;
         }
-        !(self.probing_subscribes && self.subscribe_outstanding())
+        self.suspects.is_empty() || !self.subscribe_outstanding()
     }
 
     fn subscribe_outstanding(&self) -> bool {
@@ -376,16 +377,22 @@ impl Outbox {
             .collect()
     }
 
-    /// The connection is back: renews `subscriptions` first, then sends what waited.
+    /// The connection is back: renews `subscriptions` first, then sends what waited. The
+    /// suspects go last, one per SUBSCRIBE.
     pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
-        // One SUBSCRIBE per filter: a broker that drops the connection for one filter (its
-        // access rules) then shows which (`oldest_unacknowledged_subscribe`), and the others
-        // are acknowledged before it.
-        for filter in subscriptions.into_iter().rev() {
-            self.backlog.push_front(Request::Subscribe { filters: vec![filter] });
+        for request in self.renewal(subscriptions).into_iter().rev() {
+            self.backlog.push_front(request);
         }
         self.held = false;
         self.pump(client);
+    }
+
+    /// The SUBSCRIBEs that renew `subscriptions`: one for all but the suspects, then one for each
+    /// suspect.
+    fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
+        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| self.suspects.contains(filter));
+        let others = (!others.is_empty()).then_some(Request::Subscribe { filters: others });
+        others.into_iter().chain(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] })).collect()
     }
 
     /// The new session does not know the QoS 2 publishes awaiting PUBCOMP: the broker had
@@ -463,10 +470,11 @@ impl Outbox {
         None
     }
 
-    /// The filters of the first SUBSCRIBE written on the lost connection and not acknowledged:
-    /// the one a broker that refuses a filter by dropping the connection dropped it for.
-    pub fn oldest_unacknowledged_subscribe(&self) -> Option<Vec<String>> {
-        self.awaiting_suback.front().map(|(_, filters)| filters.clone())
+    /// The filters of the SUBSCRIBEs written on the lost connection and not acknowledged: a
+    /// broker that refuses a filter by dropping the connection dropped it for one of them.
+    pub fn unacknowledged_subscribes(&self) -> Option<Vec<String>> {
+        let filters: Vec<String> = self.awaiting_suback.iter().flat_map(|(_, filters)| filters.iter().cloned()).collect();
+        (!filters.is_empty()).then_some(filters)
     }
 
     /// Acks that settle requests. SUBACK can settle several filters at once.
@@ -494,7 +502,9 @@ impl Outbox {
                         .filter(|(filter, _)| !later.contains(filter.as_str()))
                         .map(|(filter, granted)| Completion::Subscribed(filter, granted))
                         .collect();
-                    self.probing_subscribes &= still_subscribing;
+                    if !still_subscribing {
+                        self.suspects.clear();
+                    }
                     completions
                 }
                 None => Vec::new(),
@@ -755,26 +765,39 @@ mod tests {
     }
 
     #[test]
-    fn while_probing_one_subscribe_at_a_time_goes_out_until_none_is_left() {
+    fn suspects_are_renewed_last_one_at_a_time_until_none_is_left() {
         let mut outbox = Outbox { held: true, ..Outbox::default() };
-        outbox.probe_subscribes(true);
-        outbox.backlog.push_back(Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
-        outbox.backlog.push_back(Request::Subscribe { filters: vec![("b".into(), QoS::AtLeastOnce)] });
-        outbox.held = false;
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
-        outbox.backlog.pop_front();
-        assert!(!outbox.may_hand_over(), "'a' is in rumqttc's channel");
-        outbox.on_outgoing(&Outgoing::Subscribe(1));
-        assert!(!outbox.may_hand_over(), "'a' awaits its SUBACK");
-        assert_eq!(outbox.oldest_unacknowledged_subscribe(), Some(vec!["a".to_string()]));
+        outbox.suspect_subscribes(vec!["a".into(), "b".into()]);
+        let renewal = outbox.renewal(["a", "b", "c", "d"].map(|f| (f.to_string(), QoS::AtLeastOnce)).to_vec());
+        let filters: Vec<Vec<&str>> = renewal
+            .iter()
+            .map(|r| match r {
+                Request::Subscribe { filters } => filters.iter().map(|(f, _)| f.as_str()).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(filters, vec![vec!["c", "d"], vec!["a"], vec!["b"]]);
         let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        outbox.held = false;
+        // The others in one SUBSCRIBE (as `pump` moves it); nothing more goes until its SUBACK.
+        outbox.backlog.extend(renewal.into_iter().skip(1));
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["c".into(), "d".into()] });
+        assert!(!outbox.may_hand_over(), "c and d are in rumqttc's channel");
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        assert!(!outbox.may_hand_over(), "c and d await their SUBACK");
         outbox.on_incoming(&granted(1));
-        assert!(outbox.may_hand_over() && outbox.probing_subscribes, "'b' may go, and is waited for in turn");
+        assert!(outbox.may_hand_over(), "a may go now");
+        outbox.backlog.pop_front();
+        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        assert_eq!(outbox.unacknowledged_subscribes(), Some(vec!["a".to_string()]));
+        outbox.on_incoming(&granted(2));
+        assert!(!outbox.suspects.is_empty(), "b is still waiting");
         outbox.backlog.pop_front();
         outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["b".into()] });
-        outbox.on_outgoing(&Outgoing::Subscribe(2));
-        outbox.on_incoming(&granted(2));
-        assert!(!outbox.probing_subscribes, "nothing left to probe: back to writing everything at once");
+        outbox.on_outgoing(&Outgoing::Subscribe(3));
+        outbox.on_incoming(&granted(3));
+        assert!(outbox.suspects.is_empty(), "nothing left to probe: back to writing everything at once");
     }
 
     #[test]

@@ -539,7 +539,7 @@ where
         .map_err(|error| io::Error::other(error.to_string()))?
         .filter_map(|event| async move {
             match event {
-                WsEvent::Error(error) => Some(format!("the server broke the WebSocket protocol: {error}")),
+                WsEvent::Error(error) => Some(format!("the server sent what WebSocket rules or limits refuse: {error}")),
                 _ => None,
             }
         });
@@ -556,19 +556,11 @@ const WEBSOCKET_READ_BUFFER: usize = 16 * 1024;
 
 #[cfg(feature = "websocket")]
 fn websocket_config() -> async_tungstenite::tungstenite::protocol::WebSocketConfig {
-    async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(WEBSOCKET_READ_BUFFER)
-        // native-pubsub patch: tungstenite refuses frames over 16 MiB and messages over 64 MiB,
-        // and brokers send each MQTT packet as one frame: a publish of 16 MiB or more could not
-        // be received (the connection dropped each time it came). The MQTT codec enforces the
-        // packet size limit; a frame holds at most one largest packet and its 5-byte header.
-        .max_frame_size(Some(MAX_MQTT_PACKET + 5))
-        .max_message_size(Some(MAX_MQTT_PACKET + 5))
+    // tungstenite's limits stay (16 MiB a frame, 64 MiB a message): it reserves and zero-fills
+    // a frame's declared length before the bytes come, so a larger limit lets a server make
+    // each connection hold that much with a few header bytes.
+    async_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(WEBSOCKET_READ_BUFFER)
 }
-
-/// The largest remaining length MQTT 3.1.1 can express (four length bytes).
-#[cfg(feature = "websocket")]
-const MAX_MQTT_PACKET: usize = 268_435_455;
 
 async fn mqtt_connect(
     options: &MqttOptions,
