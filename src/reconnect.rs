@@ -22,8 +22,8 @@ pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
 /// it for the broker refusing that publish (by dropping the connection) rather than bad luck.
 /// Each loss after the first is right after re-sending it, which goes out first on a reconnect.
 pub const REFUSED_PUBLISH_STREAK: u32 = 3;
-/// Connections in a row lost with the same SUBSCRIBE written first and unacknowledged before we
-/// take it for the broker refusing those filters (by dropping the connection).
+/// Connections in a row lost with the same filter among those unacknowledged before we take it
+/// for the broker refusing that filter (by dropping the connection).
 pub const REFUSED_SUBSCRIBE_STREAK: u32 = 3;
 
 /// The same suspicious failure, counted while it repeats; `K` tells apart what it is about
@@ -93,13 +93,14 @@ impl<K: PartialEq> Streak<K> {
 pub struct Unacknowledged {
     /// The oldest QoS 1/2 publish written on it.
     pub publish: Option<Written>,
-    /// The filters of the first SUBSCRIBE written on it.
+    /// The filters of the SUBSCRIBEs written on it.
     pub subscribe: Option<Vec<String>>,
 }
 
-/// Connections lost in a row with a SUBSCRIBE written first and unacknowledged, about the
-/// filters all of those SUBSCRIBEs had: the user's SUBSCRIBE may hold several filters, and after
-/// a loss each filter goes alone, so the streak narrows down to the one the broker drops.
+/// Connections lost in a row with SUBSCRIBEs unacknowledged, about the filters all of those
+/// losses had unacknowledged: the first loss may leave several (a SUBSCRIBE of several filters,
+/// or several SUBSCRIBEs), and after it the suspects go one at a time (`Outbox::suspects`), so
+/// the streak narrows down to the one the broker drops.
 #[derive(Default)]
 struct SubscribeStreak {
     count: u32,
@@ -150,7 +151,7 @@ pub struct Backoff {
     closed_before_connack: Streak,
     /// Consecutive connections lost with the same publish written and unacknowledged.
     lost_after_publish: Streak<Written>,
-    /// Consecutive connections lost with a SUBSCRIBE written first and unacknowledged.
+    /// Consecutive connections lost with the same filter among the unacknowledged ones.
     lost_after_subscribe: SubscribeStreak,
     /// Whether the broker ever accepted a connection of this instance.
     has_connected: bool,
