@@ -322,7 +322,9 @@ async function startMosquitto(settings = {}) {
     return run
   }
 
-  // A free port can be taken by another process before mosquitto binds it: pick others.
+  // A free port can be taken by another process before mosquitto binds it: pick others. The TCP
+  // listener says "Address already in use"; libwebsockets only "Unable to create websockets
+  // listener".
   for (let attempt = 1; ; attempt++) {
     wsPort = await freePort()
     tcpPort = await freePort()
@@ -331,7 +333,7 @@ async function startMosquitto(settings = {}) {
       await spawnOnce()
       break
     } catch (error) {
-      if (!error.exitedEarly || !/Address already in use/.test(output) || attempt === 5) throw error
+      if (!error.exitedEarly || !/Address already in use|Unable to create websockets listener/.test(output) || attempt === 5) throw error
       output = ''
       starts = 0
     }
