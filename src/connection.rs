@@ -88,10 +88,10 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
             End::Lost { error, by_broker, not_a_refusal } => {
-                // A broker that refuses a publish drops the connection when it arrives; a
-                // timeout of ours says nothing about a publish.
+                // A broker that refuses a publish or a subscription drops the connection when it
+                // arrives; a timeout of ours, or what we refused to read, says nothing about them.
                 let unacknowledged = if not_a_refusal { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
-                shared.core.lock().outbox.suspect_subscribes(unacknowledged.subscribe.clone().unwrap_or_default());
+                shared.core.lock().outbox.suspect_subscribes(unacknowledged.subscribe.clone());
                 let lasted = connected_at.elapsed();
                 let verdict = match backoff.as_mut() {
                     Some(backoff) => backoff.connection_ended(lasted, by_broker, first_try, unacknowledged),
@@ -122,17 +122,21 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
 /// topic under the broker's policy), and sending it again fails the same way, while
 /// ERR_CONNECTION means a loss that a retry later may heal.
 fn refused_publish(publish: &Written, options: &ClientOptions) -> PubSubError {
-    let topic = &publish.topic;
-    let why = if options.aws.is_some() {
-        "AWS IoT does this for a message over its 128 KB limit, or one its IoT policy does not allow (iot:Publish on the topic)"
-    } else {
+    let dropped = dropped_each_time(
+        options,
+        &format!("this publish to '{}'", publish.topic),
+        REFUSED_PUBLISH_STREAK,
+        "AWS IoT does this for a message over its 128 KB limit, or one its IoT policy does not allow (iot:Publish on the topic)",
         "brokers do this for a packet over their maximum packet size (mosquitto's max_packet_size, for one), or one \
-         their access rules refuse"
-    };
-    PubSubError::Payload(format!(
-        "Not published: the broker dropped the connection each time this publish to '{topic}' arrived \
-         ({REFUSED_PUBLISH_STREAK} times in a row), so it is not sent again; {why}"
-    ))
+         their access rules refuse",
+    );
+    PubSubError::Payload(format!("Not published: the broker {dropped}"))
+}
+
+/// Why `what` is not sent again: `on_aws` or `on_brokers` says what makes a broker do that.
+fn dropped_each_time(options: &ClientOptions, what: &str, streak: u32, on_aws: &str, on_brokers: &str) -> String {
+    let why = if options.aws.is_some() { on_aws } else { on_brokers };
+    format!("dropped the connection each time {what} arrived ({streak} times in a row), so it is not sent again; {why}")
 }
 
 fn takeover(options: &ClientOptions) -> PubSubError {
@@ -220,17 +224,16 @@ fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Unacknow
 /// The broker dropped the connection each time these filters' SUBSCRIBE arrived: their
 /// observers fail, and they are not subscribed again.
 fn refuse_subscribe(shared: &Shared, filters: &[String]) {
-    let why = if shared.options.aws.is_some() {
-        "AWS IoT does this for a topic filter its IoT policy does not allow (iot:Subscribe on topicfilter/…)"
-    } else {
-        "brokers do this for a filter their access rules refuse"
-    };
     let mut core = shared.core.lock();
     for filter in filters {
-        let error = PubSubError::SubscribeRefused(format!(
-            "The broker dropped the connection each time the subscription to '{filter}' arrived \
-             ({REFUSED_SUBSCRIBE_STREAK} times in a row), so it is not sent again; {why}"
-        ));
+        let dropped = dropped_each_time(
+            &shared.options,
+            &format!("the subscription to '{filter}'"),
+            REFUSED_SUBSCRIBE_STREAK,
+            "AWS IoT does this for a topic filter its IoT policy does not allow (iot:Subscribe on topicfilter/…)",
+            "brokers do this for a filter their access rules refuse",
+        );
+        let error = PubSubError::SubscribeRefused(format!("The broker {dropped}"));
         for (observer, result) in core.subs.refuse(filter, &error) {
             shared.delivery.push(JsEvent::Subscribed { observer, error: result.err() });
         }

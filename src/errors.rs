@@ -33,7 +33,7 @@ pub enum PubSubError {
     /// The server's TLS certificate is not one we trust: a connection failure that retrying
     /// cannot heal.
     Untrusted(String),
-    /// The broker answered SUBACK with a failure for this filter (`SubscribeRefused::by_suback`),
+    /// The broker answered SUBACK with a failure for this filter (`PubSubError::subscribe_refused_by_suback`),
     /// or dropped the connection each time its SUBSCRIBE arrived.
     SubscribeRefused(String),
     /// The offline queue is full: the publish was not queued.
@@ -46,6 +46,13 @@ pub enum PubSubError {
 }
 
 impl PubSubError {
+    /// The broker answered SUBACK with a failure for `filter`.
+    pub fn subscribe_refused_by_suback(filter: &str) -> Self {
+        Self::SubscribeRefused(format!(
+            "The broker refused the subscription to '{filter}' (SUBACK failure); check the filter and the broker's access rules"
+        ))
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidOption(_) => "ERR_INVALID_OPTION",
@@ -110,15 +117,6 @@ impl fmt::Display for PubSubError {
 }
 
 impl std::error::Error for PubSubError {}
-
-impl PubSubError {
-    /// The broker answered SUBACK with a failure for `filter`.
-    pub fn subscribe_refused_by_suback(filter: &str) -> Self {
-        Self::SubscribeRefused(format!(
-            "The broker refused the subscription to '{filter}' (SUBACK failure); check the filter and the broker's access rules"
-        ))
-    }
-}
 
 pub type Result<T> = std::result::Result<T, PubSubError>;
 

@@ -472,9 +472,8 @@ impl Outbox {
 
     /// The filters of the SUBSCRIBEs written on the lost connection and not acknowledged: a
     /// broker that refuses a filter by dropping the connection dropped it for one of them.
-    pub fn unacknowledged_subscribes(&self) -> Option<Vec<String>> {
-        let filters: Vec<String> = self.awaiting_suback.iter().flat_map(|(_, filters)| filters.iter().cloned()).collect();
-        (!filters.is_empty()).then_some(filters)
+    pub fn unacknowledged_subscribes(&self) -> Vec<String> {
+        self.awaiting_suback.iter().flat_map(|(_, filters)| filters.iter().cloned()).collect()
     }
 
     /// Acks that settle requests. SUBACK can settle several filters at once.
@@ -611,6 +610,13 @@ mod tests {
         (outbox, resends)
     }
 
+    /// Op 1's resend (packet id 1) is written again, then the connection is lost: rumqttc lists
+    /// the unwritten rest of its pending list first, then what it had written.
+    fn first_resend_written_then_lost(outbox: &mut Outbox, pending: &mut VecDeque<MqttRequest>) {
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        pending.rotate_left(1);
+    }
+
     /// Publishes held for the next connection: the resends, then the backlog.
     fn backlog_ops(outbox: &Outbox) -> Vec<(u32, String)> {
         let resends = outbox.resend.iter().map(|r| (r.op, r.publish.topic.clone()));
@@ -634,11 +640,7 @@ mod tests {
     #[test]
     fn resends_not_written_again_are_not_the_oldest_unacknowledged() {
         let (mut outbox, mut pending) = resumed();
-        // Op 1 (pkid 1) is written again and the connection lost: rumqttc lists what is left of
-        // its pending list, then what it had written.
-        outbox.on_outgoing(&Outgoing::Publish(1));
-        let written = pending.pop_front().unwrap();
-        pending.push_back(written);
+        first_resend_written_then_lost(&mut outbox, &mut pending);
         assert_eq!(outbox.oldest_unacknowledged(&pending), Some(Written { op: 1, topic: "a".into() }));
         // Ops 1 and 2 (pkids 1, 2) written again, listed by packet id from the last one acked.
         let (mut outbox, mut pending) = resumed();
@@ -701,11 +703,7 @@ mod tests {
     #[test]
     fn a_resend_lost_again_before_it_was_written_is_kept_with_its_op() {
         let (mut outbox, mut resends) = resumed();
-        // pkid 1 was written again, then the connection was lost: rumqttc lists the unwritten
-        // rest of its pending list first, then what it had written.
-        outbox.on_outgoing(&Outgoing::Publish(1));
-        let written = resends.pop_front().unwrap();
-        resends.push_back(written);
+        first_resend_written_then_lost(&mut outbox, &mut resends);
         outbox.requeue(resends, |_| true, None);
         let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (2, "c".into()), (3, "d".into())];
         assert_eq!(backlog_ops(&outbox), expected, "in the order first published");
@@ -790,7 +788,7 @@ mod tests {
         outbox.backlog.pop_front();
         outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
         outbox.on_outgoing(&Outgoing::Subscribe(2));
-        assert_eq!(outbox.unacknowledged_subscribes(), Some(vec!["a".to_string()]));
+        assert_eq!(outbox.unacknowledged_subscribes(), vec!["a".to_string()]);
         outbox.on_incoming(&granted(2));
         assert!(!outbox.suspects.is_empty(), "b is still waiting");
         outbox.backlog.pop_front();

@@ -93,8 +93,8 @@ impl<K: PartialEq> Streak<K> {
 pub struct Unacknowledged {
     /// The oldest QoS 1/2 publish written on it.
     pub publish: Option<Written>,
-    /// The filters of the SUBSCRIBEs written on it.
-    pub subscribe: Option<Vec<String>>,
+    /// The filters of the SUBSCRIBEs written on it (none: empty).
+    pub subscribe: Vec<String>,
 }
 
 /// Connections lost in a row with SUBSCRIBEs unacknowledged, about the filters all of those
@@ -108,13 +108,13 @@ struct SubscribeStreak {
 }
 
 impl SubscribeStreak {
-    /// A connection lost with a SUBSCRIBE of `filters` unacknowledged (or none); the filters
+    /// A connection lost with SUBSCRIBEs of `filters` unacknowledged (none: empty); the filters
     /// refused when the streak now has `limit` (it then starts over).
-    fn lost_with(&mut self, filters: Option<Vec<String>>, limit: u32) -> Option<Vec<String>> {
-        let Some(filters) = filters else {
+    fn lost_with(&mut self, filters: Vec<String>, limit: u32) -> Option<Vec<String>> {
+        if filters.is_empty() {
             *self = Self::default();
             return None;
-        };
+        }
         let common: Vec<String> = self.filters.iter().filter(|f| filters.contains(f)).cloned().collect();
         if common.is_empty() {
             *self = Self { count: 1, filters };
@@ -285,11 +285,11 @@ mod tests {
     }
 
     fn written(op: u32) -> Unacknowledged {
-        Unacknowledged { publish: Some(Written { op, topic: "t".into() }), subscribe: None }
+        Unacknowledged { publish: Some(Written { op, topic: "t".into() }), subscribe: Vec::new() }
     }
 
     fn subscribe(filters: &[&str]) -> Unacknowledged {
-        Unacknowledged { publish: None, subscribe: Some(filters.iter().map(|f| f.to_string()).collect()) }
+        Unacknowledged { publish: None, subscribe: filters.iter().map(|f| f.to_string()).collect() }
     }
 
     #[test]
@@ -340,7 +340,7 @@ mod tests {
         lost(&mut backoff, Unacknowledged::default());
         lost(&mut backoff, written(7));
         lost(&mut backoff, written(7));
-        lost(&mut backoff, Unacknowledged { publish: Some(Written { op: 7, topic: "another topic of the same op".into() }), subscribe: None });
+        lost(&mut backoff, Unacknowledged { publish: Some(Written { op: 7, topic: "another topic of the same op".into() }), subscribe: Vec::new() });
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert!(matches!(lost(&mut backoff, written(7)), Verdict::RefusedPublish(Written { op: 7, .. })));
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Takeover);
         // A publish the broker keeps dropping is judged first.
         let mut backoff = Backoff::new(policy());
-        let both = || Unacknowledged { subscribe: Some(vec!["s".into()]), ..written(7) };
+        let both = || Unacknowledged { subscribe: vec!["s".into()], ..written(7) };
         for _ in 1..REFUSED_PUBLISH_STREAK {
             assert_eq!(kick(&mut backoff, true, both()), Verdict::Transient);
         }
