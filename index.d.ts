@@ -53,7 +53,7 @@ export interface PubSubError extends Error {
 export type Qos = 0 | 1 | 2
 export type MessageFormat = 'json' | 'string' | 'binary' | 'message'
 
-/** A message: any JSON-serialisable value (sent as JSON), or raw bytes. */
+/** A message: any JSON-serialisable value (sent as JSON), or raw bytes (Buffer, Uint8Array, ArrayBuffer, DataView, other typed arrays). */
 export type PublishMessage = unknown
 
 export interface PublishOptions {

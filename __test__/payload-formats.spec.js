@@ -1,5 +1,6 @@
 'use strict'
-// What goes over the wire and what a subscriber gets back: raw bytes for Buffer/Uint8Array,
+// What goes over the wire and what a subscriber gets back: raw bytes for Buffer/Uint8Array
+// (and ArrayBuffer, DataView, other typed arrays),
 // JSON text for everything else, and the four subscribe formats ('json' by default,
 // 'string', 'binary', 'message').
 const crypto = require('node:crypto')
@@ -39,6 +40,24 @@ test('a Uint8Array payload is sent as its own bytes, even when it views part of 
 
   const [payload] = await inbox.take(1)
   t.deepEqual([...payload], [0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28])
+})
+
+test('an ArrayBuffer, a DataView and other typed arrays are sent as the bytes they hold, not as JSON', async (t) => {
+  const topic = uniqueTopic('array-buffer')
+  const pubsub = newPubSub(t)
+  const inbox = await subscribed(pubsub, topic, { format: 'binary' })
+
+  const backing = new Uint8Array([0x11, 0xff, 0x00, 0x80, 0x22]).buffer
+  await pubsub.publish(topic, backing, { qos: 1 })
+  await pubsub.publish(topic, new DataView(backing, 1, 3), { qos: 1 })
+  await pubsub.publish(topic, new Uint16Array([0x0102, 0xfffe]), { qos: 1 })
+  await pubsub.publish(topic, new Uint8ClampedArray([7, 8]), { qos: 1 })
+
+  const payloads = await inbox.take(4)
+  t.deepEqual(
+    payloads.map((payload) => [...payload]),
+    [[0x11, 0xff, 0x00, 0x80, 0x22], [0xff, 0x00, 0x80], [...Buffer.from(new Uint16Array([0x0102, 0xfffe]).buffer)], [7, 8]],
+  )
 })
 
 test("format 'binary' gives the raw bytes of a JSON message as a Buffer", async (t) => {

@@ -5,11 +5,27 @@ const { TOPIC } = require('./constants')
 const FORMATS = ['json', 'string', 'binary', 'message']
 
 /**
- * A publish message as it is sent: a Buffer/Uint8Array as bytes, anything else as JSON text
- * (Amplify's format). Throws ERR_PAYLOAD for what JSON cannot encode.
+ * Binary data as the Uint8Array of its bytes, or null for anything else: a Buffer or Uint8Array
+ * as it is; an ArrayBuffer, a SharedArrayBuffer, a DataView or another typed array as the bytes
+ * it holds, as Node's sockets and WebSockets send them (JSON would make an ArrayBuffer or a
+ * DataView '{}' and a Float32Array an object of indexes).
+ */
+function bytesOf(message) {
+  if (message instanceof Uint8Array) return message
+  if (ArrayBuffer.isView(message)) return new Uint8Array(message.buffer, message.byteOffset, message.byteLength)
+  if (message instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && message instanceof SharedArrayBuffer)) {
+    return new Uint8Array(message)
+  }
+  return null
+}
+
+/**
+ * A publish message as it is sent: binary data (see bytesOf) as bytes, anything else as JSON
+ * text (Amplify's format). Throws ERR_PAYLOAD for what JSON cannot encode.
  */
 function encodeMessage(message) {
-  if (message instanceof Uint8Array) return message
+  const bytes = bytesOf(message)
+  if (bytes !== null) return bytes
   let text
   try {
     text = JSON.stringify(message)
