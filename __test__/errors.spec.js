@@ -145,6 +145,9 @@ for (const [what, options, named] of [
   ['a will qos of 3', { endpoint, will: { topic: 'status', qos: 3 } }, 'will.qos'],
   ['a will qos of 1.5', { endpoint, will: { topic: 'status', qos: 1.5 } }, 'will.qos'],
   ['a will retain that is not a boolean', { endpoint, will: { topic: 'status', retain: 'yes' } }, 'will.retain'],
+  // MQTT.js's name for the will message: dropped in silence, the will would go out empty.
+  ['a will payload (its name in MQTT.js) instead of message', { endpoint, will: { topic: 'status', payload: 'bye' } }, "Unknown option 'will.payload'"],
+  ['a will with an unknown key', { endpoint, will: { topic: 'status', message: 'bye', qos: 1, retained: true } }, "Unknown option 'will.retained'"],
   ['a ca that holds no certificate', { endpoint, ca: 'not a certificate' }, 'ca'],
   ['a ca Buffer that holds no certificate', { endpoint, ca: Buffer.from('garbage') }, 'ca'],
   [

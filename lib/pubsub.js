@@ -10,6 +10,8 @@ const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
 
 const WARNING = 'NativePubSubWarning'
+/** The keys of the `will` option. */
+const WILL_KEYS = ['topic', 'message', 'qos', 'retain']
 /** Stands for a payload that failed to parse (JSON.parse never returns undefined or this). */
 const INVALID_JSON = Symbol('invalid JSON')
 
@@ -166,7 +168,14 @@ class PubSubBase extends EventEmitter {
     let willPayload
     let willOptions
     if (will !== undefined && will !== null) {
-      if (typeof will !== 'object') throw pubsubError('ERR_INVALID_OPTION', "Option 'will' must be an object")
+      if (typeof will !== 'object' || Array.isArray(will)) throw pubsubError('ERR_INVALID_OPTION', "Option 'will' must be an object")
+      // Only the four keys are read: any other would be dropped in silence (MQTT.js names the
+      // message 'payload', which would leave the will empty).
+      const unknown = Object.keys(will).find((key) => !WILL_KEYS.includes(key))
+      if (unknown !== undefined) {
+        const hint = unknown === 'payload' ? " (the will's payload is its 'message', as in publish)" : ''
+        throw pubsubError('ERR_INVALID_OPTION', `Unknown option 'will.${unknown}'${hint}; known are ${WILL_KEYS.join(', ')}`)
+      }
       willPayload = encodePayload(will.message === undefined ? '' : will.message)
       willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain }, 'will.')
     }
