@@ -59,3 +59,10 @@ test('$SYS topics are matched by a filter naming $SYS', truthTable, '$SYS/#', '$
 test('$SYS topics are matched by a filter naming $SYS', truthTable, '$SYS/+/load', '$SYS/broker/load', true)
 test('$SYS topics are matched exactly', truthTable, '$SYS/broker/load', '$SYS/broker/load', true)
 test('a $ elsewhere than the first character is an ordinary character', truthTable, '+/$x', 'a/$x', true)
+
+// A shared subscription's messages arrive on their own topic: the filter after the group decides,
+// as it does for delivery to the observers of '$share/<group>/<filter>'.
+test('a shared subscription matches by the filter after its group', truthTable, '$share/workers/jobs/+', 'jobs/7', true)
+test('a shared subscription matches by the filter after its group', truthTable, '$share/workers/#', 'jobs/7', true)
+test('a shared subscription matches by the filter after its group', truthTable, '$share/workers/jobs/+', 'other/7', false)
+test('a shared subscription does not match its own name as a topic', truthTable, '$share/workers/jobs/+', '$share/workers/jobs/7', false)

@@ -185,8 +185,9 @@ pub fn known_options(provider: String) -> napi::Result<Vec<String>, ErrorCode> {
     Ok(provider.known_options().into_iter().map(String::from).collect())
 }
 
-/// Whether an MQTT topic filter (with `+`/`#`) matches a topic name.
+/// Whether an MQTT topic filter (with `+`/`#`) matches a topic name, as delivery decides it: a
+/// shared subscription (`$share/<group>/<filter>`) by the filter after its group.
 #[napi]
 pub fn mqtt_topic_match(filter: String, topic: String) -> bool {
-    topic::topic_matches(&filter, &topic)
+    topic::topic_matches(topic::routing_filter(&filter), &topic)
 }
