@@ -669,6 +669,18 @@ test('a region option that contradicts the endpoint host throws; one that agrees
   }
 })
 
+test('an option and its Amplify v5 alias given with different values throw; the same value twice is fine', (t) => {
+  const endpoint = 'wss://iot.example.com/mqtt'
+  const regions = t.throws(() => new PubSub({ endpoint, region: 'us-east-1', aws_pubsub_region: 'eu-west-1' }), { code: 'ERR_INVALID_OPTION' })
+  t.regex(regions.message, /'region' and 'aws_pubsub_region' are one setting .* different values: give only one/)
+  const endpoints = t.throws(() => new PubSub({ endpoint, aws_pubsub_endpoint: 'wss://other.example.com/mqtt', region: 'us-east-1' }), {
+    code: 'ERR_INVALID_OPTION',
+  })
+  t.regex(endpoints.message, /'endpoint' and 'aws_pubsub_endpoint' are one setting/)
+  const same = new PubSub({ endpoint, aws_pubsub_endpoint: endpoint, region: 'us-east-1', aws_pubsub_region: 'us-east-1' })
+  t.teardown(() => same.close())
+})
+
 test('an AWS IoT endpoint path other than /mqtt throws ERR_INVALID_ENDPOINT', (t) => {
   for (const path of ['/other', '/mqtt/', '/ws']) {
     const error = t.throws(() => new PubSub({ endpoint: `wss://a1b2c3-ats.iot.us-east-1.amazonaws.com${path}` }))

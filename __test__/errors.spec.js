@@ -131,12 +131,16 @@ for (const [what, options, named] of [
   ['a password without a username', { endpoint, password: 'pw' }, 'password'],
   ['a keepAlive given as a string', { endpoint, keepAlive: '60' }, 'keepAlive'],
   ['a keepAlive in milliseconds by mistake', { endpoint, keepAlive: 0.5 }, 'keepAlive'],
+  // MQTT carries whole seconds: it would be cut to 1 s.
+  ['a keepAlive with a fraction of a second', { endpoint, keepAlive: 1.5 }, 'whole number of seconds'],
   ['a keepAlive beyond MQTT’s 65,535 s', { endpoint, keepAlive: 70_000 }, 'keepAlive'],
   ['a keepAlive that is NaN', { endpoint, keepAlive: Number.NaN }, 'keepAlive'],
   ['a connectTimeout of 0', { endpoint, connectTimeout: 0 }, 'connectTimeout'],
   ['a connectTimeout of Infinity', { endpoint, connectTimeout: Number.POSITIVE_INFINITY }, 'connectTimeout'],
   ['a cleanSession that is not a boolean', { endpoint, cleanSession: 'yes' }, 'cleanSession'],
   ['an unknown option (wrong case)', { endpoint, keepalive: 30 }, "Unknown option 'keepalive'"],
+  // Neither may win in silence (the secret of a URL is not echoed: see above).
+  ['an endpoint and its v5 alias with different values', { endpoint, aws_pubsub_endpoint: 'ws://127.0.0.1:2/mqtt' }, "'endpoint' and 'aws_pubsub_endpoint'"],
   ['a will that is not an object', { endpoint, will: 'bye' }, 'will'],
   ['a will without a topic', { endpoint, will: { message: 'bye' } }, 'will.topic'],
   ['a will topic with a wildcard', { endpoint, will: { topic: 'status/#' } }, 'will.topic'],

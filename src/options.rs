@@ -496,6 +496,17 @@ impl ClientOptions {
                 known.join(", ")
             )));
         }
+        // Each setting and its Amplify v5 alias: given both with different values, neither can be
+        // taken over the other in silence. (Values unshown: an endpoint may hold a password.)
+        for (name, alias) in [("endpoint", "aws_pubsub_endpoint"), ("region", "aws_pubsub_region")] {
+            if let (Some(value), Some(aliased)) = (fields.string(name)?, fields.string(alias)?) {
+                if value != aliased {
+                    return Err(invalid(format!(
+                        "Options '{name}' and '{alias}' are one setting (the second is its Amplify v5 name) but were given different values: give only one"
+                    )));
+                }
+            }
+        }
         let raw_endpoint = match fields.string("endpoint")? {
             Some(e) => e,
             None => fields.string("aws_pubsub_endpoint")?.ok_or_else(|| {
@@ -535,6 +546,10 @@ impl ClientOptions {
         let keep_alive_s = fields.number("keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
         if keep_alive_s > 0.0 && keep_alive_s < 1.0 {
             return Err(invalid("Option 'keepAlive' is in seconds: use 0 (off) or at least 1".into()));
+        }
+        // MQTT carries whole seconds: 1.5 would silently become 1.
+        if keep_alive_s.fract() != 0.0 {
+            return Err(invalid(format!("Option 'keepAlive' must be a whole number of seconds, got {keep_alive_s}")));
         }
         // connectTimeout in milliseconds like MQTT.js.
         let connect_timeout_ms = fields.number("connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
