@@ -24,7 +24,10 @@ export declare const CONNECTION_STATE_CHANGE: 'ConnectionStateChange'
 /** The key under which a JSON object message carries the topic it arrived on. */
 export declare const TOPIC: unique symbol
 
-/** Whether an MQTT topic filter (with `+` and `#`) matches a topic name. */
+/**
+ * Whether an MQTT topic filter (with `+` and `#`) matches a topic name, as delivery to observers
+ * decides it: a shared subscription (`$share/<group>/<filter>`) by the filter after its group.
+ */
 export declare function mqttTopicMatch(filter: string, topic: string): boolean
 
 export type ErrorCode =
