@@ -8,7 +8,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 const test = require('ava')
-const { PubSub, MqttOverWSProvider } = require('../mqtt.js')
+const { PubSub, MqttOverWSProvider, Hub, mqttTopicMatch } = require('../mqtt.js')
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
 const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer } = require('./helpers/pubsub.js')
@@ -176,6 +176,19 @@ test('an unknown option error lists the known options', (t) => {
 test('a will message that cannot be serialised throws ERR_PAYLOAD from the constructor', (t) => {
   t.throws(() => new PubSub({ endpoint, will: { topic: 'status', message: 10n } }), { code: 'ERR_PAYLOAD' })
 })
+
+// A callback or argument of the wrong type is a TypeError, as in Node's own API, and still has a code.
+for (const [what, call, code] of [
+  ['Hub.listen with a callback that is not a function', () => Hub.listen('pubsub', 5), 'ERR_INVALID_OPTION'],
+  ['an observable subscribed with an observer that is a number', () => new PubSub({ endpoint }).subscribe('a').subscribe(5), 'ERR_INVALID_OPTION'],
+  ['mqttTopicMatch given numbers', () => mqttTopicMatch(1, 2), 'ERR_INVALID_TOPIC'],
+  ['mqttTopicMatch given no topic', () => mqttTopicMatch('a/#'), 'ERR_INVALID_TOPIC'],
+]) {
+  test(`${what} throws a TypeError with the code ${code}`, (t) => {
+    const error = t.throws(call, { instanceOf: TypeError })
+    t.is(error.code, code)
+  })
+}
 
 // ---------------------------------------------------------------------- ERR_INVALID_TOPIC
 

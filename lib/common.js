@@ -1,9 +1,18 @@
 'use strict'
-const { mqttTopicMatch } = require('../binding.js')
+const binding = require('../binding.js')
 const { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC } = require('./constants')
 const { Hub } = require('./hub')
 const { Amplify } = require('./singleton')
 const { AWSIoTProvider, MqttOverWSProvider } = require('./Providers')
+const { pubsubTypeError } = require('./errors')
+
+/** Whether an MQTT topic filter matches a topic name; anything but two strings is ERR_INVALID_TOPIC. */
+function mqttTopicMatch(filter, topic) {
+  if (typeof filter !== 'string' || typeof topic !== 'string') {
+    throw pubsubTypeError('ERR_INVALID_TOPIC', 'mqttTopicMatch(filter, topic): both must be strings')
+  }
+  return binding.mqttTopicMatch(filter, topic)
+}
 
 /**
  * The exports of an entry point whose `PubSub` is `PubSub`: everything else is shared. PubSub is

@@ -7,6 +7,13 @@ function pubsubError(code, message) {
   return error
 }
 
+/** A TypeError with a stable `code`: an argument of the wrong type, as Node's own. */
+function pubsubTypeError(code, message) {
+  const error = new TypeError(message)
+  error.code = code
+  return error
+}
+
 /** A thrown value for a warning: its stack when it has one. Never throws itself. */
 function describeThrown(thrown) {
   try {
@@ -37,4 +44,4 @@ function describeValue(value) {
   return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
 }
 
-module.exports = { pubsubError, describeThrown, describeValue }
+module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue }

@@ -1,5 +1,5 @@
 'use strict'
-const { describeThrown } = require('./errors')
+const { describeThrown, pubsubTypeError } = require('./errors')
 
 /** A minimal Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops it. */
 const channels = new Map()
@@ -7,7 +7,7 @@ const channels = new Map()
 const Hub = {
   listen(channel, callback) {
     if (typeof callback !== 'function') {
-      throw new TypeError('Hub.listen(channel, callback): callback must be a function')
+      throw pubsubTypeError('ERR_INVALID_OPTION', 'Hub.listen(channel, callback): callback must be a function')
     }
     if (!channels.has(channel)) channels.set(channel, new Set())
     const listeners = channels.get(channel)

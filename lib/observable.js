@@ -1,4 +1,5 @@
 'use strict'
+const { pubsubTypeError } = require('./errors')
 
 /** Accepts an observer object (`complete` or the older docs' `close`) or up to three functions. */
 function toObserver(observerOrNext, error, complete) {
@@ -6,7 +7,7 @@ function toObserver(observerOrNext, error, complete) {
     return { next: observerOrNext, error, complete }
   }
   if (typeof observerOrNext !== 'object') {
-    throw new TypeError('subscribe(observer): observer must be an object or a function')
+    throw pubsubTypeError('ERR_INVALID_OPTION', 'subscribe(observer): observer must be an object or a function')
   }
   const target = observerOrNext
   const bind = (name) => (typeof target[name] === 'function' ? target[name].bind(target) : undefined)
