@@ -312,7 +312,7 @@ export declare const Hub: {
 /** The names `options.provider` picks a plugged-in provider by. */
 export type ProviderName = 'AWSIoTProvider' | 'MqttOverWSProvider'
 
-/** Picks one of the plugged-in providers by name; without it, the first plugged in is used. */
+/** Picks one of the plugged-in providers by name; without it, the call goes through every one plugged in. */
 export interface ProviderOptions {
   provider?: ProviderName | (string & {})
 }

@@ -121,35 +121,68 @@ test.serial('every entry point shares one singleton, and its statics need no `th
 
 // ----------------------------------------------------------------------- provider selection
 
-test.serial('with both providers plugged in, the first plugged in is the default and options.provider picks by name', async (t) => {
+test.serial('with both providers plugged in, a call goes through every one (as with Amplify) unless options.provider names one', async (t) => {
   const iot = plug(t, iotProvider())
   const mqtt = plug(t, mqttProvider())
   const topic = uniqueTopic('pick')
   const sent = () => [iot.stats().messagesSent, mqtt.stats().messagesSent]
 
-  await PubSub.publish(topic, 'default', { qos: 1 })
-  t.deepEqual(sent(), [1, 0])
-  await PubSub.publish(topic, 'by name', { qos: 1, provider: 'MqttOverWSProvider' })
+  await PubSub.publish(topic, 'through both', { qos: 1 })
   t.deepEqual(sent(), [1, 1])
+  await PubSub.publish(topic, 'by name', { qos: 1, provider: 'MqttOverWSProvider' })
+  t.deepEqual(sent(), [1, 2])
   await PubSub.publish({ topics: [topic, topic], message: 'v6 form', options: { provider: 'AWSIoTProvider', qos: 1 } })
-  t.deepEqual(sent(), [3, 1])
+  t.deepEqual(sent(), [3, 2])
 
-  // Subscriptions too: each message carries the provider it came through.
+  // Subscriptions too: each message carries the provider it came through. Both providers reach
+  // the same broker here, so a subscription through both receives each message twice.
   const viaMqtt = receiver()
-  const viaIot = receiver()
+  const viaBoth = receiver()
   const subs = [
     PubSub.subscribe(topic, { provider: 'MqttOverWSProvider' }).subscribe(viaMqtt.observer),
-    PubSub.subscribe({ topics: topic, options: { qos: 1 } }).subscribe(viaIot.observer),
+    PubSub.subscribe({ topics: topic, options: { qos: 1 } }).subscribe(viaBoth.observer),
   ]
   await Promise.all(subs.map((s) => s.ready))
-  await PubSub.publish(topic, { n: 1 }, { qos: 1 })
-  const [[fromMqtt], [fromIot]] = await Promise.all([viaMqtt.take(1), viaIot.take(1)])
+  await PubSub.publish(topic, { n: 1 }, { qos: 1, provider: 'AWSIoTProvider' })
+  const [[fromMqtt], both] = await Promise.all([viaMqtt.take(1), viaBoth.take(2)])
   t.is(fromMqtt.provider, mqtt)
-  t.is(fromIot.provider, iot)
-  t.deepEqual(plain(fromIot.value), { n: 1 })
-  t.is(fromIot.value[TOPIC], topic)
-  t.true(iot.stats().messagesReceived >= 1)
+  t.deepEqual(new Set(both.map((data) => data.provider)), new Set([iot, mqtt]))
+  for (const { value } of both) {
+    t.deepEqual(plain(value), { n: 1 })
+    t.is(value[TOPIC], topic)
+  }
+  await sleep(100)
+  t.is(viaBoth.received.length, 2, 'once through each provider, no more')
   for (const sub of subs) sub.unsubscribe()
+  t.true(subs[1].closed)
+})
+
+test.serial('a subscription through several providers completes once all have completed, and the first error ends it', async (t) => {
+  const iot = plug(t, iotProvider())
+  const mqtt = plug(t, mqttProvider())
+  const calls = []
+  const sub = PubSub.subscribe(uniqueTopic('merged')).subscribe({ error: (e) => calls.push(e.code), complete: () => calls.push('complete') })
+  await sub.ready
+  await PubSub.removePluggable('AWSIoTProvider')
+  t.deepEqual(calls, [], 'one provider removed: the other still delivers')
+  t.false(sub.closed)
+  t.is(mqtt.connectionState, 'Connected')
+  await PubSub.removePluggable('MqttOverWSProvider')
+  t.deepEqual(calls, ['complete'])
+  t.true(sub.closed)
+  t.is(iot.connectionState, 'Disconnected')
+
+  // A topic no provider accepts: error is called once, not once per provider.
+  const fresh = [plug(t, iotProvider()), plug(t, mqttProvider())]
+  const failed = PubSub.subscribe('not/#/valid').subscribe({ error: (e) => calls.push(e.code) })
+  await t.throwsAsync(failed.ready, { code: 'ERR_INVALID_TOPIC' })
+  t.deepEqual(calls, ['complete', 'ERR_INVALID_TOPIC'])
+  t.true(failed.closed)
+  t.deepEqual(
+    fresh.map((provider) => provider.connectionState),
+    ['Disconnected', 'Disconnected'],
+    'nothing was subscribed',
+  )
 })
 
 test.serial('subscribe options reach the provider (format, qos), without `provider`', async (t) => {
@@ -256,9 +289,9 @@ test.serial('the same provider plugged in twice is plugged in once; another of t
   await PubSub.addPluggable(second)
   await waitFor(() => warnings.length === 1)
   t.regex(warnings[0], /Another provider named 'MqttOverWSProvider' is plugged in/)
-  await PubSub.publish(uniqueTopic('dup'), 1, { qos: 1 })
+  await PubSub.publish(uniqueTopic('dup'), 1, { qos: 1, provider: 'MqttOverWSProvider' })
   t.is(first.stats().messagesSent, 1)
-  t.is(second.stats().messagesSent, 0)
+  t.is(second.stats().messagesSent, 0, 'by name, only the first is reachable')
 })
 
 // --------------------------------------------------------------------------- removePluggable

@@ -4,8 +4,9 @@
 // the `Amplify` object of copy-pasted setup code, and the provider options `configure` sets.
 //
 // The singleton holds provider instances (AWSIoTProvider, MqttOverWSProvider: instances of the
-// package's PubSub classes) in the order they were plugged in, and hands each call to one of
-// them. It holds no handle of its own: the providers keep Node alive exactly as instances do.
+// package's PubSub classes) in the order they were plugged in, and hands each call to the one
+// `options.provider` names, or to all of them, as Amplify did. It holds no handle of its own:
+// the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
 const { knownOptions } = require('../binding.js')
@@ -153,7 +154,7 @@ function addPluggable(provider) {
   if (pluggables.some((p) => p.getProviderName() === name) && !warned.has(name)) {
     warned.add(name)
     process.emitWarning(
-      `Another provider named '${name}' is plugged in: PubSub.publish and PubSub.subscribe use the first one plugged in (by default and by { provider: '${name}' }); call publish and subscribe on the second one itself`,
+      `Another provider named '${name}' is plugged in: { provider: '${name}' } reaches only the first one plugged in (without options.provider, PubSub.publish and PubSub.subscribe go through every provider); call publish and subscribe on the second one itself`,
       WARNING,
     )
   }
@@ -170,18 +171,21 @@ function removePluggable(providerName) {
   return Promise.all(removed.map((p) => (typeof p.close === 'function' ? p.close() : undefined))).then(() => {})
 }
 
-/** The provider `options.provider` names, or the first plugged in; throws ERR_NO_PROVIDER. */
-function pick(options) {
+/**
+ * The providers a call goes through: the one `options.provider` names, or every one plugged in
+ * (as Amplify did); throws ERR_NO_PROVIDER.
+ */
+function providersFor(options) {
   const name = options !== null && typeof options === 'object' ? options.provider : undefined
   if (name === undefined) {
-    if (pluggables.length > 0) return pluggables[0]
+    if (pluggables.length > 0) return [...pluggables]
     throw pubsubError('ERR_NO_PROVIDER', `No PubSub provider is plugged in: call ${HOW_TO_PLUG} first`)
   }
   if (typeof name !== 'string') {
     throw pubsubError('ERR_INVALID_OPTION', `options.provider must be the name of a plugged-in provider (${PROVIDER_NAMES.join(' or ')}), got ${describeValue(name)}`)
   }
   const provider = pluggables.find((p) => p.getProviderName() === name)
-  if (provider) return provider
+  if (provider) return [provider]
   throw pubsubError(
     'ERR_NO_PROVIDER',
     pluggables.length === 0
@@ -204,14 +208,15 @@ function isV6Call(first) {
 
 // ------------------------------------------------------------------------ publish, subscribe
 
-/** `PubSub.publish(topics, message, options?)`: the picked provider's publish. */
+/** `PubSub.publish(topics, message, options?)`: a publish through each provider of the call. */
 function publish(...args) {
   return new Promise((resolve) => {
     const { topics, message, options } = isV6Call(args[0])
       ? args[0]
       : { topics: args[0], message: args[1], options: args[2] }
-    const provider = pick(options)
-    resolve(provider.publish(topics, message, withoutProvider(options)))
+    const providerOptions = withoutProvider(options)
+    const published = providersFor(options).map((provider) => provider.publish(topics, message, providerOptions))
+    resolve(Promise.all(published).then(() => {}))
   })
 }
 
@@ -277,25 +282,72 @@ class SingletonObservable extends Observable {
 }
 
 /**
- * `PubSub.subscribe(topics, options?)`: the picked provider's messages, each as Amplify's
- * `{ provider, value }`. The provider is picked when the observable is subscribed.
+ * `PubSub.subscribe(topics, options?)`: the messages of each provider of the call, each as
+ * Amplify's `{ provider, value }`. The providers are looked up when the observable is
+ * subscribed. With several, the first error ends the subscription (the others are
+ * unsubscribed), it completes once all have completed, and `ready` waits for every SUBACK.
  */
 function subscribe(...args) {
   const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
   return new SingletonObservable((observer) => {
-    let provider
+    let providers
     try {
-      provider = pick(options)
+      providers = providersFor(options)
     } catch (error) {
       return failedSubscription(observer, error)
     }
     const { next, error, complete } = observer
-    return provider.subscribe(topics, withoutProvider(options)).subscribe({
-      next: next && ((value) => next({ provider, value })),
-      error: error && ((err) => error(providerError(provider, err))),
-      complete,
-    })
+    const providerOptions = withoutProvider(options)
+    if (providers.length === 1) {
+      const [provider] = providers
+      return provider.subscribe(topics, providerOptions).subscribe({
+        next: next && ((value) => next({ provider, value })),
+        error: error && ((err) => error(providerError(provider, err))),
+        complete,
+      })
+    }
+    return mergedSubscription(providers, (provider) => provider.subscribe(topics, providerOptions), observer)
   })
+}
+
+/** One subscription over the observables of several providers (see subscribe). */
+function mergedSubscription(providers, observableOf, { next, error, complete }) {
+  const subscriptions = []
+  let ended = false
+  let open = providers.length
+  const end = () => {
+    ended = true
+    for (const subscription of subscriptions) subscription.unsubscribe()
+  }
+  for (const provider of providers) {
+    if (ended) break // an error while subscribing (a bad topic) ends it before the next provider
+    subscriptions.push(
+      observableOf(provider).subscribe({
+        next: next && ((value) => ended || next({ provider, value })),
+        error: (err) => {
+          if (ended) return
+          end()
+          if (error) error(providerError(provider, err))
+          else process.emitWarning(`A subscription failed and its observer has no error callback: ${err.message}`, WARNING)
+        },
+        complete: () => {
+          if (ended || --open > 0) return
+          ended = true
+          if (complete) complete()
+        },
+      }),
+    )
+  }
+  if (ended) end() // unsubscribes those made before the error
+  const ready = Promise.all(subscriptions.map((subscription) => subscription.ready)).then(() => {})
+  ready.catch(() => {}) // as an instance's: a failure reaches `error`, `ready` need not be read
+  return {
+    ready,
+    get closed() {
+      return ended || subscriptions.every((subscription) => subscription.closed)
+    },
+    unsubscribe: end,
+  }
 }
 
 // ------------------------------------------------------------------ the exported surface
