@@ -224,6 +224,27 @@ test("['@@observable']() returns the observable itself, for RxJS and zen-observa
   t.deepEqual(await inbox.take(1), ['through interop'])
 })
 
+test("RxJS's from() takes the observable: operators work, and unsubscribing through RxJS unsubscribes at the broker", async (t) => {
+  // Required here, not at the top: the test after this one checks that nothing loaded so far
+  // defines Symbol.observable (RxJS 7 reads it but does not define it).
+  const { from, firstValueFrom, filter, take, toArray } = require('rxjs')
+  const topic = uniqueTopic('rxjs')
+  const pubsub = newPubSub(t)
+  const subscribedAtBroker = broker.waitFor('subscribe', (subscriptions) => subscriptions.some((s) => s.topic === topic))
+  const firstTwoEven = firstValueFrom(
+    from(pubsub.subscribe(topic)).pipe(
+      filter((message) => message.n % 2 === 0),
+      take(2),
+      toArray(),
+    ),
+  )
+  await subscribedAtBroker
+  const unsubscribed = broker.waitFor('unsubscribe', (topics) => topics.includes(topic))
+  for (let n = 1; n <= 5; n++) await pubsub.publish(topic, { n }, { qos: 1 })
+  t.deepEqual((await firstTwoEven).map(plain), [{ n: 2 }, { n: 4 }])
+  await unsubscribed // take(2) ended the RxJS subscription, which unsubscribed ours
+})
+
 test('a Symbol.observable polyfill loaded after native-pubsub still finds the interop method (as RxJS from() looks for it)', async (t) => {
   t.is(Symbol.observable, undefined, 'nothing loaded so far defines Symbol.observable')
   // What symbol-observable or zen-observable do when they load, after the package here.
