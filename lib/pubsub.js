@@ -4,7 +4,7 @@ const { NativeClient } = require('../binding.js')
 const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, describeThrown, describeValue } = require('./errors')
+const { pubsubError, describeThrown, describeValue, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -326,30 +326,40 @@ class PubSubBase extends EventEmitter {
   }
 
   /**
-   * Runs a user callback; a throw is reported, never allowed to end the process. Never throws,
-   * so the observers after this one still get their message, error or completion.
+   * Runs a user callback; a throw, or the rejection of the promise an `async` callback returns,
+   * is reported, never allowed to end the process. Never throws, so the observers after this one
+   * still get their message, error or completion.
    */
   #call(fn, value) {
     try {
-      fn(value)
+      const result = fn(value)
+      if (result !== undefined) reportRejection(result, (error) => this.#callbackFailed(error))
     } catch (error) {
-      this.#emitGuarded('callbackError', error)
-      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
+      this.#callbackFailed(error)
     }
+  }
+
+  #callbackFailed(error) {
+    this.#emitGuarded('callbackError', error)
+    this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
   }
 
   /**
    * Emits an event of ours, calling each listener as `emit` would; one that throws (say, one that
-   * rethrows every callbackError) is reported as a warning instead of keeping the event from the
+   * rethrows every callbackError), or an async one that rejects, is reported as a warning instead of keeping the event from the
    * listeners after it or cutting short the delivery, close or Hub dispatch that emitted it.
    */
   #emitGuarded(event, value) {
     // rawListeners: a copy, with `once` listeners in their wrappers that remove them.
+    const threw = (error) => {
+      this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+    }
     for (const listener of this.rawListeners(event)) {
       try {
-        listener.call(this, value)
+        // An async listener's rejection too.
+        reportRejection(listener.call(this, value), threw)
       } catch (error) {
-        this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+        threw(error)
       }
     }
   }

@@ -10,7 +10,7 @@ const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
 const { knownOptions } = require('../binding.js')
 const { Observable } = require('./observable')
-const { pubsubError, describeValue } = require('./errors')
+const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -234,10 +234,11 @@ function providerError(provider, error) {
 function failedSubscription(observer, error) {
   const wrapped = providerError(undefined, error)
   if (observer.error) {
+    const threw = (thrown) => process.emitWarning(`A subscriber's error callback threw: ${describeThrown(thrown)}`, WARNING)
     try {
-      observer.error(wrapped)
+      reportRejection(observer.error(wrapped), threw)
     } catch (thrown) {
-      process.emitWarning(`A subscriber's error callback threw: ${thrown && thrown.stack ? thrown.stack : thrown}`, WARNING)
+      threw(thrown)
     }
   } else {
     process.emitWarning(`A subscription failed and its observer has no error callback: ${error.message}`, WARNING)
