@@ -133,6 +133,13 @@ class PubSubBase extends EventEmitter {
   #closing = null
   #resolveClosed = null
   #keptAlive = false
+  /**
+   * What the native side's event callback reaches this instance through. The native client keeps
+   * that callback referenced from outside the JS heap (a GC root) for as long as the client
+   * lives, and the client lives as long as this instance: through the callback, the instance
+   * would never be collected, closed or not. `closed` (the last event) empties it.
+   */
+  #eventTarget = { pubsub: this }
   /** a graceful disconnect is under way: stay alive until it is done */
   #disconnecting = false
   #warned = new Set()
@@ -175,10 +182,18 @@ class PubSubBase extends EventEmitter {
     this.#native = new NativeClient(
       plainOptions({ ...rest, will: willOptions, ca: caText, credentials: staticCredentials }),
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
-      (frame, topics, events) => this.#onEvents(frame, topics, events),
+      PubSubBase.#eventsCallback(this.#eventTarget),
     )
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
     PubSubBase.#open.add(this)
+  }
+
+  /**
+   * The native side's event callback. Made here, not in the constructor: a closure made there
+   * would share the constructor's scope, which holds `this` for the other closures made in it.
+   */
+  static #eventsCallback(target) {
+    return (frame, topics, events) => target.pubsub?.#onEvents(frame, topics, events)
   }
 
   /** The MQTT client id of this instance's connection. */
@@ -428,6 +443,8 @@ class PubSubBase extends EventEmitter {
           this.#resolveClosed()
           this.#resolveClosed = null
           PubSubBase.#open.delete(this)
+          // No event comes after this one: let a closed instance be garbage-collected.
+          this.#eventTarget.pubsub = null
         }
         return
       }
