@@ -54,3 +54,42 @@ test(`a WebSocket connection that has received messages costs under 200 KiB of R
   // and so all resident, made it 254–270 KiB (vendor/rumqttc/PATCHED.md).
   t.true(perConnectionKiB < 200, `${perConnectionKiB.toFixed(0)} KiB per connection`)
 })
+
+test('a closed instance is garbage-collected: a server that opens and closes instances does not grow', async (t) => {
+  t.timeout(60_000)
+  const broker = await startMosquitto()
+  t.teardown(() => broker.stop())
+  // Each instance connects, subscribes and publishes, and is closed; once nothing refers to it,
+  // the garbage collector reclaims it (and, with it, its native client).
+  const run = runScript(
+    t,
+    pubsubScript(
+      `let collected = 0
+       const registry = new FinalizationRegistry(() => collected++)
+       const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+       async function openUseAndClose(i) {
+         const instance = new PubSub({ endpoint: process.env.BROKER })
+         registry.register(instance, i)
+         await instance.subscribe('memory/closed/' + i).subscribe({ next() {} }).ready
+         await instance.publish('memory/closed/' + i, { i }, { qos: 1 })
+         await instance.close()
+       }
+       ;(async () => {
+         await pubsub.close()
+         for (let i = 0; i < 20; i++) await openUseAndClose(i)
+         for (let k = 0; k < 50 && collected < 20; k++) {
+           global.gc()
+           await sleep(20)
+         }
+         console.log(JSON.stringify({ collected }))
+       })()`,
+    ),
+    { BROKER: broker.tcpUrl },
+    { nodeArgs: ['--expose-gc'] },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  // Every one of the 20. Before, none was ever collected: the native client's event callback, a
+  // GC root, held each instance.
+  t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()), { collected: 20 })
+})

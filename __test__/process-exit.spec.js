@@ -202,6 +202,49 @@ test('a subscriber whose next callback throws keeps running, warns on stderr, an
   t.is(run.stderr.match(/NativePubSubWarning/g).length, 1, 'one warning, not one per throw')
 })
 
+test('async callbacks that reject, in every slot, are reported as throws are: the script keeps running and exits 0 after close()', async (t) => {
+  // An async function that throws returns a rejected promise; left unhandled, Node ends the
+  // process with code 1. Observer callbacks, event listeners and Hub listeners are often async.
+  const topic = uniqueTopic('rejecting')
+  const run = runPubSubScript(
+    t,
+    `const { Hub } = require(process.env.MQTT_JS)
+     const rejecting = (slot) => async () => { throw new Error('rejected in ' + slot) }
+     let reported = 0
+     pubsub.on('callbackError', async (error) => { reported++; throw error })
+     pubsub.on('ConnectionStateChange', rejecting('a ConnectionStateChange listener'))
+     Hub.listen('pubsub', rejecting('a Hub listener'))
+     pubsub.subscribe('an/#/invalid/filter').subscribe({ error: rejecting('error') })
+     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({
+       async next(value) {
+         console.log('got ' + value)
+         if (value === 'close') pubsub.close().then(() => setTimeout(() => console.log('closed after ' + reported + ' callbackErrors'), 100))
+         throw new Error('rejected in next, ' + value)
+       },
+       complete: rejecting('complete'),
+     })
+     sub.ready.then(() => console.log('ready'))`,
+    { TOPIC: topic },
+  )
+  await printed(run, 'ready')
+  const publisher = newPubSub(t)
+  await publisher.publish(topic, 'first', { qos: 1 })
+  await printed(run, 'got first')
+  await sleep(500)
+  t.true(stillRunning(run), `a rejecting callback ended the process: ${run.stderr}`)
+
+  await publisher.publish(topic, 'second', { qos: 1 })
+  await printed(run, 'got second')
+  await publisher.publish(topic, 'close', { qos: 1 })
+  // error once, next three times, complete once.
+  await exitsCleanly(t, run, 'ready\ngot first\ngot second\ngot close\nclosed after 5 callbackErrors\n')
+  t.regex(run.stderr, /NativePubSubWarning: A subscriber callback threw .*rejected in error/)
+  t.regex(run.stderr, /NativePubSubWarning: A 'callbackError' listener threw/)
+  t.regex(run.stderr, /NativePubSubWarning: A 'ConnectionStateChange' listener threw .*rejected in a ConnectionStateChange listener/)
+  t.regex(run.stderr, /NativePubSubWarning: A Hub listener on 'pubsub' threw: .*rejected in a Hub listener/)
+  t.notRegex(run.stderr, /Unhandled|unhandled/)
+})
+
 test('a script that catches a constructor error exits with code 0', async (t) => {
   const run = runScript(
     t,

@@ -24,6 +24,21 @@ function describeThrown(thrown) {
   }
 }
 
+/**
+ * Calls `report` with the rejection of `result`, what a user callback returned, when that is a
+ * promise (or another thenable): an `async` callback that throws fails that way, and a rejection
+ * nobody handles ends the process. Any other value is ignored. Never throws itself.
+ */
+function reportRejection(result, report) {
+  if (result === null || (typeof result !== 'object' && typeof result !== 'function')) return
+  try {
+    const then = result.then
+    if (typeof then === 'function') then.call(result, undefined, report)
+  } catch (error) {
+    report(error)
+  }
+}
+
 /** Key names an error message lists at most. */
 const SHOWN_KEYS = 10
 
@@ -44,4 +59,4 @@ function describeValue(value) {
   return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
 }
 
-module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue }
+module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue, reportRejection }

@@ -1,5 +1,5 @@
 'use strict'
-const { describeThrown, pubsubTypeError } = require('./errors')
+const { describeThrown, pubsubTypeError, reportRejection } = require('./errors')
 
 /** A minimal Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops it. */
 const channels = new Map()
@@ -21,11 +21,13 @@ const Hub = {
     const listeners = channels.get(channel)
     if (!listeners) return
     const capsule = { channel, payload, source, patternInfo: [] }
+    const threw = (error) => process.emitWarning(`A Hub listener on '${channel}' threw: ${describeThrown(error)}`, 'NativePubSubWarning')
     for (const listener of [...listeners]) {
       try {
-        listener(capsule)
+        // An async listener's rejection too: unhandled, it would end the process.
+        reportRejection(listener(capsule), threw)
       } catch (error) {
-        process.emitWarning(`A Hub listener on '${channel}' threw: ${describeThrown(error)}`, 'NativePubSubWarning')
+        threw(error)
       }
     }
   },

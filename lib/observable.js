@@ -16,16 +16,22 @@ function toObserver(observerOrNext, error, complete) {
   return {
     next: bind('next'),
     error: bind('error'),
+    // Both called when both are there; what they return is handed on, so that the rejection of
+    // an async one is reported as a throw would be.
     complete:
-      onComplete || onClose
+      onComplete && onClose
         ? () => {
+            let completed
             try {
-              if (onComplete) onComplete()
+              completed = onComplete()
             } finally {
-              if (onClose) onClose()
+              const closed = onClose()
+              if (completed === undefined) completed = closed
+              else if (closed !== undefined) completed = Promise.all([completed, closed])
             }
+            return completed
           }
-        : undefined,
+        : onComplete || onClose,
   }
 }
 

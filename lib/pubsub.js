@@ -4,7 +4,7 @@ const { NativeClient } = require('../binding.js')
 const { Observable } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, describeThrown, describeValue } = require('./errors')
+const { pubsubError, describeThrown, describeValue, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -135,6 +135,13 @@ class PubSubBase extends EventEmitter {
   #closing = null
   #resolveClosed = null
   #keptAlive = false
+  /**
+   * What the native side's event callback reaches this instance through. The native client keeps
+   * that callback referenced from outside the JS heap (a GC root) for as long as the client
+   * lives, and the client lives as long as this instance: through the callback, the instance
+   * would never be collected, closed or not. `closed` (the last event) empties it.
+   */
+  #eventTarget = { pubsub: this }
   /** a graceful disconnect is under way: stay alive until it is done */
   #disconnecting = false
   #warned = new Set()
@@ -184,10 +191,18 @@ class PubSubBase extends EventEmitter {
     this.#native = new NativeClient(
       plainOptions({ ...rest, will: willOptions, ca: caText, credentials: staticCredentials }),
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
-      (frame, topics, events) => this.#onEvents(frame, topics, events),
+      PubSubBase.#eventsCallback(this.#eventTarget),
     )
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
     PubSubBase.#open.add(this)
+  }
+
+  /**
+   * The native side's event callback. Made here, not in the constructor: a closure made there
+   * would share the constructor's scope, which holds `this` for the other closures made in it.
+   */
+  static #eventsCallback(target) {
+    return (frame, topics, events) => target.pubsub?.#onEvents(frame, topics, events)
   }
 
   /** The MQTT client id of this instance's connection. */
@@ -335,30 +350,40 @@ class PubSubBase extends EventEmitter {
   }
 
   /**
-   * Runs a user callback; a throw is reported, never allowed to end the process. Never throws,
-   * so the observers after this one still get their message, error or completion.
+   * Runs a user callback; a throw, or the rejection of the promise an `async` callback returns,
+   * is reported, never allowed to end the process. Never throws, so the observers after this one
+   * still get their message, error or completion.
    */
   #call(fn, value) {
     try {
-      fn(value)
+      const result = fn(value)
+      if (result !== undefined) reportRejection(result, (error) => this.#callbackFailed(error))
     } catch (error) {
-      this.#emitGuarded('callbackError', error)
-      this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
+      this.#callbackFailed(error)
     }
+  }
+
+  #callbackFailed(error) {
+    this.#emitGuarded('callbackError', error)
+    this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
   }
 
   /**
    * Emits an event of ours, calling each listener as `emit` would; one that throws (say, one that
-   * rethrows every callbackError) is reported as a warning instead of keeping the event from the
+   * rethrows every callbackError), or an async one that rejects, is reported as a warning instead of keeping the event from the
    * listeners after it or cutting short the delivery, close or Hub dispatch that emitted it.
    */
   #emitGuarded(event, value) {
     // rawListeners: a copy, with `once` listeners in their wrappers that remove them.
+    const threw = (error) => {
+      this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+    }
     for (const listener of this.rawListeners(event)) {
       try {
-        listener.call(this, value)
+        // An async listener's rejection too.
+        reportRejection(listener.call(this, value), threw)
       } catch (error) {
-        this.#warnOnce(`listener:${event}`, `A '${event}' listener threw (further throws of '${event}' listeners are not reported): ${describeThrown(error)}`)
+        threw(error)
       }
     }
   }
@@ -427,6 +452,8 @@ class PubSubBase extends EventEmitter {
           this.#resolveClosed()
           this.#resolveClosed = null
           PubSubBase.#open.delete(this)
+          // No event comes after this one: let a closed instance be garbage-collected.
+          this.#eventTarget.pubsub = null
         }
         return
       }

@@ -11,7 +11,7 @@ const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
 const { knownOptions } = require('../binding.js')
 const { Observable } = require('./observable')
-const { pubsubError, describeValue } = require('./errors')
+const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -239,10 +239,11 @@ function providerError(provider, error) {
 function failedSubscription(observer, error) {
   const wrapped = providerError(undefined, error)
   if (observer.error) {
+    const threw = (thrown) => process.emitWarning(`A subscriber's error callback threw: ${describeThrown(thrown)}`, WARNING)
     try {
-      observer.error(wrapped)
+      reportRejection(observer.error(wrapped), threw)
     } catch (thrown) {
-      process.emitWarning(`A subscriber's error callback threw: ${thrown && thrown.stack ? thrown.stack : thrown}`, WARNING)
+      threw(thrown)
     }
   } else {
     process.emitWarning(`A subscription failed and its observer has no error callback: ${error.message}`, WARNING)
@@ -324,16 +325,19 @@ function mergedSubscription(providers, observableOf, { next, error, complete }) 
     subscriptions.push(
       observableOf(provider).subscribe({
         next: next && ((value) => ended || next({ provider, value })),
+        // What the observer's callbacks return is handed back, so that the instance reports the
+        // rejection of an async one.
         error: (err) => {
-          if (ended) return
+          if (ended) return undefined
           end()
-          if (error) error(providerError(provider, err))
-          else process.emitWarning(`A subscription failed and its observer has no error callback: ${err.message}`, WARNING)
+          if (error) return error(providerError(provider, err))
+          process.emitWarning(`A subscription failed and its observer has no error callback: ${err.message}`, WARNING)
+          return undefined
         },
         complete: () => {
-          if (ended || --open > 0) return
+          if (ended || --open > 0) return undefined
           ended = true
-          if (complete) complete()
+          return complete && complete()
         },
       }),
     )

@@ -416,6 +416,17 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// The JS object is gone: its Node environment was torn down (a worker thread terminated or
+    /// ended) or it was garbage-collected. Nobody can close the instance any more, and the
+    /// connection task, on the runtime that every environment of the process shares, would
+    /// otherwise keep its connection open for as long as the process lives: end it as `close()`
+    /// does (a no-op after `close()`).
+    fn drop(&mut self) {
+        self.close()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
