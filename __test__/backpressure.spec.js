@@ -4,7 +4,7 @@
 // broker hold the rest, instead of the process buffering everything it is sent.
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, openPubSub, listen, recordEvents, waitFor, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, recordEvents, waitFor, sleep, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('backpressure')
 
@@ -188,4 +188,67 @@ test('publishes the connection could take only part of are handed over later, co
   t.deepEqual(gotA.map((m) => m.i), Array.from({ length: N }, (_, i) => i))
   t.deepEqual(gotB.map((m) => m.i), Array.from({ length: N }, (_, i) => i).filter(toBoth))
   t.true([...gotA, ...gotB].every((m) => m.pad.length === m.i % 700), 'every payload whole')
+})
+
+test('a for await loop that falls behind holds the messages back at the connection, and then gets them all in order', async (t) => {
+  // Its observer only buffers, so without holding back every message would be read off the
+  // socket and buffered in JS: 20 MB here, without bound in general.
+  t.timeout(60_000)
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const topic = uniqueTopic('for-await')
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const messages = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+  // The loop subscribes on its own; probes tell when the broker has the subscription.
+  const probes = setInterval(() => publisher.publish(topic, { probe: true }, { qos: 1 }), 50)
+  await messages.next()
+  clearInterval(probes)
+
+  const N = 5_000
+  const pad = 'x'.repeat(4_096)
+  const sent = []
+  for (let seq = 0; seq < N; seq++) sent.push(publisher.publish(topic, { seq, pad }, { qos: 1 }))
+  await Promise.all(sent)
+  // The loop is not reading: wait until the subscriber's connection stops taking messages in
+  // (no change in 300 ms), or has taken them all.
+  let received = -1
+  for (let now = 0; now !== received && now < N; await sleep(300)) {
+    received = now
+    now = subscriber.stats().messagesReceived
+  }
+  received = subscriber.stats().messagesReceived
+  t.log(`read off the socket while the loop waited: ${received} of ${N} messages`)
+  t.true(received < N / 2, `${received} of ${N} messages were read while the loop waited`)
+
+  const seqs = []
+  while (seqs.length < N) {
+    const { value, done } = await messages.next()
+    if (done) break
+    if (!value.probe) seqs.push(value.seq)
+  }
+  t.deepEqual(seqs, Array.from({ length: N }, (_, seq) => seq), 'all of them, once each, in order')
+  await messages.return()
+})
+
+test('close() ends a for await loop that is holding the messages back', async (t) => {
+  t.timeout(30_000)
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const topic = uniqueTopic('for-await-close')
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const messages = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+  const probes = setInterval(() => publisher.publish(topic, { probe: true }, { qos: 1 }), 50)
+  await messages.next()
+  clearInterval(probes)
+  const sent = []
+  for (let seq = 0; seq < 2_000; seq++) sent.push(publisher.publish(topic, { seq, pad: 'x'.repeat(4_096) }, { qos: 1 }))
+  await Promise.all(sent)
+  await waitFor(() => subscriber.stats().messagesReceived > 256, 10_000, 'the loop to fall behind')
+
+  await subscriber.close() // the `closed` event must not wait behind the held-back messages
+  let taken = 0
+  while (!(await messages.next()).done) taken++
+  t.true(taken >= 256, `the loop still gets what it had buffered (${taken})`)
 })

@@ -35,6 +35,16 @@ function toObserver(observerOrNext, error, complete) {
   }
 }
 
+/**
+ * `subscription[FLOW](false)` asks the source to hold its messages back (at the source: the
+ * connection stops reading its socket), `subscription[FLOW](true)` lets them come again. A
+ * `for await` loop that falls behind uses it, so that its buffer stays bounded; a subscription
+ * without it (one that failed at once) simply has nothing to hold back.
+ */
+const FLOW = Symbol('flow')
+/** Messages a `for await` loop buffers before it holds its source back; half of it resumes. */
+const ITERATOR_HIGH_WATER = 256
+
 /** A cold observable: nothing happens until `subscribe`, which returns a subscription. */
 class Observable {
   #start
@@ -60,19 +70,27 @@ class Observable {
     const waiters = []
     let finished = false
     let failure = null
+    let heldBack = false
+    let subscription = null
+    const flow = (flowing) => {
+      heldBack = !flowing
+      if (subscription !== null && typeof subscription[FLOW] === 'function') subscription[FLOW](flowing)
+    }
     const settle = () => {
       while (waiters.length > 0) {
         if (buffered.length > 0) waiters.shift().resolve({ value: buffered.shift(), done: false })
         else if (failure) waiters.shift().reject(failure)
         else if (finished) waiters.shift().resolve({ value: undefined, done: true })
-        else return
+        else break
       }
+      if (heldBack && buffered.length <= ITERATOR_HIGH_WATER / 2) flow(true)
     }
-    const subscription = this.subscribe({
+    subscription = this.subscribe({
       next(value) {
         if (finished) return
         buffered.push(value)
         settle()
+        if (!heldBack && buffered.length >= ITERATOR_HIGH_WATER) flow(false)
       },
       error(err) {
         failure = err
@@ -118,4 +136,4 @@ function defineInterop(key) {
 
 defineInterop('@@observable')
 
-module.exports = { Observable }
+module.exports = { Observable, FLOW }

@@ -1,7 +1,7 @@
 'use strict'
 const { EventEmitter } = require('node:events')
 const { NativeClient } = require('../binding.js')
-const { Observable } = require('./observable')
+const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
 const { pubsubError, describeThrown, describeValue, reportRejection } = require('./errors')
@@ -142,6 +142,10 @@ class PubSubBase extends EventEmitter {
    * would never be collected, closed or not. `closed` (the last event) empties it.
    */
   #eventTarget = { pubsub: this }
+  /** Subscriptions (their entries) that asked to hold messages back (see FLOW). */
+  #heldBackBy = new Set()
+  /** The last batch's callback told Rust to hold the next ones back until resumeDelivery. */
+  #deliveryHeld = false
   /** a graceful disconnect is under way: stay alive until it is done */
   #disconnecting = false
   #warned = new Set()
@@ -272,6 +276,12 @@ class PubSubBase extends EventEmitter {
         this.#resolveClosed = resolve
       })
       this.#native.close()
+      // The `closed` event that completes the observers must not wait behind a loop held back.
+      this.#heldBackBy.clear()
+      if (this.#deliveryHeld) {
+        this.#deliveryHeld = false
+        this.#native.resumeDelivery()
+      }
       const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       for (const op of this.#outgoing.drain()) this.#settle(op, closed)
       this.#keepAliveIfBusy()
@@ -312,9 +322,11 @@ class PubSubBase extends EventEmitter {
         entry.closed = true
         entry.readyReject(pubsubError('ERR_CLOSED', 'The subscription was unsubscribed before the broker acknowledged it'))
         this.#observers.delete(id)
+        this.#flow(entry, true)
         this.#release(id)
         this.#keepAliveIfBusy()
       },
+      [FLOW]: (flowing) => this.#flow(entry, flowing && !entry.closed),
     }
     try {
       const list = toTopicList(topics)
@@ -337,6 +349,7 @@ class PubSubBase extends EventEmitter {
   #fail(entry, error) {
     if (entry.closed) return
     entry.closed = true
+    this.#flow(entry, true)
     entry.readyReject(error)
     if (entry.observer.error) this.#call(entry.observer.error, error)
     else this.#warnOnce(`unhandled:${error.code}`, `A subscription failed and its observer has no error callback: ${error.message}`)
@@ -345,6 +358,7 @@ class PubSubBase extends EventEmitter {
   #complete(entry) {
     if (entry.closed) return
     entry.closed = true
+    this.#flow(entry, true)
     entry.readyReject(pubsubError('ERR_CLOSED', 'The PubSub instance is closed'))
     if (entry.observer.complete) this.#call(entry.observer.complete)
   }
@@ -394,7 +408,24 @@ class PubSubBase extends EventEmitter {
     process.emitWarning(message, WARNING)
   }
 
-  /** One batch from Rust: the packed events (`frame`, with `topics`), then the others in order. */
+  /**
+   * A subscription holds the connection's messages back (a `for await` loop that fell behind),
+   * or lets them come again. They are held back at the source: every subscription of this
+   * connection waits, as one slow observer makes them all wait, and TCP pushes back on the broker.
+   */
+  #flow(entry, flowing) {
+    if (!flowing && !entry.closed) {
+      this.#heldBackBy.add(entry)
+    } else if (this.#heldBackBy.delete(entry) && this.#heldBackBy.size === 0 && this.#deliveryHeld) {
+      this.#deliveryHeld = false
+      this.#native.resumeDelivery()
+    }
+  }
+
+  /**
+   * One batch from Rust: the packed events (`frame`, with `topics`), then the others in order.
+   * Returns whether Rust should hold the next batches back until `resumeDelivery`.
+   */
   #onEvents(frame, topics, events) {
     try {
       if (frame != null) this.#unpack(frame, topics)
@@ -412,6 +443,8 @@ class PubSubBase extends EventEmitter {
       }
     }
     this.#keepAliveIfBusy()
+    this.#deliveryHeld = this.#heldBackBy.size > 0
+    return this.#deliveryHeld
   }
 
   #handle(event) {

@@ -10,7 +10,7 @@
 const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
 const { knownOptions } = require('../binding.js')
-const { Observable } = require('./observable')
+const { Observable, FLOW } = require('./observable')
 const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
@@ -278,6 +278,7 @@ class SingletonObservable extends Observable {
         subscription.unsubscribe()
         if (open) onClose()
       },
+      [FLOW]: (flowing) => subscription[FLOW]?.(flowing),
     }
   }
 }
@@ -351,6 +352,9 @@ function mergedSubscription(providers, observableOf, { next, error, complete }) 
       return ended || subscriptions.every((subscription) => subscription.closed)
     },
     unsubscribe: end,
+    [FLOW]: (flowing) => {
+      for (const subscription of subscriptions) subscription[FLOW]?.(flowing)
+    },
   }
 }
 

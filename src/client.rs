@@ -384,6 +384,11 @@ impl Client {
         self.shared.begin_idle_disconnect(&mut core)
     }
 
+    /// See `Delivery::resume`.
+    pub fn resume_delivery(&self) {
+        self.shared.delivery.resume()
+    }
+
     /// See `Shared::begin_idle_disconnect`.
     pub fn disconnect_when_idle(&self) -> bool {
         self.shared.begin_idle_disconnect(&mut self.shared.core.lock())

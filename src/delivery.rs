@@ -192,8 +192,10 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
     FnArgs::from((frame, (!topics.is_empty()).then_some(topics), (!events.is_empty()).then_some(events)))
 }
 
-/// The JS callback: weak, so it keeps Node alive only while `keep_alive(true)` says so.
-pub type EventsFn = ThreadsafeFunction<Vec<Event>, (), BatchArgs, Status, false, true>;
+/// The JS callback: weak, so it keeps Node alive only while `keep_alive(true)` says so. It
+/// returns `true` when JS wants no further batch until it calls `resume` (a `for await` loop has
+/// fallen behind); anything else lets the next batch come.
+pub type EventsFn = ThreadsafeFunction<Vec<Event>, Option<bool>, BatchArgs, Status, false, true>;
 
 #[derive(Default)]
 struct Queue {
@@ -223,7 +225,7 @@ impl Queue {
 #[derive(Default)]
 pub struct Delivery {
     queue: Mutex<Queue>,
-    /// JS is handling a batch.
+    /// JS is handling a batch, or asked for no more until `resume`.
     in_js: AtomicBool,
     ready: Notify,
     room: Notify,
@@ -294,6 +296,14 @@ impl Delivery {
         batch
     }
 
+    /// JS may have the next batch: it finished the last one, or asks again after holding back.
+    pub fn resume(&self) {
+        self.in_js.store(false, Ordering::Release);
+        if !self.queue.lock().events.is_empty() {
+            self.ready.notify_one();
+        }
+    }
+
     /// Feeds batches to JS until the `Closed` event has been delivered. The next batch goes
     /// only after JS has handled the last; JS wakes this task then only if events are waiting,
     /// so a quiet connection costs no extra wake-up per message.
@@ -312,11 +322,11 @@ impl Delivery {
             let last = batch.iter().any(|e| matches!(e, Event::Closed));
             self.in_js.store(true, Ordering::Release);
             let delivery = self.clone();
-            // A throw in JS is caught there; this runs on the JS thread once it returned.
-            let status = callback.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
-                delivery.in_js.store(false, Ordering::Release);
-                if !delivery.queue.lock().events.is_empty() {
-                    delivery.ready.notify_one();
+            // A throw in JS is caught there; this runs on the JS thread once it returned. While
+            // JS holds the batches back, the queue fills and the connection stops reading.
+            let status = callback.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |paused, _| {
+                if !matches!(paused, Ok(Some(true))) {
+                    delivery.resume();
                 }
                 Ok(())
             });

@@ -73,12 +73,13 @@ pub struct NativeClient {
 #[napi]
 impl NativeClient {
     /// `options` is the plain-data part of the user's options; `onEvents` receives batches
-    /// of events (see `delivery::batch_args`).
+    /// of events (see `delivery::batch_args`) and returns `true` to hold the next ones back
+    /// until `resumeDelivery`.
     #[napi(
         constructor,
-        ts_args_type = "options: any, setup: NativeSetup, onEvents: (frame: ArrayBuffer | null, topics: Array<string> | null, events: Array<NativeEvent> | null) => void"
+        ts_args_type = "options: any, setup: NativeSetup, onEvents: (frame: ArrayBuffer | null, topics: Array<string> | null, events: Array<NativeEvent> | null) => boolean | undefined"
     )]
-    pub fn new(options: serde_json::Value, setup: NativeSetup, on_events: Function<BatchArgs, ()>) -> napi::Result<Self, ErrorCode> {
+    pub fn new(options: serde_json::Value, setup: NativeSetup, on_events: Function<BatchArgs, Option<bool>>) -> napi::Result<Self, ErrorCode> {
         let provider = js(options::Provider::from_name(&setup.provider))?;
         let options = js(options::ClientOptions::from_js(&options, provider, setup.credentials_function))?;
         let events: EventsFn = on_events
@@ -117,6 +118,12 @@ impl NativeClient {
     #[napi]
     pub fn unsubscribe(&self, observer: u32) -> bool {
         self.client.unsubscribe(observer)
+    }
+
+    /// Lets the next batch of events come after the callback returned `true` (held back).
+    #[napi]
+    pub fn resume_delivery(&self) {
+        self.client.resume_delivery()
     }
 
     /// Starts a graceful disconnect if nobody is subscribed; true when one has begun.
