@@ -93,3 +93,42 @@ test('a closed instance is garbage-collected: a server that opens and closes ins
   // GC root, held each instance.
   t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()), { collected: 20 })
 })
+
+test('an instance dropped without close() is garbage-collected once idle, and its connection ends', async (t) => {
+  t.timeout(60_000)
+  const broker = await startMosquitto({ lines: ['log_type notice', 'connection_messages true'] })
+  t.teardown(() => broker.stop())
+  // Half of them connected (a publish) and then sat idle; half never connected. Nothing refers
+  // to any of them once `useAndDrop` returns.
+  const run = runScript(
+    t,
+    pubsubScript(
+      `let collected = 0
+       const registry = new FinalizationRegistry(() => collected++)
+       const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+       async function useAndDrop(i) {
+         const instance = new PubSub({ endpoint: process.env.BROKER, clientId: 'dropped-' + i })
+         registry.register(instance, i)
+         if (i % 2 === 0) await instance.publish('memory/dropped/' + i, { i }, { qos: 1 })
+       }
+       ;(async () => {
+         await pubsub.close()
+         for (let i = 0; i < 20; i++) await useAndDrop(i)
+         for (let k = 0; k < 50 && collected < 20; k++) {
+           global.gc()
+           await sleep(20)
+         }
+         await sleep(200)
+         console.log(JSON.stringify({ collected }))
+       })()`,
+    ),
+    { BROKER: broker.tcpUrl },
+    { nodeArgs: ['--expose-gc'] },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()), { collected: 20 })
+  // The ten that connected said DISCONNECT when they were collected, not at the process's exit.
+  const log = broker.log()
+  for (let i = 0; i < 20; i += 2) t.regex(log, new RegExp(`Client dropped-${i} disconnected\\.`))
+})

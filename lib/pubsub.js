@@ -138,10 +138,12 @@ class PubSubBase extends EventEmitter {
   /**
    * What the native side's event callback reaches this instance through. The native client keeps
    * that callback referenced from outside the JS heap (a GC root) for as long as the client
-   * lives, and the client lives as long as this instance: through the callback, the instance
-   * would never be collected, closed or not. `closed` (the last event) empties it.
+   * lives, and the client lives as long as this instance: held strongly, the instance would
+   * never be collected. So it is held strongly only while busy (something subscribed or
+   * pending: `#keepAliveIfBusy`), weakly otherwise; an instance nobody refers to any more is
+   * collected, closed or not, and its native client then ends the connection (Rust's Drop).
    */
-  #eventTarget = { pubsub: this }
+  #eventTarget = { busy: null, idle: new WeakRef(this) }
   /** Subscriptions (their entries) that asked to hold messages back (see FLOW). */
   #heldBackBy = new Set()
   /** The last batch's callback told Rust to hold the next ones back until resumeDelivery. */
@@ -151,14 +153,15 @@ class PubSubBase extends EventEmitter {
   #warned = new Set()
   #invalidPayloads = 0
 
-  /** Instances not yet closed, for the process-exit hook below. */
+  /** Instances not yet closed (their weak references), for the process-exit hook below. */
   static #open = new Set()
+  static #collected = new FinalizationRegistry((ref) => PubSubBase.#open.delete(ref))
 
   static {
     // When Node is about to exit, end idle connections with DISCONNECT rather than a dropped
     // socket, so brokers do not publish wills for processes that simply finished.
     process.on('beforeExit', () => {
-      for (const pubsub of PubSubBase.#open) pubsub.#disconnectIfIdle()
+      for (const ref of PubSubBase.#open) ref.deref()?.#disconnectIfIdle()
     })
   }
 
@@ -198,7 +201,8 @@ class PubSubBase extends EventEmitter {
       PubSubBase.#eventsCallback(this.#eventTarget),
     )
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
-    PubSubBase.#open.add(this)
+    PubSubBase.#open.add(this.#eventTarget.idle)
+    PubSubBase.#collected.register(this, this.#eventTarget.idle)
   }
 
   /**
@@ -206,7 +210,7 @@ class PubSubBase extends EventEmitter {
    * would share the constructor's scope, which holds `this` for the other closures made in it.
    */
   static #eventsCallback(target) {
-    return (frame, topics, events) => target.pubsub?.#onEvents(frame, topics, events)
+    return (frame, topics, events) => (target.busy ?? target.idle.deref())?.#onEvents(frame, topics, events)
   }
 
   /** The MQTT client id of this instance's connection. */
@@ -414,7 +418,8 @@ class PubSubBase extends EventEmitter {
    * connection waits, as one slow observer makes them all wait, and TCP pushes back on the broker.
    */
   #flow(entry, flowing) {
-    if (!flowing && !entry.closed) {
+    // Once closing, nothing is held back: the `closed` event must reach JS.
+    if (!flowing && !entry.closed && this.#closing === null) {
       this.#heldBackBy.add(entry)
     } else if (this.#heldBackBy.delete(entry) && this.#heldBackBy.size === 0 && this.#deliveryHeld) {
       this.#deliveryHeld = false
@@ -484,9 +489,7 @@ class PubSubBase extends EventEmitter {
           // close() settles and lets the process exit whatever happened above.
           this.#resolveClosed()
           this.#resolveClosed = null
-          PubSubBase.#open.delete(this)
-          // No event comes after this one: let a closed instance be garbage-collected.
-          this.#eventTarget.pubsub = null
+          PubSubBase.#open.delete(this.#eventTarget.idle)
         }
         return
       }
@@ -618,6 +621,7 @@ class PubSubBase extends EventEmitter {
     if (busy !== this.#keptAlive) {
       this.#keptAlive = busy
       this.#native.keepAlive(busy)
+      this.#eventTarget.busy = busy ? this : null
     }
   }
 }

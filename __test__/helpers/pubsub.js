@@ -57,10 +57,19 @@ function uniqueClientId(name) {
   return `${name}-${process.pid}-${Math.random().toString(36).slice(2)}`
 }
 
+/** How long a test's teardown waits for `close()`: a close that never settles is a failure, not a hung run. */
+const CLOSE_TIMEOUT_MS = 10_000
+
 /** `new PubSub(options)`, closed when the test `t` ends. */
 function openPubSub(t, options) {
   const pubsub = new PubSub(options)
-  t.teardown(() => pubsub.close())
+  t.teardown(() => {
+    let timer
+    const timeout = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`close() did not settle within ${CLOSE_TIMEOUT_MS} ms`)), CLOSE_TIMEOUT_MS)
+    })
+    return Promise.race([pubsub.close(), timeout]).finally(() => clearTimeout(timer))
+  })
   return pubsub
 }
 
