@@ -98,6 +98,29 @@ test('a ConnectionStateChange listener that throws keeps no state change from ot
   t.is(warnings.length, 1, 'reported once as a warning')
 })
 
+test('a Hub listener that throws at every state change is reported by one warning, and the other listeners get every change', async (t) => {
+  const marker = `hub-listener-${uniqueTopic('marker')}`
+  const warnings = captureWarnings(t, marker)
+  const pubsub = newPubSub(t)
+  const throwing = Hub.listen('pubsub', () => {
+    throw new Error(marker)
+  })
+  t.teardown(throwing)
+  const hubSaw = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
+  })
+  t.teardown(stop)
+
+  const sub = pubsub.subscribe(uniqueTopic('hub-throws')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
+  await sleep(50)
+  t.deepEqual(hubSaw, FULL_CYCLE)
+  t.is(warnings.length, 1, 'four throws, one warning')
+})
+
 test('the connectionState getter is the last announced state, in step with the events', async (t) => {
   const pubsub = newPubSub(t)
   t.is(pubsub.connectionState, 'Disconnected', 'a new instance has not connected')

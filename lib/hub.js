@@ -3,6 +3,8 @@ const { describeThrown, pubsubTypeError, reportRejection } = require('./errors')
 
 /** A minimal Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops it. */
 const channels = new Map()
+/** Listeners whose throw was reported: one warning each, as for an instance's listeners. */
+const reported = new WeakSet()
 
 const Hub = {
   listen(channel, callback) {
@@ -21,8 +23,12 @@ const Hub = {
     const listeners = channels.get(channel)
     if (!listeners) return
     const capsule = { channel, payload, source, patternInfo: [] }
-    const threw = (error) => process.emitWarning(`A Hub listener on '${channel}' threw: ${describeThrown(error)}`, 'NativePubSubWarning')
     for (const listener of [...listeners]) {
+      const threw = (error) => {
+        if (reported.has(listener)) return
+        reported.add(listener)
+        process.emitWarning(`A Hub listener on '${channel}' threw (its further throws are not reported): ${describeThrown(error)}`, 'NativePubSubWarning')
+      }
       try {
         // An async listener's rejection too: unhandled, it would end the process.
         reportRejection(listener(capsule), threw)
