@@ -430,6 +430,23 @@ test.serial('a malformed value from the credentials function on a reconnect is s
   t.is(pubsub.connectionState, 'Disconnected')
 })
 
+test.serial('an invalid Date as expiration from the credentials function on a reconnect is permanent, not retried forever', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  let value = keys
+  let calls = 0
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => (calls++, value), reconnect: FAST }, gw)
+  const inbox = await listen(t, pubsub, uniqueTopic('invalid-date-later'))
+  // A typo'd field or an unparsable string makes an invalid Date: JSON cannot carry its NaN.
+  value = { ...keys, expiration: new Date('not a date') }
+  gw.dropAll()
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_CREDENTIALS')
+  t.is(inbox.errors[0].message, "The credentials function's result: 'expiration' must be a Date or a time in milliseconds since 1970, got an invalid Date")
+  t.is(pubsub.connectionState, 'Disconnected')
+  t.is(calls, 2)
+})
+
 /**
  * A stand-in for the ECS container credentials endpoint (one of the default chain's providers),
  * on loopback: answers `keys`, or 503 while `down`.
