@@ -430,6 +430,23 @@ test.serial('a malformed value from the credentials function on a reconnect is s
   t.is(pubsub.connectionState, 'Disconnected')
 })
 
+test.serial('an invalid Date as expiration from the credentials function on a reconnect is permanent, not retried forever', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  let value = keys
+  let calls = 0
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => (calls++, value), reconnect: FAST }, gw)
+  const inbox = await listen(t, pubsub, uniqueTopic('invalid-date-later'))
+  // A typo'd field or an unparsable string makes an invalid Date: JSON cannot carry its NaN.
+  value = { ...keys, expiration: new Date('not a date') }
+  gw.dropAll()
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_CREDENTIALS')
+  t.is(inbox.errors[0].message, "The credentials function's result: 'expiration' must be a Date or a time in milliseconds since 1970, got an invalid Date")
+  t.is(pubsub.connectionState, 'Disconnected')
+  t.is(calls, 2)
+})
+
 /**
  * A stand-in for the ECS container credentials endpoint (one of the default chain's providers),
  * on loopback: answers `keys`, or 503 while `down`.
@@ -687,6 +704,24 @@ test('an AWS IoT endpoint path other than /mqtt throws ERR_INVALID_ENDPOINT', (t
     t.is(error.code, 'ERR_INVALID_ENDPOINT')
     t.true(error.message.includes(`AWS IoT takes MQTT over WebSockets at the path /mqtt only, not '${path}'`), error.message)
   }
+})
+
+test('an endpoint that is already a presigned URL throws; a query of its own is kept and signed', async (t) => {
+  const keys = newKeys(gateway)
+  // Pasted from a browser's network panel or a log: each connect would add a second signature,
+  // and AWS IoT answers such a query with 403, which reads as bad keys or a bad clock.
+  const pasted = `${gateway.url}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDPASTED%2F20240101%2Fus-east-1%2Fiotdevicegateway%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-SignedHeaders=host&X-Amz-Signature=abc&X-Amz-Security-Token=TOKENPASTED`
+  const error = t.throws(() => new PubSub({ endpoint: pasted, ca: gateway.ca, region: 'us-east-1', credentials: keys }))
+  t.is(error.code, 'ERR_INVALID_ENDPOINT')
+  t.regex(error.message, /already carries a SigV4 signature \(X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-SignedHeaders, X-Amz-Signature, X-Amz-Security-Token\)/)
+  t.true(error.message.includes(`pass the URL without it ('${gateway.url}')`), error.message)
+  t.notRegex(error.message, /AKIDPASTED|TOKENPASTED/)
+  // Another query parameter is the endpoint's own: it is signed with the rest.
+  const pubsub = iotPubSub(t, { endpoint: `${gateway.url}?tenant=a%2Fb`, region: 'us-east-1', credentials: keys })
+  await pubsub.publish(uniqueTopic('own-query'), 1, { qos: 1 })
+  const [upgrade] = upgradesBy(keys.accessKeyId)
+  t.is(upgrade.status, 101, upgrade.reason)
+  t.true(upgrade.rawQuery.startsWith('tenant=a%2Fb&X-Amz-Algorithm='), upgrade.rawQuery)
 })
 
 test('a clientId over 128 bytes (AWS IoT\'s fixed limit) throws for AWS IoT only', (t) => {

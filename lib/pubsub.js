@@ -99,12 +99,19 @@ function toEpochMs(value) {
  * AWS credentials as Rust reads them: the four fields copied (they may be getters, as on AWS
  * SDK credential objects), `expiration` in milliseconds (see toEpochMs). Rust checks them and says what is wrong.
  */
-function plainCredentials(value) {
+function plainCredentials(value, what = "Option 'credentials'") {
   if (value === undefined || value === null || typeof value !== 'object') {
     return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? value : null
   }
   const { accessKeyId, secretAccessKey, sessionToken, expiration } = value
-  return plainOptions({ accessKeyId, secretAccessKey, sessionToken, expiration: toEpochMs(expiration) }, 'credentials.')
+  const expirationMs = toEpochMs(expiration)
+  // JSON (what Rust reads) has no NaN or Infinity: an invalid Date (new Date(undefined), a
+  // typo'd field) is reported here, as Rust reports other malformed values.
+  if (typeof expirationMs === 'number' && !Number.isFinite(expirationMs)) {
+    const got = expiration instanceof Date ? 'an invalid Date' : String(expirationMs)
+    throw pubsubError('ERR_INVALID_OPTION', `${what}: 'expiration' must be a Date or a time in milliseconds since 1970, got ${got}`)
+  }
+  return plainOptions({ accessKeyId, secretAccessKey, sessionToken, expiration: expirationMs }, 'credentials.')
 }
 
 function reasonOf(error) {
@@ -500,11 +507,16 @@ class PubSubBase extends EventEmitter {
   #fetchCredentials(request) {
     new Promise((resolve) => resolve(this.#credentialsFunction())).then(
       (value) => {
+        let plain
         try {
-          this.#native.credentialsResolved(request, plainCredentials(value))
+          plain = plainCredentials(value, "The credentials function's result")
         } catch (error) {
-          this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`)
+          // A malformed value (an invalid Date) is a bug in the function that asking again will
+          // not fix; a getter that throws may be a passing failure.
+          if (error && error.code === 'ERR_INVALID_OPTION') return this.#native.credentialsRejected(request, error.message, true)
+          return this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`)
         }
+        this.#native.credentialsResolved(request, plain)
       },
       (error) => this.#native.credentialsRejected(request, `The credentials function failed: ${reasonOf(error)}`),
     )

@@ -408,7 +408,7 @@ impl Client {
     }
 
     /// JS's answer for the credentials function (see `CredentialSource::answer`).
-    pub fn answer_credentials(&self, request: u32, answer: std::result::Result<&serde_json::Value, String>) {
+    pub fn answer_credentials(&self, request: u32, answer: std::result::Result<&serde_json::Value, (String, bool)>) {
         if let Some(aws) = &self.shared.aws {
             aws.credentials.answer(request, answer);
         }

@@ -180,8 +180,9 @@ impl CredentialSource {
     }
 
     /// JS's answer to `Event::CredentialsWanted { request }`: the function's value, or why it
-    /// failed. Answers to a request no longer waited for are ignored.
-    pub fn answer(&self, request: u32, answer: std::result::Result<&Value, String>) {
+    /// failed and whether its value was malformed. Answers to a request no longer waited for
+    /// are ignored.
+    pub fn answer(&self, request: u32, answer: std::result::Result<&Value, (String, bool)>) {
         let mut waiting = self.waiting.lock();
         if !matches!(&*waiting, Some((id, _)) if *id == request) {
             return;
@@ -190,7 +191,8 @@ impl CredentialSource {
             // The function failing may heal; a malformed value is a bug in it that will not.
             let result = match answer {
                 Ok(value) => parse_credentials(value, "The credentials function's result").map_err(PubSubError::Credentials),
-                Err(reason) => Err(PubSubError::CredentialsUnavailable(reason)),
+                Err((reason, true)) => Err(PubSubError::Credentials(reason)),
+                Err((reason, false)) => Err(PubSubError::CredentialsUnavailable(reason)),
             };
             let _ = sender.send(result);
         }

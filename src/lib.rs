@@ -138,10 +138,12 @@ impl NativeClient {
         self.client.answer_credentials(request, Ok(&credentials))
     }
 
-    /// Why the credentials function failed for the `credentials` event `request`.
+    /// Why the credentials function failed for the `credentials` event `request`. `malformed`:
+    /// it answered a value JS could not hand over (asking again will not help), rather than
+    /// failing to answer.
     #[napi]
-    pub fn credentials_rejected(&self, request: u32, reason: String) {
-        self.client.answer_credentials(request, Err(reason))
+    pub fn credentials_rejected(&self, request: u32, reason: String, malformed: Option<bool>) {
+        self.client.answer_credentials(request, Err((reason, malformed.unwrap_or(false))))
     }
 
     #[napi]

@@ -260,6 +260,17 @@ pub fn parse_qos(value: u32) -> Result<QoS> {
     }
 }
 
+/// The query parameters of a SigV4 presigned URL, which signing adds to the endpoint's query.
+const SIGV4_QUERY_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
+
 /// AWS IoT's fixed limit on the MQTT client id, in bytes.
 const IOT_MAX_CLIENT_ID_BYTES: usize = 128;
 
@@ -384,6 +395,9 @@ fn parse_will(value: &Value) -> Result<Option<Will>> {
 /// An AWS IoT endpoint: `wss://host/mqtt`, also accepted as the bare host that
 /// `aws iot describe-endpoint` prints, or without the `/mqtt` path.
 fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
+    // Pasted from a terminal or a file: the scheme is added below, so spaces around the host
+    // would otherwise read as part of it ("invalid international domain name").
+    let raw = raw.trim();
     let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("wss://{raw}") };
     let bad = |why: String| invalid_endpoint(raw, &why);
     // Two mistakes the generic messages would mislead on: the user name and password options
@@ -416,6 +430,24 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     // AWS IoT answers WebSocket upgrades on /mqtt only; anything else fails at every connect.
     if url.path() != "/mqtt" {
         return Err(bad(format!("AWS IoT takes MQTT over WebSockets at the path /mqtt only, not '{}'", url.path())));
+    }
+    // A presigned URL pasted as the endpoint (from a browser's network panel, a log, an older
+    // SDK): every connect adds its own signature, and AWS IoT refuses a query that carries two
+    // of a parameter, so each connect would fail with a 403 that blames the keys or the clock.
+    let mut presign_params: Vec<String> = Vec::new();
+    for (name, _) in url.query_pairs() {
+        if SIGV4_QUERY_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&name)) && !presign_params.iter().any(|n| *n == name) {
+            presign_params.push(name.into_owned());
+        }
+    }
+    if !presign_params.is_empty() {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port().map_or_else(String::new, |p| format!(":{p}"));
+        return Err(bad(format!(
+            "it already carries a SigV4 signature ({}), as a presigned URL does: pass the URL without it \
+             ('wss://{host}{port}/mqtt'); each connect is signed afresh with the credentials",
+            presign_params.join(", ")
+        )));
     }
     Ok(endpoint)
 }
@@ -749,6 +781,20 @@ mod tests {
         }
         // The generic provider takes any path.
         assert!(mqtt(&json!({ "endpoint": "wss://h/other" })).is_ok());
+    }
+
+    #[test]
+    fn an_iot_endpoint_that_is_already_presigned_is_refused_and_other_queries_kept() {
+        let host = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        let err = iot(&json!({ "endpoint": format!("{host}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDPASTED%2Fx&x-amz-signature=abc") })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+        let message = err.to_string();
+        assert!(message.contains("already carries a SigV4 signature (X-Amz-Algorithm, X-Amz-Credential, x-amz-signature)"), "{message}");
+        assert!(message.contains(&format!("'{host}'")) && !message.contains("AKIDPASTED"), "{message}");
+        let o = iot(&json!({ "endpoint": format!("{host}?custom=1") })).unwrap();
+        assert_eq!(o.endpoint.url, format!("{host}?custom=1"));
+        let o = iot(&json!({ "endpoint": "  x-ats.iot.us-east-1.amazonaws.com \n" })).unwrap();
+        assert_eq!(o.endpoint.url, host);
     }
 
     #[test]
