@@ -335,13 +335,13 @@ test('expired credentials are never used: fetched again, and refused if still ex
   const fixed = iotPubSub(t, { region: 'us-east-1', credentials: expired })
   const staticError = await t.throwsAsync(fixed.publish(uniqueTopic('expired'), 1))
   t.is(staticError.code, 'ERR_CREDENTIALS')
-  t.regex(staticError.message, /The credentials in the 'credentials' option expired \d+ s ago/)
+  t.regex(staticError.message, /The credentials in the 'credentials' option expired \d+ s ago .*; pass a function that returns fresh ones/)
 
   const fresh = { ...keys, expiration: new Date(Date.now() + 3_600_000) }
   const answers = [expired, fresh]
   const refreshing = iotPubSub(t, { region: 'us-east-1', credentials: async () => answers.shift() })
   const functionError = await t.throwsAsync(refreshing.publish(uniqueTopic('expired'), 1))
-  t.regex(functionError.message, /The credentials the credentials function returned expired/)
+  t.regex(functionError.message, /The credentials the credentials function returned expired .*; the function must return fresh ones/)
   // The next connection asks again and gets fresh ones (an ISO string works too).
   answers.unshift({ ...fresh, expiration: fresh.expiration.toISOString() })
   await refreshing.publish(uniqueTopic('expired'), 2)

@@ -141,19 +141,24 @@ impl CredentialSource {
         };
         if let Some(expiry) = credentials.expiry() {
             if let Ok(ago) = SystemTime::now().duration_since(expiry) {
-                let (source, error): (_, fn(String) -> PubSubError) = match self.option {
-                    CredentialsOption::Static(_) => ("The credentials in the 'credentials' option", PubSubError::Credentials),
-                    CredentialsOption::Function => {
-                        ("The credentials the credentials function returned", PubSubError::CredentialsUnavailable)
-                    }
-                    CredentialsOption::DefaultChain => {
-                        ("The credentials from the AWS default chain", PubSubError::CredentialsUnavailable)
-                    }
+                let (source, advice, error): (_, _, fn(String) -> PubSubError) = match self.option {
+                    CredentialsOption::Static(_) => (
+                        "The credentials in the 'credentials' option",
+                        "pass a function that returns fresh ones",
+                        PubSubError::Credentials,
+                    ),
+                    CredentialsOption::Function => (
+                        "The credentials the credentials function returned",
+                        "the function must return fresh ones",
+                        PubSubError::CredentialsUnavailable,
+                    ),
+                    CredentialsOption::DefaultChain => (
+                        "The credentials from the AWS default chain",
+                        "refresh their source (the profile, `aws sso login`, the credential process) or pass a function that returns fresh ones",
+                        PubSubError::CredentialsUnavailable,
+                    ),
                 };
-                return Err(error(format!(
-                    "{source} expired {} s ago (their 'expiration'); pass a function that returns fresh ones",
-                    ago.as_secs()
-                )));
+                return Err(error(format!("{source} expired {} s ago (their 'expiration'); {advice}", ago.as_secs())));
             }
         }
         Ok(credentials)
