@@ -3,7 +3,7 @@
 const test = require('ava')
 const fs = require('node:fs')
 const path = require('node:path')
-const { execFileSync } = require('node:child_process')
+const { execFileSync, spawnSync } = require('node:child_process')
 
 const root = path.join(__dirname, '..')
 const SHARED = [
@@ -72,3 +72,78 @@ test('the documented TypeScript usage typechecks and misuse does not (tsc --noEm
     t.fail(`tsc reported:\n${error.stdout}${error.stderr}`)
   }
 })
+
+/**
+ * Requires the package from a temporary node_modules holding its JS but no native addon (as an
+ * install without its platform package leaves it), after `setup(dir)`; returns stderr.
+ */
+function requireWithoutAddon(t, { setup, preload } = {}) {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'native-pubsub-noaddon-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const pkg = path.join(dir, 'node_modules', 'native-pubsub')
+  fs.mkdirSync(pkg, { recursive: true })
+  for (const file of ['package.json', 'index.js', 'iot.js', 'mqtt.js', 'binding.js', 'lib']) {
+    fs.cpSync(path.join(root, file), path.join(pkg, file), { recursive: true })
+  }
+  if (setup) setup(dir)
+  const env = { ...process.env }
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH
+  delete env.NODE_PATH
+  const args = [...(preload ? ['--require', preload] : []), '-e', "require('native-pubsub')"]
+  const result = spawnSync(process.execPath, args, { cwd: dir, env, encoding: 'utf8' })
+  t.not(result.status, 0)
+  return result.stderr
+}
+
+test('without its native addon, require names the platform package to install, not an npm bug', (t) => {
+  const { platformName, PREBUILT } = loadErrorHelpers()
+  const platform = platformName()
+  t.true(PREBUILT.includes(platform), `tests run on a platform with a prebuilt binary (${platform})`)
+  const stderr = requireWithoutAddon(t)
+  t.regex(stderr, /ERR_NATIVE_ADDON/)
+  t.true(stderr.includes(`its native addon for ${platform} is not installed`), stderr)
+  t.true(stderr.includes(`optional dependency native-pubsub-${platform}@${require('../package.json').version}`), stderr)
+  // The error thrown is this one; napi-rs's ("npm has a bug …, try npm i again") is only its cause.
+  t.regex(stderr.split('\n').find((line) => /^\w*Error\b/.test(line)) || '', /^Error: native-pubsub: /)
+})
+
+test('a platform package that is there but does not load: its error is in the message', (t) => {
+  const { platformName } = loadErrorHelpers()
+  const stderr = requireWithoutAddon(t, {
+    setup(dir) {
+      const pkg = path.join(dir, 'node_modules', `native-pubsub-${platformName()}`)
+      fs.mkdirSync(pkg, { recursive: true })
+      fs.writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: path.basename(pkg), version: '0.1.0', main: 'addon.node' }))
+      fs.writeFileSync(path.join(pkg, 'addon.node'), 'not a shared library')
+    },
+  })
+  t.true(stderr.includes(`its native addon for ${platformName()} was found but did not load`), stderr)
+  t.regex(stderr, /addon\.node: (file too short|invalid ELF header|.*not a valid)/)
+})
+
+test('on a platform without a prebuilt binary (musl), the error says so and lists those there are', (t) => {
+  if (process.platform !== 'linux') return t.pass('a linux-only simulation')
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'native-pubsub-musl-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  // What process.report says on musl: no glibcVersionRuntime.
+  const preload = path.join(dir, 'musl.js')
+  fs.writeFileSync(
+    preload,
+    `const getReport = process.report.getReport.bind(process.report)
+process.report.getReport = () => { const r = getReport(); delete r.header.glibcVersionRuntime; return r }`,
+  )
+  const stderr = requireWithoutAddon(t, { preload })
+  t.true(stderr.includes(`no prebuilt native addon for linux-${process.arch}-musl`), stderr)
+  t.true(stderr.includes('linux-x64-gnu') && stderr.includes('NAPI_RS_NATIVE_LIBRARY_PATH'), stderr)
+})
+
+test('the platforms the load error calls prebuilt are the npm/ packages and package.json napi targets', (t) => {
+  const { PREBUILT } = loadErrorHelpers()
+  t.deepEqual([...PREBUILT].sort(), fs.readdirSync(path.join(root, 'npm')).sort())
+  t.is(require('../package.json').napi.targets.length, PREBUILT.length)
+})
+
+/** lib/native.js's helpers (it loads the addon, which the test process has). */
+function loadErrorHelpers() {
+  return require('../lib/native')
+}

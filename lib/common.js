@@ -1,5 +1,5 @@
 'use strict'
-const binding = require('../binding.js')
+const { binding } = require('./native')
 const { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC } = require('./constants')
 const { Hub } = require('./hub')
 const { Amplify } = require('./singleton')

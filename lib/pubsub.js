@@ -1,6 +1,6 @@
 'use strict'
 const { EventEmitter } = require('node:events')
-const { NativeClient } = require('../binding.js')
+const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')

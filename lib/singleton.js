@@ -9,7 +9,7 @@
 // the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
-const { knownOptions } = require('../binding.js')
+const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
