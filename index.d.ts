@@ -47,6 +47,8 @@ export type ErrorCode =
   | 'ERR_NO_PROVIDER'
   /** Node could not set up the native callback (should never happen). */
   | 'ERR_INTERNAL'
+  /** Thrown by `require`/`import` when the native addon is missing or does not load (see the README). */
+  | 'ERR_NATIVE_ADDON'
 
 /** Every error this package produces is an `Error` with a stable `code`. */
 export interface PubSubError extends Error {
