@@ -5,7 +5,9 @@
 //!   maps code 64 KiB around each page touched, so scattered hot code keeps most of the
 //!   addon's text resident. Regenerate it with `node link/hot-functions.js`.
 //! - Packed relative relocations (DT_RELR): the loader reads a few KiB instead of 300. The
-//!   addon then needs glibc 2.36 to load, so only when it is built for the glibc it runs on.
+//!   addon then needs glibc 2.36 to load, so only when it is built for the glibc it runs on,
+//!   and not for a binary to ship to other machines (`NATIVE_PUBSUB_PORTABLE=1`, which the
+//!   prebuilt npm/ packages need: `scripts/prepublish.js` refuses a binary built without it).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ fn main() {
     napi_build::setup();
     println!("cargo:rerun-if-changed={HOT_FUNCTIONS}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=NATIVE_PUBSUB_PORTABLE");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
@@ -34,7 +37,8 @@ fn main() {
         }
     }
     let relr = ["-Wl,-z,pack-relative-relocs".to_string()];
-    if builds_for_own_glibc() && host_glibc().is_some_and(|v| v >= RELR_GLIBC) && linker_accepts(&relr) {
+    let portable = env::var_os("NATIVE_PUBSUB_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0");
+    if !portable && builds_for_own_glibc() && host_glibc().is_some_and(|v| v >= RELR_GLIBC) && linker_accepts(&relr) {
         println!("cargo:rustc-cdylib-link-arg={}", relr[0]);
     }
 }
