@@ -9,7 +9,7 @@
 // synchronous burst, so that the connection sends while JS is still publishing. A burst's
 // segments start small and double, so Rust gets the first of it early, and every path of `push`
 // runs within its first few hundred publishes: a path first taken after V8 has optimised it
-// costs a deoptimisation and a recompile in the middle of the burst (README, "Performance").
+// costs a deoptimisation and a recompile in the middle of the burst (bench/FINDINGS.md, "Optimised code kept for the whole burst").
 // When Rust's backlog is full, the rest waits here, in order, until the `writable` event or
 // until the next segment fills.
 

@@ -410,7 +410,7 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                     // JS is behind, and all that was read is queued: let the broker run before
                     // the next read. Where it shares a core with us, reading as soon as a little
                     // data arrives takes a flow in small pieces, a wake-up for both each time
-                    // (README, "The burst, then the drain").
+                    // (bench/FINDINGS.md, "The burst, then the drain").
                     if eventloop.state.events.is_empty() && shared.delivery.is_behind() {
                         std::thread::yield_now();
                     }
