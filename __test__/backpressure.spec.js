@@ -190,20 +190,29 @@ test('publishes the connection could take only part of are handed over later, co
   t.true([...gotA, ...gotB].every((m) => m.pad.length === m.i % 700), 'every payload whole')
 })
 
+/**
+ * A mosquitto of the test's own, a subscriber's `for await` iterator on a topic (at QoS 1) that
+ * has taken its first message, and a publisher. The loop subscribes on its own; probes
+ * (`{ probe: true }`) tell when the broker has the subscription.
+ */
+async function forAwaitLoop(t, name) {
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const topic = uniqueTopic(name)
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const messages = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+  const probes = setInterval(() => publisher.publish(topic, { probe: true }, { qos: 1 }), 50)
+  await messages.next()
+  clearInterval(probes)
+  return { subscriber, publisher, topic, messages }
+}
+
 test('a for await loop that falls behind holds the messages back at the connection, and then gets them all in order', async (t) => {
   // Its observer only buffers, so without holding back every message would be read off the
   // socket and buffered in JS: 20 MB here, without bound in general.
   t.timeout(60_000)
-  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
-  t.teardown(() => broker.stop())
-  const topic = uniqueTopic('for-await')
-  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
-  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
-  const messages = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
-  // The loop subscribes on its own; probes tell when the broker has the subscription.
-  const probes = setInterval(() => publisher.publish(topic, { probe: true }, { qos: 1 }), 50)
-  await messages.next()
-  clearInterval(probes)
+  const { subscriber, publisher, topic, messages } = await forAwaitLoop(t, 'for-await')
 
   const N = 5_000
   const pad = 'x'.repeat(4_096)
@@ -233,15 +242,7 @@ test('a for await loop that falls behind holds the messages back at the connecti
 
 test('close() ends a for await loop that falls behind, also when it falls behind after close()', async (t) => {
   t.timeout(30_000)
-  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
-  t.teardown(() => broker.stop())
-  const topic = uniqueTopic('for-await-close')
-  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
-  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
-  const messages = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
-  const probes = setInterval(() => publisher.publish(topic, { probe: true }, { qos: 1 }), 50)
-  await messages.next()
-  clearInterval(probes)
+  const { subscriber, publisher, topic, messages } = await forAwaitLoop(t, 'for-await-close')
   const sent = []
   for (let seq = 0; seq < 2_000; seq++) sent.push(publisher.publish(topic, { seq, pad: 'x'.repeat(4_096) }, { qos: 1 }))
   // Still in the same tick: the subscriber's connection has read hundreds of messages that JS

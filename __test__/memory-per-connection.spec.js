@@ -55,32 +55,28 @@ test(`a WebSocket connection that has received messages costs under 200 KiB of R
   t.true(perConnectionKiB < 200, `${perConnectionKiB.toFixed(0)} KiB per connection`)
 })
 
-test('a closed instance is garbage-collected: a server that opens and closes instances does not grow', async (t) => {
-  t.timeout(60_000)
-  const broker = await startMosquitto()
-  t.teardown(() => broker.stop())
-  // Each instance connects, subscribes and publishes, and is closed; once nothing refers to it,
-  // the garbage collector reclaims it (and, with it, its native client).
+/**
+ * Runs `useOne(i)` (the source of an async function that makes an instance with
+ * `new PubSub(...)`, registers it with `registry` and uses it) for i = 0..19 in a script of its
+ * own, then collects garbage until all 20 instances are gone or 50 collections have run;
+ * resolves with how many were collected.
+ */
+async function collectedInstances(t, broker, useOne) {
   const run = runScript(
     t,
     pubsubScript(
       `let collected = 0
        const registry = new FinalizationRegistry(() => collected++)
        const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-       async function openUseAndClose(i) {
-         const instance = new PubSub({ endpoint: process.env.BROKER })
-         registry.register(instance, i)
-         await instance.subscribe('memory/closed/' + i).subscribe({ next() {} }).ready
-         await instance.publish('memory/closed/' + i, { i }, { qos: 1 })
-         await instance.close()
-       }
+       const useOne = ${useOne}
        ;(async () => {
          await pubsub.close()
-         for (let i = 0; i < 20; i++) await openUseAndClose(i)
+         for (let i = 0; i < 20; i++) await useOne(i)
          for (let k = 0; k < 50 && collected < 20; k++) {
            global.gc()
            await sleep(20)
          }
+         await sleep(200) // for the DISCONNECTs the collected instances' native clients send
          console.log(JSON.stringify({ collected }))
        })()`,
     ),
@@ -89,9 +85,29 @@ test('a closed instance is garbage-collected: a server that opens and closes ins
   )
   const { code } = await run.exited
   t.is(code, 0, run.stderr)
+  return JSON.parse(run.stdout.trim().split('\n').pop()).collected
+}
+
+test('a closed instance is garbage-collected: a server that opens and closes instances does not grow', async (t) => {
+  t.timeout(60_000)
+  const broker = await startMosquitto()
+  t.teardown(() => broker.stop())
+  // Each instance connects, subscribes and publishes, and is closed; once nothing refers to it,
+  // the garbage collector reclaims it (and, with it, its native client).
+  const collected = await collectedInstances(
+    t,
+    broker,
+    `async (i) => {
+       const instance = new PubSub({ endpoint: process.env.BROKER })
+       registry.register(instance, i)
+       await instance.subscribe('memory/closed/' + i).subscribe({ next() {} }).ready
+       await instance.publish('memory/closed/' + i, { i }, { qos: 1 })
+       await instance.close()
+     }`,
+  )
   // Every one of the 20. Before, none was ever collected: the native client's event callback, a
   // GC root, held each instance.
-  t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()), { collected: 20 })
+  t.is(collected, 20)
 })
 
 test('an instance dropped without close() is garbage-collected once idle, and its connection ends', async (t) => {
@@ -99,35 +115,17 @@ test('an instance dropped without close() is garbage-collected once idle, and it
   const broker = await startMosquitto({ lines: ['log_type notice', 'connection_messages true'] })
   t.teardown(() => broker.stop())
   // Half of them connected (a publish) and then sat idle; half never connected. Nothing refers
-  // to any of them once `useAndDrop` returns.
-  const run = runScript(
+  // to any of them once the function returns.
+  const collected = await collectedInstances(
     t,
-    pubsubScript(
-      `let collected = 0
-       const registry = new FinalizationRegistry(() => collected++)
-       const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-       async function useAndDrop(i) {
-         const instance = new PubSub({ endpoint: process.env.BROKER, clientId: 'dropped-' + i })
-         registry.register(instance, i)
-         if (i % 2 === 0) await instance.publish('memory/dropped/' + i, { i }, { qos: 1 })
-       }
-       ;(async () => {
-         await pubsub.close()
-         for (let i = 0; i < 20; i++) await useAndDrop(i)
-         for (let k = 0; k < 50 && collected < 20; k++) {
-           global.gc()
-           await sleep(20)
-         }
-         await sleep(200)
-         console.log(JSON.stringify({ collected }))
-       })()`,
-    ),
-    { BROKER: broker.tcpUrl },
-    { nodeArgs: ['--expose-gc'] },
+    broker,
+    `async (i) => {
+       const instance = new PubSub({ endpoint: process.env.BROKER, clientId: 'dropped-' + i })
+       registry.register(instance, i)
+       if (i % 2 === 0) await instance.publish('memory/dropped/' + i, { i }, { qos: 1 })
+     }`,
   )
-  const { code } = await run.exited
-  t.is(code, 0, run.stderr)
-  t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()), { collected: 20 })
+  t.is(collected, 20)
   // The ten that connected said DISCONNECT when they were collected, not at the process's exit.
   const log = broker.log()
   for (let i = 0; i < 20; i += 2) t.regex(log, new RegExp(`Client dropped-${i} disconnected\\.`))

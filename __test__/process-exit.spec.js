@@ -171,6 +171,23 @@ test('a script that subscribes and then calls close() exits with code 0', async 
   t.is(run.stderr, '')
 })
 
+/**
+ * For a script that prints 'ready', then 'got <message>' for each message on `topic` and closes
+ * on 'close': sends 'first', checks the script survived what its callbacks did (`what`), then
+ * 'second' and 'close'.
+ */
+async function sendFirstSecondClose(t, run, topic, what) {
+  await printed(run, 'ready')
+  const publisher = newPubSub(t)
+  await publisher.publish(topic, 'first', { qos: 1 })
+  await printed(run, 'got first')
+  await sleep(500)
+  t.true(stillRunning(run), `${what} ended the process: ${run.stderr}`)
+  await publisher.publish(topic, 'second', { qos: 1 })
+  await printed(run, 'got second')
+  await publisher.publish(topic, 'close', { qos: 1 })
+}
+
 test('a subscriber whose next callback throws keeps running, warns on stderr, and exits 0 after close()', async (t) => {
   const topic = uniqueTopic('throwing')
   const run = runPubSubScript(
@@ -187,16 +204,7 @@ test('a subscriber whose next callback throws keeps running, warns on stderr, an
      sub.ready.then(() => console.log('ready'))`,
     { TOPIC: topic },
   )
-  await printed(run, 'ready')
-  const publisher = newPubSub(t)
-  await publisher.publish(topic, 'first', { qos: 1 })
-  await printed(run, 'got first')
-  await sleep(500)
-  t.true(stillRunning(run), `a throwing callback ended the process: ${run.stderr}`)
-
-  await publisher.publish(topic, 'second', { qos: 1 })
-  await printed(run, 'got second')
-  await publisher.publish(topic, 'close', { qos: 1 })
+  await sendFirstSecondClose(t, run, topic, 'a throwing callback')
   await exitsCleanly(t, run, 'ready\ngot first\ngot second\ngot close\nclosed after 3 callbackErrors\n')
   t.regex(run.stderr, /NativePubSubWarning: A subscriber callback threw .*boom from first/)
   t.is(run.stderr.match(/NativePubSubWarning/g).length, 1, 'one warning, not one per throw')
@@ -226,16 +234,7 @@ test('async callbacks that reject, in every slot, are reported as throws are: th
      sub.ready.then(() => console.log('ready'))`,
     { TOPIC: topic },
   )
-  await printed(run, 'ready')
-  const publisher = newPubSub(t)
-  await publisher.publish(topic, 'first', { qos: 1 })
-  await printed(run, 'got first')
-  await sleep(500)
-  t.true(stillRunning(run), `a rejecting callback ended the process: ${run.stderr}`)
-
-  await publisher.publish(topic, 'second', { qos: 1 })
-  await printed(run, 'got second')
-  await publisher.publish(topic, 'close', { qos: 1 })
+  await sendFirstSecondClose(t, run, topic, 'a rejecting callback')
   // error once, next three times, complete once.
   await exitsCleanly(t, run, 'ready\ngot first\ngot second\ngot close\nclosed after 5 callbackErrors\n')
   t.regex(run.stderr, /NativePubSubWarning: A subscriber callback threw .*rejected in error/)
