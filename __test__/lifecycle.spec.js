@@ -70,6 +70,24 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
   t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
 })
 
+/**
+ * The states Hub's 'pubsub' channel announces for `pubsub` while it connects for a subscription
+ * and disconnects once it is unsubscribed (four, then 50 ms for any that should not come).
+ */
+async function hubStatesOfOneCycle(t, pubsub, name) {
+  const states = []
+  const stop = Hub.listen('pubsub', (capsule) => {
+    if (capsule.payload.data.provider === pubsub) states.push(capsule.payload.data.connectionState)
+  })
+  t.teardown(stop)
+  const sub = pubsub.subscribe(uniqueTopic(name)).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => states.length === 4, 5_000, 'four Hub capsules')
+  await sleep(50)
+  return states
+}
+
 test('a ConnectionStateChange listener that throws keeps no state change from other listeners or Hub', async (t) => {
   const marker = `state-listener-${uniqueTopic('marker')}`
   const warnings = captureWarnings(t, marker)
@@ -81,17 +99,7 @@ test('a ConnectionStateChange listener that throws keeps no state change from ot
   })
   const nextListenerSaw = []
   pubsub.on(CONNECTION_STATE_CHANGE, (state) => nextListenerSaw.push(state))
-  const hubSaw = []
-  const stop = Hub.listen('pubsub', (capsule) => {
-    if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
-  })
-  t.teardown(stop)
-
-  const sub = pubsub.subscribe(uniqueTopic('state-throws')).subscribe({ next() {} })
-  await sub.ready
-  sub.unsubscribe()
-  await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
-  await sleep(50)
+  const hubSaw = await hubStatesOfOneCycle(t, pubsub, 'state-throws')
   t.deepEqual(instanceSaw, FULL_CYCLE)
   t.deepEqual(nextListenerSaw, FULL_CYCLE)
   t.deepEqual(hubSaw, FULL_CYCLE)
@@ -106,17 +114,7 @@ test('a Hub listener that throws at every state change is reported by one warnin
     throw new Error(marker)
   })
   t.teardown(throwing)
-  const hubSaw = []
-  const stop = Hub.listen('pubsub', (capsule) => {
-    if (capsule.payload.data.provider === pubsub) hubSaw.push(capsule.payload.data.connectionState)
-  })
-  t.teardown(stop)
-
-  const sub = pubsub.subscribe(uniqueTopic('hub-throws')).subscribe({ next() {} })
-  await sub.ready
-  sub.unsubscribe()
-  await waitFor(() => hubSaw.length === 4, 5_000, 'four Hub capsules')
-  await sleep(50)
+  const hubSaw = await hubStatesOfOneCycle(t, pubsub, 'hub-throws')
   t.deepEqual(hubSaw, FULL_CYCLE)
   t.is(warnings.length, 1, 'four throws, one warning')
 })

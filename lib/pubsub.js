@@ -289,10 +289,7 @@ class PubSubBase extends EventEmitter {
       this.#native.close()
       // The `closed` event that completes the observers must not wait behind a loop held back.
       this.#heldBackBy.clear()
-      if (this.#deliveryHeld) {
-        this.#deliveryHeld = false
-        this.#native.resumeDelivery()
-      }
+      this.#resumeDelivery()
       const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       for (const op of this.#outgoing.drain()) this.#settle(op, closed)
       this.#keepAliveIfBusy()
@@ -337,7 +334,7 @@ class PubSubBase extends EventEmitter {
         this.#release(id)
         this.#keepAliveIfBusy()
       },
-      [FLOW]: (flowing) => this.#flow(entry, flowing && !entry.closed),
+      [FLOW]: (flowing) => this.#flow(entry, flowing),
     }
     try {
       const list = toTopicList(topics)
@@ -428,10 +425,16 @@ class PubSubBase extends EventEmitter {
     // Once closing, nothing is held back: the `closed` event must reach JS.
     if (!flowing && !entry.closed && this.#closing === null) {
       this.#heldBackBy.add(entry)
-    } else if (this.#heldBackBy.delete(entry) && this.#heldBackBy.size === 0 && this.#deliveryHeld) {
-      this.#deliveryHeld = false
-      this.#native.resumeDelivery()
+    } else if (this.#heldBackBy.delete(entry) && this.#heldBackBy.size === 0) {
+      this.#resumeDelivery()
     }
+  }
+
+  /** Lets Rust send batches again if the last one's callback held them back. */
+  #resumeDelivery() {
+    if (!this.#deliveryHeld) return
+    this.#deliveryHeld = false
+    this.#native.resumeDelivery()
   }
 
   /**

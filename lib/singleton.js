@@ -301,6 +301,8 @@ function subscribe(...args) {
     const { next, error, complete } = observer
     const providerOptions = withoutProvider(options)
     if (providers.length === 1) {
+      // The provider's own subscription, so that an observer without `error` is left to the
+      // instance, which warns once per error code.
       const [provider] = providers
       return provider.subscribe(topics, providerOptions).subscribe({
         next: next && ((value) => next({ provider, value })),
