@@ -540,6 +540,35 @@ test('on a first connect, the default chain failing to fetch is ERR_CREDENTIALS 
   t.notRegex(result.message, /No AWS credentials found/)
 })
 
+test('a failing credential_process reaches the user with its diagnostic, and with anything secret-like masked', async (t) => {
+  const env = cleanAwsEnvironment(t)
+  const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
+  const token = 'IQoJb3JpZ2luX2VjEHkaCXVzLWVhc3QtMSJHMEUCIQDexampletoken'
+  // A helper that dumps its environment on failure, as debugging scripts do.
+  const script = path.join(path.dirname(env.AWS_CONFIG_FILE), 'credentials.sh')
+  fs.writeFileSync(script, `echo "debug: AWS_SECRET_ACCESS_KEY=${secret} AWS_SESSION_TOKEN=${token}" >&2\necho "the SSO session has expired: run aws sso login" >&2\nexit 3\n`)
+  fs.writeFileSync(env.AWS_CONFIG_FILE, `[default]\ncredential_process = /bin/sh ${script}\n`)
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
+     pubsub.publish('aws-iot/process-fails', 'x')
+       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
+       .finally(() => pubsub.close())`,
+    { ...env, ENDPOINT: gateway.url, CA: gateway.ca },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const result = JSON.parse(run.stdout)
+  t.is(result.code, 'ERR_CREDENTIALS')
+  t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*exited with code.*3/s)
+  t.regex(result.message, /AWS_SECRET_ACCESS_KEY=\[redacted\] AWS_SESSION_TOKEN=\[redacted\]/)
+  t.regex(result.message, /the SSO session has expired: run aws sso login$/)
+  // aws-config wraps the process's error in causes that repeat each other: said once.
+  t.is(result.message.split('an error occurred while loading credentials').length, 2, result.message)
+  for (const part of [secret, token, 'wJalrXUtnFEMI', 'IQoJb3JpZ2lu']) t.false(result.message.includes(part), `${part} in ${result.message}`)
+})
+
 test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
   let backendDown = false
   // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
@@ -649,6 +678,11 @@ test('the region comes from an AWS IoT endpoint host; a custom domain needs the 
   t.teardown(() => fromHost.close())
   const bareHost = new PubSub({ aws_pubsub_endpoint: 'a1b2c3-ats.iot.cn-north-1.amazonaws.com.cn', aws_pubsub_region: 'cn-north-1' })
   t.teardown(() => bareHost.close())
+  // A fully qualified host (the DNS root's trailing dot) names its region as well.
+  const rooted = new PubSub({ endpoint: 'a1b2c3-ats.iot.eu-west-3.amazonaws.com.' })
+  t.teardown(() => rooted.close())
+  const mismatch = t.throws(() => new PubSub({ endpoint: 'a1b2c3-ats.iot.eu-west-3.amazonaws.com.', region: 'us-east-1' }))
+  t.regex(mismatch.message, /is in 'eu-west-3'/)
   const error = t.throws(() => new PubSub({ endpoint: 'wss://iot.example.com/mqtt' }))
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.regex(error.message, /Cannot tell the AWS region from the endpoint host 'iot\.example\.com'.*pass the 'region' option/)
@@ -735,10 +769,14 @@ test('a clientId over 128 bytes (AWS IoT\'s fixed limit) throws for AWS IoT only
   t.teardown(() => generic.close())
 })
 
-test('an https:// endpoint or a user:password@ in an AWS IoT URL throws a message that says what to use', (t) => {
+test('an https:// endpoint, port 8883 or a user:password@ in an AWS IoT URL throws a message that says what to use', (t) => {
   const https = t.throws(() => new PubSub({ endpoint: 'https://a1b2c3-ats.iot.us-east-1.amazonaws.com' }))
   t.is(https.code, 'ERR_INVALID_ENDPOINT')
   t.regex(https.message, /AWS IoT takes MQTT over WebSockets, not https:\/\/: use 'wss:\/\/a1b2c3-ats\.iot\.us-east-1\.amazonaws\.com\/mqtt'/)
+  // 8883 is AWS IoT's MQTT over TLS port (the device SDKs' default), not WebSockets.
+  const tlsPort = t.throws(() => new PubSub({ endpoint: 'a1b2c3-ats.iot.us-east-1.amazonaws.com:8883' }))
+  t.is(tlsPort.code, 'ERR_INVALID_ENDPOINT')
+  t.regex(tlsPort.message, /port 443 only, not 8883: use 'wss:\/\/a1b2c3-ats\.iot\.us-east-1\.amazonaws\.com\/mqtt'/)
   const userInfo = t.throws(() => new PubSub({ endpoint: 'wss://AKIDUSERINFO:SECRETUSERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt' }))
   t.is(userInfo.code, 'ERR_INVALID_ENDPOINT')
   t.regex(userInfo.message, /AWS IoT takes no user name or password in the URL.*'credentials' option or the AWS default chain/)

@@ -1,7 +1,8 @@
 //! AWS credentials for signing, fetched before every connect: from the `credentials` option
 //! (static keys, or a JS function that JS calls when asked) or else the AWS default chain
 //! (aws-config: environment, shared profiles, SSO, web identity, ECS, instance metadata).
-//! No message here ever contains a key, a secret or a token.
+//! No message here ever contains a key, a secret or a token: values are described, never
+//! echoed, and text from outside (a `credential_process`'s stderr) is masked.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,24 +77,64 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// An error and its causes, as one line.
+/// An error and its causes, as one line; a cause that only repeats the one before it (as the
+/// chain's wrappers do) is left out.
 fn with_sources(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
+    let mut last = line.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if text != last {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        last = text;
         source = cause.source();
     }
-    line
+    line.trim_end().to_string()
 }
 
-/// The default chain's failure, with the chain's reason (which names no secret). Every one is
+/// The longest chain reason passed on: a `credential_process` may write pages to stderr.
+const MAX_REASON_CHARS: usize = 500;
+
+/// `text` from outside this process (a `credential_process`'s stderr, a provider's reply) with
+/// every run of base64 characters that could be a key, a secret or a token replaced by
+/// `[redacted]`: 16 or more with a digit or `+` in it, or in capitals and digits only, and
+/// any of 32 or more. Words and most paths survive, so a diagnostic such as "run aws sso login"
+/// still reaches the user; the text is cut at `MAX_REASON_CHARS`.
+fn mask_secret_like(text: &str) -> String {
+    // Without '=': base64 has it only as padding, and `NAME=value` must stay two runs.
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/');
+    let looks_secret = |run: &str| {
+        let length = run.chars().count();
+        length >= 32
+            || (length >= 16
+                && (run.contains(|c: char| c.is_ascii_digit() || c == '+')
+                    || run.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())))
+    };
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let run_end = rest.find(|c: char| !is_base64(c)).unwrap_or(rest.len());
+        let (run, after) = rest.split_at(run_end);
+        masked.push_str(if looks_secret(run) { "[redacted]" } else { run });
+        let gap_end = after.find(is_base64).unwrap_or(after.len());
+        masked.push_str(&after[..gap_end]);
+        rest = &after[gap_end..];
+    }
+    match masked.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &masked[..cut]),
+        None => masked,
+    }
+}
+
+/// The default chain's failure, with the chain's reason, secret-like parts masked. Every one is
 /// `CredentialsUnavailable`: the chain reads the environment and the profile files afresh on
 /// each fetch, so "none found" or "invalid configuration" on a reconnect may be a file being
 /// rewritten, and asking again can help. A first connect still fails at once with it.
 fn describe_chain_failure(error: &CredentialsError) -> PubSubError {
-    let reason = with_sources(error);
+    let reason = mask_secret_like(&with_sources(error));
     PubSubError::CredentialsUnavailable(match error {
         CredentialsError::CredentialsNotLoaded(_) => format!(
             "No AWS credentials found: pass the 'credentials' option, or set up the AWS default chain \
@@ -225,6 +266,29 @@ mod tests {
         assert!(matches!(timed_out, PubSubError::CredentialsUnavailable(_)), "{timed_out:?}");
         let none = describe_chain_failure(&CredentialsError::not_loaded("no providers in chain provided credentials"));
         assert!(matches!(&none, PubSubError::CredentialsUnavailable(m) if m.starts_with("No AWS credentials found")), "{none:?}");
+    }
+
+    #[test]
+    fn chain_failures_mask_what_could_be_a_key_a_secret_or_a_token() {
+        let stderr = "Stderr: export AWS_ACCESS_KEY_ID=AKIAIOSFODNNQEXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY \
+                      token IQoJb3JpZ2luX2VjEHkaCXVzLWVhc3QtMSJHMEUCIQD, key b64longtextwithoutdigitsbutlong; \
+                      the SSO session has expired: run aws sso login --profile dev-admin (see /home/runner/.aws/sso/cache)";
+        let masked = mask_secret_like(stderr);
+        for secret in ["AKIAIOSFODNNQEXAMPLE", "wJalrXUtnFEMI", "bPxRfiCYEXAMPLEKEY", "IQoJb3JpZ2luX2VjEHkaCXVzLWVhc3QtMSJHMEUCIQD", "b64longtextwithoutdigitsbutlong"] {
+            assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+        assert!(masked.contains("AWS_ACCESS_KEY_ID=[redacted] AWS_SECRET_ACCESS_KEY=[redacted] token [redacted], key [redacted];"), "{masked}");
+        assert!(masked.ends_with("the SSO session has expired: run aws sso login --profile dev-admin (see /home/runner/.aws/sso/cache)"), "{masked}");
+        let failed = describe_chain_failure(&CredentialsError::provider_error(format!("external process exited with code 1. {stderr}")));
+        assert!(matches!(&failed, PubSubError::CredentialsUnavailable(m) if m.contains("[redacted]") && !m.contains("wJalrXUtnFEMI")), "{failed:?}");
+    }
+
+    #[test]
+    fn chain_failures_are_cut_at_a_length_a_message_can_carry() {
+        let masked = mask_secret_like(&"é diagnostic ".repeat(100));
+        assert_eq!(masked.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(masked.starts_with("é diagnostic é") && masked.ends_with('…'), "{masked}");
+        assert_eq!(mask_secret_like("Non-success status: 503"), "Non-success status: 503");
     }
 
     #[test]

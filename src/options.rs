@@ -431,6 +431,16 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     if url.path() != "/mqtt" {
         return Err(bad(format!("AWS IoT takes MQTT over WebSockets at the path /mqtt only, not '{}'", url.path())));
     }
+    // Its 8883 is MQTT over TLS without WebSockets: an upgrade there fails at every connect with
+    // a TLS or protocol error that names neither the port nor the fix. Only AWS's own hosts are
+    // checked: a gateway or proxy in front of it may listen anywhere.
+    if let (Some(host), Some(port)) = (url.host_str(), url.port()) {
+        if aws_domain(host).is_some() {
+            return Err(bad(format!(
+                "AWS IoT serves MQTT over WebSockets on port 443 only, not {port}: use 'wss://{host}/mqtt' (or just the host)"
+            )));
+        }
+    }
     // A presigned URL pasted as the endpoint (from a browser's network panel, a log, an older
     // SDK): every connect adds its own signature, and AWS IoT refuses a query that carries two
     // of a parameter, so each connect would fail with a 403 that blames the keys or the clock.
@@ -455,11 +465,18 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
 /// The region in an AWS host: `<prefix>-ats.iot.<region>.amazonaws.com`, also `.amazonaws.com.cn`
 /// and VPC endpoint hosts (`….iot.<region>.vpce.amazonaws.com`).
 pub fn region_from_host(host: &str) -> Option<String> {
-    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let rest = aws_domain(host)?;
     let labels: Vec<&str> = rest.split('.').collect();
     let after_iot = labels.iter().position(|l| *l == "iot").and_then(|i| labels.get(i + 1)).copied();
     let region = [after_iot, labels.last().copied()].into_iter().flatten().find(|l| looks_like_region(l));
     region.map(String::from)
+}
+
+/// What comes before `.amazonaws.com` (or `.amazonaws.com.cn`) in an AWS host, written with or
+/// without the DNS root's trailing dot.
+fn aws_domain(host: &str) -> Option<&str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"))
 }
 
 /// A host label that is a region: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`…
@@ -722,12 +739,27 @@ mod tests {
             ("a1b2c3.ats.iot.cn-north-1.amazonaws.com.cn", Some("cn-north-1")),
             ("a1b2c3-ats.iot.us-gov-west-1.amazonaws.com", Some("us-gov-west-1")),
             ("vpce-0123-abcd.data.iot.ap-southeast-2.vpce.amazonaws.com", Some("ap-southeast-2")),
+            // A fully qualified name, as some DNS tooling prints it.
+            ("a1b2c3-ats.iot.us-west-2.amazonaws.com.", Some("us-west-2")),
             ("iot.example.com", None),
             ("amazonaws.com.evil.example", None),
             ("a.iot.notaregion.amazonaws.com", None),
         ] {
             assert_eq!(region_from_host(host).as_deref(), region, "{host}");
         }
+    }
+
+    #[test]
+    fn aws_iot_hosts_take_websockets_on_port_443_only() {
+        let err = iot(&json!({ "endpoint": "x-ats.iot.us-east-1.amazonaws.com:8883" })).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ENDPOINT");
+        assert!(err.to_string().contains("port 443 only, not 8883: use 'wss://x-ats.iot.us-east-1.amazonaws.com/mqtt'"), "{err}");
+        for endpoint in ["wss://x-ats.iot.us-east-1.amazonaws.com:443/mqtt", "x-ats.iot.us-east-1.amazonaws.com"] {
+            assert!(iot(&json!({ "endpoint": endpoint })).is_ok(), "{endpoint}");
+        }
+        // Not AWS's host: a gateway or a proxy may listen on any port.
+        let o = iot(&json!({ "endpoint": "wss://iot-gateway.example.com:8883/mqtt", "region": "us-east-1" })).unwrap();
+        assert_eq!(o.endpoint.port, 8883);
     }
 
     #[test]
