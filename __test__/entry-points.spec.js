@@ -147,3 +147,31 @@ test('the platforms the load error calls prebuilt are the npm/ packages and pack
 function loadErrorHelpers() {
   return require('../lib/native')
 }
+
+/** The addon built from source beside the package, as `npm install` in a clone leaves it. */
+function localBuilds() {
+  return fs.readdirSync(root).filter((name) => /^native-pubsub\..+\.node$/.test(name))
+}
+
+test('a package packed from a build from source carries its addon, as an install from git needs', (t) => {
+  const builds = localBuilds()
+  t.true(builds.length > 0, 'the test suite runs on a build from source')
+  // --ignore-scripts: packing would otherwise run `prepare`, a release build.
+  const [packed] = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' }))
+  const files = packed.files.map((f) => f.path)
+  for (const build of builds) t.true(files.includes(build), `${build} in ${files.join(', ')}`)
+  t.true(files.includes('binding.js') && files.includes('lib/native.js'), files.join(', '))
+})
+
+test('npm publish refuses while a build from source is beside the package', (t) => {
+  const builds = localBuilds()
+  t.true(builds.length > 0, 'the test suite runs on a build from source')
+  const run = spawnSync(process.execPath, [path.join(root, 'scripts', 'prepublish.js')], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, npm_config_dry_run: 'true' },
+  })
+  t.is(run.status, 1, run.stdout + run.stderr)
+  t.true(run.stderr.includes(`${builds.join(', ')}: a build from source, which must not be published`), run.stderr)
+  t.false(run.stdout.includes('napi pre-publish'), 'napi pre-publish is not reached')
+})
