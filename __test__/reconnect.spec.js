@@ -5,7 +5,7 @@
 // a loopback TCP proxy the tests control (drop, black-hole, half-close, refuse).
 const test = require('ava')
 const { PubSub, Hub } = require('../mqtt.js')
-const { startMosquitto, useMosquitto } = require('./helpers/mosquitto.js')
+const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
@@ -105,6 +105,27 @@ test("each transient failure is a 'connectionDisrupted' event with its reason an
   }
   t.deepEqual(await receivedAfterRestart(t, broker, topic, inbox), { back: true })
   t.deepEqual(inbox.errors, [], 'a transient loss never reaches error')
+})
+
+test("without a 'connectionDisrupted' listener, failed attempts are warned about once per error code, not retried in silence", async (t) => {
+  // A broker that is not there (yet): a port nothing listens on.
+  const port = await freePort()
+  const pubsub = openPubSub(t, { endpoint: `ws://127.0.0.1:${port}/mqtt`, reconnect: { minDelayMs: 50, maxDelayMs: 100 } })
+  // Other tests of this file warn too, each about its own broker.
+  const warnings = captureWarnings(t, `127.0.0.1:${port}`)
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  pubsub.subscribe(uniqueTopic('nobody-there')).subscribe({ next: () => t.fail('no broker, no message') })
+  await waitFor(() => states.filter((s) => s === 'ConnectionDisrupted').length >= 3, 10_000, 'three failed attempts')
+  t.is(warnings.length, 1, warnings.map((w) => w.message).join('\n'))
+  t.regex(warnings[0].message, new RegExp(`^The connection failed or was lost \\(ERR_CONNECTION: .*127\\.0\\.0\\.1:${port}.*\\); reconnecting in \\d+ ms`))
+  t.regex(warnings[0].message, /Listen for 'connectionDisrupted' events/)
+
+  // Someone listening hears every failure instead, and nothing more is warned.
+  const quiet = openPubSub(t, { endpoint: `ws://127.0.0.1:${port}/mqtt`, reconnect: { minDelayMs: 50, maxDelayMs: 100 } })
+  const disruptions = recordEvents(quiet, 'connectionDisrupted')
+  quiet.subscribe(uniqueTopic('nobody-there')).subscribe({ next: () => t.fail('no broker, no message') })
+  await waitFor(() => disruptions.length >= 3, 10_000, 'three failed attempts heard')
+  t.is(warnings.length, 1)
 })
 
 test("a 'connectionDisrupted' listener that throws does not stop the reconnect", async (t) => {

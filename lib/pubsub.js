@@ -483,9 +483,20 @@ class PubSubBase extends EventEmitter {
       }
       case 'state':
         return this.#announce(event.state)
-      case 'disrupted':
+      case 'disrupted': {
         // A transient failure's reason: the state change alone does not say why.
-        return this.#emitGuarded('connectionDisrupted', { error: pubsubError(event.code, event.message), retryInMs: event.retryInMs })
+        const error = pubsubError(event.code, event.message)
+        if (this.listenerCount('connectionDisrupted') === 0) {
+          // Without a word, a subscription to a mistyped host or a broker that is down would
+          // wait for ever in silence: said once per code, as nobody asked for each one.
+          this.#warnOnce(
+            `disrupted:${error.code}`,
+            `The connection failed or was lost (${error.code}: ${error.message}); reconnecting in ${event.retryInMs} ms, and on until it connects. ` +
+              `Listen for 'connectionDisrupted' events to see every failure; without a listener this is said once per error code.`,
+          )
+        }
+        return this.#emitGuarded('connectionDisrupted', { error, retryInMs: event.retryInMs })
+      }
       case 'writable':
         return this.#outgoing.writable()
       case 'credentials':
