@@ -146,20 +146,28 @@ test('credentials from a shared credentials file profile (AWS_PROFILE) connect',
   t.is(upgradesBy(keys.accessKeyId)[0].status, 101)
 })
 
-test('with no credentials anywhere, connecting fails quickly with ERR_CREDENTIALS', async (t) => {
+/**
+ * In a child process with environment `env`, an IoT PubSub using the default chain publishes
+ * once: resolves to the error it failed with, `{ code, message, ms }` (`ms` from the call).
+ */
+async function firstPublishFailure(t, env) {
   const run = runScript(
     t,
     `const { PubSub } = require(${JSON.stringify(ROOT)})
      const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', connectTimeout: 10000 })
      const started = Date.now()
-     pubsub.publish('aws-iot/none', 'x')
+     pubsub.publish('aws-iot/first-publish', 'x')
        .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message, ms: Date.now() - started })))
        .finally(() => pubsub.close())`,
-    { ...cleanAwsEnvironment(t), ENDPOINT: gateway.url, CA: gateway.ca },
+    { ...env, ENDPOINT: gateway.url, CA: gateway.ca },
   )
   const { code } = await run.exited
   t.is(code, 0, run.stderr)
-  const result = JSON.parse(run.stdout)
+  return JSON.parse(run.stdout)
+}
+
+test('with no credentials anywhere, connecting fails quickly with ERR_CREDENTIALS', async (t) => {
+  const result = await firstPublishFailure(t, cleanAwsEnvironment(t))
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /No AWS credentials found: pass the 'credentials' option/)
   t.true(result.ms < 5_000, `took ${result.ms} ms`)
@@ -523,18 +531,7 @@ test.serial('the default chain failing to fetch during a reconnect is retried: t
 test('on a first connect, the default chain failing to fetch is ERR_CREDENTIALS "could not fetch", with its reason', async (t) => {
   const container = await containerCredentials(t, { accessKeyId: 'AKIDUNUSED', secretAccessKey: 'unused' })
   container.down = true
-  const run = runScript(
-    t,
-    `const { PubSub } = require(${JSON.stringify(ROOT)})
-     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
-     pubsub.publish('aws-iot/chain-down', 'x')
-       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
-       .finally(() => pubsub.close())`,
-    { ...cleanAwsEnvironment(t), ENDPOINT: gateway.url, CA: gateway.ca, AWS_CONTAINER_CREDENTIALS_FULL_URI: container.url },
-  )
-  const { code } = await run.exited
-  t.is(code, 0, run.stderr)
-  const result = JSON.parse(run.stdout)
+  const result = await firstPublishFailure(t, { ...cleanAwsEnvironment(t), AWS_CONTAINER_CREDENTIALS_FULL_URI: container.url })
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*503/)
   t.notRegex(result.message, /No AWS credentials found/)
@@ -548,18 +545,7 @@ test('a failing credential_process reaches the user with its diagnostic, and wit
   const script = path.join(path.dirname(env.AWS_CONFIG_FILE), 'credentials.sh')
   fs.writeFileSync(script, `echo "debug: AWS_SECRET_ACCESS_KEY=${secret} AWS_SESSION_TOKEN=${token}" >&2\necho "the SSO session has expired: run aws sso login" >&2\nexit 3\n`)
   fs.writeFileSync(env.AWS_CONFIG_FILE, `[default]\ncredential_process = /bin/sh ${script}\n`)
-  const run = runScript(
-    t,
-    `const { PubSub } = require(${JSON.stringify(ROOT)})
-     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1' })
-     pubsub.publish('aws-iot/process-fails', 'x')
-       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
-       .finally(() => pubsub.close())`,
-    { ...env, ENDPOINT: gateway.url, CA: gateway.ca },
-  )
-  const { code } = await run.exited
-  t.is(code, 0, run.stderr)
-  const result = JSON.parse(run.stdout)
+  const result = await firstPublishFailure(t, env)
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*exited with code.*3/s)
   t.regex(result.message, /AWS_SECRET_ACCESS_KEY=\[redacted\] AWS_SESSION_TOKEN=\[redacted\]/)
