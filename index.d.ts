@@ -192,7 +192,12 @@ export interface PubSubStats {
     offline: number
     /** Publishes refused because the offline queue was full. */
     queueFull: number
-    /** Publishes accepted, then failed because the connection went down before they were sent. */
+    /**
+     * Publishes accepted, then rejected with ERR_CONNECTION when a connection attempt failed or
+     * the connection was lost, because the offline queue policy does not keep them (a QoS 0
+     * publish whose write was cut short included). With `reconnect: false`, or on a permanent
+     * failure, what is pending is rejected with that error and not counted here.
+     */
     connectionLost: number
     /** Incoming messages no observer wanted any more. */
     unrouted: number
