@@ -113,7 +113,8 @@ export interface Observable<T, E = PubSubError> extends AsyncIterable<T> {
 
 export interface WillOptions {
   topic: string
-  message: PublishMessage
+  /** Encoded as publish encodes a message; without it, the will's payload is empty (zero bytes). */
+  message?: PublishMessage
   qos?: Qos
   retain?: boolean
 }
