@@ -45,7 +45,7 @@ export type ErrorCode =
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
   | 'ERR_NO_PROVIDER'
-  /** Node could not set up the native callback (should never happen). */
+  /** A bug of this package: Node could not set up the native callback, or a malformed publish batch (should never happen). */
   | 'ERR_INTERNAL'
   /** Thrown by `require`/`import` when the native addon is missing or does not load (see the README). */
   | 'ERR_NATIVE_ADDON'
