@@ -45,7 +45,7 @@ export type ErrorCode =
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
   | 'ERR_NO_PROVIDER'
-  /** Node could not set up the native callback (should never happen). */
+  /** A bug of this package: Node could not set up the native callback, or a malformed publish batch (should never happen). */
   | 'ERR_INTERNAL'
   /** Thrown by `require`/`import` when the native addon is missing or does not load (see the README). */
   | 'ERR_NATIVE_ADDON'
@@ -113,7 +113,8 @@ export interface Observable<T, E = PubSubError> extends AsyncIterable<T> {
 
 export interface WillOptions {
   topic: string
-  message: PublishMessage
+  /** Encoded as publish encodes a message; without it, the will's payload is empty (zero bytes). */
+  message?: PublishMessage
   qos?: Qos
   retain?: boolean
 }
@@ -192,7 +193,12 @@ export interface PubSubStats {
     offline: number
     /** Publishes refused because the offline queue was full. */
     queueFull: number
-    /** Publishes accepted, then failed because the connection went down before they were sent. */
+    /**
+     * Publishes accepted, then rejected with ERR_CONNECTION when a connection attempt failed or
+     * the connection was lost, because the offline queue policy does not keep them (a QoS 0
+     * publish whose write was cut short included). With `reconnect: false`, or on a permanent
+     * failure, what is pending is rejected with that error and not counted here.
+     */
     connectionLost: number
     /** Incoming messages no observer wanted any more. */
     unrouted: number

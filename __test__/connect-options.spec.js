@@ -50,6 +50,16 @@ test('the will (topic, JSON message, qos, retain) is registered in CONNECT', asy
   t.true(will.retain)
 })
 
+test('a will without a message is registered with an empty payload', async (t) => {
+  const { broker, connects } = await recordingBroker(t)
+  await connectOnce(t, broker.wsUrl, { will: { topic: 'connect-options/empty-will' } })
+  const { will } = connects[0]
+  t.is(will.topic, 'connect-options/empty-will')
+  t.is(will.payload.length, 0)
+  t.is(will.qos, 0)
+  t.false(will.retain)
+})
+
 test('an idle connection sends PINGREQ every keepAlive and stays connected past it', async (t) => {
   const { broker } = await recordingBroker(t)
   let pings = 0

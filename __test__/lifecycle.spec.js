@@ -378,6 +378,7 @@ test("a payload that is not JSON is reported as 'invalidPayload' and one warning
   await sleep(50)
 
   t.is(invalid.length, 2)
+  t.is(pubsub.stats().dropped.invalidPayload, 2, 'stats() counts them')
   t.is(invalid[0].topic, topic)
   t.deepEqual(invalid[0].payload, Buffer.from('not json {'))
   t.deepEqual(invalid[1].payload, Buffer.from([0xff, 0xfe]))

@@ -578,6 +578,29 @@ test('a connection that fails at first is retried until the broker appears, and 
   t.is(states.at(-1), 'Connected')
 })
 
+test('publishes made before the first connection wait for its first attempt; when it fails, the offline queue policy decides', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  proxy.refuse()
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST })
+  pubsub.on('connectionDisrupted', () => {})
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const topic = uniqueTopic('before-first')
+  const qos0 = pubsub.publish(topic, 'q0', { qos: 0 })
+  const qos1 = pubsub.publish(topic, 'q1', { qos: 1 })
+  // The default policy ('qos1') keeps only QoS 1 and 2 once the connection is known to be down.
+  const lost = await t.throwsAsync(qos0, { code: 'ERR_CONNECTION' })
+  t.regex(lost.message, /Not published: the connection failed or was lost before it was sent/)
+  t.like(pubsub.stats(), { queued: { operations: 1 }, dropped: { offline: 0, connectionLost: 1 } })
+  t.true(states.includes('ConnectionDisrupted'), states.join(', '))
+
+  const { client, messages } = await mqttJs(t, sharedBroker.tcpUrl)
+  await client.subscribeAsync(topic, { qos: 1 })
+  proxy.heal()
+  await qos1
+  await waitFor(() => messages.length === 1, 5_000, 'the QoS 1 publish')
+  t.deepEqual(messages.map((m) => m.payload.toString()), ['"q1"'])
+})
+
 // ------------------------------------------------------------------------ the offline queue
 
 /**

@@ -197,7 +197,8 @@ class PubSubBase extends EventEmitter {
         const hint = unknown === 'payload' ? " (the will's payload is its 'message', as in publish)" : ''
         throw pubsubError('ERR_INVALID_OPTION', `Unknown option 'will.${unknown}'${hint}; known are ${WILL_KEYS.join(', ')}`)
       }
-      willPayload = encodePayload(will.message === undefined ? '' : will.message)
+      // No message: an empty will (zero bytes), not the JSON text of some default value.
+      willPayload = will.message === undefined ? Buffer.alloc(0) : encodePayload(will.message)
       willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain }, 'will.')
     }
     const caText = Buffer.isBuffer(ca) ? ca.toString('utf8') : ca
