@@ -74,3 +74,17 @@ test('an idle connection sends PINGREQ every keepAlive and stays connected past 
   t.false(timedOut)
   t.is(pubsub.connectionState, 'Connected')
 })
+
+test('keepAlive 0 turns keep-alive off: CONNECT says 0 and an idle connection sends no PINGREQ', async (t) => {
+  const { broker, connects } = await recordingBroker(t)
+  let pings = 0
+  broker.aedes.on('ping', () => pings++)
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, keepAlive: 0 })
+  const sub = pubsub.subscribe('connect-options/no-keepalive').subscribe(() => {})
+  await sub.ready
+  t.is(connects[0].keepalive, 0)
+  // Long enough for the PINGREQs of the smallest keep-alive (1 s) to have come twice.
+  await sleep(2_500)
+  t.is(pings, 0)
+  t.is(pubsub.connectionState, 'Connected')
+})

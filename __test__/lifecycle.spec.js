@@ -88,6 +88,22 @@ async function hubStatesOfOneCycle(t, pubsub, name) {
   return states
 }
 
+test('Hub.dispatch reaches the listeners of its channel only, as a capsule, until they stop', (t) => {
+  const heard = []
+  const stopOrders = Hub.listen('orders', (capsule) => heard.push(capsule))
+  const stopOther = Hub.listen('other', (capsule) => heard.push(capsule))
+  t.teardown(stopOther)
+  Hub.dispatch('orders', { event: 'placed', data: { id: 7 }, message: 'an order' }, 'Shop')
+  Hub.dispatch('orders', { event: 'placed', data: { id: 8 } })
+  stopOrders()
+  Hub.dispatch('orders', { event: 'placed', data: { id: 9 } })
+  Hub.dispatch('nobody-listens', { event: 'x', data: null })
+  t.deepEqual(heard, [
+    { channel: 'orders', payload: { event: 'placed', data: { id: 7 }, message: 'an order' }, source: 'Shop', patternInfo: [] },
+    { channel: 'orders', payload: { event: 'placed', data: { id: 8 } }, source: 'PubSub', patternInfo: [] },
+  ])
+})
+
 test('a ConnectionStateChange listener that throws keeps no state change from other listeners or Hub', async (t) => {
   const marker = `state-listener-${uniqueTopic('marker')}`
   const warnings = captureWarnings(t, marker)
