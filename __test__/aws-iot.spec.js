@@ -328,6 +328,22 @@ test('a malformed value from the credentials function says what is wrong', async
   }
 })
 
+test("a value JSON has no form for in the credentials function's result is ERR_CREDENTIALS naming the field, not a crash", async (t) => {
+  // napi's conversion threw these (without one of our codes) inside the promise callback that
+  // hands the result over: an unhandled rejection, which ended the process.
+  for (const [value, expected] of [
+    [{ accessKeyId: Symbol('AKIDX'), secretAccessKey: 's' }, /'credentials\.accessKeyId' cannot be a symbol/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: () => 's' }, /'credentials\.secretAccessKey' cannot be a function/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 's', sessionToken: { value: Number.NaN } }, /'credentials\.sessionToken\.value' must be a finite number/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 's', expiration: 10n ** 30n }, /'credentials\.expiration' must be a number, got a bigint/],
+  ]) {
+    const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => value })
+    const error = await t.throwsAsync(pubsub.publish(uniqueTopic('unrepresentable'), 1))
+    t.is(error.code, 'ERR_CREDENTIALS')
+    t.regex(error.message, expected)
+  }
+})
+
 test('expired credentials are never used: fetched again, and refused if still expired', async (t) => {
   const keys = newKeys(gateway)
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }

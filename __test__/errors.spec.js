@@ -81,6 +81,21 @@ async function httpStatusServer(t, status) {
   return `ws://127.0.0.1:${server.address().port}/mqtt`
 }
 
+/** An object `depth` levels deep: `{ a: { a: … {} } }`. */
+function nested(depth) {
+  const root = {}
+  let level = root
+  for (let i = 1; i < depth; i++) level = level.a = {}
+  return root
+}
+
+/** `{ policy: 'all', self: <itself> }`. */
+function selfReferring() {
+  const value = { policy: 'all' }
+  value.self = value
+  return value
+}
+
 /** `new PubSub(options)`; an instance that (wrongly) gets built is closed again at once. */
 function construct(options) {
   const pubsub = new PubSub(options)
@@ -160,6 +175,19 @@ for (const [what, options, named] of [
     'ca',
   ],
   ['a ca that is not a string or Buffer', { endpoint, ca: 5 }, 'ca'],
+  // Values JSON has no form for, which the native side cannot read: each is named, never
+  // reported as napi's uncoded InvalidArg or taken as some other value.
+  ['a clientId that is a symbol', { endpoint, clientId: Symbol('id') }, "'clientId'"],
+  ['a will topic that is a symbol', { endpoint, will: { topic: Symbol('status') } }, "'will.topic'"],
+  ['an endpoint given as a URL object', { endpoint: new URL(endpoint) }, "'endpoint'"],
+  ['a password given as a Buffer', { endpoint, username: 'u', password: Buffer.from('pw') }, "'password'"],
+  ['a keepAlive given as a BigInt', { endpoint, keepAlive: 30n }, "'keepAlive' must be a number, got a bigint"],
+  ['a keepAlive given as a BigInt beyond 2^64', { endpoint, keepAlive: 2n ** 70n }, "'keepAlive' must be a number, got a bigint"],
+  ['a reconnect delay that is NaN', { endpoint, reconnect: { minDelayMs: Number.NaN } }, "'reconnect.minDelayMs'"],
+  ['an offline queue bound of Infinity', { endpoint, offlineQueue: { maxBytes: Number.POSITIVE_INFINITY } }, "'offlineQueue.maxBytes'"],
+  ['an option nested a thousand levels deep', { endpoint, reconnect: nested(1_000) }, "'reconnect"],
+  ['an object that refers to itself', { endpoint, offlineQueue: selfReferring() }, "'offlineQueue"],
+  ['options that are an array', [endpoint], 'options must be an object'],
 ]) {
   test(`the constructor throws ERR_INVALID_OPTION naming the option for ${what}`, (t) => {
     const error = t.throws(() => construct(options), { code: 'ERR_INVALID_OPTION' })
