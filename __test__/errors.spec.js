@@ -209,6 +209,9 @@ test('a will message that cannot be serialised throws ERR_PAYLOAD from the const
 for (const [what, call, code] of [
   ['Hub.listen with a callback that is not a function', () => Hub.listen('pubsub', 5), 'ERR_INVALID_OPTION'],
   ['an observable subscribed with an observer that is a number', () => new PubSub({ endpoint }).subscribe('a').subscribe(5), 'ERR_INVALID_OPTION'],
+  // Messages would be dropped in silence: a member that is there is called.
+  ['an observable subscribed with an observer whose next is not a function', () => new PubSub({ endpoint }).subscribe('a').subscribe({ next: 5 }), 'ERR_INVALID_OPTION'],
+  ['an observable subscribed with an observer whose error is not a function', () => new PubSub({ endpoint }).subscribe('a').subscribe({ next() {}, error: 'log' }), 'ERR_INVALID_OPTION'],
   ['mqttTopicMatch given numbers', () => mqttTopicMatch(1, 2), 'ERR_INVALID_TOPIC'],
   ['mqttTopicMatch given no topic', () => mqttTopicMatch('a/#'), 'ERR_INVALID_TOPIC'],
 ]) {
@@ -258,6 +261,16 @@ test('publishing rejects a topic list that is not strings with ERR_INVALID_TOPIC
   await t.throwsAsync(pubsub.publish(['a', 5], 'x'), { code: 'ERR_INVALID_TOPIC' })
 })
 
+test('a topic list with holes (a sparse array) is ERR_INVALID_TOPIC for publish and subscribe', async (t) => {
+  // Array.prototype.some skips holes: they reached napi, which threw StringExpected.
+  const pubsub = newPubSub(t, { endpoint })
+  for (const topics of [new Array(2), ['a', , 'b']]) { // eslint-disable-line no-sparse-arrays
+    await t.throwsAsync(pubsub.publish(topics, 'x'), { code: 'ERR_INVALID_TOPIC', message: /array of strings/ })
+    const { error } = await observerError(pubsub, topics)
+    t.is(error.code, 'ERR_INVALID_TOPIC')
+  }
+})
+
 for (const [what, filter] of [
   ['a + that does not fill its level', 'a+'],
   ['a # that is not the last level', 'a/#/b'],
@@ -300,6 +313,30 @@ for (const [what, message] of [
     await publisher.publish(`${topic}/sentinel`, 'end', { qos: 1 })
     await waitFor(() => values.length > 0, 5_000, 'the sentinel')
     t.deepEqual(values, [JSON.stringify('end')])
+  })
+}
+
+/** A Uint8Array whose ArrayBuffer was transferred away (it reads as empty, and cannot be copied). */
+function detachedView() {
+  const buffer = new ArrayBuffer(8)
+  const view = new Uint8Array(buffer)
+  structuredClone(buffer, { transfer: [buffer] })
+  return view
+}
+
+for (const [what, message] of [
+  ['a view of a detached ArrayBuffer', detachedView],
+  ['a detached ArrayBuffer', () => detachedView().buffer],
+  ['a revoked Proxy', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {})
+    revoke()
+    return proxy
+  }],
+]) {
+  test(`publishing ${what} rejects ERR_PAYLOAD`, async (t) => {
+    const pubsub = newPubSub(t, { endpoint })
+    const error = await t.throwsAsync(pubsub.publish('a/b', message(), { qos: 1 }), { code: 'ERR_PAYLOAD' })
+    t.regex(error.message, /^The message cannot be read: /)
   })
 }
 

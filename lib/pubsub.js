@@ -36,10 +36,16 @@ class PendingOp {
 
 function toTopicList(topics) {
   const list = typeof topics === 'string' ? [topics] : topics
-  if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== 'string')) {
+  if (!Array.isArray(list) || list.length === 0 || !everyString(list)) {
     throw pubsubError('ERR_INVALID_TOPIC', 'topics must be a string or a non-empty array of strings')
   }
   return list
+}
+
+/** Whether every index of `list` holds a string: a hole too (`some` and `every` skip holes). */
+function everyString(list) {
+  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') return false
+  return true
 }
 
 function readQos(options) {
