@@ -798,6 +798,13 @@ test('an https:// endpoint, port 8883 or a user:password@ in an AWS IoT URL thro
   t.regex(userInfo.message, /AWS IoT takes no user name or password in the URL.*'credentials' option or the AWS default chain/)
   t.false(/AKIDUSERINFO|SECRETUSERINFO|username/.test(userInfo.message), userInfo.message)
   t.true(userInfo.message.includes('wss://***@a1b2c3-ats'), userInfo.message)
+  // The bare host form (`aws iot describe-endpoint` prints no scheme), and a secret with a '/'
+  // (AWS secret keys have them), which URL parsing reads as the end of the host.
+  for (const endpoint of ['AKIDUSERINFO:SECRETUSERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com', 'wss://AKIDUSERINFO:SECRET/USERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt']) {
+    const error = t.throws(() => new PubSub({ endpoint }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.false(/AKIDUSERINFO|USERINFO/.test(error.message), error.message)
+    t.true(error.message.includes('***@a1b2c3-ats'), error.message)
+  }
 })
 
 test('an expiration given in seconds since 1970 is read as seconds, for static credentials and a function', async (t) => {

@@ -134,6 +134,15 @@ test('credentials in the endpoint URL are refused with ERR_INVALID_ENDPOINT with
   t.false(String(error.stack).includes(secret), 'the stack leaks the password')
 })
 
+test("a password holding an unencoded '/', '?' or '#' (where a URL's host part ends) is not echoed either", (t) => {
+  for (const separator of ['/', '?', '#']) {
+    const secret = `url${separator}secret-Pa55w0rd`
+    const error = t.throws(() => new PubSub({ endpoint: `ws://bob:${secret}@127.0.0.1:1883/mqtt` }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.false(error.message.includes('secret-Pa55w0rd'), `the message leaks the password: ${error.message}`)
+    t.true(error.message.includes('ws://***@127.0.0.1:1883/mqtt'), error.message)
+  }
+})
+
 // ------------------------------------------------------------------ ERR_INVALID_OPTION (sync)
 
 const endpoint = 'ws://127.0.0.1:1/mqtt'
