@@ -336,6 +336,22 @@ test('a malformed value from the credentials function says what is wrong', async
   }
 })
 
+test("a value JSON has no form for in the credentials function's result is ERR_CREDENTIALS naming the field, not a crash", async (t) => {
+  // napi's conversion threw these (without one of our codes) inside the promise callback that
+  // hands the result over: an unhandled rejection, which ended the process.
+  for (const [value, expected] of [
+    [{ accessKeyId: Symbol('AKIDX'), secretAccessKey: 's' }, /'credentials\.accessKeyId' cannot be a symbol/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: () => 's' }, /'credentials\.secretAccessKey' cannot be a function/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 's', sessionToken: { value: Number.NaN } }, /'credentials\.sessionToken\.value' must be a finite number/],
+    [{ accessKeyId: 'AKIDX', secretAccessKey: 's', expiration: 10n ** 30n }, /'credentials\.expiration' must be a number, got a bigint/],
+  ]) {
+    const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => value })
+    const error = await t.throwsAsync(pubsub.publish(uniqueTopic('unrepresentable'), 1))
+    t.is(error.code, 'ERR_CREDENTIALS')
+    t.regex(error.message, expected)
+  }
+})
+
 test('expired credentials are never used: fetched again, and refused if still expired', async (t) => {
   const keys = newKeys(gateway)
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
@@ -768,6 +784,13 @@ test('an https:// endpoint, port 8883 or a user:password@ in an AWS IoT URL thro
   t.regex(userInfo.message, /AWS IoT takes no user name or password in the URL.*'credentials' option or the AWS default chain/)
   t.false(/AKIDUSERINFO|SECRETUSERINFO|username/.test(userInfo.message), userInfo.message)
   t.true(userInfo.message.includes('wss://***@a1b2c3-ats'), userInfo.message)
+  // The bare host form (`aws iot describe-endpoint` prints no scheme), and a secret with a '/'
+  // (AWS secret keys have them), which URL parsing reads as the end of the host.
+  for (const endpoint of ['AKIDUSERINFO:SECRETUSERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com', 'wss://AKIDUSERINFO:SECRET/USERINFO@a1b2c3-ats.iot.us-east-1.amazonaws.com/mqtt']) {
+    const error = t.throws(() => new PubSub({ endpoint }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.false(/AKIDUSERINFO|USERINFO/.test(error.message), error.message)
+    t.true(error.message.includes('***@a1b2c3-ats'), error.message)
+  }
 })
 
 test('an expiration given in seconds since 1970 is read as seconds, for static credentials and a function', async (t) => {

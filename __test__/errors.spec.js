@@ -81,6 +81,21 @@ async function httpStatusServer(t, status) {
   return `ws://127.0.0.1:${server.address().port}/mqtt`
 }
 
+/** An object `depth` levels deep: `{ a: { a: … {} } }`. */
+function nested(depth) {
+  const root = {}
+  let level = root
+  for (let i = 1; i < depth; i++) level = level.a = {}
+  return root
+}
+
+/** `{ policy: 'all', self: <itself> }`. */
+function selfReferring() {
+  const value = { policy: 'all' }
+  value.self = value
+  return value
+}
+
 /** `new PubSub(options)`; an instance that (wrongly) gets built is closed again at once. */
 function construct(options) {
   const pubsub = new PubSub(options)
@@ -117,6 +132,15 @@ test('credentials in the endpoint URL are refused with ERR_INVALID_ENDPOINT with
   t.regex(error.message, /username and password options/)
   t.false(error.message.includes(secret), `the message leaks the password: ${error.message}`)
   t.false(String(error.stack).includes(secret), 'the stack leaks the password')
+})
+
+test("a password holding an unencoded '/', '?' or '#' (where a URL's host part ends) is not echoed either", (t) => {
+  for (const separator of ['/', '?', '#']) {
+    const secret = `url${separator}secret-Pa55w0rd`
+    const error = t.throws(() => new PubSub({ endpoint: `ws://bob:${secret}@127.0.0.1:1883/mqtt` }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.false(error.message.includes('secret-Pa55w0rd'), `the message leaks the password: ${error.message}`)
+    t.true(error.message.includes('ws://***@127.0.0.1:1883/mqtt'), error.message)
+  }
 })
 
 // ------------------------------------------------------------------ ERR_INVALID_OPTION (sync)
@@ -160,6 +184,19 @@ for (const [what, options, named] of [
     'ca',
   ],
   ['a ca that is not a string or Buffer', { endpoint, ca: 5 }, 'ca'],
+  // Values JSON has no form for, which the native side cannot read: each is named, never
+  // reported as napi's uncoded InvalidArg or taken as some other value.
+  ['a clientId that is a symbol', { endpoint, clientId: Symbol('id') }, "'clientId'"],
+  ['a will topic that is a symbol', { endpoint, will: { topic: Symbol('status') } }, "'will.topic'"],
+  ['an endpoint given as a URL object', { endpoint: new URL(endpoint) }, "'endpoint'"],
+  ['a password given as a Buffer', { endpoint, username: 'u', password: Buffer.from('pw') }, "'password'"],
+  ['a keepAlive given as a BigInt', { endpoint, keepAlive: 30n }, "'keepAlive' must be a number, got a bigint"],
+  ['a keepAlive given as a BigInt beyond 2^64', { endpoint, keepAlive: 2n ** 70n }, "'keepAlive' must be a number, got a bigint"],
+  ['a reconnect delay that is NaN', { endpoint, reconnect: { minDelayMs: Number.NaN } }, "'reconnect.minDelayMs'"],
+  ['an offline queue bound of Infinity', { endpoint, offlineQueue: { maxBytes: Number.POSITIVE_INFINITY } }, "'offlineQueue.maxBytes'"],
+  ['an option nested a thousand levels deep', { endpoint, reconnect: nested(1_000) }, "'reconnect"],
+  ['an object that refers to itself', { endpoint, offlineQueue: selfReferring() }, "'offlineQueue"],
+  ['options that are an array', [endpoint], 'options must be an object'],
 ]) {
   test(`the constructor throws ERR_INVALID_OPTION naming the option for ${what}`, (t) => {
     const error = t.throws(() => construct(options), { code: 'ERR_INVALID_OPTION' })
@@ -181,6 +218,9 @@ test('a will message that cannot be serialised throws ERR_PAYLOAD from the const
 for (const [what, call, code] of [
   ['Hub.listen with a callback that is not a function', () => Hub.listen('pubsub', 5), 'ERR_INVALID_OPTION'],
   ['an observable subscribed with an observer that is a number', () => new PubSub({ endpoint }).subscribe('a').subscribe(5), 'ERR_INVALID_OPTION'],
+  // Messages would be dropped in silence: a member that is there is called.
+  ['an observable subscribed with an observer whose next is not a function', () => new PubSub({ endpoint }).subscribe('a').subscribe({ next: 5 }), 'ERR_INVALID_OPTION'],
+  ['an observable subscribed with an observer whose error is not a function', () => new PubSub({ endpoint }).subscribe('a').subscribe({ next() {}, error: 'log' }), 'ERR_INVALID_OPTION'],
   ['mqttTopicMatch given numbers', () => mqttTopicMatch(1, 2), 'ERR_INVALID_TOPIC'],
   ['mqttTopicMatch given no topic', () => mqttTopicMatch('a/#'), 'ERR_INVALID_TOPIC'],
 ]) {
@@ -230,6 +270,16 @@ test('publishing rejects a topic list that is not strings with ERR_INVALID_TOPIC
   await t.throwsAsync(pubsub.publish(['a', 5], 'x'), { code: 'ERR_INVALID_TOPIC' })
 })
 
+test('a topic list with holes (a sparse array) is ERR_INVALID_TOPIC for publish and subscribe', async (t) => {
+  // Array.prototype.some skips holes: they reached napi, which threw StringExpected.
+  const pubsub = newPubSub(t, { endpoint })
+  for (const topics of [new Array(2), ['a', , 'b']]) { // eslint-disable-line no-sparse-arrays
+    await t.throwsAsync(pubsub.publish(topics, 'x'), { code: 'ERR_INVALID_TOPIC', message: /array of strings/ })
+    const { error } = await observerError(pubsub, topics)
+    t.is(error.code, 'ERR_INVALID_TOPIC')
+  }
+})
+
 for (const [what, filter] of [
   ['a + that does not fill its level', 'a+'],
   ['a # that is not the last level', 'a/#/b'],
@@ -272,6 +322,30 @@ for (const [what, message] of [
     await publisher.publish(`${topic}/sentinel`, 'end', { qos: 1 })
     await waitFor(() => values.length > 0, 5_000, 'the sentinel')
     t.deepEqual(values, [JSON.stringify('end')])
+  })
+}
+
+/** A Uint8Array whose ArrayBuffer was transferred away (it reads as empty, and cannot be copied). */
+function detachedView() {
+  const buffer = new ArrayBuffer(8)
+  const view = new Uint8Array(buffer)
+  structuredClone(buffer, { transfer: [buffer] })
+  return view
+}
+
+for (const [what, message] of [
+  ['a view of a detached ArrayBuffer', detachedView],
+  ['a detached ArrayBuffer', () => detachedView().buffer],
+  ['a revoked Proxy', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {})
+    revoke()
+    return proxy
+  }],
+]) {
+  test(`publishing ${what} rejects ERR_PAYLOAD`, async (t) => {
+    const pubsub = newPubSub(t, { endpoint })
+    const error = await t.throwsAsync(pubsub.publish('a/b', message(), { qos: 1 }), { code: 'ERR_PAYLOAD' })
+    t.regex(error.message, /^The message cannot be read: /)
   })
 }
 

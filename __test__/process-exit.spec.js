@@ -49,6 +49,22 @@ async function exitsCleanly(t, run, stdout, message) {
 
 const stillRunning = (run) => run.child.exitCode === null && run.child.signalCode === null
 
+test('a script whose publish of a detached ArrayBuffer view rejected exits by itself', async (t) => {
+  // The copy into the publish segment threw after the publish was registered as pending: the
+  // promise rejected (without a code), and the pending publish kept the process up for good.
+  const run = runPubSubScript(
+    t,
+    `pubsub.publish(process.env.TOPIC, 'first', { qos: 1 }).then(() => {
+       const buffer = new ArrayBuffer(8)
+       const view = new Uint8Array(buffer)
+       structuredClone(buffer, { transfer: [buffer] })
+       return pubsub.publish(process.env.TOPIC, view, { qos: 1 })
+     }).then(() => console.log('published'), (error) => console.log(error.code))`,
+    { TOPIC: uniqueTopic('detached') },
+  )
+  await exitsCleanly(t, run, 'ERR_PAYLOAD\n')
+})
+
 test('a script that only publishes exits by itself once the publish resolves', async (t) => {
   const topic = uniqueTopic('publish-only')
   const { values } = await listen(t, newPubSub(t), topic)

@@ -1,5 +1,5 @@
 'use strict'
-const { pubsubTypeError } = require('./errors')
+const { pubsubTypeError, describeValue } = require('./errors')
 
 /** Accepts an observer object (`complete` or the older docs' `close`) or up to three functions. */
 function toObserver(observerOrNext, error, complete) {
@@ -10,7 +10,15 @@ function toObserver(observerOrNext, error, complete) {
     throw pubsubTypeError('ERR_INVALID_OPTION', 'subscribe(observer): observer must be an object or a function')
   }
   const target = observerOrNext
-  const bind = (name) => (typeof target[name] === 'function' ? target[name].bind(target) : undefined)
+  const bind = (name) => {
+    const member = target[name]
+    if (typeof member === 'function') return member.bind(target)
+    // Left out, it is not called; given as anything else, every call would be lost in silence.
+    if (member !== undefined && member !== null) {
+      throw pubsubTypeError('ERR_INVALID_OPTION', `subscribe(observer): observer.${name} must be a function, got ${describeValue(member)}`)
+    }
+    return undefined
+  }
   const onComplete = bind('complete')
   const onClose = bind('close')
   return {

@@ -24,7 +24,16 @@ function bytesOf(message) {
  * text (Amplify's format). Throws ERR_PAYLOAD for what JSON cannot encode.
  */
 function encodeMessage(message) {
-  const bytes = bytesOf(message)
+  let bytes
+  try {
+    bytes = bytesOf(message)
+    // A view of a detached ArrayBuffer (transferred to a Worker or by structuredClone) reads
+    // as empty but throws when copied; making a view of its buffer finds it out here.
+    if (bytes !== null && bytes.byteLength === 0) new Uint8Array(bytes.buffer)
+  } catch (error) {
+    // A detached ArrayBuffer, a revoked Proxy.
+    throw pubsubError('ERR_PAYLOAD', `The message cannot be read: ${error.message}`)
+  }
   if (bytes !== null) return bytes
   let text
   try {

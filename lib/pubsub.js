@@ -36,10 +36,16 @@ class PendingOp {
 
 function toTopicList(topics) {
   const list = typeof topics === 'string' ? [topics] : topics
-  if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== 'string')) {
+  if (!Array.isArray(list) || list.length === 0 || !everyString(list)) {
     throw pubsubError('ERR_INVALID_TOPIC', 'topics must be a string or a non-empty array of strings')
   }
   return list
+}
+
+/** Whether every index of `list` holds a string: a hole too (`some` and `every` skip holes). */
+function everyString(list) {
+  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') return false
+  return true
 }
 
 function readQos(options) {
@@ -65,16 +71,64 @@ function readOptions(options) {
   return options
 }
 
+/**
+ * Levels an option value may nest: no option goes deeper than `reconnect.minDelayMs`; deeper
+ * values (or an object that contains itself) are refused here rather than walked.
+ */
+const MAX_OPTION_DEPTH = 8
+
 /** The options Rust reads: plain data only, undefined keys dropped. */
 function plainOptions(options, prefix = '') {
   const plain = {}
   for (const [key, value] of Object.entries(options)) {
-    if (value === undefined) continue
-    // JSON (what Rust reads) has no NaN or Infinity.
-    if (typeof value === 'number' && !Number.isFinite(value)) {
-      throw pubsubError('ERR_INVALID_OPTION', `Option '${prefix}${key}' must be a finite number, got ${value}`)
-    }
-    plain[key] = value
+    const data = plainData(value, `${prefix}${key}`, 1)
+    if (data !== undefined) plain[key] = data
+  }
+  return plain
+}
+
+/**
+ * An option value as JSON data, which is what Rust reads: strings, finite numbers, booleans,
+ * null, arrays and plain objects of those (undefined members dropped). Anything else throws
+ * ERR_INVALID_OPTION naming the option, here, rather than reaching napi's conversion, which
+ * throws without one of our codes (a symbol, a function, a NaN nested in an object, a Buffer
+ * or URL whose prototype has methods) or turns a BigInt into a number or a string.
+ */
+function plainData(value, name, depth) {
+  switch (typeof value) {
+    case 'undefined':
+    case 'string':
+    case 'boolean':
+      return value
+    case 'number':
+      // JSON (what Rust reads) has no NaN or Infinity.
+      if (!Number.isFinite(value)) throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' must be a finite number, got ${value}`)
+      return value
+    case 'bigint':
+      throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' must be a number, got a bigint`)
+    case 'symbol':
+    case 'function':
+      throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' cannot be a ${typeof value}: options are strings, numbers, booleans and plain objects`)
+  }
+  if (value === null) return null
+  if (depth >= MAX_OPTION_DEPTH) {
+    throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' is nested deeper than any option goes (or refers to itself)`)
+  }
+  if (Array.isArray(value)) {
+    const plain = []
+    for (let i = 0; i < value.length; i++) plain.push(plainData(value[i], `${name}[${i}]`, depth + 1) ?? null)
+    return plain
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) {
+    const what = `an instance of ${proto?.constructor?.name || 'a class'}`
+    const hint = value instanceof URL ? ' (pass its href)' : ''
+    throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' cannot be ${what}${hint}: options are strings, numbers, booleans and plain objects`)
+  }
+  const plain = {}
+  for (const key of Object.keys(value)) {
+    const data = plainData(value[key], `${name}.${key}`, depth + 1)
+    if (data !== undefined) plain[key] = data
   }
   return plain
 }
@@ -174,7 +228,7 @@ class PubSubBase extends EventEmitter {
 
   constructor(options, provider) {
     super()
-    if (options === null || typeof options !== 'object') {
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
     const { will, ca, credentials, ...rest } = options
@@ -531,7 +585,14 @@ class PubSubBase extends EventEmitter {
           if (error && error.code === 'ERR_INVALID_OPTION') return this.#native.credentialsRejected(request, error.message, true)
           return this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`)
         }
-        this.#native.credentialsResolved(request, plain)
+        try {
+          this.#native.credentialsResolved(request, plain)
+        } catch (error) {
+          // Never expected (plainCredentials hands over JSON data only), but a throw here
+          // would be an unhandled rejection, which ends the process, and the connect would
+          // wait for an answer that never comes.
+          this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`, true)
+        }
       },
       (error) => this.#native.credentialsRejected(request, `The credentials function failed: ${reasonOf(error)}`),
     )

@@ -306,12 +306,14 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     Ok(Endpoint { scheme, host, port, url: url.to_string() })
 }
 
-/// The URL as it may be shown: a `user:password@` part is replaced, never echoed.
+/// The URL as it may be shown: a `user:password@` part is replaced, never echoed. Everything
+/// up to the last `@` goes, not only up to the first `/`, `?` or `#` (where URL parsing ends the
+/// authority): a password holding one of those unencoded is a mistake, but still a password.
+/// An `@` in a path or query hides more than needed, never less. Without a scheme (AWS IoT
+/// takes a bare host) the authority starts at the beginning.
 fn without_userinfo(raw: &str) -> String {
-    let Some(scheme_end) = raw.find("://") else { return raw.to_string() };
-    let authority_start = scheme_end + 3;
-    let authority_end = raw[authority_start..].find(['/', '?', '#']).map_or(raw.len(), |i| authority_start + i);
-    match raw[authority_start..authority_end].rfind('@') {
+    let authority_start = raw.find("://").map_or(0, |i| i + 3);
+    match raw[authority_start..].rfind('@') {
         Some(at) => format!("{}***@{}", &raw[..authority_start], &raw[authority_start + at + 1..]),
         None => raw.to_string(),
     }
@@ -690,6 +692,14 @@ mod tests {
         assert!(err.contains("ws://***@127.0.0.1/mqtt"), "{err}");
         let err = parse_endpoint("gopher://u:p@h/x").unwrap_err().to_string();
         assert!(!err.contains("u:p"), "{err}");
+        // '/', '?' and '#' end the authority for URL parsing, so the password was shown from there.
+        for raw in ["ws://bob:pa/s3cret@127.0.0.1/mqtt", "ws://bob:pa?s3cret@127.0.0.1/mqtt", "ws://bob:pa#s3cret@127.0.0.1/mqtt"] {
+            let err = parse_endpoint(raw).unwrap_err().to_string();
+            assert!(!err.contains("s3cret") && !err.contains("bob"), "{err}");
+        }
+        // AWS IoT takes a bare host: user info before it is hidden too.
+        let err = parse_iot_endpoint("AKID:s3cret@abc-ats.iot.us-east-1.amazonaws.com").unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && !err.contains("AKID"), "{err}");
     }
 
     #[test]
