@@ -11,15 +11,13 @@
 //
 // The samples use fixed topic names ('myTopic', 'myTopic1', …): the tests run one at a time.
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const test = require('ava')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { useIotGateway } = require('./helpers/iot-gateway.js')
-const { mqttJs, waitFor, sleep, runScript } = require('./helpers/pubsub.js')
+const { useIotGateway, sampleEnvironment } = require('./helpers/iot-gateway.js')
+const { mqttJs, waitFor, sleep, runScript, exitOf, running } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
-const EXIT_LIMIT_MS = 10_000
 
 const broker = useMosquitto(test)
 const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
@@ -39,21 +37,6 @@ function runModule(t, source, env = {}) {
   }
   return runScript(t, source, { ...unset, ...env }, { nodeArgs: ['--input-type=module'], cwd: ROOT })
 }
-
-/** Waits for the module to end by itself; fails the test (and kills it) if it does not in time. */
-async function exitOf(t, run) {
-  let timer
-  const outcome = await Promise.race([run.exited, new Promise((resolve) => (timer = setTimeout(resolve, EXIT_LIMIT_MS, null)))])
-  clearTimeout(timer)
-  if (outcome === null) {
-    run.child.kill('SIGKILL')
-    t.fail(`the script was still running after ${EXIT_LIMIT_MS} ms\nstdout: ${run.stdout}\nstderr: ${run.stderr}`)
-    return { code: null, signal: 'SIGKILL' }
-  }
-  return outcome
-}
-
-const running = (run) => run.child.exitCode === null && run.child.signalCode === null
 
 /** How many times `text` occurs in what the script printed. */
 const count = (run, text) => run.stdout.split(text).length - 1
@@ -90,31 +73,7 @@ async function retain(t, topic, message) {
 
 // ----------------------------------------------------------------- AWS IoT: credentials, CA
 
-let keyCount = 0
-/**
- * The environment of an AWS IoT sample: a key pair the gateway knows, given through the AWS
- * default chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in a home with no AWS files, and the
- * gateway's test CA as the trust store (SSL_CERT_FILE, read by the addon's TLS).
- */
-function iotEnvironment(t) {
-  keyCount += 1
-  const keys = { accessKeyId: `AKIDOLDDOCS${process.pid}X${keyCount}`, secretAccessKey: `secret/${keyCount}+${Math.random().toString(36).slice(2)}` }
-  gateway.addKey(keys.accessKeyId, keys.secretAccessKey)
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-older-docs-'))
-  t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
-  const caFile = path.join(home, 'iot-gateway-ca.pem')
-  fs.writeFileSync(caFile, gateway.ca)
-  const env = {
-    HOME: home,
-    AWS_CONFIG_FILE: path.join(home, 'config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'credentials'),
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_ACCESS_KEY_ID: keys.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
-    SSL_CERT_FILE: caFile,
-  }
-  return { env, keys }
-}
+const iotEnvironment = (t) => sampleEnvironment(t, gateway, 'OLDDOCS')
 
 /** The gateway's records of WebSocket upgrades signed with `accessKeyId`. */
 const upgradesBy = (accessKeyId) => gateway.upgrades.filter((u) => u.accessKeyId === accessKeyId)

@@ -15,12 +15,11 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const test = require('ava')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { useIotGateway } = require('./helpers/iot-gateway.js')
-const { mqttJs, waitFor, sleep, runScript, printed } = require('./helpers/pubsub.js')
+const { useIotGateway, sampleEnvironment } = require('./helpers/iot-gateway.js')
+const { mqttJs, waitFor, sleep, runScript, printed, exitOf, running } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
-const EXIT_LIMIT_MS = 10_000
 const REGION = 'eu-west-1'
 
 const broker = useMosquitto(test)
@@ -79,21 +78,6 @@ function runExample(t, code, env = {}) {
   return runScript(t, code, { ...unset, ...env }, { nodeArgs: [`--input-type=${isModule(code) ? 'module' : 'commonjs'}`], cwd: ROOT })
 }
 
-/** Waits for the script to end by itself; fails the test (and kills it) if it does not in time. */
-async function exitOf(t, run) {
-  let timer
-  const outcome = await Promise.race([run.exited, new Promise((resolve) => (timer = setTimeout(resolve, EXIT_LIMIT_MS, null)))])
-  clearTimeout(timer)
-  if (outcome === null) {
-    run.child.kill('SIGKILL')
-    t.fail(`the script was still running after ${EXIT_LIMIT_MS} ms\nstdout: ${run.stdout}\nstderr: ${run.stderr}`)
-    return { code: null, signal: 'SIGKILL' }
-  }
-  return outcome
-}
-
-const running = (run) => run.child.exitCode === null && run.child.signalCode === null
-
 /** An MQTT.js client on mosquitto, subscribed to `topics`: what the examples publish arrives there. */
 async function watcher(t, topics) {
   const watch = await mqttJs(t, broker.tcpUrl)
@@ -101,30 +85,7 @@ async function watcher(t, topics) {
   return watch
 }
 
-/**
- * The environment of an AWS IoT example: a key pair the gateway knows, given through the AWS
- * default chain in a home with no AWS files, and the gateway's test CA as the trust store.
- */
-let keyCount = 0
-function iotEnvironment(t) {
-  keyCount += 1
-  const keys = { accessKeyId: `AKIDREADME${process.pid}X${keyCount}`, secretAccessKey: `secret/${keyCount}+${Math.random().toString(36).slice(2)}` }
-  gateway.addKey(keys.accessKeyId, keys.secretAccessKey)
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-readme-'))
-  t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
-  const caFile = path.join(home, 'iot-gateway-ca.pem')
-  fs.writeFileSync(caFile, gateway.ca)
-  const env = {
-    HOME: home,
-    AWS_CONFIG_FILE: path.join(home, 'config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'credentials'),
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_ACCESS_KEY_ID: keys.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
-    SSL_CERT_FILE: caFile,
-  }
-  return { env, keys }
-}
+const iotEnvironment = (t) => sampleEnvironment(t, gateway, 'README')
 
 const upgradesBy = (accessKeyId) => gateway.upgrades.filter((u) => u.accessKeyId === accessKeyId)
 

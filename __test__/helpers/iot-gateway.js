@@ -11,6 +11,8 @@
 //
 // Secrets (secret keys, session tokens) are never logged nor put into a 403 body.
 const fs = require('node:fs')
+const path = require('node:path')
+const os = require('node:os')
 const https = require('node:https')
 const net = require('node:net')
 const crypto = require('node:crypto')
@@ -545,4 +547,31 @@ function useIotGateway(test, optionsOrFunction = {}) {
   )
 }
 
-module.exports = { startIotGateway, useIotGateway, SERVICE }
+let sampleKeys = 0
+/**
+ * The environment of a child process running a documented AWS IoT sample unchanged: a key pair
+ * `gateway` knows, given through the AWS default chain (AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY) in a home with no AWS files, and the gateway's test CA as the trust
+ * store (SSL_CERT_FILE, read by the addon's TLS). `label` goes into the key id.
+ */
+function sampleEnvironment(t, gateway, label) {
+  sampleKeys += 1
+  const keys = { accessKeyId: `AKID${label}${process.pid}X${sampleKeys}`, secretAccessKey: `secret/${sampleKeys}+${Math.random().toString(36).slice(2)}` }
+  gateway.addKey(keys.accessKeyId, keys.secretAccessKey)
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-sample-'))
+  t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
+  const caFile = path.join(home, 'iot-gateway-ca.pem')
+  fs.writeFileSync(caFile, gateway.ca)
+  const env = {
+    HOME: home,
+    AWS_CONFIG_FILE: path.join(home, 'config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'credentials'),
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_ACCESS_KEY_ID: keys.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+    SSL_CERT_FILE: caFile,
+  }
+  return { env, keys }
+}
+
+module.exports = { startIotGateway, useIotGateway, SERVICE, sampleEnvironment }

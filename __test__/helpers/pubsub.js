@@ -294,6 +294,22 @@ function printed(run, line, timeoutMs = 10_000) {
   })
 }
 
+/** Waits for the script to end by itself; fails the test (and kills it) if it does not within `limitMs`. */
+async function exitOf(t, run, limitMs = 10_000) {
+  let timer
+  const outcome = await Promise.race([run.exited, new Promise((resolve) => (timer = setTimeout(resolve, limitMs, null)))])
+  clearTimeout(timer)
+  if (outcome === null) {
+    run.child.kill('SIGKILL')
+    t.fail(`the script was still running after ${limitMs} ms\nstdout: ${run.stdout}\nstderr: ${run.stderr}`)
+    return { code: null, signal: 'SIGKILL' }
+  }
+  return outcome
+}
+
+/** Whether the script's process has not ended yet. */
+const running = (run) => run.child.exitCode === null && run.child.signalCode === null
+
 /** Process warnings of this package whose message includes `needle`, while test `t` runs. */
 function captureWarnings(t, needle) {
   const warnings = []
@@ -306,6 +322,8 @@ function captureWarnings(t, needle) {
 }
 
 module.exports = {
+  exitOf,
+  running,
   MQTT_JS,
   ALL_BYTES,
   useForFile,
