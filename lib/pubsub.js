@@ -79,9 +79,14 @@ const MAX_OPTION_DEPTH = 8
 
 /** The options Rust reads: plain data only, undefined keys dropped. */
 function plainOptions(options, prefix = '') {
+  return plainMembers(options, prefix, 1)
+}
+
+/** `object`'s own members as plain data (`plainData`), each named `prefix` + its key. */
+function plainMembers(object, prefix, depth) {
   const plain = {}
-  for (const [key, value] of Object.entries(options)) {
-    const data = plainData(value, `${prefix}${key}`, 1)
+  for (const key of Object.keys(object)) {
+    const data = plainData(object[key], `${prefix}${key}`, depth)
     if (data !== undefined) plain[key] = data
   }
   return plain
@@ -125,12 +130,7 @@ function plainData(value, name, depth) {
     const hint = value instanceof URL ? ' (pass its href)' : ''
     throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' cannot be ${what}${hint}: options are strings, numbers, booleans and plain objects`)
   }
-  const plain = {}
-  for (const key of Object.keys(value)) {
-    const data = plainData(value[key], `${name}.${key}`, depth + 1)
-    if (data !== undefined) plain[key] = data
-  }
-  return plain
+  return plainMembers(value, `${name}.`, depth + 1)
 }
 
 /**
@@ -585,14 +585,8 @@ class PubSubBase extends EventEmitter {
           if (error && error.code === 'ERR_INVALID_OPTION') return this.#native.credentialsRejected(request, error.message, true)
           return this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`)
         }
-        try {
-          this.#native.credentialsResolved(request, plain)
-        } catch (error) {
-          // Never expected (plainCredentials hands over JSON data only), but a throw here
-          // would be an unhandled rejection, which ends the process, and the connect would
-          // wait for an answer that never comes.
-          this.#native.credentialsRejected(request, `The credentials function's result cannot be read: ${reasonOf(error)}`, true)
-        }
+        // plainCredentials hands over JSON data only, which napi's conversion always takes.
+        this.#native.credentialsResolved(request, plain)
       },
       (error) => this.#native.credentialsRejected(request, `The credentials function failed: ${reasonOf(error)}`),
     )
