@@ -188,12 +188,16 @@ for (const [what, options, named] of [
   // reported as napi's uncoded InvalidArg or taken as some other value.
   ['a clientId that is a symbol', { endpoint, clientId: Symbol('id') }, "'clientId'"],
   ['a will topic that is a symbol', { endpoint, will: { topic: Symbol('status') } }, "'will.topic'"],
+  // napi would turn it into U+FFFD: the will would go to another topic.
+  ['a will topic with a lone surrogate', { endpoint, will: { topic: 'status/\ud83d' } }, "'will.topic' holds a lone surrogate"],
   ['an endpoint given as a URL object', { endpoint: new URL(endpoint) }, "'endpoint'"],
   ['a password given as a Buffer', { endpoint, username: 'u', password: Buffer.from('pw') }, "'password'"],
   ['a keepAlive given as a BigInt', { endpoint, keepAlive: 30n }, "'keepAlive' must be a number, got a bigint"],
   ['a keepAlive given as a BigInt beyond 2^64', { endpoint, keepAlive: 2n ** 70n }, "'keepAlive' must be a number, got a bigint"],
   ['a reconnect delay that is NaN', { endpoint, reconnect: { minDelayMs: Number.NaN } }, "'reconnect.minDelayMs'"],
   ['an offline queue bound of Infinity', { endpoint, offlineQueue: { maxBytes: Number.POSITIVE_INFINITY } }, "'offlineQueue.maxBytes'"],
+  // It would be cut to 2 without a word.
+  ['an offline queue bound of 2.5 messages', { endpoint, offlineQueue: { maxMessages: 2.5 } }, "'offlineQueue.maxMessages' must be a whole number"],
   ['an option nested a thousand levels deep', { endpoint, reconnect: nested(1_000) }, "'reconnect"],
   ['an object that refers to itself', { endpoint, offlineQueue: selfReferring() }, "'offlineQueue"],
   ['options that are an array', [endpoint], 'options must be an object'],
@@ -241,6 +245,8 @@ for (const [what, bad, hint] of [
   ['a topic of 32,768 characters but 65,536 UTF-8 bytes', 'é'.repeat(32_768), /65536 bytes/],
   ['an empty topic list', [], /topics/],
   ['a topic list with one bad topic', ['ok/topic', 'bad/+'], /wildcards/],
+  // UTF-8 cannot carry it: napi would send U+FFFD, to another topic than the one given.
+  ['a topic with a lone surrogate', 'sensors/\ud800/temp', /"sensors\/\\ud800\/temp" holds a lone surrogate/],
 ]) {
   test(`publishing to ${what} rejects ERR_INVALID_TOPIC and sends nothing`, async (t) => {
     const marker = uniqueTopic('marker')
@@ -286,6 +292,7 @@ for (const [what, filter] of [
   ['a # that does not fill its level', 'a/b#'],
   ['an empty filter', ''],
   ['a NUL character', 'a/\u0000'],
+  ['a lone surrogate', 'a/\udc00'],
   ['a shared subscription without a filter after its group', '$share/group'],
   ['a shared subscription whose group is a wildcard', '$share/+/a'],
 ]) {

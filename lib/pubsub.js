@@ -34,13 +34,28 @@ class PendingOp {
   }
 }
 
-function toTopicList(topics) {
+/** The topics of a publish (`kind` 'topic') or the filters of a subscription ('filter'). */
+function toTopicList(topics, kind) {
   const list = typeof topics === 'string' ? [topics] : topics
   if (!Array.isArray(list) || list.length === 0 || !everyString(list)) {
     throw pubsubError('ERR_INVALID_TOPIC', 'topics must be a string or a non-empty array of strings')
   }
+  for (const topic of list) {
+    if (!isWellFormed(topic)) {
+      // JSON shows the surrogate as an escape; a topic may be 64 KiB long.
+      const shown = JSON.stringify(topic.length > 100 ? `${topic.slice(0, 100)}…` : topic)
+      throw pubsubError('ERR_INVALID_TOPIC', `The ${kind} ${shown} holds a lone surrogate (half of a UTF-16 pair), which UTF-8 cannot carry`)
+    }
+  }
   return list
 }
+
+/**
+ * Whether a string has no lone surrogate. napi would turn one into U+FFFD, and the message
+ * would go to, or the subscription listen on, another topic than the one given. Node 18 lacks
+ * `isWellFormed` (which costs nothing for a one-byte string).
+ */
+const isWellFormed = String.prototype.isWellFormed ? (text) => text.isWellFormed() : (text) => !/\p{Surrogate}/u.test(text)
 
 /** Whether every index of `list` holds a string: a hole too (`some` and `every` skip holes). */
 function everyString(list) {
@@ -101,8 +116,11 @@ function plainMembers(object, prefix, depth) {
  */
 function plainData(value, name, depth) {
   switch (typeof value) {
-    case 'undefined':
     case 'string':
+      // Not echoed: it may be a password.
+      if (!isWellFormed(value)) throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' holds a lone surrogate (half of a UTF-16 pair), which UTF-8 cannot carry`)
+      return value
+    case 'undefined':
     case 'boolean':
       return value
     case 'number':
@@ -291,7 +309,7 @@ class PubSubBase extends EventEmitter {
       const { topics, message, options } = isV6Call(args[0])
         ? args[0]
         : { topics: args[0], message: args[1], options: args[2] }
-      const list = toTopicList(topics)
+      const list = toTopicList(topics, 'topic')
       const opts = readOptions(options)
       const qos = readQos(opts)
       const retain = readRetain(opts)
@@ -392,7 +410,7 @@ class PubSubBase extends EventEmitter {
       [FLOW]: (flowing) => this.#flow(entry, flowing),
     }
     try {
-      const list = toTopicList(topics)
+      const list = toTopicList(topics, 'filter')
       const opts = readOptions(options)
       const qos = readQos(opts)
       if (opts.format !== undefined && !FORMATS.includes(opts.format)) {

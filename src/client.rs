@@ -298,13 +298,7 @@ impl Client {
         let payload = publish.payload;
         for topic in publish.topics() {
             validate_topic(topic)?;
-            // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
-            if payload.len() + topic.len() + 9 > MAX_PACKET_BYTES {
-                return Err(PubSubError::Payload(format!(
-                    "The message is {} bytes; an MQTT packet holds at most {MAX_PACKET_BYTES}",
-                    payload.len()
-                )));
-            }
+            check_packet_size(topic, payload.len())?;
         }
         if core.outbox.is_held() {
             // The connection is down: the offline queue decides.
@@ -432,9 +426,34 @@ impl Drop for Client {
     }
 }
 
+/// Whether a publish of `payload_bytes` to `topic` fits in one MQTT packet.
+fn check_packet_size(topic: &str, payload_bytes: usize) -> Result<()> {
+    // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
+    let packet = payload_bytes + topic.len() + 9;
+    if packet > MAX_PACKET_BYTES {
+        return Err(PubSubError::Payload(format!(
+            "The message is {payload_bytes} bytes: with its topic ({} bytes) and the headers, it needs an MQTT packet of {packet} bytes, and MQTT allows at most {MAX_PACKET_BYTES}",
+            topic.len()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_too_large_for_one_packet_names_its_sizes() {
+        let largest = MAX_PACKET_BYTES - 9 - "a/b".len();
+        assert_eq!(check_packet_size("a/b", largest), Ok(()));
+        let error = check_packet_size("a/b", largest + 1).unwrap_err();
+        assert_eq!(error.code(), "ERR_PAYLOAD");
+        let message = error.to_string();
+        for size in [largest + 1, 3, MAX_PACKET_BYTES + 1, MAX_PACKET_BYTES] {
+            assert!(message.contains(&size.to_string()), "{size} missing from: {message}");
+        }
+    }
 
     fn topics(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| name.to_string()).collect()

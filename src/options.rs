@@ -231,6 +231,15 @@ impl Fields<'_> {
         }
     }
 
+    /// A number that must be whole (a count, or MQTT's whole seconds): 2.5 messages would
+    /// otherwise be cut to 2 without a word.
+    fn whole_number(&self, key: &str, min: f64, max: f64, unit: &str) -> Result<Option<f64>> {
+        match self.number(key, min, max, unit)? {
+            Some(v) if v.fract() != 0.0 => Err(invalid(format!("Option '{}{key}' must be a whole number of {unit}, got {v}", self.prefix))),
+            whole => Ok(whole),
+        }
+    }
+
     fn qos(&self, key: &str) -> Result<Option<QoS>> {
         match self.number(key, 0.0, 2.0, "(0, 1 or 2)")? {
             None => Ok(None),
@@ -375,8 +384,8 @@ fn parse_offline_queue(value: Option<&Value>) -> Result<OfflineQueue> {
     }
     Ok(OfflineQueue {
         policy: fields.string("policy")?.as_deref().map_or(Ok(defaults.policy), parse_offline_policy)?,
-        max_messages: fields.number("maxMessages", 1.0, 100_000_000.0, "messages")?.map_or(defaults.max_messages, |v| v as usize),
-        max_bytes: fields.number("maxBytes", 1.0, 1e12, "bytes")?.map_or(defaults.max_bytes, |v| v as usize),
+        max_messages: fields.whole_number("maxMessages", 1.0, 100_000_000.0, "messages")?.map_or(defaults.max_messages, |v| v as usize),
+        max_bytes: fields.whole_number("maxBytes", 1.0, 1e12, "bytes")?.map_or(defaults.max_bytes, |v| v as usize),
     })
 }
 
@@ -594,14 +603,8 @@ impl ClientOptions {
             return Err(invalid("Option 'password' needs 'username' too (MQTT 3.1.1)".into()));
         }
         // keepAlive in seconds like MQTT.js and the MQTT spec; 0 turns keep-alive off.
-        let keep_alive_s = fields.number("keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
-        if keep_alive_s > 0.0 && keep_alive_s < 1.0 {
-            return Err(invalid("Option 'keepAlive' is in seconds: use 0 (off) or at least 1".into()));
-        }
-        // MQTT carries whole seconds: 1.5 would silently become 1.
-        if keep_alive_s.fract() != 0.0 {
-            return Err(invalid(format!("Option 'keepAlive' must be a whole number of seconds, got {keep_alive_s}")));
-        }
+        // MQTT carries whole seconds: 1.5 would silently become 1, and 0.5 turn keep-alive off.
+        let keep_alive_s = fields.whole_number("keepAlive", 0.0, 65_535.0, "seconds")?.unwrap_or(60.0);
         // connectTimeout in milliseconds like MQTT.js.
         let connect_timeout_ms = fields.number("connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
         let clean_session = fields.bool("cleanSession")?.unwrap_or(true);
@@ -911,7 +914,7 @@ mod tests {
         assert_eq!(mqtt(&json!({ "endpoint": endpoint, "offlineQueue": "all" })).unwrap().offline_queue.policy, OfflinePolicy::All);
         let q = mqtt(&json!({ "endpoint": endpoint, "offlineQueue": { "policy": "none", "maxMessages": 10, "maxBytes": 1000 } })).unwrap().offline_queue;
         assert_eq!(q, OfflineQueue { policy: OfflinePolicy::None, max_messages: 10, max_bytes: 1000 });
-        for bad in [json!("some"), json!({ "maxMessages": 0 }), json!({ "size": 1 }), json!(5)] {
+        for bad in [json!("some"), json!({ "maxMessages": 0 }), json!({ "maxMessages": 2.5 }), json!({ "maxBytes": 1e3 + 0.5 }), json!({ "size": 1 }), json!(5)] {
             let err = mqtt(&json!({ "endpoint": endpoint, "offlineQueue": bad })).unwrap_err();
             assert!(err.to_string().contains("offlineQueue"), "{err}");
         }
