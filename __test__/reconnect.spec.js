@@ -564,6 +564,41 @@ test.serial('reconnect attempts back off exponentially within their jitter bound
   await waitFor(() => pubsub.connectionState === 'Connected', 5_000, 'the reconnect')
 })
 
+test('a connection that lasted resetAfterMs starts the backoff over; one that lasted less does not', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  // The cap of the wait doubles from 1 ms with each attempt (up to 2 s); the first wait of a
+  // fresh backoff is exactly minDelayMs, any later one is random between it and the cap.
+  const reconnect = { minDelayMs: 1, maxDelayMs: 2_000, resetAfterMs: 1_500 }
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  await listen(t, pubsub, uniqueTopic('reset-after'))
+  t.is(pubsub.connectionState, 'Connected')
+  /** Cuts the connection; resolves with its disruption event once the instance is connected again. */
+  const cut = async () => {
+    const [event, state] = [disruptions.length, states.length]
+    proxy.drop()
+    await reached(states, 'Connected', state, 15_000)
+    return disruptions[event]
+  }
+
+  // Twelve failures: the cap is now 2 s.
+  proxy.refuse()
+  proxy.drop()
+  await waitFor(() => disruptions.length >= 12, 15_000, 'twelve failed attempts')
+  proxy.heal()
+  await reached(states, 'Connected', states.lastIndexOf('ConnectionDisrupted'), 15_000)
+
+  // Connected for less than resetAfterMs: the backoff goes on (a wait of exactly 1 ms here
+  // has a chance of 1 in 2,000).
+  const short = await cut()
+  t.true(short.retryInMs > reconnect.minDelayMs && short.retryInMs <= reconnect.maxDelayMs, `retryInMs ${short.retryInMs}`)
+
+  await sleep(reconnect.resetAfterMs + 500)
+  const long = await cut()
+  t.is(long.retryInMs, reconnect.minDelayMs, 'the first wait of a fresh backoff')
+})
+
 test('a connection that fails at first is retried until the broker appears, and the publish waits for it', async (t) => {
   const proxy = await proxyTo(t, sharedBroker.tcpUrl)
   proxy.refuse()
