@@ -15,6 +15,7 @@ const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
 const { isStale } = require('./stale')
 const { ensureMosquitto, startBroker } = require('./mosquitto')
+const { judgeTargets, targetLines } = require('./targets')
 
 const ROOT = path.join(__dirname, '..')
 const ADDON = path.join(ROOT, 'native-pubsub.linux-x64-gnu.node')
@@ -295,8 +296,9 @@ async function main() {
   const save = (complete) => {
     fs.mkdirSync(path.dirname(RESULTS), { recursive: true })
     const summary = summarize(runs, cases, clients)
-    fs.writeFileSync(RESULTS, `${JSON.stringify({ ...info, complete, totalSec: (Date.now() - benchStarted) / 1000, summary, runs }, null, 2)}\n`)
-    return summary
+    const targets = judgeTargets(summary, cases, { quick: options.quick })
+    fs.writeFileSync(RESULTS, `${JSON.stringify({ ...info, complete, totalSec: (Date.now() - benchStarted) / 1000, summary, targets, runs }, null, 2)}\n`)
+    return { summary, targets }
   }
 
   const total = reps * cases.length * clients.length
@@ -321,7 +323,7 @@ async function main() {
       }
     }
   }
-  const summary = save(true)
+  const { summary, targets } = save(true)
   const header = [
     `native-pubsub benchmark — ${info.machine.cpu} × ${info.machine.cpus}, ${info.machine.ramGB} GB, ${info.machine.os}`,
     `Node ${info.machine.node}, ${info.machine.rustc}, MQTT.js ${info.machine.mqttJs}, addon: ${addon.kind} build; broker: ${info.machine.broker}`,
@@ -330,6 +332,7 @@ async function main() {
   ]
   console.log(`\n${header.join('\n')}\n`)
   console.log(table(summary, cases, clients, reps))
+  console.log(`\n${targetLines(targets).join('\n')}`)
   for (const w of info.warnings) console.log(`\nWARNING: ${w}`)
   console.log(`\nAll runs: ${path.relative(process.cwd(), RESULTS)} (${((Date.now() - benchStarted) / 1000).toFixed(0)} s)`)
 }
