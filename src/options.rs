@@ -743,6 +743,10 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(30));
         assert!(o.clean_session);
         assert_eq!(uuid::Uuid::parse_str(&o.client_id).unwrap().get_version_num(), 4);
+        // Reconnect: 1 s min, 120 s max, reset after 30 s connected; a bounded offline queue.
+        let r = o.reconnect.unwrap();
+        assert_eq!((r.min_delay, r.max_delay, r.reset_after), (Duration::from_secs(1), Duration::from_secs(120), Duration::from_secs(30)));
+        assert_eq!(o.offline_queue, OfflineQueue { policy: OfflinePolicy::Qos1, max_messages: 65_536, max_bytes: 64 * 1024 * 1024 });
     }
 
     #[test]
