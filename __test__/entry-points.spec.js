@@ -36,6 +36,23 @@ for (const entry of ['native-pubsub', 'native-pubsub/mqtt', 'native-pubsub/iot']
   })
 }
 
+test("ConnectionState holds Amplify's eight state strings, each its own name, and CONNECTION_STATE_CHANGE is Amplify's event name", (t) => {
+  const { ConnectionState, CONNECTION_STATE_CHANGE } = require('native-pubsub')
+  const amplifyStates = [
+    'Connected',
+    'ConnectedPendingDisconnect',
+    'ConnectedPendingKeepAlive',
+    'ConnectedPendingNetwork',
+    'ConnectionDisrupted',
+    'ConnectionDisruptedPendingNetwork',
+    'Connecting',
+    'Disconnected',
+  ]
+  t.deepEqual({ ...ConnectionState }, Object.fromEntries(amplifyStates.map((state) => [state, state])))
+  t.true(Object.isFrozen(ConnectionState))
+  t.is(CONNECTION_STATE_CHANGE, 'ConnectionStateChange')
+})
+
 test('index.d.ts declares exactly the values the root exports', (t) => {
   t.deepEqual(declaredValues('index.d.ts').sort(), SHARED)
 })

@@ -151,6 +151,12 @@ for (const [what, options, named] of [
   ['an endpoint that is not a string', { endpoint: 1883 }, 'endpoint'],
   ['a clientId that is not a string', { endpoint, clientId: 7 }, 'clientId'],
   ['an empty clientId', { endpoint, clientId: '' }, 'clientId'],
+  // MQTT forbids U+0000 in its strings and says they should not hold control characters, which
+  // mosquitto closes the connection for, before CONNACK: retried for ever. A value read from a
+  // file or an environment variable often ends with a newline.
+  ['a clientId with a NUL character', { endpoint, clientId: 'worker\u00001' }, "'clientId' must not contain a NUL character"],
+  ['a clientId ending with a newline', { endpoint, clientId: 'worker-1\n' }, "'clientId' holds U+000A (a control character)"],
+  ['a username with a control character', { endpoint, username: 'al\tice', password: 'pw' }, "'username' holds U+0009 (a control character)"],
   ['a username that is not a string', { endpoint, username: 5 }, 'username'],
   ['a password without a username', { endpoint, password: 'pw' }, 'password'],
   ['a keepAlive given as a string', { endpoint, keepAlive: '60' }, 'keepAlive'],
@@ -168,6 +174,7 @@ for (const [what, options, named] of [
   ['a will that is not an object', { endpoint, will: 'bye' }, 'will'],
   ['a will without a topic', { endpoint, will: { message: 'bye' } }, 'will.topic'],
   ['a will topic with a wildcard', { endpoint, will: { topic: 'status/#' } }, 'will.topic'],
+  ['a will topic with a control character', { endpoint, will: { topic: 'status\r\n' } }, 'will.topic'],
   ['an empty will topic', { endpoint, will: { topic: '' } }, 'will.topic'],
   ['a will topic that is not a string', { endpoint, will: { topic: 5 } }, 'will.topic'],
   ['a will qos of 3', { endpoint, will: { topic: 'status', qos: 3 } }, 'will.qos'],
@@ -245,6 +252,15 @@ for (const [what, bad, hint] of [
   ['a topic of 32,768 characters but 65,536 UTF-8 bytes', 'é'.repeat(32_768), /65536 bytes/],
   ['an empty topic list', [], /topics/],
   ['a topic list with one bad topic', ['ok/topic', 'bad/+'], /wildcards/],
+  // MQTT says topics should not hold control characters or Unicode noncharacters, and mosquitto
+  // closes the connection when one arrives: the publish was lost (a QoS 0 one resolved all the
+  // same), every subscription of the connection was cut, and three in a row were reported to
+  // every observer as a client id takeover. A topic built from input may end with a newline.
+  ['a topic ending with a newline', 'sensors/temp\n', /'sensors\/temp\\n' holds U\+000A \(a control character\)/],
+  ['a topic with a C1 control character', 'sensors/\u0085', /U\+0085 \(a control character\)/],
+  ['a topic with DEL', 'sensors/\u007f', /U\+007F \(a control character\)/],
+  ['a topic with a Unicode noncharacter', 'sensors/\uffff', /U\+FFFF \(a Unicode noncharacter\)/],
+  ['a topic with a noncharacter beyond the BMP', 'sensors/\u{10FFFE}', /U\+10FFFE \(a Unicode noncharacter\)/],
   // UTF-8 cannot carry it: napi would send U+FFFD, to another topic than the one given.
   ['a topic with a lone surrogate', 'sensors/\ud800/temp', /"sensors\/\\ud800\/temp" holds a lone surrogate/],
 ]) {
@@ -293,6 +309,8 @@ for (const [what, filter] of [
   ['an empty filter', ''],
   ['a NUL character', 'a/\u0000'],
   ['a lone surrogate', 'a/\udc00'],
+  ['a control character', 'orders/\t/#'],
+  ['a Unicode noncharacter', 'orders/\ufdd0/+'],
   ['a shared subscription without a filter after its group', '$share/group'],
   ['a shared subscription whose group is a wildcard', '$share/+/a'],
 ]) {

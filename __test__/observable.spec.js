@@ -5,6 +5,7 @@
 const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
 const { useAedes } = require('./helpers/aedes.js')
+const { freePort } = require('./helpers/mosquitto.js')
 const { topicNamer, pubsubOn, receiver, observe, subscribed, plain } = require('./helpers/pubsub.js')
 
 const broker = useAedes(test)
@@ -151,6 +152,19 @@ test('for await iterates messages, and leaving the loop unsubscribes at the brok
   t.deepEqual(seen, [{ n: 1 }, { n: 2 }])
   await unsubscribedAtBroker
   t.deepEqual(log.unsubscribes, [topic])
+})
+
+test('a for await loop throws the error that ends its subscription (an invalid filter, a connection failed for good)', async (t) => {
+  const loop = async (observable) => {
+    for await (const message of observable) t.fail(`unexpected message ${String(message)}`)
+  }
+  const pubsub = newPubSub(t)
+  await t.throwsAsync(within(loop(pubsub.subscribe('orders/#/late')), 5_000, 'the loop to end'), { code: 'ERR_INVALID_TOPIC' })
+
+  const port = await freePort()
+  const unreachable = newPubSub(t, { endpoint: `ws://127.0.0.1:${port}/mqtt`, reconnect: false })
+  const error = await t.throwsAsync(within(loop(unreachable.subscribe(uniqueTopic('unreachable'))), 5_000, 'the loop to end'), { code: 'ERR_CONNECTION' })
+  t.true(error.message.includes(`127.0.0.1:${port}`), error.message)
 })
 
 test('for await yields messages that arrived before next() was called, in order', async (t) => {

@@ -362,6 +362,47 @@ test('a synchronous burst mixing topics, sizes and payload kinds arrives complet
   }
 })
 
+// When a publish settles: QoS 1 on the broker's PUBACK, QoS 2 on its PUBCOMP, never earlier
+// (once written, or on PUBREC), for a caller that awaits it to know the broker has the message.
+for (const [qos, ackType, ack] of [
+  [1, 4, 'PUBACK'],
+  [2, 7, 'PUBCOMP'],
+]) {
+  test(`a QoS ${qos} publish resolves on its ${ack}, not before`, async (t) => {
+    let holding = false
+    let held = null
+    const proxy = await startMqttProxy({
+      targetPort: broker.tcpPort,
+      onPacket({ fromClient, type, packet, connection }) {
+        if (holding && held === null && !fromClient && type === ackType) {
+          held = { packet, connection }
+          return false
+        }
+      },
+    })
+    t.teardown(() => proxy.stop())
+    const pubsub = openPubSub(t, { endpoint: proxy.url })
+    await pubsub.publish(uniqueTopic('warm-up'), 'connected', { qos: 1 })
+
+    holding = true
+    let outcome = 'pending'
+    const published = pubsub.publish(uniqueTopic(`until-${ack}`), 'held', { qos }).then(
+      () => (outcome = 'resolved'),
+      (error) => (outcome = `rejected ${error.code}`),
+    )
+    await waitFor(() => held !== null, 5_000, `the broker's ${ack}`)
+    // A later publish's PUBACK, read after everything the broker sent before it (the PUBREC of
+    // QoS 2 too), has reached JS: had the first publish settled on any of that, it would have.
+    await pubsub.publish(uniqueTopic('after'), 'later', { qos: 1 })
+    t.is(outcome, 'pending', `settled without its ${ack}`)
+
+    held.connection.toClient(held.packet)
+    await published
+    t.is(outcome, 'resolved')
+    t.is(pubsub.stats().inFlight.operations, 0)
+  })
+}
+
 test('a QoS 2 publish whose PUBCOMP is late keeps its packet id: it settles, and so do the 1,100 QoS 1 publishes after it', async (t) => {
   // 1,024 packet ids: the counter wraps back to the QoS 2 publish's id while its PUBCOMP is held
   // back. That id was handed out again, and the late PUBCOMP completed the QoS 1 publish that

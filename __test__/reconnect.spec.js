@@ -564,6 +564,16 @@ test.serial('reconnect attempts back off exponentially within their jitter bound
   await waitFor(() => pubsub.connectionState === 'Connected', 5_000, 'the reconnect')
 })
 
+test('by default a failed attempt is tried again after 1 s, the next after 1 to 2 s (minDelayMs 1000, doubling)', async (t) => {
+  const port = await freePort()
+  const pubsub = openPubSub(t, { endpoint: `ws://127.0.0.1:${port}/mqtt` })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  pubsub.subscribe(uniqueTopic('default-backoff')).subscribe({ next: () => t.fail('no broker, no message') })
+  await waitFor(() => disruptions.length >= 2, 10_000, 'two failed attempts')
+  t.is(disruptions[0].retryInMs, 1_000, 'the first wait of a fresh backoff is minDelayMs')
+  t.true(disruptions[1].retryInMs >= 1_000 && disruptions[1].retryInMs <= 2_000, `retryInMs ${disruptions[1].retryInMs}`)
+})
+
 test('a connection that lasted resetAfterMs starts the backoff over; one that lasted less does not', async (t) => {
   const proxy = await proxyTo(t, sharedBroker.tcpUrl)
   // The cap of the wait doubles from 1 ms with each attempt (up to 2 s); the first wait of a

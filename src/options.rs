@@ -11,7 +11,7 @@ use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
 use crate::signing::redact;
 use crate::tls;
-use crate::topic::validate_topic;
+use crate::topic::{unwelcome_char, validate_topic};
 
 /// Largest MQTT packet (the protocol's own limit, 256 MiB − 1).
 pub const MAX_PACKET_BYTES: usize = 268_435_455;
@@ -389,6 +389,24 @@ fn parse_offline_queue(value: Option<&Value>) -> Result<OfflineQueue> {
     })
 }
 
+/// An option MQTT carries as a UTF-8 string (the client id, the user name): without U+0000,
+/// which MQTT forbids, nor a character it says strings should not hold, which brokers such as
+/// mosquitto close the connection for before CONNACK (retried for ever). The value is not
+/// echoed.
+fn mqtt_string(name: &str, value: String) -> Result<String> {
+    if value.contains('\0') {
+        return Err(invalid(format!("Option '{name}' must not contain a NUL character (MQTT forbids it)")));
+    }
+    if let Some((c, what)) = unwelcome_char(&value) {
+        let at = value.chars().position(|x| x == c).unwrap_or_default();
+        return Err(invalid(format!(
+            "Option '{name}' holds U+{:04X} ({what}) at character {at}, which MQTT says strings should not hold; brokers such as mosquitto close the connection for it. A value read from a file or an environment variable may end with a newline",
+            c as u32
+        )));
+    }
+    Ok(value)
+}
+
 fn parse_will(value: &Value) -> Result<Option<Will>> {
     let map = match value {
         Value::Null => return Ok(None),
@@ -594,10 +612,10 @@ impl ClientOptions {
                     id.len()
                 )))
             }
-            Some(id) => id,
+            Some(id) => mqtt_string("clientId", id)?,
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let username = fields.string("username")?;
+        let username = fields.string("username")?.map(|name| mqtt_string("username", name)).transpose()?;
         let password = fields.string("password")?;
         if password.is_some() && username.is_none() {
             return Err(invalid("Option 'password' needs 'username' too (MQTT 3.1.1)".into()));
@@ -725,6 +743,24 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(30));
         assert!(o.clean_session);
         assert_eq!(uuid::Uuid::parse_str(&o.client_id).unwrap().get_version_num(), 4);
+        // Reconnect: 1 s min, 120 s max, reset after 30 s connected; a bounded offline queue.
+        let r = o.reconnect.unwrap();
+        assert_eq!((r.min_delay, r.max_delay, r.reset_after), (Duration::from_secs(1), Duration::from_secs(120), Duration::from_secs(30)));
+        assert_eq!(o.offline_queue, OfflineQueue { policy: OfflinePolicy::Qos1, max_messages: 65_536, max_bytes: 64 * 1024 * 1024 });
+    }
+
+    #[test]
+    fn client_id_and_username_refuse_what_mqtt_strings_must_or_should_not_hold() {
+        for (options, said) in [
+            (json!({ "endpoint": "ws://h/", "clientId": "a\u{0}b" }), "'clientId' must not contain a NUL"),
+            (json!({ "endpoint": "ws://h/", "clientId": "worker-1\n" }), "'clientId' holds U+000A (a control character) at character 8"),
+            (json!({ "endpoint": "ws://h/", "username": "u\u{ffff}", "password": "p" }), "'username' holds U+FFFF"),
+        ] {
+            let err = mqtt(&options).unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_OPTION");
+            assert!(err.to_string().contains(said), "{err}");
+        }
+        assert!(mqtt(&json!({ "endpoint": "ws://h/", "clientId": "caf\u{e9}-1", "username": "\u{1f600}" })).is_ok());
     }
 
     #[test]

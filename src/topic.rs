@@ -17,7 +17,35 @@ fn check_common(kind: &str, topic: &str) -> Result<()> {
     if topic.contains('\0') {
         return Err(PubSubError::InvalidTopic(format!("The {kind} must not contain a NUL character")));
     }
+    if let Some((c, what)) = unwelcome_char(topic) {
+        return Err(PubSubError::InvalidTopic(format!(
+            "The {kind} '{}' holds U+{:04X} ({what}), which MQTT says topics should not hold; brokers such as mosquitto close the connection when one arrives",
+            topic.escape_debug(),
+            c as u32
+        )));
+    }
     Ok(())
+}
+
+/// The first code point of `text` that MQTT 3.1.1 says its UTF-8 strings should not hold
+/// (§1.5.3: the control characters U+0001..U+001F and U+007F..U+009F, and Unicode's
+/// noncharacters), with what it is. A receiver may close the connection for one, and mosquitto
+/// does: a topic, client id or user name holding one costs the connection, not one refusal.
+/// U+0000, which they must not hold, is checked apart.
+pub fn unwelcome_char(text: &str) -> Option<(char, &'static str)> {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    text.chars().find_map(|c| {
+        let n = c as u32;
+        if n != 0 && (n <= 0x1f || (0x7f..=0x9f).contains(&n)) {
+            Some((c, "a control character"))
+        } else if (0xfdd0..=0xfdef).contains(&n) || n & 0xfffe == 0xfffe {
+            Some((c, "a Unicode noncharacter"))
+        } else {
+            None
+        }
+    })
 }
 
 /// A topic name for PUBLISH: no wildcards.
@@ -129,6 +157,21 @@ mod tests {
         }
         assert!(validate_topic(&"x".repeat(65_536)).is_err());
         assert!(validate_topic(&"x".repeat(65_535)).is_ok());
+    }
+
+    #[test]
+    fn topics_and_filters_reject_control_characters_and_noncharacters() {
+        for (bad, shown) in [("a\n", "U+000A"), ("a/\u{1f}", "U+001F"), ("\u{7f}", "U+007F"), ("a\u{9f}", "U+009F"), ("a/\u{fdd0}", "U+FDD0"), ("a\u{ffff}", "U+FFFF"), ("a\u{10fffe}", "U+10FFFE")] {
+            let err = validate_topic(bad).unwrap_err().to_string();
+            assert!(err.contains(shown), "{err}");
+            assert!(validate_filter(&format!("{bad}/#")).is_err(), "{bad:?}");
+        }
+        // Printable text in any script, and the characters around the refused ranges, are fine.
+        for good in ["a b/~", "\u{a0}caf\u{e9}/\u{fdcf}/\u{fdf0}/\u{fffd}", "\u{1f600}/\u{10fffd}"] {
+            assert!(validate_topic(good).is_ok(), "{good:?}");
+        }
+        assert_eq!(unwelcome_char("worker-1\n"), Some(('\n', "a control character")));
+        assert_eq!(unwelcome_char("plain"), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 // packets after it are not held), or a Buffer to send in its place in one write (the packet
 // itself, say, followed by packets held back before it). `connection.cut(afterMs = 0)` closes both sides of
 // that connection after `afterMs`, and holds back every later packet meanwhile (the one whose
-// hook cut it still goes, unless the hook returns false). Listens on 127.0.0.1 only.
+// hook cut it still goes, unless the hook returns false). `connection.toClient(bytes)` sends
+// bytes to the client at any time (a packet held back, released when the test says so).
+// Listens on 127.0.0.1 only.
 const net = require('node:net')
 
 /** Calls `onPacket(bytes)` for each whole MQTT packet of a byte stream fed in chunks. */
@@ -54,6 +56,9 @@ async function startMqttProxy({ targetPort, onPacket = () => true }) {
           client.destroy()
           upstream.destroy()
         }, afterMs)
+      },
+      toClient(bytes) {
+        if (!cut && !client.destroyed) client.write(bytes)
       },
     }
     for (const socket of [client, upstream]) {
