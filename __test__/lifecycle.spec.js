@@ -104,6 +104,19 @@ test('Hub.dispatch reaches the listeners of its channel only, as a capsule, unti
   ])
 })
 
+test('a channel listened on again after its last listener stopped reaches the new listener, and a stale stop changes nothing', (t) => {
+  const heard = []
+  const stopFirst = Hub.listen('reopened', (capsule) => heard.push(['first', capsule.payload.n]))
+  stopFirst()
+  const stopSecond = Hub.listen('reopened', (capsule) => heard.push(['second', capsule.payload.n]))
+  t.teardown(stopSecond)
+  Hub.dispatch('reopened', { event: 'x', data: null, n: 1 })
+  // Calling the first listener's stop again must not forget the channel the second one is on.
+  stopFirst()
+  Hub.dispatch('reopened', { event: 'x', data: null, n: 2 })
+  t.deepEqual(heard, [['second', 1], ['second', 2]])
+})
+
 test('a ConnectionStateChange listener that throws keeps no state change from other listeners or Hub', async (t) => {
   const marker = `state-listener-${uniqueTopic('marker')}`
   const warnings = captureWarnings(t, marker)

@@ -16,7 +16,11 @@ const Hub = {
     // Wrapped so that listening twice with one function gives two independent listeners.
     const listener = (capsule) => callback(capsule)
     listeners.add(listener)
-    return () => listeners.delete(listener)
+    return () => {
+      listeners.delete(listener)
+      // A server that listens on a channel per request would otherwise keep every empty set.
+      if (listeners.size === 0 && channels.get(channel) === listeners) channels.delete(channel)
+    }
   },
 
   dispatch(channel, payload, source = 'PubSub') {
