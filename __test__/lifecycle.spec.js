@@ -8,7 +8,7 @@ const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes, startAedes } = require('./helpers/aedes.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, captureWarnings, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, captureWarnings, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed, plain } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -417,6 +417,31 @@ test("a payload that is not JSON is reported as 'invalidPayload' and one warning
   t.deepEqual(errors, [], 'the observer never got an error')
   t.false(sub.closed)
   t.is(warnings.length, 1, 'one process warning, not one per message')
+})
+
+test("a JSON payload whose bytes are not UTF-8 is reported as 'invalidPayload', not delivered with U+FFFD in it", async (t) => {
+  const topic = uniqueTopic('not-utf8')
+  const pubsub = newPubSub(t)
+  const invalid = recordEvents(pubsub, 'invalidPayload')
+  const asJson = await listen(t, pubsub, topic)
+  const asString = await listen(t, pubsub, topic, { format: 'string' })
+
+  const { client: outsider } = await mqttJs(t, broker.wsUrl)
+  // 'café' with its é in Latin-1 (0xE9): a decoder makes it U+FFFD, and JSON.parse accepts that.
+  const latin1 = Buffer.concat([Buffer.from('{"name":"caf'), Buffer.from([0xe9]), Buffer.from('"}')])
+  await outsider.publishAsync(topic, latin1, { qos: 1 })
+  // A U+FFFD that was sent as such (its UTF-8 bytes) is data, and is delivered.
+  await outsider.publishAsync(topic, Buffer.from('{"name":"caf\uFFFD"}', 'utf8'), { qos: 1 })
+  await waitFor(() => asString.values.length === 2, 5_000, 'both messages as strings')
+  await sleep(50)
+
+  t.is(invalid.length, 1)
+  t.deepEqual(invalid[0].payload, latin1, 'the bytes as they came')
+  t.is(invalid[0].error.code, 'ERR_PAYLOAD')
+  t.regex(invalid[0].error.message, /not valid JSON \(its bytes are not valid UTF-8/)
+  t.deepEqual(asJson.values.map(plain), [{ name: 'caf\uFFFD' }], 'only the real U+FFFD reached the JSON observer')
+  // 'string' decodes as Buffer#toString does; 'binary' or 'message' give the bytes themselves.
+  t.deepEqual(asString.values, ['{"name":"caf\uFFFD"}', '{"name":"caf\uFFFD"}'])
 })
 
 test("a next callback that throws is reported as 'callbackError' and one warning; later messages still arrive", async (t) => {

@@ -53,8 +53,21 @@ function encodePayload(message) {
   return typeof encoded === 'string' ? Buffer.from(encoded, 'utf8') : Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)
 }
 
-/** Parses a JSON payload's text; an object carries its topic under TOPIC. Throws on invalid JSON. */
-function parseJson(text, topic) {
+/** Node 18.0–18.13 lack `isUtf8`: bytes are UTF-8 when their decoding encodes back to them. */
+const isUtf8 = require('node:buffer').isUtf8 ?? ((bytes) => Buffer.from(bytes.toString('utf8'), 'utf8').equals(bytes))
+
+/**
+ * Parses the JSON payload in bytes `start..end` of the Buffer `payloads`; an object carries its
+ * topic under TOPIC. Throws on invalid JSON, and on bytes that are not UTF-8 (which JSON
+ * requires): decoding makes them U+FFFD, which JSON.parse takes inside a string, and the data
+ * would change without a word.
+ */
+function parseJson(payloads, start, end, topic) {
+  const text = payloads.toString('utf8', start, end)
+  // Only a text holding U+FFFD can come from invalid bytes; V8 answers at once for one-byte text.
+  if (text.includes('\uFFFD') && !isUtf8(payloads.subarray(start, end))) {
+    throw new Error('its bytes are not valid UTF-8, which JSON requires')
+  }
   const value = JSON.parse(text)
   if (value !== null && typeof value === 'object') value[TOPIC] = topic
   return value

@@ -654,7 +654,7 @@ class PubSubBase extends EventEmitter {
         case 'json':
           if (json === undefined) {
             try {
-              json = parseJson(payloads.toString('utf8', start, end), topic)
+              json = parseJson(payloads, start, end, topic)
             } catch (error) {
               json = INVALID_JSON
               this.#reportInvalidJson(topic, Buffer.from(payloads.subarray(start, end)), error)
