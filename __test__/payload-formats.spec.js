@@ -8,7 +8,8 @@ const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, pubsubOn, subscribed, ALL_BYTES } = require('./helpers/pubsub.js')
+const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
+const { topicNamer, pubsubOn, subscribed, waitFor, ALL_BYTES } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -112,6 +113,40 @@ test("format 'message' gives topic, payload bytes, qos, retain and dup", async (
   t.false(message.retain)
   t.false(message.dup)
   t.is(message[TOPIC], undefined)
+})
+
+test("format 'message' says dup: true for a QoS 1 message the broker sends again because its PUBACK was lost", async (t) => {
+  // The subscriber's first PUBACK never reaches mosquitto: the proxy holds it back and cuts the
+  // connection. The session is kept (cleanSession: false), so on reconnect mosquitto sends the
+  // unacknowledged message again, flagged DUP.
+  let pubacks = 0
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient && type === 4 && ++pubacks === 1) {
+        connection.cut()
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const topic = uniqueTopic('dup')
+  const subscriber = newPubSub(t, {
+    endpoint: proxy.url,
+    clientId: `dup-${process.pid}-${Date.now()}`,
+    cleanSession: false,
+    reconnect: { minDelayMs: 50 },
+  })
+  subscriber.on('connectionDisrupted', () => {}) // the cut is expected: no warning for it
+  const inbox = await subscribed(subscriber, topic, { format: 'message', qos: 1 })
+
+  await newPubSub(t).publish(topic, Buffer.from('once'), { qos: 1 })
+
+  const [first, again] = await inbox.take(2)
+  t.deepEqual([first.dup, again.dup], [false, true])
+  t.deepEqual([first.payload.toString(), again.payload.toString()], ['once', 'once'])
+  // Delivered to JS and acknowledged to the broker run apart: the PUBACK may still be on its way.
+  await waitFor(() => pubacks === 2, 5_000, 'the PUBACK of the second delivery')
 })
 
 test("format 'message' reports the QoS the broker delivered at: the lower of publish and subscribe", async (t) => {
