@@ -471,6 +471,30 @@ test.serial('an invalid Date as expiration from the credentials function on a re
   t.is(calls, 2)
 })
 
+test.serial('keys deactivated while connected: the reconnect\'s HTTP 403 is final, the observer and a waiting publish get ERR_NOT_AUTHORIZED', async (t) => {
+  const gw = await ownGateway(t)
+  const keys = newKeys(gw)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: keys, reconnect: FAST, offlineQueue: 'all' }, gw)
+  const inbox = await listen(t, pubsub, uniqueTopic('revoked'))
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  pubsub.on('connectionDisrupted', () => {}) // the drop is the test's: no warning for it
+  gw.removeKey(keys.accessKeyId) // as IAM does for a deactivated access key
+  gw.dropAll()
+  await waitFor(() => states.includes('ConnectionDisrupted'), 5_000, 'the drop to be noticed')
+  const waiting = pubsub.publish(uniqueTopic('revoked-publish'), 'queued while offline', { qos: 1 })
+
+  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
+  t.is(inbox.errors[0].code, 'ERR_NOT_AUTHORIZED')
+  t.regex(inbox.errors[0].message, /HTTP 403/)
+  t.false(inbox.errors[0].message.includes(keys.accessKeyId), inbox.errors[0].message)
+  const refused = await t.throwsAsync(waiting)
+  t.is(refused.code, 'ERR_NOT_AUTHORIZED')
+  t.is(pubsub.connectionState, 'Disconnected')
+  // Not retried in silence: ten backoff periods later, still one refused attempt.
+  await sleep(10 * FAST.maxDelayMs)
+  t.deepEqual(gw.upgrades.map((u) => u.status), [101, 403])
+})
+
 /**
  * A stand-in for the ECS container credentials endpoint (one of the default chain's providers),
  * on loopback: answers `keys`, or 503 while `down`.
