@@ -8,7 +8,7 @@ const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
+const { cutAtClientsFirst } = require('./helpers/mqtt-proxy.js')
 const { topicNamer, pubsubOn, subscribed, waitFor, ALL_BYTES } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
@@ -119,17 +119,7 @@ test("format 'message' says dup: true for a QoS 1 message the broker sends again
   // The subscriber's first PUBACK never reaches mosquitto: the proxy holds it back and cuts the
   // connection. The session is kept (cleanSession: false), so on reconnect mosquitto sends the
   // unacknowledged message again, flagged DUP.
-  let pubacks = 0
-  const proxy = await startMqttProxy({
-    targetPort: broker.tcpPort,
-    onPacket({ fromClient, type, connection }) {
-      if (fromClient && type === 4 && ++pubacks === 1) {
-        connection.cut()
-        return false
-      }
-    },
-  })
-  t.teardown(() => proxy.stop())
+  const { proxy, sent: pubacks } = await cutAtClientsFirst(t, broker.tcpPort, 4)
   const topic = uniqueTopic('dup')
   const subscriber = newPubSub(t, {
     endpoint: proxy.url,
@@ -146,7 +136,7 @@ test("format 'message' says dup: true for a QoS 1 message the broker sends again
   t.deepEqual([first.dup, again.dup], [false, true])
   t.deepEqual([first.payload.toString(), again.payload.toString()], ['once', 'once'])
   // Delivered to JS and acknowledged to the broker run apart: the PUBACK may still be on its way.
-  await waitFor(() => pubacks === 2, 5_000, 'the PUBACK of the second delivery')
+  await waitFor(() => pubacks() === 2, 5_000, 'the PUBACK of the second delivery')
 })
 
 test("format 'message' reports the QoS the broker delivered at: the lower of publish and subscribe", async (t) => {

@@ -7,7 +7,7 @@ const test = require('ava')
 const { PubSub, Hub } = require('../mqtt.js')
 const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, cutAtClientsFirst } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
 const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
@@ -424,18 +424,8 @@ test('a persistent QoS 2 session cut before the broker had our PUBREC delivers t
  */
 async function cutFirstUnsubscribe(t) {
   const broker = await ownBroker(t)
-  let unsubscribes = 0
-  const proxy = await startMqttProxy({
-    targetPort: broker.tcpPort,
-    onPacket({ fromClient, type, connection }) {
-      if (fromClient && type === 10 && ++unsubscribes === 1) {
-        connection.cut()
-        return false
-      }
-    },
-  })
-  t.teardown(() => proxy.stop())
-  return { broker, proxy, unsubscribes: () => unsubscribes }
+  const { proxy, sent } = await cutAtClientsFirst(t, broker.tcpPort, 10)
+  return { broker, proxy, unsubscribes: sent }
 }
 
 test('a persistent session cut before the broker had our UNSUBSCRIBE sends it again: the resumed session drops that subscription', async (t) => {

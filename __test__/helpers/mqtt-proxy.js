@@ -99,4 +99,24 @@ async function startMqttProxy({ targetPort, onPacket = () => true }) {
   }
 }
 
-module.exports = { startMqttProxy }
+/**
+ * A proxy to `targetPort` that holds back the client's first packet of `type` (4 PUBACK,
+ * 10 UNSUBSCRIBE…), so it never arrives, and cuts that connection; stopped when the test `t`
+ * ends. Resolves with `{ proxy, sent }`: `sent()` counts the client's packets of that type.
+ */
+async function cutAtClientsFirst(t, targetPort, type) {
+  let sent = 0
+  const proxy = await startMqttProxy({
+    targetPort,
+    onPacket({ fromClient, type: seen, connection }) {
+      if (fromClient && seen === type && ++sent === 1) {
+        connection.cut()
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  return { proxy, sent: () => sent }
+}
+
+module.exports = { startMqttProxy, cutAtClientsFirst }
