@@ -9,7 +9,7 @@ const { TOPIC } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startAedes } = require('./helpers/aedes.js')
 const { cutAtClientsFirst } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, subscribed, waitFor, ALL_BYTES } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, subscribed, waitFor, uniqueClientId, ALL_BYTES } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -123,7 +123,7 @@ test("format 'message' says dup: true for a QoS 1 message the broker sends again
   const topic = uniqueTopic('dup')
   const subscriber = newPubSub(t, {
     endpoint: proxy.url,
-    clientId: `dup-${process.pid}-${Date.now()}`,
+    clientId: uniqueClientId('dup'),
     cleanSession: false,
     reconnect: { minDelayMs: 50 },
   })
