@@ -17,9 +17,40 @@ export declare const ConnectionState: {
   readonly Disconnected: 'Disconnected'
 }
 export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState]
+/** Each state as a type of its own, as with Amplify's enum (`let s: ConnectionState.Connected`). */
+export declare namespace ConnectionState {
+  type Connected = 'Connected'
+  type ConnectedPendingDisconnect = 'ConnectedPendingDisconnect'
+  type ConnectedPendingKeepAlive = 'ConnectedPendingKeepAlive'
+  type ConnectedPendingNetwork = 'ConnectedPendingNetwork'
+  type ConnectionDisrupted = 'ConnectionDisrupted'
+  type ConnectionDisruptedPendingNetwork = 'ConnectionDisruptedPendingNetwork'
+  type Connecting = 'Connecting'
+  type Disconnected = 'Disconnected'
+}
 
 /** The name of the connection-state event (on the instance and on `Hub`'s 'pubsub' channel). */
 export declare const CONNECTION_STATE_CHANGE: 'ConnectionStateChange'
+
+/**
+ * Amplify's CONTROL_MSG strings (messages of its AppSync real-time client), exported as
+ * `@aws-amplify/pubsub` exports them so that code importing them still loads; unused here.
+ */
+export declare const CONTROL_MSG: {
+  readonly CONNECTION_CLOSED: 'Connection closed'
+  readonly CONNECTION_FAILED: 'Connection failed'
+  readonly REALTIME_SUBSCRIPTION_INIT_ERROR: 'AppSync Realtime subscription init error'
+  readonly SUBSCRIPTION_ACK: 'Subscription ack'
+  readonly TIMEOUT_DISCONNECT: 'Timeout disconnect'
+}
+export type CONTROL_MSG = (typeof CONTROL_MSG)[keyof typeof CONTROL_MSG]
+export declare namespace CONTROL_MSG {
+  type CONNECTION_CLOSED = 'Connection closed'
+  type CONNECTION_FAILED = 'Connection failed'
+  type REALTIME_SUBSCRIPTION_INIT_ERROR = 'AppSync Realtime subscription init error'
+  type SUBSCRIPTION_ACK = 'Subscription ack'
+  type TIMEOUT_DISCONNECT = 'Timeout disconnect'
+}
 
 /** The key under which a JSON object message carries the topic it arrived on. */
 export declare const TOPIC: unique symbol
@@ -143,13 +174,20 @@ export interface CommonOptions {
   reconnect?: boolean | ReconnectOptions
   /** What publish does while the connection is down. Default `'qos1'`, 65,536 messages, 64 MiB. */
   offlineQueue?: OfflineQueuePolicy | OfflineQueueOptions
+  /**
+   * Accepted for Amplify compatibility, without effect: Amplify connects with TLS unless it is
+   * true; here the endpoint's scheme decides (`ws://`, `mqtt://` plain; `wss://`, `mqtts://` TLS).
+   */
+  aws_appsync_dangerously_connect_to_http_endpoint_for_testing?: boolean
 }
 
 /**
  * Options that say where to connect, as `new PubSub(options)` needs them: `endpoint`, or its
  * Amplify v5 alias `aws_pubsub_endpoint`. (The provider classes can take it from `configure`.)
+ * The value may be typed `string | undefined` (`process.env.IOT_ENDPOINT`), as Amplify's types
+ * allow: when it is undefined at run time, the constructor throws ERR_INVALID_ENDPOINT.
  */
-export type WithEndpoint<Options> = Options & ({ endpoint: string } | { aws_pubsub_endpoint: string })
+export type WithEndpoint<Options> = Options & ({ endpoint: string | undefined } | { aws_pubsub_endpoint: string | undefined })
 
 export interface ReconnectOptions {
   /** First wait, and the least one. Default 1000. */
@@ -309,7 +347,8 @@ export interface HubCapsule {
 
 /** Amplify-shaped Hub: `Hub.listen('pubsub', cb)` returns a function that stops listening. */
 export declare const Hub: {
-  listen(channel: string, callback: (capsule: HubCapsule) => void): () => void
+  /** `listenerName` (or Amplify's `{ listenerName }`) is accepted for Amplify compatibility and unused. */
+  listen(channel: string, callback: (capsule: HubCapsule) => void, listenerName?: string | { listenerName?: string }): () => void
   dispatch(channel: string, payload: HubCapsule['payload'], source?: string): void
 }
 
@@ -421,9 +460,12 @@ export declare const Amplify: {
 // ---------------------------------------------------------------------------------------------
 
 /** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
+/** The constructor options of this entry point's `PubSub`, under the name Amplify exports them by. */
+export type PubSubOptions = WithEndpoint<IotPubSubOptions>
+
 export type PubSub = PubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: WithEndpoint<IotPubSubOptions>): PubSubInstance
+  new (options: PubSubOptions): PubSubInstance
   readonly prototype: PubSubInstance
 }
 export default PubSub

@@ -4,6 +4,7 @@ export const {
   PubSub,
   ConnectionState,
   CONNECTION_STATE_CHANGE,
+  CONTROL_MSG,
   TOPIC,
   Hub,
   mqttTopicMatch,

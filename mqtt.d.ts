@@ -1,6 +1,7 @@
 export {
   ConnectionState,
   CONNECTION_STATE_CHANGE,
+  CONTROL_MSG,
   TOPIC,
   mqttTopicMatch,
   Hub,
@@ -44,10 +45,13 @@ export {
 } from './index'
 import type { MqttPubSubOptions, PubSubInstance, PubSubSingleton, WithEndpoint } from './index'
 
+/** The constructor options of this entry point's `PubSub`, under the name Amplify exports them by. */
+export type PubSubOptions = WithEndpoint<MqttPubSubOptions>
+
 /** The generic MQTT provider, for any broker; its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: WithEndpoint<MqttPubSubOptions>): PubSubInstance
+  new (options: PubSubOptions): PubSubInstance
   readonly prototype: PubSubInstance
 }
 export default PubSub

@@ -50,6 +50,17 @@ test('the will (topic, JSON message, qos, retain) is registered in CONNECT', asy
   t.true(will.retain)
 })
 
+test("Amplify's aws_appsync_dangerously_connect_to_http_endpoint_for_testing is accepted without effect: a ws:// endpoint connects as given", async (t) => {
+  // Amplify's MqttOverWS forces TLS unless it is true, so code for a local broker sets it;
+  // here the endpoint's scheme decides either way.
+  for (const flag of [true, false]) {
+    const { broker, connects } = await recordingBroker(t)
+    await connectOnce(t, broker.wsUrl, { clientId: `plain-ws-${flag}`, aws_appsync_dangerously_connect_to_http_endpoint_for_testing: flag })
+    t.is(connects.length, 1)
+    t.is(connects[0].clientId, `plain-ws-${flag}`)
+  }
+})
+
 test('a will without a message is registered with an empty payload', async (t) => {
   const { broker, connects } = await recordingBroker(t)
   await connectOnce(t, broker.wsUrl, { will: { topic: 'connect-options/empty-will' } })

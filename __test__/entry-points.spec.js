@@ -10,6 +10,7 @@ const SHARED = [
   'AWSIoTProvider',
   'Amplify',
   'CONNECTION_STATE_CHANGE',
+  'CONTROL_MSG',
   'ConnectionState',
   'Hub',
   'MqttOverWSProvider',
@@ -51,6 +52,27 @@ test("ConnectionState holds Amplify's eight state strings, each its own name, an
   t.deepEqual({ ...ConnectionState }, Object.fromEntries(amplifyStates.map((state) => [state, state])))
   t.true(Object.isFrozen(ConnectionState))
   t.is(CONNECTION_STATE_CHANGE, 'ConnectionStateChange')
+})
+
+test("CONTROL_MSG holds the strings @aws-amplify/pubsub exports under that name, so that code importing it by name loads", async (t) => {
+  const { CONTROL_MSG } = require('native-pubsub')
+  t.deepEqual(
+    { ...CONTROL_MSG },
+    {
+      CONNECTION_CLOSED: 'Connection closed',
+      CONNECTION_FAILED: 'Connection failed',
+      REALTIME_SUBSCRIPTION_INIT_ERROR: 'AppSync Realtime subscription init error',
+      SUBSCRIPTION_ACK: 'Subscription ack',
+      TIMEOUT_DISCONNECT: 'Timeout disconnect',
+    },
+  )
+  t.true(Object.isFrozen(CONTROL_MSG))
+  // A named ES import of a missing export fails when the module links: this is what broke.
+  const { stdout } = spawnSync(process.execPath, ['--input-type=module', '-e', "import { PubSub, CONTROL_MSG } from 'native-pubsub'; console.log(typeof PubSub, CONTROL_MSG.CONNECTION_CLOSED)"], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  t.is(stdout.trim(), 'function Connection closed')
 })
 
 test('index.d.ts declares exactly the values the root exports', (t) => {

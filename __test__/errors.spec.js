@@ -168,6 +168,12 @@ for (const [what, options, named] of [
   ['a connectTimeout of 0', { endpoint, connectTimeout: 0 }, 'connectTimeout'],
   ['a connectTimeout of Infinity', { endpoint, connectTimeout: Number.POSITIVE_INFINITY }, 'connectTimeout'],
   ['a cleanSession that is not a boolean', { endpoint, cleanSession: 'yes' }, 'cleanSession'],
+  // Amplify's plain-ws switch is accepted (and has no effect), but not coerced from a string.
+  [
+    "Amplify's aws_appsync_dangerously_connect_to_http_endpoint_for_testing given as a string",
+    { endpoint, aws_appsync_dangerously_connect_to_http_endpoint_for_testing: 'true' },
+    'aws_appsync_dangerously_connect_to_http_endpoint_for_testing',
+  ],
   ['an unknown option (wrong case)', { endpoint, keepalive: 30 }, "Unknown option 'keepalive'"],
   // Neither may win in silence (the secret of a URL is not echoed: see above).
   ['an endpoint and its v5 alias with different values', { endpoint, aws_pubsub_endpoint: 'ws://127.0.0.1:2/mqtt' }, "'endpoint' and 'aws_pubsub_endpoint'"],

@@ -456,6 +456,21 @@ test.serial("Amplify.configure(awsconfig) with a flat config: PubSub keys are us
   t.deepEqual(provider, { clientId: 'own-client-id', state: 'Connected' })
 })
 
+test.serial("Amplify's plain-ws switch (aws_appsync_dangerously_connect_to_http_endpoint_for_testing) is accepted by configure and the v5 provider, and the endpoint's scheme decides", async (t) => {
+  const [configured, provider] = await inChild(
+    t,
+    `print(PubSub.configure({ PubSub: { aws_pubsub_endpoint: process.env.BROKER, aws_appsync_dangerously_connect_to_http_endpoint_for_testing: true } }))
+     const mqtt = new MqttOverWSProvider({ aws_appsync_dangerously_connect_to_http_endpoint_for_testing: true })
+     Amplify.addPluggable(mqtt)
+     await PubSub.publish('singleton/plain-ws', 1, { qos: 1 })
+     print({ state: mqtt.connectionState })
+     await PubSub.removePluggable('MqttOverWSProvider')`,
+  )
+  // Nothing to keep: it has no effect here.
+  t.deepEqual(configured, { aws_pubsub_endpoint: broker.wsUrl })
+  t.deepEqual(provider, { state: 'Connected' })
+})
+
 test.serial('configure rejects unknown shapes clearly', async (t) => {
   const results = await inChild(
     t,

@@ -1,6 +1,6 @@
 'use strict'
 const { binding } = require('./native')
-const { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC } = require('./constants')
+const { ConnectionState, CONNECTION_STATE_CHANGE, CONTROL_MSG, TOPIC } = require('./constants')
 const { Hub } = require('./hub')
 const { Amplify } = require('./singleton')
 const { AWSIoTProvider, MqttOverWSProvider } = require('./Providers')
@@ -20,7 +20,7 @@ function mqttTopicMatch(filter, topic) {
  * bundlers compile that import to CommonJS: they read `default` when `__esModule` is set.
  */
 function entryPoint(PubSub) {
-  const exports = { ConnectionState, CONNECTION_STATE_CHANGE, TOPIC, Hub, mqttTopicMatch, Amplify, AWSIoTProvider, MqttOverWSProvider, PubSub }
+  const exports = { ConnectionState, CONNECTION_STATE_CHANGE, CONTROL_MSG, TOPIC, Hub, mqttTopicMatch, Amplify, AWSIoTProvider, MqttOverWSProvider, PubSub }
   return Object.defineProperties(exports, { __esModule: { value: true }, default: { value: PubSub } })
 }
 

@@ -10,6 +10,11 @@ const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
 
 const WARNING = 'NativePubSubWarning'
+/**
+ * Amplify's option for connecting without TLS (its MqttOverWS forces wss:// unless it is true):
+ * accepted for code written for Amplify, without effect (see the constructor).
+ */
+const APPSYNC_HTTP_FLAG = 'aws_appsync_dangerously_connect_to_http_endpoint_for_testing'
 /** The keys of the `will` option. */
 const WILL_KEYS = ['topic', 'message', 'qos', 'retain']
 /** Stands for a payload that failed to parse (JSON.parse never returns undefined or this). */
@@ -248,7 +253,12 @@ class PubSubBase extends EventEmitter {
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
-    const { will, ca, credentials, ...rest } = options
+    const { will, ca, credentials, [APPSYNC_HTTP_FLAG]: httpForTesting, ...rest } = options
+    // Amplify's switch for plain ws:// (it forces TLS without it); here the endpoint's scheme
+    // decides, so it is accepted and has no effect. Not coerced, as `retain` is not.
+    if (httpForTesting !== undefined && typeof httpForTesting !== 'boolean') {
+      throw pubsubError('ERR_INVALID_OPTION', `Option '${APPSYNC_HTTP_FLAG}' must be a boolean, got ${describeValue(httpForTesting)}`)
+    }
     if (typeof credentials === 'function') this.#credentialsFunction = credentials
     else if (provider === 'iot' && credentials !== null && typeof credentials === 'object' && typeof credentials.then === 'function') {
       // A promise settles once, and every connect needs credentials that are still fresh.
@@ -743,4 +753,4 @@ const MqttPubSub = providerClass('mqtt', 'MqttOverWSProvider')
 /** The AWS IoT Core provider: MQTT over WSS, SigV4-presigned afresh for every connect. */
 const IotPubSub = providerClass('iot', 'AWSIoTProvider')
 
-module.exports = { MqttPubSub, IotPubSub }
+module.exports = { MqttPubSub, IotPubSub, APPSYNC_HTTP_FLAG }

@@ -8,7 +8,7 @@
 // `options.provider` names, or to all of them, as Amplify did. It holds no handle of its own:
 // the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual } = require('node:util')
-const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase } = require('./pubsub')
+const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
@@ -29,8 +29,11 @@ const ALIASES = new Map([
   ['region', 'aws_pubsub_region'],
   ['aws_pubsub_region', 'region'],
 ])
-/** Amplify's server-side-rendering switch: accepted, nothing to do on a Node server. */
-const IGNORED_OPTIONS = new Set(['ssr'])
+/**
+ * Amplify's server-side-rendering switch, and its switch for plain ws:// (here the endpoint's
+ * scheme decides): accepted, nothing to do.
+ */
+const IGNORED_OPTIONS = new Set(['ssr', APPSYNC_HTTP_FLAG])
 
 /** Provider options set by `configure`: defaults for the providers constructed afterwards. */
 let configured = {}

@@ -29,3 +29,9 @@ new PubSub({ clientId: 'no-endpoint' })
 new IotPubSub({ region: 'us-east-1' })
 // @ts-expect-error retain is a boolean
 void pubsub.publish('a', {}, { retain: 'false' })
+
+import { ConnectionState } from 'native-pubsub'
+// @ts-expect-error a state's own type holds that state only
+export const notUp: ConnectionState.Connected = ConnectionState.Disconnected
+// @ts-expect-error Amplify's plain-ws switch is a boolean
+new PubSub({ endpoint: 'ws://h/mqtt', aws_appsync_dangerously_connect_to_http_endpoint_for_testing: 'true' })
