@@ -97,6 +97,8 @@ export interface PublishOptions {
   qos?: Qos
   /** Ask the broker to keep the message for later subscribers. Default false. */
   retain?: boolean
+  /** Amplify's: picks a provider of the singleton (`PubSub.publish`); an instance ignores it. */
+  provider?: string | symbol
 }
 
 export interface SubscribeOptions {
@@ -104,6 +106,8 @@ export interface SubscribeOptions {
   qos?: Qos
   /** How `next` receives payloads. Default 'json'. */
   format?: MessageFormat
+  /** Amplify's: picks a provider of the singleton (`PubSub.subscribe`); an instance ignores it. */
+  provider?: string | symbol
 }
 
 /** What `next` receives with `format: 'message'`. */
@@ -459,10 +463,10 @@ export declare const Amplify: {
 // 'native-pubsub' and 'native-pubsub/iot': the AWS IoT Core provider
 // ---------------------------------------------------------------------------------------------
 
-/** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
 /** The constructor options of this entry point's `PubSub`, under the name Amplify exports them by. */
 export type PubSubOptions = WithEndpoint<IotPubSubOptions>
 
+/** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
 export type PubSub = PubSubInstance
 export declare const PubSub: PubSubSingleton & {
   new (options: PubSubOptions): PubSubInstance

@@ -392,6 +392,9 @@ for (const [what, options, named] of [
   ['retain given as a number', { retain: 0 }, /retain must be a boolean, got 0/],
   ['retain null', { retain: null }, /retain must be a boolean, got null/],
   ['options that are not an object', 'qos1', /options/],
+  // Ignored, a misspelt retain would publish a message the broker does not keep.
+  ['an unknown option', { qos: 1, retained: true }, /^Unknown publish option 'retained'; known are qos, retain, provider$/],
+  ["subscribe's format", { format: 'string' }, /Unknown publish option 'format'/],
 ]) {
   test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {
     const pubsub = newPubSub(t, { endpoint })
@@ -412,6 +415,24 @@ test('subscribing with an unknown format reports ERR_INVALID_OPTION listing the 
   const { error } = await observerError(pubsub, 'a/b', { format: 'xml' })
   t.is(error.code, 'ERR_INVALID_OPTION')
   t.regex(error.message, /format must be one of json, string, binary, message, got a string/)
+})
+
+test("subscribing with an unknown option reports ERR_INVALID_OPTION; Amplify's per-subscription clientId says what to do instead", async (t) => {
+  const pubsub = newPubSub(t, { endpoint })
+  const misspelt = await observerError(pubsub, 'a/b', { QoS: 1 })
+  t.is(misspelt.error.code, 'ERR_INVALID_OPTION')
+  t.is(misspelt.error.message, "Unknown subscribe option 'QoS'; known are qos, format, provider")
+  const perSubscription = await observerError(pubsub, 'a/b', { clientId: 'other' })
+  t.is(perSubscription.error.code, 'ERR_INVALID_OPTION')
+  t.regex(perSubscription.error.message, /^Unknown subscribe option 'clientId' \(Amplify's per-subscription connection is not supported: make another PubSub instance for it\)/)
+})
+
+test("Amplify's per-call provider option is accepted by an instance, which it does not route", async (t) => {
+  // No broker listens: options that are accepted get as far as the connection, which fails.
+  const pubsub = newPubSub(t, { endpoint, reconnect: false })
+  await t.throwsAsync(pubsub.publish('a/b', 'x', { provider: 'AWSIoTProvider', qos: 1 }), { code: 'ERR_CONNECTION' })
+  const { error } = await observerError(pubsub, 'a/b', { provider: 'AWSIoTProvider' })
+  t.is(error.code, 'ERR_CONNECTION')
 })
 
 // ---------------------------------------------------------------- connection failures

@@ -84,10 +84,32 @@ function readRetain(options) {
   return retain
 }
 
-function readOptions(options) {
+/**
+ * The keys `publish` and `subscribe` read from their options. Amplify's `provider` picks a
+ * provider of the singleton and means nothing to an instance (as in Amplify v6): accepted.
+ */
+const CALL_OPTIONS = { publish: ['qos', 'retain', 'provider'], subscribe: ['qos', 'format', 'provider'] }
+
+/**
+ * The options of a `publish` or `subscribe` (`call`). An unknown key is refused, not ignored: a
+ * misspelt `retained: true` would otherwise publish a message the broker does not keep.
+ */
+function readOptions(options, call) {
   if (options === undefined || options === null) return {}
   if (typeof options !== 'object') throw pubsubError('ERR_INVALID_OPTION', 'options must be an object')
+  const known = CALL_OPTIONS[call]
+  for (const key in options) {
+    if (!known.includes(key)) throw unknownCallOption(key, call)
+  }
   return options
+}
+
+function unknownCallOption(key, call) {
+  const hint =
+    call === 'subscribe' && (key === 'clientId' || key === 'url')
+      ? " (Amplify's per-subscription connection is not supported: make another PubSub instance for it)"
+      : ''
+  return pubsubError('ERR_INVALID_OPTION', `Unknown ${call} option '${key}'${hint}; known are ${CALL_OPTIONS[call].join(', ')}`)
 }
 
 /**
@@ -319,7 +341,7 @@ class PubSubBase extends EventEmitter {
         ? args[0]
         : { topics: args[0], message: args[1], options: args[2] }
       const list = toTopicList(topics, 'topic')
-      const opts = readOptions(options)
+      const opts = readOptions(options, 'publish')
       const qos = readQos(opts)
       const retain = readRetain(opts)
       const payload = encodeMessage(message)
@@ -420,7 +442,7 @@ class PubSubBase extends EventEmitter {
     }
     try {
       const list = toTopicList(topics, 'filter')
-      const opts = readOptions(options)
+      const opts = readOptions(options, 'subscribe')
       const qos = readQos(opts)
       if (opts.format !== undefined && !FORMATS.includes(opts.format)) {
         throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${describeValue(opts.format)}`)

@@ -19,6 +19,10 @@ export const mqttFromEnv = new MqttPubSub({ endpoint: process.env.MQTT_ENDPOINT,
 // Amplify's switch for a plain ws:// broker (accepted here without effect).
 export const local = new MqttPubSub({ endpoint: 'ws://localhost:9001/mqtt', aws_appsync_dangerously_connect_to_http_endpoint_for_testing: true })
 
+// Amplify's per-call options name a provider; an instance takes and ignores it.
+void iot.publish({ topics: 't', message: { a: 1 }, options: { provider: 'AWSIoTProvider' } })
+iot.subscribe({ topics: 't', options: { provider: 'AWSIoTProvider' } })
+
 // ConnectionState is an enum in Amplify: its members are types too.
 export type Up = ConnectionState.Connected
 export const up: Up = ConnectionState.Connected

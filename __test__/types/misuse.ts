@@ -29,6 +29,10 @@ new PubSub({ clientId: 'no-endpoint' })
 new IotPubSub({ region: 'us-east-1' })
 // @ts-expect-error retain is a boolean
 void pubsub.publish('a', {}, { retain: 'false' })
+// @ts-expect-error a misspelt option is refused (at run time too), not ignored
+void pubsub.publish('a', {}, { retained: true })
+// @ts-expect-error subscribe has no per-call clientId (Amplify's separate connection)
+pubsub.subscribe('a', { clientId: 'other' })
 
 import { ConnectionState } from 'native-pubsub'
 // @ts-expect-error a state's own type holds that state only
