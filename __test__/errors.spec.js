@@ -11,7 +11,7 @@ const test = require('ava')
 const { PubSub, MqttOverWSProvider, Hub, mqttTopicMatch } = require('../mqtt.js')
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
-const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer } = require('./helpers/pubsub.js')
+const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, pubsubScript, runScript, exitOf } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 // aedes answers SUBACK 0x80 for a subscription its authorizeSubscribe hook turns down
@@ -291,6 +291,43 @@ for (const [what, bad, hint] of [
     )
   })
 }
+
+test('without String.prototype.isWellFormed (Node 18 lacks it), lone surrogates are still refused and surrogate pairs still accepted', async (t) => {
+  // The check then falls back to a regular expression; Node 20 and later never run that path
+  // unless isWellFormed is taken away before the package loads, as here in a child process.
+  const topic = uniqueTopic('astral')
+  const run = runScript(
+    t,
+    `delete String.prototype.isWellFormed
+     ${pubsubScript(`
+       const codeOf = (fn) => { try { fn(); return 'none' } catch (error) { return error.code } }
+       const result = { fallback: String.prototype.isWellFormed === undefined }
+       result.option = codeOf(() => new pubsub.constructor({ endpoint: process.env.BROKER, clientId: 'device-\\ud83d' }))
+       pubsub.publish('sensors/\\ud800/temp', 1).then(() => 'none', (error) => [error.code, error.message]).then(async (published) => {
+         result.published = published
+         result.subscribed = await pubsub.subscribe('a/\\udc00').subscribe({ error() {} }).ready.then(() => 'none', (error) => error.code)
+         // A pair (U+1F600) is well formed: it goes out and comes back.
+         const sub = pubsub.subscribe(process.env.TOPIC, { format: 'string' }).subscribe({
+           next(value) {
+             result.astral = value
+             pubsub.close().then(() => console.log(JSON.stringify(result)))
+           },
+         })
+         await sub.ready
+         await pubsub.publish(process.env.TOPIC, 'pair \\ud83d\\ude00', { qos: 1 })
+       })`)}`,
+    { BROKER: broker.wsUrl, TOPIC: `${topic}/\ud83d\ude00` },
+  )
+  const { code } = await exitOf(t, run)
+  t.is(code, 0, run.stderr)
+  const result = JSON.parse(run.stdout)
+  t.true(result.fallback, 'the package ran without String.prototype.isWellFormed')
+  t.is(result.option, 'ERR_INVALID_OPTION')
+  t.is(result.published[0], 'ERR_INVALID_TOPIC')
+  t.regex(result.published[1], /"sensors\/\\ud800\/temp" holds a lone surrogate/)
+  t.is(result.subscribed, 'ERR_INVALID_TOPIC')
+  t.is(result.astral, JSON.stringify('pair \ud83d\ude00'))
+})
 
 test('publishing rejects a topic list that is not strings with ERR_INVALID_TOPIC', async (t) => {
   const pubsub = newPubSub(t, { endpoint })

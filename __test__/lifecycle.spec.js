@@ -8,7 +8,7 @@ const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useAedes, startAedes } = require('./helpers/aedes.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, captureWarnings, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed, plain } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, listen, recordEvents, captureWarnings, waitFor, sleep, mqttJs, fakeServer, pubsubScript, runScript, printed, exitOf, plain } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -442,6 +442,42 @@ test("a JSON payload whose bytes are not UTF-8 is reported as 'invalidPayload', 
   t.deepEqual(asJson.values.map(plain), [{ name: 'caf\uFFFD' }], 'only the real U+FFFD reached the JSON observer')
   // 'string' decodes as Buffer#toString does; 'binary' or 'message' give the bytes themselves.
   t.deepEqual(asString.values, ['{"name":"caf\uFFFD"}', '{"name":"caf\uFFFD"}'])
+})
+
+test("without buffer.isUtf8 (Node 18.0 to 18.13 lack it), a JSON payload whose bytes are not UTF-8 is still 'invalidPayload' and a real U+FFFD still delivered", async (t) => {
+  // The check then falls back to decoding and re-encoding; Node 20 and later never run that
+  // path unless isUtf8 is taken away before the package loads, as here in a child process.
+  const topic = uniqueTopic('not-utf8-fallback')
+  const run = runScript(
+    t,
+    `delete require('node:buffer').isUtf8
+     ${pubsubScript(`
+       const invalid = []
+       const values = []
+       pubsub.on('invalidPayload', ({ payload, error }) => invalid.push({ payload: payload.toString('hex'), code: error.code, message: error.message }))
+       const sub = pubsub.subscribe(process.env.TOPIC, { qos: 1 }).subscribe({
+         next(value) {
+           values.push(value)
+           if (value.end) pubsub.close().then(() => console.log(JSON.stringify({ fallback: require('node:buffer').isUtf8 === undefined, invalid, values })))
+         },
+       })
+       sub.ready.then(async () => {
+         for (const payload of process.env.PAYLOADS.split(' ')) await pubsub.publish(process.env.TOPIC, Buffer.from(payload, 'hex'), { qos: 1 })
+       })`)}`,
+    {
+      BROKER: broker.wsUrl,
+      TOPIC: topic,
+      // 'café' with its é in Latin-1; then a U+FFFD sent as its UTF-8 bytes; then the end marker.
+      PAYLOADS: [Buffer.from('{"name":"caf\xe9"}', 'latin1'), Buffer.from('{"name":"caf\uFFFD"}'), Buffer.from('{"end":true}')].map((b) => b.toString('hex')).join(' '),
+    },
+  )
+  const { code } = await exitOf(t, run)
+  t.is(code, 0, run.stderr)
+  const result = JSON.parse(run.stdout)
+  t.true(result.fallback, 'the package ran without buffer.isUtf8')
+  t.deepEqual(result.invalid.map((i) => [i.payload, i.code]), [[Buffer.from('{"name":"caf\xe9"}', 'latin1').toString('hex'), 'ERR_PAYLOAD']])
+  t.regex(result.invalid[0].message, /not valid JSON \(its bytes are not valid UTF-8/)
+  t.deepEqual(result.values, [{ name: 'caf\uFFFD' }, { end: true }], 'only the real U+FFFD reached the JSON observer')
 })
 
 test("a next callback that throws is reported as 'callbackError' and one warning; later messages still arrive", async (t) => {

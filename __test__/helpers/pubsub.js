@@ -5,10 +5,20 @@
 const net = require('node:net')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { PubSub } = require('../../mqtt.js')
+const { inspect } = require('node:util')
+const { PubSub, TOPIC } = require('../../mqtt.js')
 
 /** The package's generic MQTT entry point, for scripts run in a child process. */
 const MQTT_JS = path.join(__dirname, '..', '..', 'mqtt.js')
+
+/**
+ * A message's TOPIC key as console.log prints it on the Node running the tests (child scripts run
+ * the same binary): `[Symbol(topic)]` up to Node 22, `Symbol(topic)` from Node 24 on, which
+ * prints enumerable symbol keys without brackets (nodejs/node#55778). For tests that read what a
+ * script printed, so that they check the exact text on every Node.
+ */
+const TOPIC_KEY = inspect({ [TOPIC]: 0 }).replace(/^\{ (.*): 0 \}$/, '$1')
+if (!/^\[?Symbol\(topic\)\]?$/.test(TOPIC_KEY)) throw new Error(`This Node prints the TOPIC key as ${TOPIC_KEY}: update the tests that read printed messages`)
 
 /** Every byte value 0..255: plenty of sequences that are not valid UTF-8. */
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
@@ -325,6 +335,7 @@ module.exports = {
   exitOf,
   running,
   MQTT_JS,
+  TOPIC_KEY,
   ALL_BYTES,
   useForFile,
   topicNamer,
