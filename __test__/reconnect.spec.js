@@ -599,6 +599,38 @@ test('a connection that lasted resetAfterMs starts the backoff over; one that la
   t.is(long.retryInMs, reconnect.minDelayMs, 'the first wait of a fresh backoff')
 })
 
+test('a retained message too large for WebSocket fails every connection that subscribes to it, as often as the backoff allows; over mqtt:// it arrives', async (t) => {
+  const topic = uniqueTopic('retained-too-large')
+  const payload = Buffer.alloc(17 * 2 ** 20, 7)
+  const publisher = openPubSub(t, { endpoint: sharedBroker.tcpUrl })
+  await publisher.publish(topic, payload, { qos: 1, retain: true })
+  try {
+    const overWebSocket = openPubSub(t, { endpoint: sharedBroker.wsUrl, reconnect: FAST })
+    const disruptions = recordEvents(overWebSocket, 'connectionDisrupted')
+    const received = receiver()
+    overWebSocket.subscribe(topic, { format: 'binary' }).subscribe(received.observer)
+    await waitFor(() => disruptions.length >= 4, 20_000, 'four lost connections')
+    for (const { error } of disruptions.slice(0, 4)) {
+      t.is(error.code, 'ERR_CONNECTION')
+      t.regex(error.message, /the server sent a WebSocket message of \d+ bytes, over the 16777216 this client accepts: .*\(mqtt:\/\/ and mqtts:\/\/ take up to 256 MiB\)/)
+    }
+    // Each connection lasted less than resetAfterMs, so the waits grow instead of starting over
+    // at minDelayMs (each after the first is random up to a doubling cap).
+    t.is(disruptions[0].retryInMs, FAST.minDelayMs)
+    t.true(disruptions.slice(1, 4).some((d) => d.retryInMs > FAST.minDelayMs), `waits ${disruptions.map((d) => d.retryInMs)}`)
+    t.deepEqual([received.received.length, received.errors], [0, []], 'nothing delivered, and no error for the observer: the connection is what fails')
+
+    const overTcp = openPubSub(t, { endpoint: sharedBroker.tcpUrl })
+    const tcpReceived = receiver(10_000)
+    overTcp.subscribe(topic, { format: 'binary' }).subscribe(tcpReceived.observer)
+    const [message] = await tcpReceived.take(1)
+    t.true(message.equals(payload))
+  } finally {
+    // An empty retained message removes it from the shared broker.
+    await publisher.publish(topic, Buffer.alloc(0), { qos: 1, retain: true })
+  }
+})
+
 test('a connection that fails at first is retried until the broker appears, and the publish waits for it', async (t) => {
   const proxy = await proxyTo(t, sharedBroker.tcpUrl)
   proxy.refuse()

@@ -521,6 +521,7 @@ where
 {
     use futures_util::StreamExt;
     use pharos::{Observable, ObserveConfig};
+    use async_tungstenite::tungstenite::error::CapacityError;
     use async_tungstenite::tungstenite::Error as TungErr;
     use ws_stream_tungstenite::{WsErr, WsEvent};
 
@@ -539,7 +540,14 @@ where
         .map_err(|error| io::Error::other(error.to_string()))?
         .filter_map(|event| async move {
             match event {
-                WsEvent::Error(error) => Some(format!("the server sent what WebSocket rules or limits refuse: {error}")),
+                WsEvent::Error(error) => Some(match &*error {
+                    // The one a user can act on: say what to do instead.
+                    WsErr::Tungstenite { source: TungErr::Capacity(CapacityError::MessageTooLong { size, max_size }) } => format!(
+                        "the server sent a WebSocket message of {size} bytes, over the {max_size} this client accepts: \
+                         an MQTT message that large cannot be received over WebSocket (mqtt:// and mqtts:// take up to 256 MiB)"
+                    ),
+                    _ => format!("the server sent what WebSocket rules or limits refuse: {error}"),
+                }),
                 _ => None,
             }
         });
