@@ -224,7 +224,8 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(options: ClientOptions, will_payload: Vec<u8>, callback: Arc<EventsFn>) -> Result<Self> {
+    /// `delivery` hands its events to JS through `callback` (see `delivery::JsSide`).
+    pub fn new(options: ClientOptions, will_payload: Vec<u8>, delivery: Arc<Delivery>, callback: Arc<EventsFn>) -> Result<Self> {
         let mut mqtt_options = options.to_mqtt_options(will_payload)?;
         let aws = options.aws.clone().map(|aws| AwsAuth {
             credentials: CredentialSource::new(aws.credentials, aws.region.clone()),
@@ -246,7 +247,6 @@ impl Client {
         network.set_connection_timeout(options.connect_timeout.as_millis().div_ceil(1000).max(1) as u64);
         eventloop.set_network_options(network);
 
-        let delivery = Arc::new(Delivery::default());
         let client_id = options.client_id.clone();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -195,7 +195,39 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
 /// The JS callback: weak, so it keeps Node alive only while `keep_alive(true)` says so. It
 /// returns `true` when JS wants no further batch until it calls `resume` (a `for await` loop has
 /// fallen behind); anything else lets the next batch come.
-pub type EventsFn = ThreadsafeFunction<Vec<Event>, Option<bool>, BatchArgs, Status, false, true>;
+///
+/// Its calls carry no data: the batch waits in `Delivery::handed` and the JS thread takes it
+/// (`JsSide`) when it makes the call. When Node tears an environment down (a Worker terminated,
+/// or ended by `process.exit()`), it drops the calls still queued, and napi-rs frees nothing of
+/// them (its `call_js_cb` returns at once on a null env): a batch carried in the call, and the
+/// `Arc<Delivery>` its completion held, leaked with each such Worker.
+pub type EventsFn = ThreadsafeFunction<(), Option<bool>, BatchArgs, Status, false, true>;
+
+/// What the events function's JS-thread callback holds: the delivery whose batches it hands to
+/// JS. Node drops it when it finalizes the function: after the last `EventsFn` is dropped, or
+/// when it tears the environment down. The latter is the only word Rust gets that JS is gone,
+/// and a call queued then never runs nor says so: without it, the delivery task would wait for
+/// that call's completion for ever, and the connection task, once the queue is full, for room.
+pub struct JsSide(Weak<Delivery>);
+
+impl JsSide {
+    pub fn new(delivery: &Arc<Delivery>) -> Self {
+        Self(Arc::downgrade(delivery))
+    }
+
+    /// The arguments of the call being made: the batch the delivery task handed over.
+    pub fn batch_args(&self) -> BatchArgs {
+        batch_args(self.0.upgrade().map(|delivery| delivery.take_handed()).unwrap_or_default())
+    }
+}
+
+impl Drop for JsSide {
+    fn drop(&mut self) {
+        if let Some(delivery) = self.0.upgrade() {
+            delivery.js_gone();
+        }
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -225,8 +257,12 @@ impl Queue {
 #[derive(Default)]
 pub struct Delivery {
     queue: Mutex<Queue>,
+    /// The batch of the call being made, until the JS thread takes it.
+    handed: Mutex<Vec<Event>>,
     /// JS is handling a batch, or asked for no more until `resume`.
     in_js: AtomicBool,
+    /// The JS side is gone (`JsSide` was dropped): nothing more will be delivered.
+    gone: AtomicBool,
     ready: Notify,
     room: Notify,
 }
@@ -257,6 +293,10 @@ impl Delivery {
     pub async fn push_message(&self, event: Event) {
         let size = message_size(&event);
         loop {
+            if self.gone.load(Ordering::Acquire) {
+                // Nobody will read it, and nobody would make room.
+                return;
+            }
             {
                 let mut queue = self.queue.lock();
                 if queue.messages == 0 || (queue.messages < MAX_QUEUED_MESSAGES && queue.bytes + size <= MAX_QUEUED_BYTES) {
@@ -296,6 +336,19 @@ impl Delivery {
         batch
     }
 
+    /// The batch the delivery task handed over for the call being made.
+    fn take_handed(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.handed.lock())
+    }
+
+    /// The JS side is gone: the delivery task ends, and the connection task no longer waits for
+    /// room (its messages are dropped).
+    fn js_gone(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.ready.notify_one();
+        self.room.notify_one();
+    }
+
     /// JS may have the next batch: it finished the last one, or asks again after holding back.
     pub fn resume(&self) {
         self.in_js.store(false, Ordering::Release);
@@ -309,6 +362,9 @@ impl Delivery {
     /// so a quiet connection costs no extra wake-up per message.
     pub async fn run(self: Arc<Self>, callback: Arc<EventsFn>) {
         loop {
+            if self.gone.load(Ordering::Acquire) {
+                return;
+            }
             if self.in_js.load(Ordering::Acquire) {
                 self.ready.notified().await;
                 continue;
@@ -321,11 +377,13 @@ impl Delivery {
             self.room.notify_one();
             let last = batch.iter().any(|e| matches!(e, Event::Closed));
             self.in_js.store(true, Ordering::Release);
-            let delivery = self.clone();
+            *self.handed.lock() = batch;
+            // Weak: a call Node drops unrun (see `EventsFn`) keeps only this pointer's allocation.
+            let delivery = Arc::downgrade(&self);
             // A throw in JS is caught there; this runs on the JS thread once it returned. While
             // JS holds the batches back, the queue fills and the connection stops reading.
-            let status = callback.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |paused, _| {
-                if !matches!(paused, Ok(Some(true))) {
+            let status = callback.call_with_return_value((), ThreadsafeFunctionCallMode::NonBlocking, move |paused, _| {
+                if let (false, Some(delivery)) = (matches!(paused, Ok(Some(true))), delivery.upgrade()) {
                     delivery.resume();
                 }
                 Ok(())
@@ -390,6 +448,23 @@ mod tests {
         assert_eq!(event.code.as_deref(), Some("ERR_CONNECTION"));
         assert_eq!(event.message.as_deref(), Some("Connection refused"));
         assert_eq!(event.retry_in_ms, Some(1_234));
+    }
+
+    #[tokio::test]
+    async fn once_the_js_side_is_gone_a_full_queue_no_longer_holds_the_connection_task() {
+        let delivery = Arc::new(Delivery::default());
+        let js_side = JsSide::new(&delivery);
+        for _ in 0..MAX_QUEUED_MESSAGES {
+            delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)).await;
+        }
+        // Full: the next message waits for room.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)));
+        assert!(waiting.await.is_err());
+        // Node finalized the events function (its environment was torn down).
+        drop(js_side);
+        let dropped = tokio::time::timeout(Duration::from_secs(5), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)));
+        assert!(dropped.await.is_ok(), "push_message still waits for room nobody will make");
+        assert_eq!(delivery.queue.lock().messages, MAX_QUEUED_MESSAGES);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32ArraySlice};
 use napi_derive::napi;
 
-use crate::delivery::{batch_args, BatchArgs, Event, EventsFn};
+use crate::delivery::{BatchArgs, Delivery, EventsFn, JsSide};
 use crate::errors::{js, ErrorCode};
 
 /// One worker thread for every instance's tasks: the JS thread, the broker and this share the
@@ -82,15 +82,17 @@ impl NativeClient {
     pub fn new(options: serde_json::Value, setup: NativeSetup, on_events: Function<BatchArgs, Option<bool>>) -> napi::Result<Self, ErrorCode> {
         let provider = js(options::Provider::from_name(&setup.provider))?;
         let options = js(options::ClientOptions::from_js(&options, provider, setup.credentials_function))?;
+        let delivery = Arc::new(Delivery::default());
+        let js_side = JsSide::new(&delivery);
         let events: EventsFn = on_events
-            .build_threadsafe_function::<Vec<Event>>()
+            .build_threadsafe_function::<()>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(batch_args(ctx.value)))
+            .build_callback(move |_| Ok(js_side.batch_args()))
             .map_err(|e| napi::Error::new("ERR_INTERNAL", e.reason))?;
         let events = Arc::new(events);
         let will_payload = setup.will_payload.map(|b| b.to_vec()).unwrap_or_default();
-        let client = js(client::Client::new(options, will_payload, events.clone()))?;
+        let client = js(client::Client::new(options, will_payload, delivery, events.clone()))?;
         Ok(Self { client, events })
     }
 
