@@ -153,3 +153,33 @@ test('Hub channels that nobody listens on any more are forgotten: listening per 
   // Before, each stopped channel kept its name and an empty Set: 41 MiB for 100,000.
   t.true(growthKiB < 4096, `${growthKiB.toFixed(0)} KiB`)
 })
+
+test("a server that opens and closes publishing instances does not hold a publish buffer per closed instance until the next collection", async (t) => {
+  t.timeout(60_000)
+  const broker = await startMosquitto()
+  t.teardown(() => broker.stop())
+  // No gc() here: what is measured is what waits for V8 to collect the closed instances.
+  const run = runScript(
+    t,
+    `const { PubSub } = require(process.env.MQTT_JS)
+     const externalKiB = () => process.memoryUsage().arrayBuffers / 1024
+     const publishOnce = async (i) => {
+       const instance = new PubSub({ endpoint: process.env.BROKER })
+       await instance.publish('memory/churn/' + i, { i })
+       await instance.close()
+     }
+     ;(async () => {
+       for (let i = 0; i < 5; i++) await publishOnce(i)
+       const before = externalKiB()
+       for (let i = 5; i < 205; i++) await publishOnce(i)
+       console.log(JSON.stringify({ growthKiB: externalKiB() - before }))
+     })()`,
+    { BROKER: broker.tcpUrl },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const { growthKiB } = JSON.parse(run.stdout.trim().split('\n').pop())
+  t.log(`ArrayBuffers grew ${growthKiB.toFixed(0)} KiB over 200 instances`)
+  // Before, each closed instance kept its 256 KiB segment until collected: 51,450 KiB for 200.
+  t.true(growthKiB < 4096, `${growthKiB.toFixed(0)} KiB`)
+})
