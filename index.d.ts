@@ -34,22 +34,15 @@ export declare const CONNECTION_STATE_CHANGE: 'ConnectionStateChange'
 
 /**
  * Amplify's CONTROL_MSG strings (messages of its AppSync real-time client), exported as
- * `@aws-amplify/pubsub` exports them so that code importing them still loads; unused here.
+ * `@aws-amplify/pubsub` exports them (a string enum) so that code importing them still loads;
+ * unused here.
  */
-export declare const CONTROL_MSG: {
-  readonly CONNECTION_CLOSED: 'Connection closed'
-  readonly CONNECTION_FAILED: 'Connection failed'
-  readonly REALTIME_SUBSCRIPTION_INIT_ERROR: 'AppSync Realtime subscription init error'
-  readonly SUBSCRIPTION_ACK: 'Subscription ack'
-  readonly TIMEOUT_DISCONNECT: 'Timeout disconnect'
-}
-export type CONTROL_MSG = (typeof CONTROL_MSG)[keyof typeof CONTROL_MSG]
-export declare namespace CONTROL_MSG {
-  type CONNECTION_CLOSED = 'Connection closed'
-  type CONNECTION_FAILED = 'Connection failed'
-  type REALTIME_SUBSCRIPTION_INIT_ERROR = 'AppSync Realtime subscription init error'
-  type SUBSCRIPTION_ACK = 'Subscription ack'
-  type TIMEOUT_DISCONNECT = 'Timeout disconnect'
+export declare enum CONTROL_MSG {
+  CONNECTION_CLOSED = 'Connection closed',
+  CONNECTION_FAILED = 'Connection failed',
+  REALTIME_SUBSCRIPTION_INIT_ERROR = 'AppSync Realtime subscription init error',
+  SUBSCRIPTION_ACK = 'Subscription ack',
+  TIMEOUT_DISCONNECT = 'Timeout disconnect',
 }
 
 /** The key under which a JSON object message carries the topic it arrived on. */

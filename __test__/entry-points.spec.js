@@ -22,7 +22,7 @@ const SHARED = [
 /** The value exports a declaration file names (`export declare const|function|class X`). */
 function declaredValues(file) {
   const text = fs.readFileSync(path.join(root, file), 'utf8')
-  return [...text.matchAll(/export declare (?:const|function|class) (\w+)/g)].map((m) => m[1])
+  return [...text.matchAll(/export declare (?:const|function|class|enum) (\w+)/g)].map((m) => m[1])
 }
 
 for (const entry of ['native-pubsub', 'native-pubsub/mqtt', 'native-pubsub/iot']) {
