@@ -383,8 +383,10 @@ impl Delivery {
             // A throw in JS is caught there; this runs on the JS thread once it returned. While
             // JS holds the batches back, the queue fills and the connection stops reading.
             let status = callback.call_with_return_value((), ThreadsafeFunctionCallMode::NonBlocking, move |paused, _| {
-                if let (false, Some(delivery)) = (matches!(paused, Ok(Some(true))), delivery.upgrade()) {
-                    delivery.resume();
+                if !matches!(paused, Ok(Some(true))) {
+                    if let Some(delivery) = delivery.upgrade() {
+                        delivery.resume();
+                    }
                 }
                 Ok(())
             });
