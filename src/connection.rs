@@ -41,7 +41,8 @@ impl ConnectionState {
     }
 }
 
-/// How long a goodbye (DISCONNECT) may take before the socket is simply dropped.
+/// How long a goodbye (DISCONNECT, then the broker closing) may take before the socket is simply
+/// dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Backlog size below which JS may publish again after being told to wait.
 const WRITABLE_BELOW: usize = MAX_BACKLOG / 2;
@@ -83,7 +84,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
             End::Closed => break,
             End::Idle => {
                 discard_buffered_events(&shared, &mut shared.core.lock(), &mut eventloop);
-                say_goodbye(&mut eventloop).await;
+                say_goodbye(&shared, &mut eventloop).await;
                 let mut core = shared.core.lock();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
@@ -111,7 +112,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
         }
     }
     // Closed: everything pending was settled by `close()`; leave politely and say so.
-    say_goodbye(&mut eventloop).await;
+    say_goodbye(&shared, &mut eventloop).await;
     let mut core = shared.core.lock();
     forget_queued_requests(&mut eventloop);
     shared.set_state(&mut core, ConnectionState::Disconnected);
@@ -507,13 +508,16 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
 fn discard_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
     for event in std::mem::take(&mut eventloop.state.events) {
         match event {
-            Event::Incoming(Packet::Publish(_)) => {
-                core.counters.messages_received += 1;
-                core.counters.dropped_unrouted += 1;
-            }
+            Event::Incoming(Packet::Publish(_)) => count_unrouted(core),
             event => account(shared, core, event),
         }
     }
+}
+
+/// A message that arrived when no subscription could take it any more.
+fn count_unrouted(core: &mut Core) {
+    core.counters.messages_received += 1;
+    core.counters.dropped_unrouted += 1;
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
@@ -558,13 +562,24 @@ fn complete(shared: &Shared, core: &mut Core, completion: Completion) {
     }
 }
 
-/// Sends DISCONNECT if connected, then drops the socket. Requests still in rumqttc's channel
-/// stay there for the next connection.
-async fn say_goodbye(eventloop: &mut EventLoop) {
+/// Sends DISCONNECT if connected, reads what the broker still sends until it closes the
+/// connection (messages count as unrouted: nobody takes them now, and one at QoS 1 or 2 stays
+/// unacknowledged, so a persistent session keeps it), then drops the socket. Requests still in
+/// rumqttc's channel stay there for the next connection.
+///
+/// The reading matters: closing a TCP socket that holds unread data sends RST, not FIN, and a
+/// broker that gets the RST before it has read the DISCONNECT loses it with the connection,
+/// and publishes the will (a subscriber closed while messages pour in, or while its JS is behind).
+async fn say_goodbye(shared: &Shared, eventloop: &mut EventLoop) {
     if let Some(network) = eventloop.network.as_mut() {
         let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
-            network.write(Packet::Disconnect).await?;
-            network.flush().await
+            if network.write(Packet::Disconnect).await.is_ok() && network.flush().await.is_ok() {
+                while let Ok(packet) = network.read().await {
+                    if let Packet::Publish(_) = packet {
+                        count_unrouted(&mut shared.core.lock());
+                    }
+                }
+            }
         })
         .await;
     }
