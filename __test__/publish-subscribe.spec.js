@@ -187,6 +187,28 @@ test('a message matching two filters of one observer reaches that observer once'
   t.deepEqual(topicsOf(messages), [`${base}/both`, `${base}/only/hash`])
 })
 
+test('an instance subscribed to 10,000 device topics and a few wildcard filters gives each message to exactly the observers whose filters match', async (t) => {
+  // A server following a fleet: one filter per device, one observer for all of them, and
+  // observers of one device, of every device's alarms and of everything.
+  const base = uniqueTopic('fleet')
+  const device = (id, what) => `${base}/devices/${id}/${what}`
+  const pubsub = newPubSub(t)
+  const statuses = await subscribed(pubsub, Array.from({ length: 10_000 }, (_, id) => device(id, 'status')), { format: 'message' })
+  const seven = await subscribed(pubsub, device(7, 'status'), { format: 'message' })
+  const alarms = await subscribed(pubsub, `${base}/devices/+/alarm`, { format: 'message' })
+  const everything = await subscribed(pubsub, [`${base}/#`, `${base}/devices/+/status`], { format: 'message' })
+
+  const sent = [device(7, 'status'), device(9_999, 'status'), device(3, 'alarm'), device(10_000, 'status'), `${base}/devices`]
+  for (const topic of sent) await pubsub.publish(topic, 1, { qos: 1 })
+
+  // The last message reaches `everything` after the others reached every observer they match.
+  t.deepEqual(topicsOf(await everything.take(sent.length)), sent, 'each once, though two of its filters match most')
+  t.deepEqual(topicsOf(statuses.received), [device(7, 'status'), device(9_999, 'status')])
+  t.deepEqual(topicsOf(seven.received), [device(7, 'status')])
+  t.deepEqual(topicsOf(alarms.received), [device(3, 'alarm')])
+  t.is(pubsub.stats().dropped.unrouted, 0)
+})
+
 test('two observers of one filter both receive, and one unsubscribing leaves the other receiving', async (t) => {
   const topic = uniqueTopic('shared')
   const pubsub = newPubSub(t)
