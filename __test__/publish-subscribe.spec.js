@@ -2,10 +2,10 @@
 // Publishing and subscribing through a real broker (Debian's mosquitto, over WebSockets unless
 // a test says otherwise): Amplify's PubSub API end to end.
 const test = require('ava')
-const { TOPIC } = require('../mqtt.js')
+const { TOPIC, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, recordEvents, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -207,6 +207,35 @@ test('an instance subscribed to 10,000 device topics and a few wildcard filters 
   t.deepEqual(topicsOf(seven.received), [device(7, 'status')])
   t.deepEqual(topicsOf(alarms.received), [device(3, 'alarm')])
   t.is(pubsub.stats().dropped.unrouted, 0)
+})
+
+test('10,000 subscribe calls on one instance all become ready, and unsubscribing them all ends the connection with DISCONNECT', async (t) => {
+  // One SUBSCRIBE per call, 10,000 in flight at once; then one UNSUBSCRIBE per filter.
+  const sentByClient = new Map()
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient) sentByClient.set(type, (sentByClient.get(type) || 0) + 1)
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const base = uniqueTopic('many-calls')
+  const pubsub = newPubSub(t, { endpoint: proxy.url })
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const inboxes = Array.from({ length: 10_000 }, (_, id) => observe(pubsub.subscribe(`${base}/${id}`, { format: 'message' })))
+  await Promise.all(inboxes.map((inbox) => inbox.subscription.ready))
+
+  await pubsub.publish(`${base}/4321`, 1, { qos: 1 })
+  t.deepEqual(topicsOf(await inboxes[4321].take(1)), [`${base}/4321`])
+
+  for (const inbox of inboxes) inbox.subscription.unsubscribe()
+  await waitFor(() => states.at(-1) === 'Disconnected', 10_000, 'Disconnected')
+  t.deepEqual(states, ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected'])
+  const [SUBSCRIBE, UNSUBSCRIBE, DISCONNECT] = [8, 10, 14]
+  t.is(sentByClient.get(SUBSCRIBE), 10_000)
+  t.is(sentByClient.get(UNSUBSCRIBE), 10_000)
+  t.is(sentByClient.get(DISCONNECT), 1)
+  t.true(inboxes.every((inbox) => inbox.errors.length === 0))
 })
 
 test('two observers of one filter both receive, and one unsubscribing leaves the other receiving', async (t) => {

@@ -92,6 +92,10 @@ pub struct Outbox {
     awaiting_puback: HashMap<u16, (u32, usize)>,
     /// SUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filters.
     awaiting_suback: VecDeque<(u16, Vec<String>)>,
+    /// How many SUBSCRIBEs not yet acknowledged (in `backlog`, `in_channel` or
+    /// `awaiting_suback`) name each filter. Counted as they come and go rather than gathered
+    /// from those queues on every SUBACK, which made n subscribe calls cost O(n²).
+    subscribing: HashMap<String, usize>,
     /// UNSUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filter.
     awaiting_unsuback: VecDeque<(u16, String)>,
     /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
@@ -162,11 +166,36 @@ impl Outbox {
     }
 
     fn push_back(&mut self, request: Request) {
-        if let Request::Publish { topic, payload, .. } = &request {
-            self.queued.operations += 1;
-            self.queued.bytes += publish_bytes(topic, payload);
+        match &request {
+            Request::Publish { topic, payload, .. } => {
+                self.queued.operations += 1;
+                self.queued.bytes += publish_bytes(topic, payload);
+            }
+            Request::Subscribe { filters } => self.count_subscribing(filters),
+            Request::Unsubscribe { .. } => {}
         }
         self.backlog.push_back(request);
+    }
+
+    fn count_subscribing(&mut self, filters: &[(String, QoS)]) {
+        for (filter, _) in filters {
+            *self.subscribing.entry(filter.clone()).or_default() += 1;
+        }
+    }
+
+    /// Counts off an acknowledged SUBSCRIBE of `filter`; returns whether another one is still
+    /// outstanding.
+    fn count_off_subscribe(&mut self, filter: &str) -> bool {
+        match self.subscribing.get_mut(filter) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                true
+            }
+            _ => {
+                self.subscribing.remove(filter);
+                false
+            }
+        }
     }
 
     /// Moves backlog into rumqttc's channel while it has room, keeping order; nothing moves
@@ -324,7 +353,9 @@ impl Outbox {
         self.awaiting_puback.retain(|pkid, _| pubrels.contains(pkid));
         requeued.pubrels = pubrels;
         requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
+        // No SUBSCRIBE is left: those unacknowledged are dropped above and below.
         self.awaiting_suback.clear();
+        self.subscribing.clear();
 
         let earlier = std::mem::take(&mut self.backlog);
         self.queued = Load::default();
@@ -381,6 +412,9 @@ impl Outbox {
     /// suspects go last, one per SUBSCRIBE.
     pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
         for request in self.renewal(subscriptions).into_iter().rev() {
+            if let Request::Subscribe { filters } = &request {
+                self.count_subscribing(filters);
+            }
             self.backlog.push_front(request);
         }
         self.held = false;
@@ -390,7 +424,8 @@ impl Outbox {
     /// The SUBSCRIBEs that renew `subscriptions`: one for all but the suspects, then one for each
     /// suspect.
     fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
-        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| self.suspects.contains(filter));
+        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
+        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| suspects.contains(filter.as_str()));
         let others = (!others.is_empty()).then_some(Request::Subscribe { filters: others });
         others.into_iter().chain(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] })).collect()
     }
@@ -484,24 +519,23 @@ impl Outbox {
             Packet::SubAck(ack) => match self.awaiting_suback.iter().position(|(pkid, _)| *pkid == ack.pkid) {
                 Some(index) => {
                     let filters = self.awaiting_suback.remove(index).map(|(_, filters)| filters).unwrap_or_default();
-                    let later = self.subscribes_outstanding();
-                    let still_subscribing = !later.is_empty();
                     // A filter the broker gave no return code for is not subscribed: a refusal,
                     // rather than an observer waiting forever.
                     let mut granted = ack.return_codes.iter().map(|code| match code {
                         SubscribeReasonCode::Success(qos) => Some(*qos),
                         SubscribeReasonCode::Failure => None,
                     });
-                    let completions = filters
-                        .into_iter()
-                        .map(|filter| (filter, granted.next().flatten()))
+                    let mut completions = Vec::new();
+                    for filter in filters {
+                        let granted = granted.next().flatten();
                         // A later SUBSCRIBE of the same filter (subscribed again after an
                         // unsubscribe, or at a higher QoS) settles it: this ack is from before
                         // the broker had it.
-                        .filter(|(filter, _)| !later.contains(filter.as_str()))
-                        .map(|(filter, granted)| Completion::Subscribed(filter, granted))
-                        .collect();
-                    if !still_subscribing {
+                        if !self.count_off_subscribe(&filter) {
+                            completions.push(Completion::Subscribed(filter, granted));
+                        }
+                    }
+                    if self.subscribing.is_empty() {
                         self.suspects.clear();
                     }
                     completions
@@ -516,21 +550,6 @@ impl Outbox {
             }
             _ => Vec::new(),
         }
-    }
-
-    /// The filters of SUBSCRIBEs not yet acknowledged: written, in rumqttc's channel, or
-    /// waiting. Only looked at on SUBACK, never per message.
-    fn subscribes_outstanding(&self) -> HashSet<&str> {
-        let written = self.awaiting_suback.iter().flat_map(|(_, filters)| filters).map(String::as_str);
-        let in_channel = self.in_channel.iter().flat_map(|sent| match sent {
-            Sent::Subscribe { filters } => filters.as_slice(),
-            _ => &[],
-        });
-        let waiting = self.backlog.iter().flat_map(|request| match request {
-            Request::Subscribe { filters } => filters.as_slice(),
-            _ => &[],
-        });
-        written.chain(in_channel.map(String::as_str)).chain(waiting.map(|(filter, _)| filter.as_str())).collect()
     }
 
     fn settle_publish(&mut self, pkid: u16) -> Vec<Completion> {
@@ -555,6 +574,7 @@ impl Outbox {
         self.resending = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
+        self.subscribing.clear();
         self.awaiting_unsuback.clear();
         self.held = false;
         ops.sort_unstable();
@@ -778,8 +798,10 @@ mod tests {
         let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
         outbox.held = false;
         // The others in one SUBSCRIBE (as `pump` moves it); nothing more goes until its SUBACK.
-        outbox.backlog.extend(renewal.into_iter().skip(1));
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["c".into(), "d".into()] });
+        for request in renewal.into_iter().skip(1) {
+            outbox.push_back(request);
+        }
+        subscribe_in_channel(&mut outbox, &["c", "d"]);
         assert!(!outbox.may_hand_over(), "c and d are in rumqttc's channel");
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         assert!(!outbox.may_hand_over(), "c and d await their SUBACK");
@@ -796,18 +818,50 @@ mod tests {
         outbox.on_outgoing(&Outgoing::Subscribe(3));
         outbox.on_incoming(&granted(3));
         assert!(outbox.suspects.is_empty(), "nothing left to probe: back to writing everything at once");
+        assert!(outbox.subscribing.is_empty());
+    }
+
+    #[test]
+    fn a_subscribe_given_up_with_its_connection_does_not_hold_back_the_suback_of_the_next() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        let subscribed_a = || vec![Completion::Subscribed("a".into(), Some(QoS::AtLeastOnce))];
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        // Lost before its SUBACK: the renewal on the next connection subscribes it again.
+        outbox.requeue(Vec::new(), |_| true, None);
+        outbox.release(&client, vec![("a".into(), QoS::AtLeastOnce)]);
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        assert_eq!(outbox.on_incoming(&granted(1)), subscribed_a());
+        assert!(outbox.is_idle() && outbox.subscribing.is_empty());
+
+        // Abandoned (the connection failed for good), then subscribed again.
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        outbox.abandon();
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(3));
+        assert_eq!(outbox.on_incoming(&granted(3)), subscribed_a());
+        assert!(outbox.is_idle() && outbox.subscribing.is_empty());
+    }
+
+    /// A SUBSCRIBE of `filters` in rumqttc's channel, counted as `submit` counts it.
+    fn subscribe_in_channel(outbox: &mut Outbox, filters: &[&str]) {
+        outbox.count_subscribing(&filters.iter().map(|f| (f.to_string(), QoS::AtLeastOnce)).collect::<Vec<_>>());
+        outbox.in_channel.push_back(Sent::Subscribe { filters: filters.iter().map(|f| f.to_string()).collect() });
     }
 
     #[test]
     fn a_suback_is_ignored_for_a_filter_subscribed_again_since() {
         let mut outbox = Outbox::default();
         let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        subscribe_in_channel(&mut outbox, &["a"]);
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         outbox.in_channel.push_back(Sent::Unsubscribe { filter: "a".into() });
         outbox.on_outgoing(&Outgoing::Unsubscribe(2));
         // Subscribed again: still in rumqttc's channel, then written.
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        subscribe_in_channel(&mut outbox, &["a"]);
         assert_eq!(outbox.on_incoming(&granted(1)), vec![]);
         outbox.on_outgoing(&Outgoing::Subscribe(3));
         outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(2)));
