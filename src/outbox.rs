@@ -101,6 +101,8 @@ pub struct Outbox {
     /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
     /// received goes again after a loss, or the resumed session keeps that subscription.
     session_may_resume: bool,
+    /// The most filters one SUBSCRIBE carries (`None`: all of a request): more go in several.
+    filters_per_subscribe: Option<usize>,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
     /// The filters of the SUBSCRIBEs the last connection was lost with unacknowledged. While
@@ -155,14 +157,32 @@ fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
 
 impl Outbox {
     /// `session_may_resume`: the client connects with cleanSession false.
-    pub fn new(session_may_resume: bool) -> Self {
-        Outbox { session_may_resume, ..Outbox::default() }
+    pub fn new(session_may_resume: bool, filters_per_subscribe: Option<usize>) -> Self {
+        Outbox { session_may_resume, filters_per_subscribe, ..Outbox::default() }
     }
 
     /// Queues a request and moves what fits into rumqttc's channel.
     pub fn submit(&mut self, client: &AsyncClient, request: Request) {
-        self.push_back(request);
+        match request {
+            Request::Subscribe { filters } => {
+                for subscribe in self.subscribes(filters) {
+                    self.push_back(subscribe);
+                }
+            }
+            request => self.push_back(request),
+        }
         self.pump(client);
+    }
+
+    /// SUBSCRIBEs for `filters`, in order, each within `filters_per_subscribe`.
+    fn subscribes(&self, filters: Vec<(String, QoS)>) -> Vec<Request> {
+        let per_subscribe = self.filters_per_subscribe.unwrap_or(usize::MAX).max(1);
+        let mut filters = filters.into_iter().peekable();
+        let mut subscribes = Vec::new();
+        while filters.peek().is_some() {
+            subscribes.push(Request::Subscribe { filters: filters.by_ref().take(per_subscribe).collect() });
+        }
+        subscribes
     }
 
     fn push_back(&mut self, request: Request) {
@@ -421,13 +441,14 @@ impl Outbox {
         self.pump(client);
     }
 
-    /// The SUBSCRIBEs that renew `subscriptions`: one for all but the suspects, then one for each
-    /// suspect.
+    /// The SUBSCRIBEs that renew `subscriptions`: as few as `filters_per_subscribe` allows for all
+    /// but the suspects, then one for each suspect.
     fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
         let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
         let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| suspects.contains(filter.as_str()));
-        let others = (!others.is_empty()).then_some(Request::Subscribe { filters: others });
-        others.into_iter().chain(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] })).collect()
+        let mut renewal = self.subscribes(others);
+        renewal.extend(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] }));
+        renewal
     }
 
     /// The new session does not know the QoS 2 publishes awaiting PUBCOMP: the broker had
@@ -764,7 +785,7 @@ mod tests {
             }).collect()
         };
         for session_may_resume in [true, false] {
-            let mut outbox = Outbox::new(session_may_resume);
+            let mut outbox = Outbox::new(session_may_resume, None);
             for filter in ["acked", "a", "b"] {
                 outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
             }
@@ -780,6 +801,32 @@ mod tests {
             let expected: &[&str] = if session_may_resume { &["a", "b", "c"] } else { &["c"] };
             assert_eq!(filters(&outbox), expected);
         }
+    }
+
+    #[test]
+    fn subscribes_and_renewals_carry_at_most_the_filters_one_subscribe_may() {
+        let filters = |count: usize| (0..count).map(|i| (format!("t/{i}"), QoS::AtLeastOnce)).collect::<Vec<_>>();
+        let packets = |requests: Vec<Request>| -> Vec<Vec<(String, QoS)>> {
+            requests.into_iter().filter_map(|r| if let Request::Subscribe { filters } = r { Some(filters) } else { None }).collect()
+        };
+        let aws_iot = Outbox::new(false, Some(8));
+        let subscribes = packets(aws_iot.subscribes(filters(20)));
+        assert_eq!(subscribes.iter().map(Vec::len).collect::<Vec<_>>(), [8, 8, 4]);
+        assert_eq!(subscribes.concat(), filters(20), "in order");
+        assert_eq!(packets(aws_iot.renewal(filters(16))).iter().map(Vec::len).collect::<Vec<_>>(), [8, 8]);
+        assert_eq!(packets(Outbox::new(false, None).renewal(filters(20))).len(), 1, "no limit: one SUBSCRIBE");
+
+        // Each SUBACK settles the filters of its own SUBSCRIBE.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::new(false, Some(8));
+        outbox.submit(&client, Request::Subscribe { filters: filters(10) });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        let granted = |pkid, count| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); count]));
+        let settled = |completions: Vec<Completion>| completions.len();
+        assert_eq!(settled(outbox.on_incoming(&granted(1, 8))), 8);
+        assert_eq!(settled(outbox.on_incoming(&granted(2, 2))), 2);
+        assert!(outbox.is_idle());
     }
 
     #[test]
