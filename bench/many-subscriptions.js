@@ -123,12 +123,20 @@ const cases = {
     const readyMs = now() - began
     const pub = new PubSub({ endpoint: broker.tcpUrl })
     await counter.stream(pub, 'stream/hot', 200, instances) // warm-up
+    const cpu = process.cpuUsage()
     const ms = await counter.stream(pub, 'stream/hot', messages, instances)
+    const { user, system } = process.cpuUsage(cpu)
     const closing = now()
     await Promise.all(clients.map((c) => c.close()))
     const closeMs = now() - closing
     await pub.close()
-    return { deliveriesPerSec: Math.round(((messages * instances) / ms) * 1000), readyMs: Math.round(readyMs), closeMs: Math.round(closeMs) }
+    return {
+      deliveriesPerSec: Math.round(((messages * instances) / ms) * 1000),
+      // This process's CPU (the broker's is apart): flat if each instance costs the same.
+      cpuNsPerDelivery: Math.round(((user + system) * 1000) / (messages * instances)),
+      readyMs: Math.round(readyMs),
+      closeMs: Math.round(closeMs),
+    }
   },
 }
 
