@@ -394,6 +394,31 @@ async function ownGateway(t, broker = () => sharedBrokerUrl()) {
 const sharedBrokerUrl = () => broker.tcpUrl
 const FAST = { minDelayMs: 50, maxDelayMs: 200 }
 
+test.serial('20 topics subscribed at once go in SUBSCRIBEs of at most 8 filters, as AWS IoT requires, also when renewed after a reconnect', async (t) => {
+  // AWS IoT closes the connection of a client whose SUBSCRIBE carries more than 8 filters (the
+  // gateway does the same).
+  const gw = await ownGateway(t)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: FAST }, gw)
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  const base = uniqueTopic('twenty')
+  const topics = Array.from({ length: 20 }, (_, i) => `${base}/${i}`)
+  const inbox = await listen(t, pubsub, topics, { qos: 1 })
+  t.deepEqual(gw.subscribes.map((s) => s.filters), [8, 8, 4])
+  t.deepEqual(disruptions, [])
+
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  gw.dropAll()
+  await waitFor(() => states.includes('Connected'), 5_000, 'the reconnect')
+  await pubsub.publish(topics[19], 'after the reconnect', { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['after the reconnect'])
+  t.deepEqual(gw.subscribes.map((s) => s.filters), [8, 8, 4, 8, 8, 4])
+  t.deepEqual(
+    disruptions.map(({ error }) => error.code),
+    ['ERR_CONNECTION'],
+    'the drop alone',
+  )
+})
+
 test.serial('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
   const keys = newKeys(gw, { sessionToken: `token/${process.pid}+${Math.random().toString(36).slice(2)}` })

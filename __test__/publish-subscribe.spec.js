@@ -2,10 +2,10 @@
 // Publishing and subscribing through a real broker (Debian's mosquitto, over WebSockets unless
 // a test says otherwise): Amplify's PubSub API end to end.
 const test = require('ava')
-const { TOPIC } = require('../mqtt.js')
+const { TOPIC, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, recordEvents, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -185,6 +185,57 @@ test('a message matching two filters of one observer reaches that observer once'
 
   const messages = await inbox.take(2)
   t.deepEqual(topicsOf(messages), [`${base}/both`, `${base}/only/hash`])
+})
+
+test('an instance subscribed to 10,000 device topics and a few wildcard filters gives each message to exactly the observers whose filters match', async (t) => {
+  // A server following a fleet: one filter per device, one observer for all of them, and
+  // observers of one device, of every device's alarms and of everything.
+  const base = uniqueTopic('fleet')
+  const device = (id, what) => `${base}/devices/${id}/${what}`
+  const pubsub = newPubSub(t)
+  const statuses = await subscribed(pubsub, Array.from({ length: 10_000 }, (_, id) => device(id, 'status')), { format: 'message' })
+  const seven = await subscribed(pubsub, device(7, 'status'), { format: 'message' })
+  const alarms = await subscribed(pubsub, `${base}/devices/+/alarm`, { format: 'message' })
+  const everything = await subscribed(pubsub, [`${base}/#`, `${base}/devices/+/status`], { format: 'message' })
+
+  const sent = [device(7, 'status'), device(9_999, 'status'), device(3, 'alarm'), device(10_000, 'status'), `${base}/devices`]
+  for (const topic of sent) await pubsub.publish(topic, 1, { qos: 1 })
+
+  // The last message reaches `everything` after the others reached every observer they match.
+  t.deepEqual(topicsOf(await everything.take(sent.length)), sent, 'each once, though two of its filters match most')
+  t.deepEqual(topicsOf(statuses.received), [device(7, 'status'), device(9_999, 'status')])
+  t.deepEqual(topicsOf(seven.received), [device(7, 'status')])
+  t.deepEqual(topicsOf(alarms.received), [device(3, 'alarm')])
+  t.is(pubsub.stats().dropped.unrouted, 0)
+})
+
+test('10,000 subscribe calls on one instance all become ready, and unsubscribing them all ends the connection with DISCONNECT', async (t) => {
+  // One SUBSCRIBE per call, 10,000 in flight at once; then one UNSUBSCRIBE per filter.
+  const sentByClient = new Map()
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient) sentByClient.set(type, (sentByClient.get(type) || 0) + 1)
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const base = uniqueTopic('many-calls')
+  const pubsub = newPubSub(t, { endpoint: proxy.url })
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const inboxes = Array.from({ length: 10_000 }, (_, id) => observe(pubsub.subscribe(`${base}/${id}`, { format: 'message' })))
+  await Promise.all(inboxes.map((inbox) => inbox.subscription.ready))
+
+  await pubsub.publish(`${base}/4321`, 1, { qos: 1 })
+  t.deepEqual(topicsOf(await inboxes[4321].take(1)), [`${base}/4321`])
+
+  for (const inbox of inboxes) inbox.subscription.unsubscribe()
+  await waitFor(() => states.at(-1) === 'Disconnected', 10_000, 'Disconnected')
+  t.deepEqual(states, ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected'])
+  const [SUBSCRIBE, UNSUBSCRIBE, DISCONNECT] = [8, 10, 14]
+  t.is(sentByClient.get(SUBSCRIBE), 10_000)
+  t.is(sentByClient.get(UNSUBSCRIBE), 10_000)
+  t.is(sentByClient.get(DISCONNECT), 1)
+  t.true(inboxes.every((inbox) => inbox.errors.length === 0))
 })
 
 test('two observers of one filter both receive, and one unsubscribing leaves the other receiving', async (t) => {

@@ -1,12 +1,14 @@
 //! The napi surface: thin exports only. Each concern lives in its own module:
 //! options, connection (the event loop task), client (operations), subscriptions (routing),
-//! outbox (ack correlation), delivery (batched events to JS), topic, tls, errors.
+//! filter_index (the filters a topic matches), outbox (ack correlation), delivery (batched
+//! events to JS), topic, tls, errors.
 
 mod client;
 mod connection;
 mod credentials;
 mod delivery;
 mod errors;
+mod filter_index;
 mod options;
 mod outbox;
 mod reconnect;

@@ -19,6 +19,9 @@ pub const MAX_PACKET_BYTES: usize = 268_435_455;
 /// packet id up front, for every connection: 32,767 would cost 2 MiB each; 1,024 costs 64 KiB and
 /// still keeps loopback QoS 1 bursts from waiting on acks. More wait in the outbox's backlog.
 const MAX_INFLIGHT: u16 = 1_024;
+/// AWS IoT Core's quota of topic filters in one SUBSCRIBE: it closes the connection of a client
+/// that sends more (a hard limit).
+const AWS_IOT_FILTERS_PER_SUBSCRIBE: usize = 8;
 
 /// Options both providers take. The generic one accepts the region aliases too, unused, so
 /// that Amplify setup code pasted as is keeps working.
@@ -648,6 +651,11 @@ impl ClientOptions {
     }
 
     /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
+    /// The most topic filters one SUBSCRIBE may carry; `None`: no limit.
+    pub fn filters_per_subscribe(&self) -> Option<usize> {
+        self.aws.as_ref().map(|_| AWS_IOT_FILTERS_PER_SUBSCRIBE)
+    }
+
     pub fn to_mqtt_options(&self, will_payload: Vec<u8>) -> Result<MqttOptions> {
         let ep = &self.endpoint;
         // For WebSockets rumqttc takes the whole URL as the host; the port argument is ignored.

@@ -92,11 +92,17 @@ pub struct Outbox {
     awaiting_puback: HashMap<u16, (u32, usize)>,
     /// SUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filters.
     awaiting_suback: VecDeque<(u16, Vec<String>)>,
+    /// How many SUBSCRIBEs not yet acknowledged (in `backlog`, `in_channel` or
+    /// `awaiting_suback`) name each filter. Counted as they come and go rather than gathered
+    /// from those queues on every SUBACK, which made n subscribe calls cost O(n²).
+    subscribing: HashMap<String, usize>,
     /// UNSUBSCRIBEs written and not yet acknowledged, in the order sent: packet id → filter.
     awaiting_unsuback: VecDeque<(u16, String)>,
     /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
     /// received goes again after a loss, or the resumed session keeps that subscription.
     session_may_resume: bool,
+    /// The most filters one SUBSCRIBE carries (`None`: all of a request): more go in several.
+    filters_per_subscribe: Option<usize>,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
     /// The filters of the SUBSCRIBEs the last connection was lost with unacknowledged. While
@@ -151,22 +157,65 @@ fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
 
 impl Outbox {
     /// `session_may_resume`: the client connects with cleanSession false.
-    pub fn new(session_may_resume: bool) -> Self {
-        Outbox { session_may_resume, ..Outbox::default() }
+    pub fn new(session_may_resume: bool, filters_per_subscribe: Option<usize>) -> Self {
+        Outbox { session_may_resume, filters_per_subscribe, ..Outbox::default() }
     }
 
     /// Queues a request and moves what fits into rumqttc's channel.
     pub fn submit(&mut self, client: &AsyncClient, request: Request) {
-        self.push_back(request);
+        match request {
+            Request::Subscribe { filters } => {
+                for subscribe in self.subscribes(filters) {
+                    self.push_back(subscribe);
+                }
+            }
+            request => self.push_back(request),
+        }
         self.pump(client);
     }
 
+    /// SUBSCRIBEs for `filters`, in order, each within `filters_per_subscribe`.
+    fn subscribes(&self, filters: Vec<(String, QoS)>) -> Vec<Request> {
+        let per_subscribe = self.filters_per_subscribe.unwrap_or(usize::MAX).max(1);
+        let mut filters = filters.into_iter().peekable();
+        let mut subscribes = Vec::new();
+        while filters.peek().is_some() {
+            subscribes.push(Request::Subscribe { filters: filters.by_ref().take(per_subscribe).collect() });
+        }
+        subscribes
+    }
+
     fn push_back(&mut self, request: Request) {
-        if let Request::Publish { topic, payload, .. } = &request {
-            self.queued.operations += 1;
-            self.queued.bytes += publish_bytes(topic, payload);
+        match &request {
+            Request::Publish { topic, payload, .. } => {
+                self.queued.operations += 1;
+                self.queued.bytes += publish_bytes(topic, payload);
+            }
+            Request::Subscribe { filters } => self.count_subscribing(filters),
+            Request::Unsubscribe { .. } => {}
         }
         self.backlog.push_back(request);
+    }
+
+    fn count_subscribing(&mut self, filters: &[(String, QoS)]) {
+        for (filter, _) in filters {
+            *self.subscribing.entry(filter.clone()).or_default() += 1;
+        }
+    }
+
+    /// Counts off an acknowledged SUBSCRIBE of `filter`; returns whether another one is still
+    /// outstanding.
+    fn count_off_subscribe(&mut self, filter: &str) -> bool {
+        match self.subscribing.get_mut(filter) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                true
+            }
+            _ => {
+                self.subscribing.remove(filter);
+                false
+            }
+        }
     }
 
     /// Moves backlog into rumqttc's channel while it has room, keeping order; nothing moves
@@ -324,7 +373,9 @@ impl Outbox {
         self.awaiting_puback.retain(|pkid, _| pubrels.contains(pkid));
         requeued.pubrels = pubrels;
         requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
+        // No SUBSCRIBE is left: those unacknowledged are dropped above and below.
         self.awaiting_suback.clear();
+        self.subscribing.clear();
 
         let earlier = std::mem::take(&mut self.backlog);
         self.queued = Load::default();
@@ -381,18 +432,23 @@ impl Outbox {
     /// suspects go last, one per SUBSCRIBE.
     pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
         for request in self.renewal(subscriptions).into_iter().rev() {
+            if let Request::Subscribe { filters } = &request {
+                self.count_subscribing(filters);
+            }
             self.backlog.push_front(request);
         }
         self.held = false;
         self.pump(client);
     }
 
-    /// The SUBSCRIBEs that renew `subscriptions`: one for all but the suspects, then one for each
-    /// suspect.
+    /// The SUBSCRIBEs that renew `subscriptions`: as few as `filters_per_subscribe` allows for all
+    /// but the suspects, then one for each suspect.
     fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
-        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| self.suspects.contains(filter));
-        let others = (!others.is_empty()).then_some(Request::Subscribe { filters: others });
-        others.into_iter().chain(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] })).collect()
+        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
+        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| suspects.contains(filter.as_str()));
+        let mut renewal = self.subscribes(others);
+        renewal.extend(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] }));
+        renewal
     }
 
     /// The new session does not know the QoS 2 publishes awaiting PUBCOMP: the broker had
@@ -484,24 +540,23 @@ impl Outbox {
             Packet::SubAck(ack) => match self.awaiting_suback.iter().position(|(pkid, _)| *pkid == ack.pkid) {
                 Some(index) => {
                     let filters = self.awaiting_suback.remove(index).map(|(_, filters)| filters).unwrap_or_default();
-                    let later = self.subscribes_outstanding();
-                    let still_subscribing = !later.is_empty();
                     // A filter the broker gave no return code for is not subscribed: a refusal,
                     // rather than an observer waiting forever.
                     let mut granted = ack.return_codes.iter().map(|code| match code {
                         SubscribeReasonCode::Success(qos) => Some(*qos),
                         SubscribeReasonCode::Failure => None,
                     });
-                    let completions = filters
-                        .into_iter()
-                        .map(|filter| (filter, granted.next().flatten()))
+                    let mut completions = Vec::new();
+                    for filter in filters {
+                        let granted = granted.next().flatten();
                         // A later SUBSCRIBE of the same filter (subscribed again after an
                         // unsubscribe, or at a higher QoS) settles it: this ack is from before
                         // the broker had it.
-                        .filter(|(filter, _)| !later.contains(filter.as_str()))
-                        .map(|(filter, granted)| Completion::Subscribed(filter, granted))
-                        .collect();
-                    if !still_subscribing {
+                        if !self.count_off_subscribe(&filter) {
+                            completions.push(Completion::Subscribed(filter, granted));
+                        }
+                    }
+                    if self.subscribing.is_empty() {
                         self.suspects.clear();
                     }
                     completions
@@ -516,21 +571,6 @@ impl Outbox {
             }
             _ => Vec::new(),
         }
-    }
-
-    /// The filters of SUBSCRIBEs not yet acknowledged: written, in rumqttc's channel, or
-    /// waiting. Only looked at on SUBACK, never per message.
-    fn subscribes_outstanding(&self) -> HashSet<&str> {
-        let written = self.awaiting_suback.iter().flat_map(|(_, filters)| filters).map(String::as_str);
-        let in_channel = self.in_channel.iter().flat_map(|sent| match sent {
-            Sent::Subscribe { filters } => filters.as_slice(),
-            _ => &[],
-        });
-        let waiting = self.backlog.iter().flat_map(|request| match request {
-            Request::Subscribe { filters } => filters.as_slice(),
-            _ => &[],
-        });
-        written.chain(in_channel.map(String::as_str)).chain(waiting.map(|(filter, _)| filter.as_str())).collect()
     }
 
     fn settle_publish(&mut self, pkid: u16) -> Vec<Completion> {
@@ -555,6 +595,7 @@ impl Outbox {
         self.resending = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
+        self.subscribing.clear();
         self.awaiting_unsuback.clear();
         self.held = false;
         ops.sort_unstable();
@@ -744,7 +785,7 @@ mod tests {
             }).collect()
         };
         for session_may_resume in [true, false] {
-            let mut outbox = Outbox::new(session_may_resume);
+            let mut outbox = Outbox::new(session_may_resume, None);
             for filter in ["acked", "a", "b"] {
                 outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
             }
@@ -763,6 +804,32 @@ mod tests {
     }
 
     #[test]
+    fn subscribes_and_renewals_carry_at_most_the_filters_one_subscribe_may() {
+        let filters = |count: usize| (0..count).map(|i| (format!("t/{i}"), QoS::AtLeastOnce)).collect::<Vec<_>>();
+        let packets = |requests: Vec<Request>| -> Vec<Vec<(String, QoS)>> {
+            requests.into_iter().filter_map(|r| if let Request::Subscribe { filters } = r { Some(filters) } else { None }).collect()
+        };
+        let aws_iot = Outbox::new(false, Some(8));
+        let subscribes = packets(aws_iot.subscribes(filters(20)));
+        assert_eq!(subscribes.iter().map(Vec::len).collect::<Vec<_>>(), [8, 8, 4]);
+        assert_eq!(subscribes.concat(), filters(20), "in order");
+        assert_eq!(packets(aws_iot.renewal(filters(16))).iter().map(Vec::len).collect::<Vec<_>>(), [8, 8]);
+        assert_eq!(packets(Outbox::new(false, None).renewal(filters(20))).len(), 1, "no limit: one SUBSCRIBE");
+
+        // Each SUBACK settles the filters of its own SUBSCRIBE.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::new(false, Some(8));
+        outbox.submit(&client, Request::Subscribe { filters: filters(10) });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        let granted = |pkid, count| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); count]));
+        let settled = |completions: Vec<Completion>| completions.len();
+        assert_eq!(settled(outbox.on_incoming(&granted(1, 8))), 8);
+        assert_eq!(settled(outbox.on_incoming(&granted(2, 2))), 2);
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
     fn suspects_are_renewed_last_one_at_a_time_until_none_is_left() {
         let mut outbox = Outbox { held: true, ..Outbox::default() };
         outbox.suspect_subscribes(vec!["a".into(), "b".into()]);
@@ -778,8 +845,10 @@ mod tests {
         let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
         outbox.held = false;
         // The others in one SUBSCRIBE (as `pump` moves it); nothing more goes until its SUBACK.
-        outbox.backlog.extend(renewal.into_iter().skip(1));
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["c".into(), "d".into()] });
+        for request in renewal.into_iter().skip(1) {
+            outbox.push_back(request);
+        }
+        subscribe_in_channel(&mut outbox, &["c", "d"]);
         assert!(!outbox.may_hand_over(), "c and d are in rumqttc's channel");
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         assert!(!outbox.may_hand_over(), "c and d await their SUBACK");
@@ -796,18 +865,50 @@ mod tests {
         outbox.on_outgoing(&Outgoing::Subscribe(3));
         outbox.on_incoming(&granted(3));
         assert!(outbox.suspects.is_empty(), "nothing left to probe: back to writing everything at once");
+        assert!(outbox.subscribing.is_empty());
+    }
+
+    #[test]
+    fn a_subscribe_given_up_with_its_connection_does_not_hold_back_the_suback_of_the_next() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
+        let subscribed_a = || vec![Completion::Subscribed("a".into(), Some(QoS::AtLeastOnce))];
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        // Lost before its SUBACK: the renewal on the next connection subscribes it again.
+        outbox.requeue(Vec::new(), |_| true, None);
+        outbox.release(&client, vec![("a".into(), QoS::AtLeastOnce)]);
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        assert_eq!(outbox.on_incoming(&granted(1)), subscribed_a());
+        assert!(outbox.is_idle() && outbox.subscribing.is_empty());
+
+        // Abandoned (the connection failed for good), then subscribed again.
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(2));
+        outbox.abandon();
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.on_outgoing(&Outgoing::Subscribe(3));
+        assert_eq!(outbox.on_incoming(&granted(3)), subscribed_a());
+        assert!(outbox.is_idle() && outbox.subscribing.is_empty());
+    }
+
+    /// A SUBSCRIBE of `filters` in rumqttc's channel, counted as `submit` counts it.
+    fn subscribe_in_channel(outbox: &mut Outbox, filters: &[&str]) {
+        outbox.count_subscribing(&filters.iter().map(|f| (f.to_string(), QoS::AtLeastOnce)).collect::<Vec<_>>());
+        outbox.in_channel.push_back(Sent::Subscribe { filters: filters.iter().map(|f| f.to_string()).collect() });
     }
 
     #[test]
     fn a_suback_is_ignored_for_a_filter_subscribed_again_since() {
         let mut outbox = Outbox::default();
         let granted = |pkid| Packet::SubAck(rumqttc::SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        subscribe_in_channel(&mut outbox, &["a"]);
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         outbox.in_channel.push_back(Sent::Unsubscribe { filter: "a".into() });
         outbox.on_outgoing(&Outgoing::Unsubscribe(2));
         // Subscribed again: still in rumqttc's channel, then written.
-        outbox.in_channel.push_back(Sent::Subscribe { filters: vec!["a".into()] });
+        subscribe_in_channel(&mut outbox, &["a"]);
         assert_eq!(outbox.on_incoming(&granted(1)), vec![]);
         outbox.on_outgoing(&Outgoing::Subscribe(3));
         outbox.on_incoming(&Packet::UnsubAck(rumqttc::UnsubAck::new(2)));

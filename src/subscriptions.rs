@@ -3,12 +3,13 @@
 //! Routing an incoming message gives each matching observer once, however many of its
 //! filters match.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use rumqttc::QoS;
 
 use crate::errors::PubSubError;
-use crate::topic::{routing_filter, topic_matches};
+use crate::filter_index::FilterIndex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FilterStatus {
@@ -36,6 +37,8 @@ pub type ObserverAck = (u32, Result<(), PubSubError>);
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     filters: HashMap<String, Filter>,
+    /// The names of `filters`, by the topics they match.
+    index: FilterIndex,
     observers: HashMap<u32, Observer>,
 }
 
@@ -46,13 +49,19 @@ impl Subscriptions {
         let mut to_subscribe = Vec::new();
         let mut observer = Observer::default();
         for name in filters {
-            if observer.filters.contains(&name) {
+            let filter = match self.filters.entry(name.clone()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    self.index.insert(&name);
+                    to_subscribe.push((name.clone(), qos));
+                    entry.insert(Filter { qos, status: FilterStatus::Pending, observers: Vec::new() })
+                }
+            };
+            if filter.observers.last() == Some(&id) {
+                // Named twice in `filters`: this observer was added to it just now. (Looking
+                // the name up in `observer.filters` made a call with n filters O(n²).)
                 continue;
             }
-            let filter = self.filters.entry(name.clone()).or_insert_with(|| {
-                to_subscribe.push((name.clone(), qos));
-                Filter { qos, status: FilterStatus::Pending, observers: Vec::new() }
-            });
             if qos > filter.qos {
                 // A higher QoS replaces the broker's subscription for the filter.
                 filter.qos = qos;
@@ -79,6 +88,7 @@ impl Subscriptions {
                 filter.observers.retain(|o| *o != id);
                 if filter.observers.is_empty() {
                     self.filters.remove(&name);
+                    self.index.remove(&name);
                     unused.push(name);
                 }
             }
@@ -113,6 +123,7 @@ impl Subscriptions {
     /// `error`, and it is not subscribed again.
     pub fn refuse(&mut self, name: &str, error: &PubSubError) -> Vec<ObserverAck> {
         let Some(filter) = self.filters.remove(name) else { return Vec::new() };
+        self.index.remove(name);
         let mut settled = Vec::new();
         for id in filter.observers {
             if let Some(observer) = self.observers.get_mut(&id) {
@@ -125,9 +136,11 @@ impl Subscriptions {
 
     /// The observers a message on `topic` goes to, each once.
     pub fn route(&self, topic: &str) -> Vec<u32> {
+        let mut matching = Vec::new();
+        self.index.matching(topic, &mut matching);
         let mut observers: Vec<u32> = Vec::new();
-        for (name, filter) in &self.filters {
-            if topic_matches(routing_filter(name), topic) {
+        for name in matching {
+            if let Some(filter) = self.filters.get(name) {
                 observers.extend(&filter.observers);
             }
         }
@@ -158,6 +171,7 @@ impl Subscriptions {
     /// Forgets everything; returns the observers there were.
     pub fn clear(&mut self) -> Vec<u32> {
         self.filters.clear();
+        self.index.clear();
         self.observers.drain().map(|(id, _)| id).collect()
     }
 }
@@ -165,6 +179,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::{routing_filter, topic_matches, validate_filter, validate_topic};
 
     fn names(v: &[(String, QoS)]) -> Vec<&str> {
         v.iter().map(|(n, _)| n.as_str()).collect()
@@ -212,6 +227,107 @@ mod tests {
         subs.add_observer(3, vec!["z".into()], QoS::AtMostOnce);
         assert_eq!(subs.route("a/b"), vec![1, 2]);
         assert!(subs.route("q").is_empty());
+    }
+
+    /// Every name of up to `depth` levels taken from `levels`.
+    fn names_from(levels: &[&str], depth: u32) -> Vec<String> {
+        let mut names: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+        let mut last = names.clone();
+        for _ in 1..depth {
+            last = last.iter().flat_map(|name| levels.iter().map(move |l| format!("{name}/{l}"))).collect();
+            names.extend(last.iter().cloned());
+        }
+        names
+    }
+
+    /// What routing must give: the observers of the filters whose routing filter
+    /// `topic_matches`, each once, in order.
+    fn routed_by_scanning(subs: &Subscriptions, topic: &str) -> Vec<u32> {
+        let mut observers: Vec<u32> = subs
+            .filters
+            .iter()
+            .filter(|(name, _)| topic_matches(routing_filter(name), topic))
+            .flat_map(|(_, filter)| filter.observers.iter().copied())
+            .collect();
+        observers.sort_unstable();
+        observers.dedup();
+        observers
+    }
+
+    #[test]
+    fn routing_gives_what_matching_every_filter_gives_for_every_small_filter_and_topic() {
+        // Levels that exercise each rule: equal and unequal names, empty levels, `$` topics
+        // (which a leading wildcard does not match), `+`, `#` (also matching its parent).
+        let filters: Vec<String> = names_from(&["a", "b", "", "$s", "+", "#"], 3)
+            .into_iter()
+            .flat_map(|filter| [format!("$share/g/{filter}"), format!("$share/h/{filter}"), filter])
+            .filter(|filter| validate_filter(filter).is_ok())
+            .collect();
+        let topics: Vec<String> = names_from(&["a", "b", "", "$s"], 4).into_iter().filter(|t| validate_topic(t).is_ok()).collect();
+        let mut subs = Subscriptions::default();
+        for (id, filter) in (1..).zip(&filters) {
+            subs.add_observer(id, vec![filter.clone()], QoS::AtMostOnce);
+        }
+        // One observer of every filter: given once, however many of them match.
+        const OF_ALL: u32 = 100_000;
+        subs.add_observer(OF_ALL, filters.clone(), QoS::AtMostOnce);
+        let check = |subs: &Subscriptions| {
+            for topic in &topics {
+                assert_eq!(subs.route(topic), routed_by_scanning(subs, topic), "topic {topic:?}");
+            }
+        };
+        check(&subs);
+        assert!(subs.route("$s/a").len() < subs.route("a/a").len(), "'#', '+/a' and their shares do not take '$s/a'");
+
+        // Unsubscribing takes filters out of the index: every other observer leaves, then the
+        // observer of all (so that the filters of those who left are gone).
+        for id in (1..=filters.len() as u32).step_by(2) {
+            subs.remove_observer(id);
+        }
+        subs.remove_observer(OF_ALL);
+        check(&subs);
+        assert!(subs.route("a").iter().all(|id| id % 2 == 0));
+        for id in (2..=filters.len() as u32).step_by(2) {
+            subs.remove_observer(id);
+        }
+        assert!(subs.index.is_empty(), "no filter, nor a tree level, is left behind in the index");
+        assert!(topics.iter().all(|topic| subs.route(topic).is_empty()));
+    }
+
+    #[test]
+    fn routing_among_thousands_of_device_topics_finds_the_exact_and_wildcard_filters_of_one() {
+        let mut subs = Subscriptions::default();
+        let devices: Vec<String> = (0..10_000).map(|i| format!("devices/{i}/status")).collect();
+        subs.add_observer(1, devices, QoS::AtLeastOnce);
+        subs.add_observer(2, vec!["devices/7/status".into()], QoS::AtMostOnce);
+        subs.add_observer(3, vec!["devices/+/alarm".into(), "devices/+/status".into()], QoS::AtMostOnce);
+        subs.add_observer(4, vec!["devices/#".into(), "$share/workers/devices/7/+".into()], QoS::AtMostOnce);
+        subs.add_observer(5, vec!["$SYS/#".into(), "+/+/status".into()], QoS::AtMostOnce);
+        assert_eq!(subs.route("devices/7/status"), vec![1, 2, 3, 4, 5]);
+        assert_eq!(subs.route("devices/12/status"), vec![1, 3, 4, 5]);
+        assert_eq!(subs.route("devices/7/alarm"), vec![3, 4]);
+        assert_eq!(subs.route("devices/10000/status"), vec![3, 4, 5]);
+        assert_eq!(subs.route("devices"), vec![4]);
+        assert_eq!(subs.route("$SYS/broker/status"), vec![5], "'+/+/status' does not take a $ topic");
+        assert_eq!(subs.route("other/7/status"), vec![5]);
+        subs.remove_observer(3);
+        assert_eq!(subs.route("devices/8/alarm"), vec![4]);
+        // A refused filter leaves the index too.
+        subs.on_suback("devices/#", None);
+        assert_eq!(subs.route("devices/8/alarm"), Vec::<u32>::new());
+        assert_eq!(subs.route("devices/7/alarm"), vec![4], "the shared subscription still routes");
+    }
+
+    #[test]
+    fn a_filter_named_twice_in_one_subscribe_is_subscribed_and_observed_once() {
+        let mut subs = Subscriptions::default();
+        let (to_subscribe, _) = subs.add_observer(1, vec!["a".into(), "b/+".into(), "a".into(), "b/+".into()], QoS::AtMostOnce);
+        assert_eq!(names(&to_subscribe), ["a", "b/+"]);
+        assert_eq!(subs.observers[&1].filters, ["a", "b/+"]);
+        assert_eq!(subs.filters["a"].observers, [1]);
+        subs.add_observer(2, vec!["a".into(), "a".into()], QoS::AtMostOnce);
+        assert_eq!(subs.filters["a"].observers, [1, 2]);
+        assert_eq!(subs.on_suback("a", Some(QoS::AtMostOnce)), vec![(2, Ok(()))], "observer 2 waited for 'a' once");
     }
 
     #[test]

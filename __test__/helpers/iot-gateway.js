@@ -4,7 +4,9 @@
 // as AWS does (with AWS's own @smithy/signature-v4, not with the package's signer), answers
 // `403 Forbidden` on any mismatch, and otherwise pipes the WebSocket's bytes to a plain MQTT
 // broker (mosquitto's TCP listener). It also refuses chosen client ids after their CONNECT, as
-// AWS IoT does when a policy denies iot:Connect: the connection just closes, without CONNACK.
+// AWS IoT does when a policy denies iot:Connect: the connection just closes, without CONNACK;
+// and, as AWS IoT does, closes the connection of a client whose SUBSCRIBE carries more than 8
+// topic filters (AWS IoT Core's hard quota per SUBSCRIBE).
 //
 //   const gateway = await startIotGateway({ keys: { AKID: 'secret' }, broker: mosquitto.tcpUrl })
 //   presign `gateway.url` for service `iotdevicegateway` and `gateway.region`, trust `gateway.ca`
@@ -20,6 +22,7 @@ const { WebSocketServer } = require('ws')
 const { SignatureV4 } = require('@smithy/signature-v4')
 const { Hash } = require('@smithy/hash-node')
 const { makeCertificates } = require('./certificates.js')
+const { packetReader } = require('./mqtt-proxy.js')
 const { useForFile } = require('./pubsub.js')
 
 const SERVICE = 'iotdevicegateway'
@@ -28,6 +31,8 @@ const MAX_EXPIRES = 604_800 // seconds: one week, SigV4's limit for presigned UR
 const MAX_FUTURE_MS = 5 * 60_000 // a signing date may be this far ahead of the gateway's clock
 const MAX_CONNECT_BYTES = 256 * 1024 // give up on a client whose CONNECT is not parsed by then
 const HIGH_WATER = 1024 * 1024 // bytes queued on one side before the other side is paused
+const MAX_FILTERS_PER_SUBSCRIBE = 8
+const SUBSCRIBE = 8 // the control packet type
 
 // Query parameters that SignatureV4#presign writes itself (or that are not signed): everything
 // else in the received query string is handed to it as the request's own query.
@@ -87,6 +92,15 @@ function readVarInt(buffer, offset) {
     if ((byte & 0x80) === 0) return { value, next: offset + i + 1 }
   }
   throw new Error('malformed variable byte integer')
+}
+
+/** The number of topic filters in a whole MQTT 3.1.1 SUBSCRIBE packet. */
+function subscribeFilterCount(packet) {
+  const { next: variableHeader } = readVarInt(packet, 1)
+  let count = 0
+  // After the packet id: each filter as a length-prefixed string, then its QoS byte.
+  for (let at = variableHeader + 2; at + 2 <= packet.length; at += 2 + packet.readUInt16BE(at) + 1) count++
+  return count
 }
 
 /**
@@ -211,6 +225,8 @@ async function startIotGateway(options = {}) {
     upgrades: [],
     /** One record per MQTT CONNECT seen. */
     connects: [],
+    /** One record per SUBSCRIBE seen: `{ clientId, filters }` (how many it carried). */
+    subscribes: [],
     /** The gateway's clock is `Date.now() + clockSkewMs`. */
     clockSkewMs: 0,
     addKey(accessKeyId, secretAccessKey, { sessionToken } = {}) {
@@ -410,6 +426,8 @@ async function startIotGateway(options = {}) {
     connections.add(connection)
     let pending = Buffer.alloc(0)
     let closed = false
+    /** Reads the client's packets after its CONNECT (set once that is read). */
+    let readPackets = null
 
     const closeBoth = () => {
       if (closed) return
@@ -468,6 +486,8 @@ async function startIotGateway(options = {}) {
         return ws.close(1003, 'MQTT needs binary frames')
       }
       if (connection.tcp) {
+        readPackets(data)
+        if (closed) return
         if (!connection.tcp.write(data)) ws.pause()
         return
       }
@@ -485,6 +505,12 @@ async function startIotGateway(options = {}) {
       const refused = refusedClientIds.has(clientId)
       gateway.connects.push({ clientId, accessKeyId: record.accessKeyId, refused })
       if (refused) return abort() // as AWS IoT does when the policy denies iot:Connect: no CONNACK
+      readPackets = packetReader((packet) => {
+        if (packet[0] >> 4 !== SUBSCRIBE) return
+        const filters = subscribeFilterCount(packet)
+        gateway.subscribes.push({ clientId, filters })
+        if (filters > MAX_FILTERS_PER_SUBSCRIBE) abort() // as AWS IoT does: no SUBACK
+      })
       const firstBytes = pending
       pending = null
       openBroker(firstBytes)

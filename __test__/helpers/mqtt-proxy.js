@@ -119,4 +119,4 @@ async function cutAtClientsFirst(t, targetPort, type) {
   return { proxy, sent: () => sent }
 }
 
-module.exports = { startMqttProxy, cutAtClientsFirst }
+module.exports = { startMqttProxy, cutAtClientsFirst, packetReader }
