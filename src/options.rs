@@ -650,12 +650,12 @@ impl ClientOptions {
         })
     }
 
-    /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
     /// The most topic filters one SUBSCRIBE may carry; `None`: no limit.
     pub fn filters_per_subscribe(&self) -> Option<usize> {
         self.aws.as_ref().map(|_| AWS_IOT_FILTERS_PER_SUBSCRIBE)
     }
 
+    /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
     pub fn to_mqtt_options(&self, will_payload: Vec<u8>) -> Result<MqttOptions> {
         let ep = &self.endpoint;
         // For WebSockets rumqttc takes the whole URL as the host; the port argument is ignored.
