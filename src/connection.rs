@@ -441,12 +441,12 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
 
 /// The event for an incoming message, counted; `None` when no observer wants it (any more).
 fn message_for_observers(core: &mut Core, publish: Publish) -> Option<JsEvent> {
-    core.counters.messages_received += 1;
     let observers = core.subs.route(&publish.topic);
     if observers.is_empty() {
-        core.counters.dropped_unrouted += 1;
+        count_unrouted(core);
         return None;
     }
+    core.counters.messages_received += 1;
     Some(JsEvent::Message { observers, publish })
 }
 

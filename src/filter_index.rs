@@ -57,15 +57,15 @@ impl FilterIndex {
         }
     }
 
-    /// Adds to `found` the filters `topic` matches, as `topic_matches` decides it for their
+    /// Calls `found` with each filter `topic` matches, as `topic_matches` decides it for their
     /// routing filters: each once for a topic name (one that holds a `+` or `#` level, which
-    /// no broker sends, may find one twice).
-    pub fn matching<'a>(&'a self, topic: &str, found: &mut Vec<&'a str>) {
+    /// no broker sends, may find one twice). A callback, not a list: this runs per message.
+    pub fn for_each_match<'a>(&'a self, topic: &str, found: &mut impl FnMut(&'a str)) {
         if let Some(names) = self.exact.get(topic) {
-            found.extend(names.iter().map(String::as_str));
+            names.iter().for_each(|name| found(name));
         }
         // MQTT-4.7.2-1: a wildcard at the first level does not match a topic starting with `$`.
-        self.wildcard.matching(topic.split('/'), !topic.starts_with('$'), found);
+        self.wildcard.for_each_match(topic.split('/'), !topic.starts_with('$'), found);
     }
 
     pub fn clear(&mut self) {
@@ -82,20 +82,20 @@ impl FilterIndex {
 impl LevelNode {
     /// `levels`: the topic's levels after this node's; `wildcards_match`: whether `+` and `#`
     /// here match them.
-    fn matching<'a>(&'a self, mut levels: std::str::Split<'_, char>, wildcards_match: bool, found: &mut Vec<&'a str>) {
+    fn for_each_match<'a>(&'a self, mut levels: std::str::Split<'_, char>, wildcards_match: bool, found: &mut impl FnMut(&'a str)) {
         // `#` matches the rest, none included: `a/#` matches `a`.
         if let Some(rest) = self.next.get("#").filter(|_| wildcards_match) {
-            found.extend(rest.filters.iter().map(String::as_str));
+            rest.filters.iter().for_each(|name| found(name));
         }
         let Some(level) = levels.next() else {
-            found.extend(self.filters.iter().map(String::as_str));
+            self.filters.iter().for_each(|name| found(name));
             return;
         };
         if let Some(named) = self.next.get(level) {
-            named.matching(levels.clone(), true, found);
+            named.for_each_match(levels.clone(), true, found);
         }
         if let Some(any) = self.next.get("+").filter(|_| wildcards_match) {
-            any.matching(levels, true, found);
+            any.for_each_match(levels, true, found);
         }
     }
 

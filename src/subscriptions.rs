@@ -136,14 +136,12 @@ impl Subscriptions {
 
     /// The observers a message on `topic` goes to, each once.
     pub fn route(&self, topic: &str) -> Vec<u32> {
-        let mut matching = Vec::new();
-        self.index.matching(topic, &mut matching);
         let mut observers: Vec<u32> = Vec::new();
-        for name in matching {
+        self.index.for_each_match(topic, &mut |name| {
             if let Some(filter) = self.filters.get(name) {
                 observers.extend(&filter.observers);
             }
-        }
+        });
         if observers.len() > 1 {
             observers.sort_unstable();
             observers.dedup();
