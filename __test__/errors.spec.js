@@ -307,14 +307,20 @@ test('without String.prototype.isWellFormed (Node 18 lacks it), lone surrogates 
          result.published = published
          result.subscribed = await pubsub.subscribe('a/\\udc00').subscribe({ error() {} }).ready.then(() => 'none', (error) => error.code)
          // A pair (U+1F600) is well formed: it goes out and comes back.
+         let arrived
+         const received = new Promise((resolve) => (arrived = resolve))
          const sub = pubsub.subscribe(process.env.TOPIC, { format: 'string' }).subscribe({
            next(value) {
              result.astral = value
-             pubsub.close().then(() => console.log(JSON.stringify(result)))
+             arrived()
            },
          })
          await sub.ready
+         // Closed once the publish is acknowledged too: close() rejects a publish still pending.
          await pubsub.publish(process.env.TOPIC, 'pair \\ud83d\\ude00', { qos: 1 })
+         await received
+         await pubsub.close()
+         console.log(JSON.stringify(result))
        })`)}`,
     { BROKER: broker.wsUrl, TOPIC: `${topic}/\ud83d\ude00` },
   )

@@ -490,14 +490,20 @@ test("without buffer.isUtf8 (Node 18.0 to 18.13 lack it), a JSON payload whose b
        const invalid = []
        const values = []
        pubsub.on('invalidPayload', ({ payload, error }) => invalid.push({ payload: payload.toString('hex'), code: error.code, message: error.message }))
+       let ended
+       const end = new Promise((resolve) => (ended = resolve))
        const sub = pubsub.subscribe(process.env.TOPIC, { qos: 1 }).subscribe({
          next(value) {
            values.push(value)
-           if (value.end) pubsub.close().then(() => console.log(JSON.stringify({ fallback: require('node:buffer').isUtf8 === undefined, invalid, values })))
+           if (value.end) ended()
          },
        })
        sub.ready.then(async () => {
          for (const payload of process.env.PAYLOADS.split(' ')) await pubsub.publish(process.env.TOPIC, Buffer.from(payload, 'hex'), { qos: 1 })
+         // Closed once the last publish is acknowledged too: close() rejects a publish still pending.
+         await end
+         await pubsub.close()
+         console.log(JSON.stringify({ fallback: require('node:buffer').isUtf8 === undefined, invalid, values }))
        })`)}`,
     {
       BROKER: broker.wsUrl,
