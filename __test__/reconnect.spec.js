@@ -7,7 +7,7 @@ const test = require('ava')
 const { PubSub, Hub } = require('../mqtt.js')
 const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { startMqttProxy, cutAtClientsFirst } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, cutAtClientsFirst, parsePublish } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
 const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
@@ -213,16 +213,6 @@ test('a persistent QoS 2 session cut between PUBREC and PUBREL resumes once: the
   t.is(pubsub.stats().reconnects, 1)
   t.is(inbox.values.length, 1)
 })
-
-/** A PUBLISH packet's fields: `{ topic, qos, dup, pkid }` (pkid 0 for QoS 0). */
-function parsePublish(packet) {
-  let index = 1
-  while (packet[index++] & 128); // the remaining length's bytes
-  const topicLength = packet.readUInt16BE(index)
-  const topic = packet.toString('utf8', index + 2, index + 2 + topicLength)
-  const qos = (packet[0] >> 1) & 3
-  return { topic, qos, dup: (packet[0] >> 3) & 1, pkid: qos > 0 ? packet.readUInt16BE(index + 2 + topicLength) : 0 }
-}
 
 for (const qos of [1, 2]) {
   test(`on a resumed session a QoS ${qos} publish left unacknowledged is sent again with its packet id and DUP (MQTT-4.4.0-1)`, async (t) => {

@@ -2,11 +2,15 @@
 //! through its public API: the vendored crate's own tests need dev-dependencies it was copied
 //! without.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use rumqttc::{ConnAck, Event, EventLoop, Incoming, MqttOptions, MqttState, Outgoing, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Request};
+use rumqttc::{
+    ConnAck, Event, EventLoop, Incoming, MqttOptions, MqttState, Outgoing, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Request, SubAck,
+    Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
 
 fn publish(qos: QoS) -> Request {
     Request::Publish(Publish::new("t", qos, vec![1, 2, 3]))
@@ -157,6 +161,113 @@ fn a_qos2_publish_sent_again_is_answered_with_pubrec_even_with_manual_acks() {
 }
 
 /// One MQTT packet from a blocking socket: (first byte, body).
+/// The ack a packet sent with an id awaits, and which one frees that id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Awaits {
+    PubAck,
+    PubRec,
+    PubComp,
+    SubAck,
+    UnsubAck,
+}
+
+/// Packet ids of the packets sent and not yet acknowledged, as the broker sees them.
+#[derive(Default)]
+struct Wire {
+    awaiting: HashMap<u16, Awaits>,
+}
+
+impl Wire {
+    /// Records a packet the client wrote; fails if it takes an id still awaiting an ack.
+    fn sent(&mut self, packet: Option<Packet>) {
+        let (pkid, awaits) = match packet {
+            Some(Packet::Publish(p)) if p.qos == QoS::AtLeastOnce => (p.pkid, Awaits::PubAck),
+            Some(Packet::Publish(p)) if p.qos == QoS::ExactlyOnce => (p.pkid, Awaits::PubRec),
+            Some(Packet::Subscribe(s)) => (s.pkid, Awaits::SubAck),
+            Some(Packet::Unsubscribe(u)) => (u.pkid, Awaits::UnsubAck),
+            // PUBREL keeps the id its PUBLISH had; a parked publish (None) has none yet.
+            _ => return,
+        };
+        if let Some(holder) = self.awaiting.insert(pkid, awaits) {
+            panic!("packet id {pkid} sent again for a new {awaits:?} while it still awaits {holder:?}");
+        }
+    }
+}
+
+/// Drives the state as the event loop does: a request is taken only while `inflight` is under
+/// the window and no publish is parked on a collision; the broker acks in any order.
+fn packet_ids_stay_unique(seed: u64, window: u16, steps: usize) {
+    let mut state = MqttState::new(window, false);
+    let mut wire = Wire::default();
+    let mut random = seed;
+    let mut next = |bound: usize| {
+        random = random.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (random >> 33) as usize % bound
+    };
+    for step in 0..steps {
+        let may_take = state.inflight() < window && state.collision.is_none();
+        if may_take && (wire.awaiting.is_empty() || next(2) == 0) {
+            let request = match next(4) {
+                0 => publish(QoS::AtLeastOnce),
+                1 => publish(QoS::ExactlyOnce),
+                2 => Request::Subscribe(Subscribe::new(format!("f/{step}"), QoS::AtLeastOnce)),
+                _ => Request::Unsubscribe(Unsubscribe::new(format!("f/{step}"))),
+            };
+            wire.sent(state.handle_outgoing_packet(request).unwrap());
+            continue;
+        }
+        let mut ids: Vec<u16> = wire.awaiting.keys().copied().collect();
+        ids.sort_unstable();
+        let pkid = ids[next(ids.len())];
+        let awaits = wire.awaiting.remove(&pkid).unwrap();
+        let ack = match awaits {
+            Awaits::PubAck => Incoming::PubAck(PubAck::new(pkid)),
+            Awaits::PubRec => {
+                wire.awaiting.insert(pkid, Awaits::PubComp);
+                Incoming::PubRec(PubRec::new(pkid))
+            }
+            Awaits::PubComp => Incoming::PubComp(PubComp::new(pkid)),
+            Awaits::SubAck => Incoming::SubAck(SubAck::new(pkid, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])),
+            Awaits::UnsubAck => Incoming::UnsubAck(UnsubAck::new(pkid)),
+        };
+        wire.sent(state.handle_incoming_packet(ack).unwrap());
+    }
+}
+
+#[test]
+fn a_packet_id_is_never_given_to_a_new_packet_while_another_awaits_its_ack() {
+    // MQTT-2.3.1-2. Upstream numbered SUBSCRIBEs and UNSUBSCRIBEs from the publish counter
+    // without looking at the ids in use: once publishes filled the window, or more SUBSCRIBEs
+    // than the window were outstanding, the next one took an id still in flight.
+    for seed in 0..20 {
+        packet_ids_stay_unique(seed, 8, 5_000);
+    }
+    packet_ids_stay_unique(7, 1_024, 50_000);
+}
+
+#[test]
+fn subscribes_awaiting_their_suback_fill_the_window_as_publishes_do() {
+    // The event loop takes no request while `inflight` is at the window, so every SUBSCRIBE it
+    // takes finds a free id.
+    let mut state = MqttState::new(3, false);
+    for filter in ["a", "b", "c"] {
+        state.handle_outgoing_packet(Request::Subscribe(Subscribe::new(filter, QoS::AtMostOnce))).unwrap();
+    }
+    assert_eq!(state.inflight(), 3);
+    state.handle_incoming_packet(Incoming::SubAck(SubAck::new(2, vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]))).unwrap();
+    assert_eq!(state.inflight(), 2);
+    // An ack for an id that awaits none changes nothing.
+    state.handle_incoming_packet(Incoming::UnsubAck(UnsubAck::new(2))).unwrap();
+    assert_eq!(state.inflight(), 2);
+    match state.handle_outgoing_packet(publish(QoS::AtLeastOnce)).unwrap() {
+        Some(Packet::Publish(p)) => assert_eq!(p.pkid, 2),
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
+    // A reconnect forgets them: the addon renews subscriptions itself.
+    state.clean();
+    assert_eq!(state.inflight(), 0);
+}
+
 fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut byte = [0u8];
     stream.read_exact(&mut byte).unwrap();

@@ -119,4 +119,21 @@ async function cutAtClientsFirst(t, targetPort, type) {
   return { proxy, sent: () => sent }
 }
 
-module.exports = { startMqttProxy, cutAtClientsFirst, packetReader }
+/** A PUBLISH packet's topic, QoS, DUP flag and packet id (0 at QoS 0). */
+function parsePublish(packet) {
+  let index = 1
+  while (packet[index++] & 128); // the remaining length's bytes
+  const topicLength = packet.readUInt16BE(index)
+  const topic = packet.toString('utf8', index + 2, index + 2 + topicLength)
+  const qos = (packet[0] >> 1) & 3
+  return { topic, qos, dup: (packet[0] >> 3) & 1, pkid: qos > 0 ? packet.readUInt16BE(index + 2 + topicLength) : 0 }
+}
+
+/** The packet id of a packet that starts its variable header with one (PUBACK, SUBSCRIBE, SUBACK…). */
+function leadingPacketId(packet) {
+  let index = 1
+  while (packet[index++] & 128);
+  return packet.readUInt16BE(index)
+}
+
+module.exports = { startMqttProxy, cutAtClientsFirst, packetReader, parsePublish, leadingPacketId }

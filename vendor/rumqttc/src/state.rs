@@ -66,6 +66,8 @@ pub struct MqttState {
     pub(crate) outgoing_rel: FixedBitSet,
     /// Packet ids on incoming QoS 2 publishes
     pub(crate) incoming_pub: FixedBitSet,
+    /// native-pubsub patch: packet ids of SUBSCRIBEs and UNSUBSCRIBEs awaiting their ack
+    pub(crate) outgoing_sub: FixedBitSet,
     /// Last collision due to broker not acking in order
     pub collision: Option<Publish>,
     /// Buffered incoming packets
@@ -92,6 +94,7 @@ impl MqttState {
             outgoing_pub: vec![None; max_inflight as usize + 1],
             outgoing_rel: FixedBitSet::with_capacity(max_inflight as usize + 1),
             incoming_pub: FixedBitSet::with_capacity(u16::MAX as usize + 1),
+            outgoing_sub: FixedBitSet::with_capacity(max_inflight as usize + 1),
             collision: None,
             // TODO: Optimize these sizes later
             events: VecDeque::with_capacity(100),
@@ -119,6 +122,9 @@ impl MqttState {
             pending.push(request);
         }
         self.outgoing_rel.clear();
+        // native-pubsub patch: SUBSCRIBEs and UNSUBSCRIBEs are not sent again by rumqttc; the
+        // addon renews subscriptions on the new connection.
+        self.outgoing_sub.clear();
 
         // native-pubsub patch: the ids of incoming QoS 2 publishes awaiting PUBREL are kept: a
         // resumed session re-sends such a PUBLISH, which must not be delivered again. The event
@@ -169,8 +175,8 @@ impl MqttState {
         let outgoing = match &packet {
             Incoming::PingResp => self.handle_incoming_pingresp()?,
             Incoming::Publish(publish) => self.handle_incoming_publish(publish)?,
-            Incoming::SubAck(_suback) => self.handle_incoming_suback()?,
-            Incoming::UnsubAck(_unsuback) => self.handle_incoming_unsuback()?,
+            Incoming::SubAck(suback) => self.handle_incoming_suback(suback.pkid)?,
+            Incoming::UnsubAck(unsuback) => self.handle_incoming_unsuback(unsuback.pkid)?,
             Incoming::PubAck(puback) => self.handle_incoming_puback(puback)?,
             Incoming::PubRec(pubrec) => self.handle_incoming_pubrec(pubrec)?,
             Incoming::PubRel(pubrel) => self.handle_incoming_pubrel(pubrel)?,
@@ -185,12 +191,25 @@ impl MqttState {
         Ok(outgoing)
     }
 
-    fn handle_incoming_suback(&mut self) -> Result<Option<Packet>, StateError> {
+    fn handle_incoming_suback(&mut self, pkid: u16) -> Result<Option<Packet>, StateError> {
+        self.release_sub_pkid(pkid);
         Ok(None)
     }
 
-    fn handle_incoming_unsuback(&mut self) -> Result<Option<Packet>, StateError> {
+    fn handle_incoming_unsuback(&mut self, pkid: u16) -> Result<Option<Packet>, StateError> {
+        self.release_sub_pkid(pkid);
         Ok(None)
+    }
+
+    /// native-pubsub patch: frees the packet id of an acknowledged SUBSCRIBE or UNSUBSCRIBE. An
+    /// ack for an id not awaiting one is let pass, as upstream let every one pass.
+    fn release_sub_pkid(&mut self, pkid: u16) {
+        if self.outgoing_sub.contains(pkid as usize) {
+            self.outgoing_sub.set(pkid as usize, false);
+            self.inflight -= 1;
+        } else {
+            warn!("SUBACK or UNSUBACK for packet id {:?}, which awaits none", pkid);
+        }
     }
 
     /// Results in a publish notification in all the QoS cases. Replys with an ack
@@ -434,8 +453,10 @@ impl MqttState {
             return Err(StateError::EmptySubscription);
         }
 
-        let pkid = self.next_pkid();
+        let pkid = self.next_unused_pkid();
         subscription.pkid = pkid;
+        self.outgoing_sub.insert(pkid as usize);
+        self.inflight += 1;
 
         debug!(
             "Subscribe. Topics = {:?}, Pkid = {:?}",
@@ -452,8 +473,10 @@ impl MqttState {
         &mut self,
         mut unsub: Unsubscribe,
     ) -> Result<Option<Packet>, StateError> {
-        let pkid = self.next_pkid();
+        let pkid = self.next_unused_pkid();
         unsub.pkid = pkid;
+        self.outgoing_sub.insert(pkid as usize);
+        self.inflight += 1;
 
         debug!(
             "Unsubscribe. Topics = {:?}, Pkid = {:?}",
@@ -503,7 +526,42 @@ impl MqttState {
     /// http://stackoverflow.com/questions/11115364/mqtt-messageid-practical-implementation
     /// Packet ids are incremented till maximum set inflight messages and reset to 1 after that.
     ///
+    /// native-pubsub patch: ids held by a SUBSCRIBE or UNSUBSCRIBE are skipped. A publish that
+    /// gets the id of one still in flight waits for it as on any collision; but only a PUBACK or
+    /// PUBCOMP ends a collision, so it must never get the id of a SUBSCRIBE.
     fn next_pkid(&mut self) -> u16 {
+        let mut pkid = self.step_pkid();
+        for _ in 1..self.max_inflight {
+            if !self.outgoing_sub.contains(pkid as usize) {
+                break;
+            }
+            pkid = self.step_pkid();
+        }
+        pkid
+    }
+
+    /// native-pubsub patch: the next id no packet awaiting an ack holds, for a SUBSCRIBE or
+    /// UNSUBSCRIBE (MQTT-2.3.1-2: a new packet gets a currently unused id). Upstream gave them
+    /// the publish counter's next id, which is in use once QoS 1/2 publishes fill the window (a
+    /// publish parked on a collision is sent with the freed id, and the counter's next id is
+    /// then still in flight) or once more than `max_inflight` SUBSCRIBEs are outstanding. These
+    /// count in `inflight` now, so the event loop, which takes a request only while `inflight <
+    /// max_inflight`, leaves a free id for each; if none were, the counter's next is returned.
+    fn next_unused_pkid(&mut self) -> u16 {
+        let mut pkid = self.step_pkid();
+        for _ in 1..self.max_inflight {
+            let in_use = self.outgoing_pub.get(pkid as usize).is_some_and(Option::is_some)
+                || self.outgoing_rel.contains(pkid as usize)
+                || self.outgoing_sub.contains(pkid as usize);
+            if !in_use {
+                break;
+            }
+            pkid = self.step_pkid();
+        }
+        pkid
+    }
+
+    fn step_pkid(&mut self) -> u16 {
         let next_pkid = self.last_pkid + 1;
 
         // When next packet id is at the edge of inflight queue,
