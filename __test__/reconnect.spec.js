@@ -300,6 +300,53 @@ for (const [qos, cleanSession] of [[1, true], [2, true], [1, false]]) {
   })
 }
 
+test("a subscribe call of 5,000 filters (~300 KB) goes in SUBSCRIBEs of at most 64 KiB, within the broker's max_packet_size, and so does their renewal after a reconnect", async (t) => {
+  // mosquitto closes the connection on a packet over max_packet_size. One SUBSCRIBE of all the
+  // filters was dropped so on the first connection, and so was its renewal after the restart
+  // (three closes that ended as ERR_CLIENT_ID_TAKEOVER).
+  const broker = await ownBroker(t, { lines: ['max_packet_size 70000'] })
+  const SUBSCRIBE = 8
+  const subscribeSizes = []
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet }) {
+      if (fromClient && type === SUBSCRIBE) subscribeSizes.push(packet.length)
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const base = uniqueTopic('many-filters')
+  const filters = Array.from({ length: 5_000 }, (_, id) => `${base}/devices/${id}/status`)
+  const filterBytes = filters.reduce((sum, filter) => sum + Buffer.byteLength(filter) + 3, 0)
+  t.true(filterBytes > 3 * 70_000, `${filterBytes} bytes of filters`)
+  const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const inbox = observe(pubsub.subscribe(filters, { qos: 1 }))
+  t.teardown(() => inbox.subscription.unsubscribe())
+  const ready = await settledWithin(inbox.subscription.ready, 20_000)
+  t.falsy(ready.pending || ready.error, `ready: ${JSON.stringify(ready)}`)
+  t.is(pubsub.stats().reconnects, 0, 'the broker never dropped a SUBSCRIBE')
+  const within = (sizes) => sizes.length >= 4 && sizes.every((size) => size <= 65_536)
+  t.true(within(subscribeSizes), `SUBSCRIBE sizes: ${subscribeSizes}`)
+  const other = await mqttJs(t, broker.tcpUrl)
+  await other.client.publishAsync(filters.at(-1), JSON.stringify('before'), { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['before'])
+
+  // A restarted broker (no persistence) forgot the subscriptions: the renewal sends them all.
+  const firstConnection = subscribeSizes.length
+  const before = states.length
+  await broker.restart()
+  await reached(states, 'Connected', before)
+  const again = await mqttJs(t, broker.tcpUrl)
+  // The renewal may still be on its way: publish until one arrives.
+  const sender = setInterval(() => again.client.publish(filters.at(-2), JSON.stringify('after'), { qos: 1 }), 100)
+  t.teardown(() => clearInterval(sender))
+  t.is((await inbox.take(2))[1], 'after')
+  clearInterval(sender)
+  t.true(within(subscribeSizes.slice(firstConnection)), `renewal SUBSCRIBE sizes: ${subscribeSizes.slice(firstConnection)}`)
+  t.is(pubsub.stats().reconnects, 1, 'the renewal was not dropped either')
+  t.deepEqual(inbox.errors, [])
+})
+
 test('a publish the broker answers with a clean close (AWS IoT policy) is ERR_PAYLOAD alone, not a client id takeover', async (t) => {
   // AWS IoT closes the connection (FIN, no RST) on a publish its policy denies: three such
   // closes soon after connecting used to look like another client taking the client id.

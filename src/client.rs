@@ -250,7 +250,7 @@ impl Client {
         let client_id = options.client_id.clone();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                outbox: Outbox::new(!options.clean_session, options.filters_per_subscribe()),
+                outbox: Outbox::new(!options.clean_session, options.subscribe_limit()),
                 subs: Subscriptions::default(),
                 state: ConnectionState::Disconnected,
                 closed: false,

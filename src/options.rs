@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
+use crate::outbox::{SubscribeLimit, MAX_SUBSCRIBE_BYTES};
 use crate::signing::redact;
 use crate::tls;
 use crate::topic::{unwelcome_char, validate_topic};
@@ -650,9 +651,9 @@ impl ClientOptions {
         })
     }
 
-    /// The most topic filters one SUBSCRIBE may carry; `None`: no limit.
-    pub fn filters_per_subscribe(&self) -> Option<usize> {
-        self.aws.as_ref().map(|_| AWS_IOT_FILTERS_PER_SUBSCRIBE)
+    /// What one SUBSCRIBE may carry: on AWS IoT its filter quota as well as the byte budget.
+    pub fn subscribe_limit(&self) -> SubscribeLimit {
+        SubscribeLimit { filters: self.aws.as_ref().map(|_| AWS_IOT_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
     }
 
     /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.

@@ -20,6 +20,46 @@ fn publish_bytes(topic: &str, payload: &[u8]) -> usize {
     topic.len() + payload.len()
 }
 
+/// The most bytes of one encoded SUBSCRIBE. A broker closes the connection on a packet over its
+/// maximum size (EMQX's default is 1 MB, mosquitto's is its `max_packet_size`, embedded brokers'
+/// often far less), and would close it again for the renewal after every reconnect. 64 KiB still
+/// carries a thousand filters of 60 bytes: a renewal of 10,000 takes ten SUBSCRIBEs.
+pub const MAX_SUBSCRIBE_BYTES: usize = 64 * 1024;
+
+/// What one SUBSCRIBE may carry: filters go into it, in order, until the next would break
+/// either limit; a filter alone goes whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeLimit {
+    /// The most topic filters (AWS IoT's quota); `None`: any number.
+    pub filters: Option<usize>,
+    /// The most bytes of the encoded packet.
+    pub bytes: usize,
+}
+
+impl Default for SubscribeLimit {
+    fn default() -> Self {
+        SubscribeLimit { filters: None, bytes: MAX_SUBSCRIBE_BYTES }
+    }
+}
+
+/// Bytes a filter adds to a SUBSCRIBE (MQTT 3.1.1): its 2-byte length, itself, its QoS byte.
+fn subscribe_filter_bytes(filter: &str) -> usize {
+    2 + filter.len() + 1
+}
+
+/// Bytes of a SUBSCRIBE whose filters add `filter_bytes`: the type byte, the remaining length
+/// (1 to 4 bytes), the packet id, the filters.
+fn subscribe_bytes(filter_bytes: usize) -> usize {
+    let remaining = 2 + filter_bytes;
+    let remaining_length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + remaining_length_bytes + remaining
+}
+
 /// A request we make of the broker.
 #[derive(Debug)]
 pub enum Request {
@@ -101,8 +141,8 @@ pub struct Outbox {
     /// The broker may resume the session (cleanSession: false): an UNSUBSCRIBE it may not have
     /// received goes again after a loss, or the resumed session keeps that subscription.
     session_may_resume: bool,
-    /// The most filters one SUBSCRIBE carries (`None`: all of a request): more go in several.
-    filters_per_subscribe: Option<usize>,
+    /// What one SUBSCRIBE carries: the filters of a request or renewal beyond it go in several.
+    subscribe_limit: SubscribeLimit,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
     /// The filters of the SUBSCRIBEs the last connection was lost with unacknowledged. While
@@ -157,8 +197,8 @@ fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
 
 impl Outbox {
     /// `session_may_resume`: the client connects with cleanSession false.
-    pub fn new(session_may_resume: bool, filters_per_subscribe: Option<usize>) -> Self {
-        Outbox { session_may_resume, filters_per_subscribe, ..Outbox::default() }
+    pub fn new(session_may_resume: bool, subscribe_limit: SubscribeLimit) -> Self {
+        Outbox { session_may_resume, subscribe_limit, ..Outbox::default() }
     }
 
     /// Queues a request and moves what fits into rumqttc's channel.
@@ -174,13 +214,24 @@ impl Outbox {
         self.pump(client);
     }
 
-    /// SUBSCRIBEs for `filters`, in order, each within `filters_per_subscribe`.
+    /// SUBSCRIBEs for `filters`, in order, each within `subscribe_limit`.
     fn subscribes(&self, filters: Vec<(String, QoS)>) -> Vec<Request> {
-        let per_subscribe = self.filters_per_subscribe.unwrap_or(usize::MAX).max(1);
-        let mut filters = filters.into_iter().peekable();
+        let most_filters = self.subscribe_limit.filters.unwrap_or(usize::MAX);
         let mut subscribes = Vec::new();
-        while filters.peek().is_some() {
-            subscribes.push(Request::Subscribe { filters: filters.by_ref().take(per_subscribe).collect() });
+        let mut packet: Vec<(String, QoS)> = Vec::new();
+        let mut packet_filter_bytes = 0;
+        for (filter, qos) in filters {
+            let bytes = subscribe_filter_bytes(&filter);
+            let full = packet.len() >= most_filters || subscribe_bytes(packet_filter_bytes + bytes) > self.subscribe_limit.bytes;
+            if full && !packet.is_empty() {
+                subscribes.push(Request::Subscribe { filters: std::mem::take(&mut packet) });
+                packet_filter_bytes = 0;
+            }
+            packet_filter_bytes += bytes;
+            packet.push((filter, qos));
+        }
+        if !packet.is_empty() {
+            subscribes.push(Request::Subscribe { filters: packet });
         }
         subscribes
     }
@@ -441,7 +492,7 @@ impl Outbox {
         self.pump(client);
     }
 
-    /// The SUBSCRIBEs that renew `subscriptions`: as few as `filters_per_subscribe` allows for all
+    /// The SUBSCRIBEs that renew `subscriptions`: as few as `subscribe_limit` allows for all
     /// but the suspects, then one for each suspect.
     fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
         let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
@@ -785,7 +836,7 @@ mod tests {
             }).collect()
         };
         for session_may_resume in [true, false] {
-            let mut outbox = Outbox::new(session_may_resume, None);
+            let mut outbox = Outbox::new(session_may_resume, SubscribeLimit::default());
             for filter in ["acked", "a", "b"] {
                 outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
             }
@@ -803,22 +854,31 @@ mod tests {
         }
     }
 
+    /// The filters of each SUBSCRIBE among `requests`.
+    fn subscribe_packets(requests: Vec<Request>) -> Vec<Vec<(String, QoS)>> {
+        requests.into_iter().filter_map(|r| if let Request::Subscribe { filters } = r { Some(filters) } else { None }).collect()
+    }
+
+    /// The bytes of a SUBSCRIBE of `filters` as rumqttc encodes it.
+    fn encoded_bytes(filters: &[(String, QoS)]) -> usize {
+        rumqttc::Subscribe::new_many(filters.iter().map(|(f, q)| SubscribeFilter::new(f.clone(), *q))).size()
+    }
+
+    const AWS_IOT: SubscribeLimit = SubscribeLimit { filters: Some(8), bytes: MAX_SUBSCRIBE_BYTES };
+
     #[test]
     fn subscribes_and_renewals_carry_at_most_the_filters_one_subscribe_may() {
         let filters = |count: usize| (0..count).map(|i| (format!("t/{i}"), QoS::AtLeastOnce)).collect::<Vec<_>>();
-        let packets = |requests: Vec<Request>| -> Vec<Vec<(String, QoS)>> {
-            requests.into_iter().filter_map(|r| if let Request::Subscribe { filters } = r { Some(filters) } else { None }).collect()
-        };
-        let aws_iot = Outbox::new(false, Some(8));
-        let subscribes = packets(aws_iot.subscribes(filters(20)));
+        let aws_iot = Outbox::new(false, AWS_IOT);
+        let subscribes = subscribe_packets(aws_iot.subscribes(filters(20)));
         assert_eq!(subscribes.iter().map(Vec::len).collect::<Vec<_>>(), [8, 8, 4]);
         assert_eq!(subscribes.concat(), filters(20), "in order");
-        assert_eq!(packets(aws_iot.renewal(filters(16))).iter().map(Vec::len).collect::<Vec<_>>(), [8, 8]);
-        assert_eq!(packets(Outbox::new(false, None).renewal(filters(20))).len(), 1, "no limit: one SUBSCRIBE");
+        assert_eq!(subscribe_packets(aws_iot.renewal(filters(16))).iter().map(Vec::len).collect::<Vec<_>>(), [8, 8]);
+        assert_eq!(subscribe_packets(Outbox::default().renewal(filters(20))).len(), 1, "no filter quota: one SUBSCRIBE");
 
         // Each SUBACK settles the filters of its own SUBSCRIBE.
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
-        let mut outbox = Outbox::new(false, Some(8));
+        let mut outbox = Outbox::new(false, AWS_IOT);
         outbox.submit(&client, Request::Subscribe { filters: filters(10) });
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         outbox.on_outgoing(&Outgoing::Subscribe(2));
@@ -827,6 +887,58 @@ mod tests {
         assert_eq!(settled(outbox.on_incoming(&granted(1, 8))), 8);
         assert_eq!(settled(outbox.on_incoming(&granted(2, 2))), 2);
         assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn subscribes_and_renewals_stay_within_the_byte_budget_in_order() {
+        // 5,000 filters of 46 bytes: about 245 KB in one SUBSCRIBE, which brokers with a
+        // maximum packet size drop.
+        let filters: Vec<(String, QoS)> = (0..5_000).map(|i| (format!("fleet/devices/{i:05}/status/temperature/celsius"), QoS::AtLeastOnce)).collect();
+        let outbox = Outbox::default();
+        for (requests, what) in [(outbox.subscribes(filters.clone()), "subscribe"), (outbox.renewal(filters.clone()), "renewal")] {
+            let packets = subscribe_packets(requests);
+            assert_eq!(packets.len(), 4, "{what}");
+            assert_eq!(packets.concat(), filters, "{what}: every filter, in order");
+            for (index, packet) in packets.iter().enumerate() {
+                assert!(encoded_bytes(packet) <= MAX_SUBSCRIBE_BYTES, "{what}: SUBSCRIBE {index} has {} bytes", encoded_bytes(packet));
+                // Full: the next filter would have taken it over the budget.
+                if let Some(next) = packets.get(index + 1).and_then(|p| p.first()) {
+                    assert!(encoded_bytes(&[packet.clone(), vec![next.clone()]].concat()) > MAX_SUBSCRIBE_BYTES, "{what}: SUBSCRIBE {index} could take one more");
+                }
+            }
+        }
+    }
+
+    fn long_filter(len: usize) -> (String, QoS) {
+        ("f".repeat(len), QoS::AtLeastOnce)
+    }
+
+    #[test]
+    fn a_subscribe_is_filled_up_to_the_byte_budget_and_a_filter_over_it_goes_alone() {
+        let outbox = Outbox::default();
+        // Filters adding up to the budget exactly go in one SUBSCRIBE; a byte more, in two.
+        let exactly = vec![long_filter(32_762), long_filter(32_762)];
+        assert_eq!(encoded_bytes(&exactly), MAX_SUBSCRIBE_BYTES);
+        assert_eq!(subscribe_packets(outbox.subscribes(exactly.clone())), vec![exactly]);
+        assert_eq!(subscribe_packets(outbox.subscribes(vec![long_filter(32_762), long_filter(32_763)])).len(), 2);
+
+        // A filter over the budget on its own (65,535 bytes, the most MQTT allows) goes alone.
+        let small = |name: &str| (name.to_string(), QoS::AtLeastOnce);
+        let largest = long_filter(65_535);
+        assert!(encoded_bytes(std::slice::from_ref(&largest)) > MAX_SUBSCRIBE_BYTES);
+        let expected = vec![vec![small("a"), small("b")], vec![largest.clone()], vec![small("c")]];
+        assert_eq!(subscribe_packets(outbox.subscribes(vec![small("a"), small("b"), largest.clone(), small("c")])), expected);
+        assert_eq!(subscribe_packets(outbox.renewal(vec![largest.clone(), largest.clone()])), vec![vec![largest.clone()], vec![largest]]);
+    }
+
+    #[test]
+    fn on_aws_iot_a_subscribe_keeps_within_both_the_filter_quota_and_the_byte_budget() {
+        let aws_iot = Outbox::new(false, AWS_IOT);
+        let sizes = |requests: Vec<Request>| subscribe_packets(requests).iter().map(Vec::len).collect::<Vec<_>>();
+        // 6 filters of 10,000 bytes take 60,024; a seventh would take 70,027.
+        assert_eq!(sizes(aws_iot.subscribes(vec![long_filter(10_000); 8])), [6, 2]);
+        assert_eq!(sizes(aws_iot.renewal(vec![long_filter(10_000); 8])), [6, 2]);
+        assert_eq!(sizes(aws_iot.subscribes(vec![long_filter(10); 20])), [8, 8, 4]);
     }
 
     #[test]
