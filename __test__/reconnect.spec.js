@@ -347,6 +347,25 @@ test("a subscribe call of 5,000 filters (~300 KB) goes in SUBSCRIBEs of at most 
   t.deepEqual(inbox.errors, [])
 })
 
+test("under a broker's max_packet_size smaller than a SUBSCRIBE of 64 KiB, subscribing 10,000 filters still ends ready: each dropped SUBSCRIBE's filters are renewed one at a time", async (t) => {
+  // Each loss leaves the first SUBSCRIBE written unacknowledged. When only those were renewed
+  // one at a time, the next renewal's first big SUBSCRIBE was dropped instead, and the renewals
+  // alternated between big SUBSCRIBEs, dropped every time, forever.
+  const broker = await ownBroker(t, { lines: ['max_packet_size 20000'] })
+  const base = uniqueTopic('small-max-packet')
+  const filters = Array.from({ length: 10_000 }, (_, id) => `${base}/devices/${id}/status`)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const inbox = observe(pubsub.subscribe(filters, { qos: 1 }))
+  t.teardown(() => inbox.subscription.unsubscribe())
+  const ready = await settledWithin(inbox.subscription.ready, 20_000)
+  t.falsy(ready.pending || ready.error, `ready: ${JSON.stringify(ready)}`)
+  t.true(pubsub.stats().reconnects >= 1, 'the broker dropped a SUBSCRIBE')
+  const other = await mqttJs(t, broker.tcpUrl)
+  for (const filter of [filters[0], filters.at(-1)]) await other.client.publishAsync(filter, JSON.stringify(filter), { qos: 1 })
+  t.deepEqual(await inbox.take(2), [filters[0], filters.at(-1)])
+  t.deepEqual(inbox.errors, [])
+})
+
 test('a publish the broker answers with a clean close (AWS IoT policy) is ERR_PAYLOAD alone, not a client id takeover', async (t) => {
   // AWS IoT closes the connection (FIN, no RST) on a publish its policy denies: three such
   // closes soon after connecting used to look like another client taking the client id.

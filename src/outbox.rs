@@ -145,13 +145,15 @@ pub struct Outbox {
     subscribe_limit: SubscribeLimit,
     /// A publish rumqttc parked because its packet id was still in use (Outgoing::AwaitAck).
     collided: Option<(u32, usize)>,
-    /// The filters of the SUBSCRIBEs the last connection was lost with unacknowledged. While
-    /// there are any, they are renewed one per SUBSCRIBE, after the others, and nothing more is
-    /// handed to rumqttc while a SUBSCRIBE awaits its SUBACK: if the broker drops the
-    /// connection for one filter, the next loss shows which (a broker may close before
-    /// acknowledging the good ones written with it). Cleared once no SUBSCRIBE is outstanding
-    /// or waiting.
-    suspects: Vec<String>,
+    /// The filters of the SUBSCRIBEs connections were lost with unacknowledged, each until a
+    /// SUBACK answers it. While there are any, they are renewed one per SUBSCRIBE, after the
+    /// others, and nothing more is handed to rumqttc while a SUBSCRIBE awaits its SUBACK: if the
+    /// broker drops the connection for one filter, the next loss shows which (a broker may close
+    /// before acknowledging the good ones written with it). They add up over losses in a row:
+    /// a broker that drops every SUBSCRIBE over its size limit drops the others' first one each
+    /// time, and so all of them, a piece per loss, end up renewed alone. Cleared once no
+    /// SUBSCRIBE is outstanding or waiting.
+    suspects: HashSet<String>,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
     /// Written, unacknowledged publishes of the lost connection, in the order sent (counted in
@@ -294,9 +296,9 @@ impl Outbox {
         }
     }
 
-    /// The filters a lost connection left unacknowledged (`suspects`).
+    /// Adds the filters a lost connection left unacknowledged to `suspects`.
     pub fn suspect_subscribes(&mut self, suspects: Vec<String>) {
-        self.suspects = suspects;
+        self.suspects.extend(suspects);
     }
 
     /// Whether the backlog may go to rumqttc now.
@@ -495,8 +497,7 @@ impl Outbox {
     /// The SUBSCRIBEs that renew `subscriptions`: as few as `subscribe_limit` allows for all
     /// but the suspects, then one for each suspect.
     fn renewal(&self, subscriptions: Vec<(String, QoS)>) -> Vec<Request> {
-        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
-        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| suspects.contains(filter.as_str()));
+        let (suspects, others): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|(filter, _)| self.suspects.contains(filter));
         let mut renewal = self.subscribes(others);
         renewal.extend(suspects.into_iter().map(|filter| Request::Subscribe { filters: vec![filter] }));
         renewal
@@ -600,6 +601,7 @@ impl Outbox {
                     let mut completions = Vec::new();
                     for filter in filters {
                         let granted = granted.next().flatten();
+                        self.suspects.remove(&filter);
                         // A later SUBSCRIBE of the same filter (subscribed again after an
                         // unsubscribe, or at a higher QoS) settles it: this ack is from before
                         // the broker had it.
@@ -978,6 +980,30 @@ mod tests {
         outbox.on_incoming(&granted(3));
         assert!(outbox.suspects.is_empty(), "nothing left to probe: back to writing everything at once");
         assert!(outbox.subscribing.is_empty());
+    }
+
+    #[test]
+    fn suspects_add_up_over_losses_and_each_stays_one_until_a_suback_answers_it() {
+        // A broker that drops every SUBSCRIBE over its size: each loss leaves the others' first
+        // SUBSCRIBE unacknowledged. Replacing the suspects with it made the renewal alternate
+        // between the same big SUBSCRIBEs, dropped every time, forever.
+        let subscriptions = || ["a", "b", "c", "d", "e"].map(|f| (f.to_string(), QoS::AtLeastOnce)).to_vec();
+        let mut outbox = Outbox { held: true, ..Outbox::default() };
+        outbox.suspect_subscribes(vec!["a".into(), "b".into()]);
+        outbox.suspect_subscribes(vec!["c".into()]);
+        let filters = |requests: Vec<Request>| -> Vec<Vec<String>> {
+            subscribe_packets(requests).into_iter().map(|p| p.into_iter().map(|(f, _)| f).collect()).collect()
+        };
+        assert_eq!(filters(outbox.renewal(subscriptions())), [vec!["d", "e"], vec!["a"], vec!["b"], vec!["c"]]);
+
+        outbox.held = false;
+        subscribe_in_channel(&mut outbox, &["a"]);
+        subscribe_in_channel(&mut outbox, &["b"]);
+        outbox.on_outgoing(&Outgoing::Subscribe(1));
+        outbox.on_incoming(&Packet::SubAck(rumqttc::SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])));
+        // a is answered; b and c are still suspect after the next loss, which adds d.
+        outbox.suspect_subscribes(vec!["d".into()]);
+        assert_eq!(filters(outbox.renewal(subscriptions())), [vec!["a", "e"], vec!["b"], vec!["c"], vec!["d"]]);
     }
 
     #[test]
