@@ -314,8 +314,7 @@ test("a subscribe call of 5,000 filters (~300 KB) goes in SUBSCRIBEs of at most 
     },
   })
   t.teardown(() => proxy.stop())
-  const base = uniqueTopic('many-filters')
-  const filters = Array.from({ length: 5_000 }, (_, id) => `${base}/devices/${id}/status`)
+  const filters = manyFilters('many-filters', 5_000)
   const filterBytes = filters.reduce((sum, filter) => sum + Buffer.byteLength(filter) + 3, 0)
   t.true(filterBytes > 3 * 70_000, `${filterBytes} bytes of filters`)
   const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: FAST })
@@ -347,22 +346,56 @@ test("a subscribe call of 5,000 filters (~300 KB) goes in SUBSCRIBEs of at most 
   t.deepEqual(inbox.errors, [])
 })
 
+/** `count` filters `<unique topic>/devices/<i>/status`. */
+function manyFilters(name, count) {
+  const base = uniqueTopic(name)
+  return Array.from({ length: count }, (_, id) => `${base}/devices/${id}/status`)
+}
+
+/** Subscribes `filters` in one call through `endpoint`; checks that it ends ready, after a loss. */
+async function readyAfterDroppedSubscribes(t, endpoint, filters, timeoutMs) {
+  const pubsub = openPubSub(t, { endpoint, reconnect: FAST })
+  const inbox = observe(pubsub.subscribe(filters, { qos: 1 }))
+  t.teardown(() => inbox.subscription.unsubscribe())
+  const ready = await settledWithin(inbox.subscription.ready, timeoutMs)
+  t.falsy(ready.pending || ready.error, `ready: ${JSON.stringify(ready)}`)
+  t.true(pubsub.stats().reconnects >= 1, 'the broker dropped a SUBSCRIBE')
+  return { pubsub, inbox }
+}
+
 test("under a broker's max_packet_size smaller than a SUBSCRIBE of 64 KiB, subscribing 10,000 filters still ends ready: each dropped SUBSCRIBE's filters are renewed one at a time", async (t) => {
   // Each loss leaves the first SUBSCRIBE written unacknowledged. When only those were renewed
   // one at a time, the next renewal's first big SUBSCRIBE was dropped instead, and the renewals
   // alternated between big SUBSCRIBEs, dropped every time, forever.
   const broker = await ownBroker(t, { lines: ['max_packet_size 20000'] })
-  const base = uniqueTopic('small-max-packet')
-  const filters = Array.from({ length: 10_000 }, (_, id) => `${base}/devices/${id}/status`)
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
-  const inbox = observe(pubsub.subscribe(filters, { qos: 1 }))
-  t.teardown(() => inbox.subscription.unsubscribe())
-  const ready = await settledWithin(inbox.subscription.ready, 20_000)
-  t.falsy(ready.pending || ready.error, `ready: ${JSON.stringify(ready)}`)
-  t.true(pubsub.stats().reconnects >= 1, 'the broker dropped a SUBSCRIBE')
+  const filters = manyFilters('small-max-packet', 10_000)
+  const { inbox } = await readyAfterDroppedSubscribes(t, broker.tcpUrl, filters, 20_000)
   const other = await mqttJs(t, broker.tcpUrl)
   for (const filter of [filters[0], filters.at(-1)]) await other.client.publishAsync(filter, JSON.stringify(filter), { qos: 1 })
   t.deepEqual(await inbox.take(2), [filters[0], filters.at(-1)])
+  t.deepEqual(inbox.errors, [])
+})
+
+test('a broker that closes cleanly (FIN) on each SUBSCRIBE over its size is not taken for a client id takeover: 40,000 filters end ready', async (t) => {
+  // Each of the first losses can leave a new big SUBSCRIBE unacknowledged; counted as kicks,
+  // three in a row were reported as ERR_CLIENT_ID_TAKEOVER. How many SUBSCRIBEs are written
+  // before each close is up to timing: a script doing this alone failed so in 4 of 8 runs, this
+  // test in 0 of 5, so `losses_with_filters_unacknowledged_for_the_first_time_are_not_kicks`
+  // (reconnect.rs) tests the rule itself.
+  const proxy = await startMqttProxy({
+    targetPort: sharedBroker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      if (fromClient && type === 8 && packet.length > 20_000) {
+        connection.cut()
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const filters = manyFilters('fin-on-big-subscribe', 40_000)
+  const { pubsub, inbox } = await readyAfterDroppedSubscribes(t, proxy.url, filters, 30_000)
+  await pubsub.publish(filters.at(-1), 'delivered', { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['delivered'])
   t.deepEqual(inbox.errors, [])
 })
 

@@ -91,8 +91,8 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
             End::Lost { error, by_broker, not_a_refusal } => {
                 // A broker that refuses a publish or a subscription drops the connection when it
                 // arrives; a timeout of ours, or what we refused to read, says nothing about them.
-                let unacknowledged = if not_a_refusal { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
-                shared.core.lock().outbox.suspect_subscribes(unacknowledged.subscribe.clone());
+                let mut unacknowledged = if not_a_refusal { Unacknowledged::default() } else { oldest_unacknowledged(&shared, &mut eventloop) };
+                unacknowledged.new_suspects = shared.core.lock().outbox.suspect_subscribes(unacknowledged.subscribe.clone());
                 let lasted = connected_at.elapsed();
                 let verdict = match backoff.as_mut() {
                     Some(backoff) => backoff.connection_ended(lasted, by_broker, first_try, unacknowledged),
@@ -219,6 +219,7 @@ fn oldest_unacknowledged(shared: &Shared, eventloop: &mut EventLoop) -> Unacknow
     Unacknowledged {
         publish: core.outbox.oldest_unacknowledged(&eventloop.pending),
         subscribe: core.outbox.unacknowledged_subscribes(),
+        new_suspects: false,
     }
 }
 

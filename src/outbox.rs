@@ -296,9 +296,14 @@ impl Outbox {
         }
     }
 
-    /// Adds the filters a lost connection left unacknowledged to `suspects`.
-    pub fn suspect_subscribes(&mut self, suspects: Vec<String>) {
-        self.suspects.extend(suspects);
+    /// Adds the filters a lost connection left unacknowledged to `suspects`; returns whether
+    /// some were not suspects yet.
+    pub fn suspect_subscribes(&mut self, suspects: Vec<String>) -> bool {
+        let mut new = false;
+        for filter in suspects {
+            new |= self.suspects.insert(filter);
+        }
+        new
     }
 
     /// Whether the backlog may go to rumqttc now.
@@ -989,8 +994,8 @@ mod tests {
         // between the same big SUBSCRIBEs, dropped every time, forever.
         let subscriptions = || ["a", "b", "c", "d", "e"].map(|f| (f.to_string(), QoS::AtLeastOnce)).to_vec();
         let mut outbox = Outbox { held: true, ..Outbox::default() };
-        outbox.suspect_subscribes(vec!["a".into(), "b".into()]);
-        outbox.suspect_subscribes(vec!["c".into()]);
+        assert!(outbox.suspect_subscribes(vec!["a".into(), "b".into()]));
+        assert!(outbox.suspect_subscribes(vec!["b".into(), "c".into()]), "c is new");
         let filters = |requests: Vec<Request>| -> Vec<Vec<String>> {
             subscribe_packets(requests).into_iter().map(|p| p.into_iter().map(|(f, _)| f).collect()).collect()
         };
@@ -1002,7 +1007,8 @@ mod tests {
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         outbox.on_incoming(&Packet::SubAck(rumqttc::SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])));
         // a is answered; b and c are still suspect after the next loss, which adds d.
-        outbox.suspect_subscribes(vec!["d".into()]);
+        assert!(!outbox.suspect_subscribes(vec!["b".into()]), "b was a suspect already");
+        assert!(outbox.suspect_subscribes(vec!["d".into()]));
         assert_eq!(filters(outbox.renewal(subscriptions())), [vec!["a", "e"], vec!["b"], vec!["c"], vec!["d"]]);
     }
 

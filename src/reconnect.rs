@@ -95,6 +95,9 @@ pub struct Unacknowledged {
     pub publish: Option<Written>,
     /// The filters of the SUBSCRIBEs written on it (none: empty).
     pub subscribe: Vec<String>,
+    /// Some of `subscribe` were not left unacknowledged by the losses before (`Outbox::suspects`):
+    /// this loss may be the broker's answer to their SUBSCRIBE (one over its size limit, say).
+    pub new_suspects: bool,
 }
 
 /// Connections lost in a row with SUBSCRIBEs unacknowledged, about the filters all of those
@@ -206,6 +209,7 @@ impl Backoff {
         if lasted >= self.policy.reset_after {
             self.attempt = 0;
         }
+        let new_suspects = unacknowledged.new_suspects;
         // Lost again with the same publish unacknowledged: it was sent first on this connection
         // and the broker dropped it before acknowledging, so that loss is the publish's doing,
         // not a takeover (which the broker's prompt PUBACK between kicks tells apart).
@@ -221,7 +225,10 @@ impl Backoff {
             return Verdict::RefusedSubscribe(filters);
         }
         if closed_by_broker && first_try && lasted < self.policy.reset_after && !same_publish_again {
-            if self.kicked.extend(TAKEOVER_STREAK) {
+            // Neither a kick nor the end of a streak: filters unacknowledged for the first time
+            // go one at a time next, and a twin's kicks count again then. A broker that closes
+            // on SUBSCRIBEs over its size drops a new one at each of the first losses.
+            if !new_suspects && self.kicked.extend(TAKEOVER_STREAK) {
                 return Verdict::Takeover;
             }
         } else {
@@ -285,11 +292,11 @@ mod tests {
     }
 
     fn written(op: u32) -> Unacknowledged {
-        Unacknowledged { publish: Some(Written { op, topic: "t".into() }), subscribe: Vec::new() }
+        Unacknowledged { publish: Some(Written { op, topic: "t".into() }), ..Unacknowledged::default() }
     }
 
     fn subscribe(filters: &[&str]) -> Unacknowledged {
-        Unacknowledged { publish: None, subscribe: filters.iter().map(|f| f.to_string()).collect() }
+        Unacknowledged { subscribe: filters.iter().map(|f| f.to_string()).collect(), ..Unacknowledged::default() }
     }
 
     #[test]
@@ -340,7 +347,7 @@ mod tests {
         lost(&mut backoff, Unacknowledged::default());
         lost(&mut backoff, written(7));
         lost(&mut backoff, written(7));
-        lost(&mut backoff, Unacknowledged { publish: Some(Written { op: 7, topic: "another topic of the same op".into() }), subscribe: Vec::new() });
+        lost(&mut backoff, Unacknowledged { publish: Some(Written { op: 7, topic: "another topic of the same op".into() }), ..Unacknowledged::default() });
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert_eq!(lost(&mut backoff, written(7)), Verdict::Transient);
         assert!(matches!(lost(&mut backoff, written(7)), Verdict::RefusedPublish(Written { op: 7, .. })));
@@ -368,6 +375,23 @@ mod tests {
             assert_eq!(kick(&mut backoff, true, both()), Verdict::Transient);
         }
         assert!(matches!(kick(&mut backoff, true, both()), Verdict::RefusedPublish(_)));
+    }
+
+    #[test]
+    fn losses_with_filters_unacknowledged_for_the_first_time_are_not_kicks() {
+        // A broker that closes on SUBSCRIBEs over its size: each of the first losses leaves a new
+        // big SUBSCRIBE unacknowledged. Counted as kicks, three made a takeover (40,000 filters).
+        let first_lost = |filters: &[&str]| Unacknowledged { new_suspects: true, ..subscribe(filters) };
+        let mut backoff = Backoff::new(policy());
+        for part in ["a", "b", "c", "d", "e"] {
+            assert_eq!(kick(&mut backoff, true, first_lost(&[part])), Verdict::Transient);
+        }
+        // Nor do they end a takeover streak.
+        let mut backoff = Backoff::new(policy());
+        kick(&mut backoff, true, Unacknowledged::default());
+        kick(&mut backoff, true, Unacknowledged::default());
+        assert_eq!(kick(&mut backoff, true, first_lost(&["a"])), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Takeover);
     }
 
     #[test]
