@@ -5,18 +5,13 @@
 // millisecond, so that the window fills, and checks every id the client sends.
 const test = require('ava')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { startMqttProxy, parsePublish, leadingPacketId } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, parsePublish, leadingPacketId, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { topicNamer, openPubSub, observe, waitFor } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 const uniqueTopic = topicNamer('packet-ids')
 
-const PUBLISH = 3
-const PUBACK = 4
-const SUBSCRIBE = 8
-const SUBACK = 9
-const UNSUBSCRIBE = 10
-const UNSUBACK = 11
+const { PUBLISH, PUBACK, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK } = PACKET_TYPE
 const ACK_OF = { [PUBLISH]: PUBACK, [SUBSCRIBE]: SUBACK, [UNSUBSCRIBE]: UNSUBACK }
 const NAME = { [PUBLISH]: 'PUBLISH', [SUBSCRIBE]: 'SUBSCRIBE', [UNSUBSCRIBE]: 'UNSUBSCRIBE' }
 

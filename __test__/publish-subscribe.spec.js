@@ -4,7 +4,7 @@
 const test = require('ava')
 const { TOPIC, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { startMqttProxy } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, recordEvents, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
@@ -231,7 +231,7 @@ test('10,000 subscribe calls on one instance all become ready, and unsubscribing
   for (const inbox of inboxes) inbox.subscription.unsubscribe()
   await waitFor(() => states.at(-1) === 'Disconnected', 10_000, 'Disconnected')
   t.deepEqual(states, ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected'])
-  const [SUBSCRIBE, UNSUBSCRIBE, DISCONNECT] = [8, 10, 14]
+  const { SUBSCRIBE, UNSUBSCRIBE, DISCONNECT } = PACKET_TYPE
   t.is(sentByClient.get(SUBSCRIBE), 10_000)
   t.is(sentByClient.get(UNSUBSCRIBE), 10_000)
   t.is(sentByClient.get(DISCONNECT), 1)

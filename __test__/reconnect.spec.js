@@ -7,7 +7,7 @@ const test = require('ava')
 const { PubSub, Hub } = require('../mqtt.js')
 const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { startMqttProxy, cutAtClientsFirst, parsePublish } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, cutAtClientsFirst, parsePublish, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
 const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
@@ -305,12 +305,11 @@ test("a subscribe call of 5,000 filters (~300 KB) goes in SUBSCRIBEs of at most 
   // filters was dropped so on the first connection, and so was its renewal after the restart
   // (three closes that ended as ERR_CLIENT_ID_TAKEOVER).
   const broker = await ownBroker(t, { lines: ['max_packet_size 70000'] })
-  const SUBSCRIBE = 8
   const subscribeSizes = []
   const proxy = await startMqttProxy({
     targetPort: broker.tcpPort,
     onPacket({ fromClient, type, packet }) {
-      if (fromClient && type === SUBSCRIBE) subscribeSizes.push(packet.length)
+      if (fromClient && type === PACKET_TYPE.SUBSCRIBE) subscribeSizes.push(packet.length)
     },
   })
   t.teardown(() => proxy.stop())
@@ -385,7 +384,7 @@ test('a broker that closes cleanly (FIN) on each SUBSCRIBE over its size is not 
   const proxy = await startMqttProxy({
     targetPort: sharedBroker.tcpPort,
     onPacket({ fromClient, type, packet, connection }) {
-      if (fromClient && type === 8 && packet.length > 20_000) {
+      if (fromClient && type === PACKET_TYPE.SUBSCRIBE && packet.length > 20_000) {
         connection.cut()
         return false
       }

@@ -6,8 +6,8 @@
 //   new PubSub({ endpoint: proxy.url })
 //
 // `onPacket({ fromClient, type, packet, connection })` is called for every whole packet
-// (`type`: the control packet type, 3 PUBLISH … 14 DISCONNECT; `packet`: its bytes) and returns
-// false to hold it back (it is never sent), a number of ms to send it that much later (the
+// (`type`: the control packet type, 3 PUBLISH … 14 DISCONNECT, named in `PACKET_TYPE`;
+// `packet`: its bytes) and returns false to hold it back (it is never sent), a number of ms to send it that much later (the
 // packets after it are not held), or a Buffer to send in its place in one write (the packet
 // itself, say, followed by packets held back before it). `connection.cut(afterMs = 0)` closes both sides of
 // that connection after `afterMs`, and holds back every later packet meanwhile (the one whose
@@ -119,10 +119,19 @@ async function cutAtClientsFirst(t, targetPort, type) {
   return { proxy, sent: () => sent }
 }
 
-/** A PUBLISH packet's topic, QoS, DUP flag and packet id (0 at QoS 0). */
-function parsePublish(packet) {
+/** MQTT 3.1.1's control packet types, by name. */
+const PACKET_TYPE = Object.freeze({ PUBLISH: 3, PUBACK: 4, PUBREC: 5, PUBREL: 6, PUBCOMP: 7, SUBSCRIBE: 8, SUBACK: 9, UNSUBSCRIBE: 10, UNSUBACK: 11, DISCONNECT: 14 })
+
+/** Where a whole packet's variable header starts: after its type byte and remaining length. */
+function variableHeaderStart(packet) {
   let index = 1
   while (packet[index++] & 128); // the remaining length's bytes
+  return index
+}
+
+/** A PUBLISH packet's topic, QoS, DUP flag and packet id (0 at QoS 0). */
+function parsePublish(packet) {
+  const index = variableHeaderStart(packet)
   const topicLength = packet.readUInt16BE(index)
   const topic = packet.toString('utf8', index + 2, index + 2 + topicLength)
   const qos = (packet[0] >> 1) & 3
@@ -131,9 +140,7 @@ function parsePublish(packet) {
 
 /** The packet id of a packet that starts its variable header with one (PUBACK, SUBSCRIBE, SUBACK…). */
 function leadingPacketId(packet) {
-  let index = 1
-  while (packet[index++] & 128);
-  return packet.readUInt16BE(index)
+  return packet.readUInt16BE(variableHeaderStart(packet))
 }
 
-module.exports = { startMqttProxy, cutAtClientsFirst, packetReader, parsePublish, leadingPacketId }
+module.exports = { startMqttProxy, cutAtClientsFirst, packetReader, parsePublish, leadingPacketId, PACKET_TYPE }

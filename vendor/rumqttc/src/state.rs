@@ -530,14 +530,7 @@ impl MqttState {
     /// gets the id of one still in flight waits for it as on any collision; but only a PUBACK or
     /// PUBCOMP ends a collision, so it must never get the id of a SUBSCRIBE.
     fn next_pkid(&mut self) -> u16 {
-        let mut pkid = self.step_pkid();
-        for _ in 1..self.max_inflight {
-            if !self.outgoing_sub.contains(pkid as usize) {
-                break;
-            }
-            pkid = self.step_pkid();
-        }
-        pkid
+        self.next_pkid_skipping(|state, pkid| state.outgoing_sub.contains(pkid))
     }
 
     /// native-pubsub patch: the next id no packet awaiting an ack holds, for a SUBSCRIBE or
@@ -548,12 +541,17 @@ impl MqttState {
     /// count in `inflight` now, so the event loop, which takes a request only while `inflight <
     /// max_inflight`, leaves a free id for each; if none were, the counter's next is returned.
     fn next_unused_pkid(&mut self) -> u16 {
+        self.next_pkid_skipping(|state, pkid| {
+            state.outgoing_pub.get(pkid).is_some_and(Option::is_some) || state.outgoing_rel.contains(pkid) || state.outgoing_sub.contains(pkid)
+        })
+    }
+
+    /// native-pubsub patch: the counter's next id that `skip` does not refuse, trying each id of
+    /// the window at most once (then the last one tried).
+    fn next_pkid_skipping(&mut self, skip: impl Fn(&Self, usize) -> bool) -> u16 {
         let mut pkid = self.step_pkid();
         for _ in 1..self.max_inflight {
-            let in_use = self.outgoing_pub.get(pkid as usize).is_some_and(Option::is_some)
-                || self.outgoing_rel.contains(pkid as usize)
-                || self.outgoing_sub.contains(pkid as usize);
-            if !in_use {
+            if !skip(self, pkid as usize) {
                 break;
             }
             pkid = self.step_pkid();
