@@ -4,7 +4,7 @@
 //! filters match.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use rumqttc::QoS;
 
@@ -21,11 +21,14 @@ enum FilterStatus {
 struct Filter {
     qos: QoS,
     status: FilterStatus,
-    observers: Vec<u32>,
+    /// A set, not a list: n observers of one filter leaving one by one was O(n²).
+    observers: BTreeSet<u32>,
 }
 
 #[derive(Debug, Default)]
 struct Observer {
+    /// The filters it subscribed to. A filter refused since stays named here: the filter of
+    /// that name (if another observer made it again) does not have this observer.
     filters: Vec<String>,
     /// Filters whose SUBACK this observer still waits for.
     waiting: usize,
@@ -54,12 +57,11 @@ impl Subscriptions {
                 Entry::Vacant(entry) => {
                     self.index.insert(&name);
                     to_subscribe.push((name.clone(), qos));
-                    entry.insert(Filter { qos, status: FilterStatus::Pending, observers: Vec::new() })
+                    entry.insert(Filter { qos, status: FilterStatus::Pending, observers: BTreeSet::new() })
                 }
             };
-            if filter.observers.last() == Some(&id) {
-                // Named twice in `filters`: this observer was added to it just now. (Looking
-                // the name up in `observer.filters` made a call with n filters O(n²).)
+            if !filter.observers.insert(id) {
+                // Named twice in `filters`: this observer was added to it just now.
                 continue;
             }
             if qos > filter.qos {
@@ -68,7 +70,6 @@ impl Subscriptions {
                 filter.status = FilterStatus::Pending;
                 to_subscribe.push((name.clone(), qos));
             }
-            filter.observers.push(id);
             if filter.status == FilterStatus::Pending {
                 observer.waiting += 1;
             }
@@ -85,8 +86,7 @@ impl Subscriptions {
         let mut unused = Vec::new();
         for name in observer.filters {
             if let Some(filter) = self.filters.get_mut(&name) {
-                filter.observers.retain(|o| *o != id);
-                if filter.observers.is_empty() {
+                if filter.observers.remove(&id) && filter.observers.is_empty() {
                     self.filters.remove(&name);
                     self.index.remove(&name);
                     unused.push(name);
@@ -124,14 +124,14 @@ impl Subscriptions {
     pub fn refuse(&mut self, name: &str, error: &PubSubError) -> Vec<ObserverAck> {
         let Some(filter) = self.filters.remove(name) else { return Vec::new() };
         self.index.remove(name);
-        let mut settled = Vec::new();
-        for id in filter.observers {
-            if let Some(observer) = self.observers.get_mut(&id) {
-                observer.filters.retain(|f| f != name);
-                settled.push((id, Err(error.clone())));
-            }
-        }
-        settled
+        // Each observer's `filters` keeps the name (see `Observer`): taking it out of each
+        // made a SUBACK refusing n filters of one observer O(n²).
+        filter
+            .observers
+            .into_iter()
+            .filter(|id| self.observers.contains_key(id))
+            .map(|id| (id, Err(error.clone())))
+            .collect()
     }
 
     /// The observers a message on `topic` goes to, each once.
@@ -215,6 +215,18 @@ mod tests {
         assert_eq!(settled[0].0, 1);
         assert_eq!(settled[0].1.as_ref().unwrap_err().code(), "ERR_SUBSCRIBE_REFUSED");
         assert!(subs.route("deny").is_empty());
+    }
+
+    #[test]
+    fn a_refused_filter_subscribed_again_by_another_observer_stays_when_the_first_one_leaves() {
+        let mut subs = Subscriptions::default();
+        subs.add_observer(1, vec!["deny".into(), "other".into()], QoS::AtMostOnce);
+        assert_eq!(subs.on_suback("deny", None).len(), 1);
+        let (again, _) = subs.add_observer(2, vec!["deny".into()], QoS::AtMostOnce);
+        assert_eq!(names(&again), ["deny"], "a refused filter is asked for afresh");
+        assert_eq!(subs.remove_observer(1), ["other"], "'deny' is observer 2's now");
+        assert_eq!(subs.route("deny"), [2]);
+        assert_eq!(subs.remove_observer(2), ["deny"]);
     }
 
     #[test]
@@ -322,9 +334,9 @@ mod tests {
         let (to_subscribe, _) = subs.add_observer(1, vec!["a".into(), "b/+".into(), "a".into(), "b/+".into()], QoS::AtMostOnce);
         assert_eq!(names(&to_subscribe), ["a", "b/+"]);
         assert_eq!(subs.observers[&1].filters, ["a", "b/+"]);
-        assert_eq!(subs.filters["a"].observers, [1]);
+        assert_eq!(subs.filters["a"].observers, BTreeSet::from([1]));
         subs.add_observer(2, vec!["a".into(), "a".into()], QoS::AtMostOnce);
-        assert_eq!(subs.filters["a"].observers, [1, 2]);
+        assert_eq!(subs.filters["a"].observers, BTreeSet::from([1, 2]));
         assert_eq!(subs.on_suback("a", Some(QoS::AtMostOnce)), vec![(2, Ok(()))], "observer 2 waited for 'a' once");
     }
 
