@@ -70,6 +70,20 @@ test('Hub listeners on the pubsub channel get every state change as an Amplify c
   t.is(first.payload.data.provider.getProviderName(), 'MqttOverWSProvider')
 })
 
+test('a new instance announces Disconnected on Hub as it is made, as Amplify providers do, then its first change is Connecting', async (t) => {
+  const heard = []
+  const stop = Hub.listen('pubsub', ({ payload }) => heard.push([payload.data.provider, payload.data.connectionState, payload.message]))
+  t.teardown(stop)
+  const pubsub = newPubSub(t)
+  const own = () => heard.filter(([provider]) => provider === pubsub).map(([, state, message]) => [state, message])
+  t.deepEqual(own(), [['Disconnected', 'Connection state is Disconnected']], 'heard while the constructor ran')
+
+  const sub = pubsub.subscribe(uniqueTopic('hub-first')).subscribe({ next() {} })
+  await sub.ready
+  t.deepEqual(own().map(([state]) => state), ['Disconnected', 'Connecting', 'Connected'])
+  sub.unsubscribe()
+})
+
 /**
  * The states Hub's 'pubsub' channel announces for `pubsub` while it connects for a subscription
  * and disconnects once it is unsubscribed (four, then 50 ms for any that should not come).

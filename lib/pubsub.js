@@ -314,6 +314,8 @@ class PubSubBase extends EventEmitter {
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
     PubSubBase.#open.add(this.#eventTarget.idle)
     PubSubBase.#collected.register(this, this.#eventTarget.idle)
+    // Amplify's providers announce their first state on Hub when they are made.
+    PubSubBase.#dispatchToHub(this, this.#state)
   }
 
   /**
@@ -734,9 +736,13 @@ class PubSubBase extends EventEmitter {
     if (state !== 'ConnectedPendingDisconnect') this.#disconnecting = false
     this.#state = state
     this.#emitGuarded(CONNECTION_STATE_CHANGE, state)
+    PubSubBase.#dispatchToHub(this, state)
+  }
+
+  static #dispatchToHub(provider, state) {
     Hub.dispatch('pubsub', {
       event: CONNECTION_STATE_CHANGE,
-      data: { provider: this, connectionState: state },
+      data: { provider, connectionState: state },
       message: `Connection state is ${state}`,
     })
   }
