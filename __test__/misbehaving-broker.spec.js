@@ -128,6 +128,24 @@ for (const [what, frame, reason] of [
   })
 }
 
+// What a server sends in answer to CONNECT that the client cannot read: the server did not close
+// the connection (the client did), so the error must not say it did.
+for (const [what, bytes, reason] of [
+  ['a CONNACK with a return code MQTT 3.1.1 does not define', Buffer.from([0x20, 2, 0, 0x53]), /answered CONNECT with what is not MQTT 3\.1\.1 \(Invalid Connect return code: 83\): is it an MQTT 3\.1\.1 broker\?/],
+  ['a remaining length in five bytes', Buffer.from([0x20, 0xff, 0xff, 0xff, 0xff, 0x7f]), /answered CONNECT with what is not MQTT 3\.1\.1 \(Malformed remaining length\)/],
+  ['a PUBLISH whose topic is not UTF-8', Buffer.from([0x30, 5, 0, 2, 0xff, 0xfe, 0x31]), /answered CONNECT with what is not MQTT 3\.1\.1 \(Topic is not UTF-8\)/],
+  ['a text frame', 'not MQTT', /^Connection to ws:\/\/127\.0\.0\.1:\d+\/mqtt failed: the server sent what WebSocket rules or limits refuse: .*Text message/],
+]) {
+  test(`${what} in answer to CONNECT is reported as such, not as the server closing the connection`, async (t) => {
+    const broker = await startFakeBroker(t, { onPacket: (packet, connection) => (packet.type === CONNECT ? connection.send(bytes) : undefined) })
+    const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: false })
+    const error = await t.throwsAsync(pubsub.publish('t', 'x'))
+    t.is(error.code, 'ERR_CONNECTION')
+    t.regex(error.message, reason)
+    t.notRegex(error.message, /closed the connection/)
+  })
+}
+
 test('connectTimeout is honoured to the millisecond, not rounded down to whole seconds', async (t) => {
   // Accepts the WebSocket and never answers CONNECT.
   const broker = await startFakeBroker(t, { onPacket: () => true })

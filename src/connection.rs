@@ -602,8 +602,22 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 /// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow,
 /// and also how throttling or a back-end hiccup look. Once the instance has connected, only a
 /// close that keeps happening counts as a refusal (`backoff` keeps the streak), and a reset
-/// never does.
+/// never does. A server that answered with what we cannot read (bytes that are not MQTT, a
+/// frame the WebSocket rules refuse) did not close anything: it is said so, and never taken for
+/// a refusal.
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
+    match &error {
+        // A packet cut short by the close: a close.
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(_))) => {}
+        ConnectionError::MqttState(StateError::Deserialization(not_mqtt)) => {
+            return PubSubError::Connection(redact(&format!(
+                "{} answered CONNECT with what is not MQTT 3.1.1 ({not_mqtt}): is it an MQTT 3.1.1 broker?",
+                options.endpoint.shown()
+            )));
+        }
+        ConnectionError::MqttState(StateError::Io(io)) if io.kind() == ErrorKind::InvalidData => return describe(error, options),
+        _ => {}
+    }
     match (&error, &options.aws) {
         (ConnectionError::MqttState(state_error), Some(aws)) => {
             let has_connected = backoff.as_ref().is_some_and(|b| b.has_connected());
@@ -734,5 +748,33 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}")))
         }
         other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Provider;
+    use serde_json::json;
+
+    fn options(provider: Provider) -> ClientOptions {
+        let mut options = json!({ "endpoint": "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt" });
+        if provider == Provider::Iot {
+            options["credentials"] = json!({ "accessKeyId": "AKID", "secretAccessKey": "s" });
+        }
+        ClientOptions::from_js(&options, provider, false).unwrap()
+    }
+
+    #[test]
+    fn an_answer_to_connect_that_is_not_mqtt_is_neither_a_close_nor_a_policy_refusal() {
+        for provider in [Provider::Mqtt, Provider::Iot] {
+            let not_mqtt = ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::MalformedRemainingLength));
+            let error = describe_connect_failure(not_mqtt, &options(provider), None);
+            assert_eq!(error.code(), "ERR_CONNECTION");
+            assert!(error.to_string().contains("answered CONNECT with what is not MQTT 3.1.1 (Malformed remaining length)"), "{error}");
+        }
+        // Whereas AWS IoT closing the connection is how its policy refuses a client.
+        let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
+        assert_eq!(describe_connect_failure(closed, &options(Provider::Iot), None).code(), "ERR_NOT_AUTHORIZED");
     }
 }
