@@ -113,4 +113,4 @@ async function startFakeBroker(t, { onPacket = () => undefined } = {}) {
   return broker
 }
 
-module.exports = { startFakeBroker, packets, CONNECT, SUBSCRIBE }
+module.exports = { startFakeBroker, packets, packet, remainingLength, CONNECT, SUBSCRIBE }
