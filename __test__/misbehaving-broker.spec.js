@@ -6,7 +6,7 @@
 const test = require('ava')
 const { PubSub } = require('../mqtt.js')
 const { startFakeBroker, packets, CONNECT, SUBSCRIBE } = require('./helpers/fake-broker.js')
-const { recordEvents, waitFor, runScript } = require('./helpers/pubsub.js')
+const { recordEvents, waitFor, runScript, fakeServer } = require('./helpers/pubsub.js')
 
 const FAST = { minDelayMs: 20, maxDelayMs: 50 }
 
@@ -143,6 +143,37 @@ for (const [what, bytes, reason] of [
     t.is(error.code, 'ERR_CONNECTION')
     t.regex(error.message, reason)
     t.notRegex(error.message, /closed the connection/)
+  })
+}
+
+test('an answer to the WebSocket upgrade over 64 KiB is reported as such, not as "Attack attempt detected"', async (t) => {
+  const oversized = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Padding: ${'a'.repeat(100_000)}\r\n\r\n`
+  const server = new URL(await fakeServer(t, oversized))
+  const pubsub = newPubSub(t, { endpoint: `ws://${server.host}/mqtt`, reconnect: false })
+  const error = await t.throwsAsync(pubsub.publish('t', 'x'))
+  t.is(error.code, 'ERR_CONNECTION')
+  t.regex(error.message, /^Connection to ws:\/\/127\.0\.0\.1:\d+\/mqtt failed: the server's answer to the WebSocket upgrade was over 64 KiB/)
+})
+
+// rumqttc reports what the socket did while a packet was being read as a (de)serialization error.
+for (const [what, end, reason] of [
+  ['closes the connection in the middle of a packet', (socket) => socket.close(), /failed: the server closed the connection in the middle of a packet$/],
+  ['resets the connection', (socket) => socket._socket.resetAndDestroy(), /failed: Connection reset by peer \(os error 104\)$/],
+]) {
+  test(`a server that ${what} is said to, not reported as a (de)serialization error`, async (t) => {
+    const broker = await startFakeBroker(t, {
+      onPacket: (packet, connection) => {
+        if (packet.type !== SUBSCRIBE) return undefined
+        connection.send(Buffer.from([0x30, 20, 0, 1, 0x74])) // a PUBLISH of 20 bytes, 3 of them
+        setTimeout(() => end(connection.socket), 50)
+        return true
+      },
+    })
+    const pubsub = newPubSub(t, { endpoint: broker.url, reconnect: false })
+    const error = await new Promise((resolve) => pubsub.subscribe('t').subscribe({ error: resolve }))
+    t.is(error.code, 'ERR_CONNECTION')
+    t.regex(error.message, reason)
+    t.notRegex(error.message, /serialization/)
   })
 }
 

@@ -694,6 +694,9 @@ fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// tokio-util's error when the stream ends with part of a packet read.
+const CLOSED_MID_PACKET: &str = "bytes remaining on stream";
+
 /// Turns rumqttc's error into one a user can act on. No message shows a signature, a key id
 /// or a token.
 fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
@@ -733,6 +736,11 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
                 _ => PubSubError::Connection(format!("Cannot connect: {detail}")),
             }
         }
+        // tungstenite's own message is "Attack attempt detected".
+        ConnectionError::Websocket(tungstenite::Error::AttackAttempt) => PubSubError::Connection(format!(
+            "Connection to {url} failed: the server's answer to the WebSocket upgrade was over 64 KiB or came in too \
+             many small pieces (limits of the WebSocket library against a hostile server)"
+        )),
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
         // rumqttc's own message prints the packet, and an echoing server sends back our CONNECT
         // with its password.
@@ -744,7 +752,15 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             "Connection to {url} failed: {other}; {}",
             crate::tls::trust_store_note(options.ca.is_some())
         ))),
-        ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e)) => {
+        // rumqttc reports the socket's errors while reading or writing a packet as
+        // (de)serialization errors: they are I/O errors all the same.
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e)))
+            if e.kind() == ErrorKind::Other && e.to_string() == CLOSED_MID_PACKET =>
+        {
+            PubSubError::Connection(format!("Connection to {url} failed: the server closed the connection in the middle of a packet"))
+        }
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(StateError::Io(e) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e))) => {
             PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}")))
         }
         other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
