@@ -135,7 +135,7 @@ function plainMembers(object, prefix, depth) {
 
 /**
  * An option value as JSON data, which is what Rust reads: strings, finite numbers, booleans,
- * null, arrays and plain objects of those (undefined members dropped). Anything else throws
+ * null and plain objects of those (undefined members dropped), an array as an empty one. Anything else throws
  * ERR_INVALID_OPTION naming the option, here, rather than reaching napi's conversion, which
  * throws without one of our codes (a symbol, a function, a NaN nested in an object, a Buffer
  * or URL whose prototype has methods) or turns a BigInt into a number or a string.
@@ -163,11 +163,10 @@ function plainData(value, name, depth) {
   if (depth >= MAX_OPTION_DEPTH) {
     throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' is nested deeper than any option goes (or refers to itself)`)
   }
-  if (Array.isArray(value)) {
-    const plain = []
-    for (let i = 0; i < value.length; i++) plain.push(plainData(value[i], `${name}[${i}]`, depth + 1) ?? null)
-    return plain
-  }
+  // No option is an array, and Rust refuses one naming the option ("… got an array"): its
+  // elements are not read. Copying them would take `new Array(2 ** 32 - 1)` (holes, a length
+  // and nothing else) to billions of nulls, and V8 aborts the process past its array size limit.
+  if (Array.isArray(value)) return []
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) {
     const what = `an instance of ${proto?.constructor?.name || 'a class'}`
