@@ -250,6 +250,30 @@ for (const [what, call, code] of [
   })
 }
 
+// ----------------------------------------------------------------------- ERR_INVALID_THIS
+
+// JS alone would throw "Cannot read private member #closing from an object whose class did not
+// declare it" (publish: reject with it), a TypeError without a code.
+test('a method taken off an instance and called on its own is a TypeError ERR_INVALID_THIS saying to bind it', async (t) => {
+  const pubsub = newPubSub(t)
+  const { publish, subscribe, stats, close } = pubsub
+  const error = await t.throwsAsync(publish(uniqueTopic('unbound'), 'x'), { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  t.regex(error.message, /^pubsub\.publish needs a PubSub instance as `this`, got undefined .*pubsub\.publish\.bind\(pubsub\)$/)
+  for (const call of [() => subscribe('a/b'), () => stats(), () => close(), () => close.call(Symbol('x'))]) {
+    t.throws(call, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  }
+  // Bound, they work.
+  await publish.bind(pubsub)(uniqueTopic('unbound'), 'x', { qos: 1 })
+  t.is(stats.call(pubsub).messagesSent, 1)
+})
+
+test('a Proxy around an instance (a reactive wrapper, say) is not one: its methods and getters are ERR_INVALID_THIS', async (t) => {
+  const proxy = new Proxy(newPubSub(t, { endpoint }), {})
+  t.throws(() => proxy.clientId, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  t.throws(() => proxy.connectionState, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  await t.throwsAsync(proxy.publish('a/b', 'x'), { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+})
+
 // ---------------------------------------------------------------------- ERR_INVALID_TOPIC
 
 for (const [what, bad, hint] of [

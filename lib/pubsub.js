@@ -4,7 +4,7 @@ const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, describeThrown, describeValue, reportRejection } = require('./errors')
+const { pubsubError, pubsubTypeError, describeThrown, describeValue, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -325,19 +325,42 @@ class PubSubBase extends EventEmitter {
     return (frame, topics, events) => (target.busy ?? target.idle.deref())?.#onEvents(frame, topics, events)
   }
 
+  /**
+   * Throws ERR_INVALID_THIS unless `target` is an instance: a method taken off one
+   * (`const { publish } = pubsub`) and called on its own, or called on a Proxy around one (the
+   * private fields are the instance's, not the Proxy's). Otherwise JS's own TypeError, without a code.
+   */
+  static #checkThis(target, member) {
+    if (target !== null && typeof target === 'object' && #native in target) return
+    // Not describeValue: a revoked Proxy throws when its prototype is read.
+    const what =
+      target === undefined
+        ? 'undefined (a method taken off an instance and called on its own)'
+        : target === null
+          ? 'null'
+          : typeof target === 'object'
+            ? 'an object that is not a PubSub instance (a Proxy around one is not one)'
+            : `a ${typeof target}`
+    const how = member === 'clientId' || member === 'connectionState' ? 'read it on the instance' : `call it on the instance, or bind it: pubsub.${member}.bind(pubsub)`
+    throw pubsubTypeError('ERR_INVALID_THIS', `pubsub.${member} needs a PubSub instance as \`this\`, got ${what}: ${how}`)
+  }
+
   /** The MQTT client id of this instance's connection. */
   get clientId() {
+    PubSubBase.#checkThis(this, 'clientId')
     return this.#native.clientId
   }
 
   /** The connection state last announced (by the `ConnectionStateChange` event and Hub). */
   get connectionState() {
+    PubSubBase.#checkThis(this, 'connectionState')
     return this.#state
   }
 
   /** `publish({ topics, message, options })` or `publish(topics, message, options)`. */
   publish(...args) {
     return new Promise((resolve, reject) => {
+      PubSubBase.#checkThis(this, 'publish')
       const { topics, message, options } = isV6Call(args[0])
         ? args[0]
         : { topics: args[0], message: args[1], options: args[2] }
@@ -356,6 +379,7 @@ class PubSubBase extends EventEmitter {
 
   /** `subscribe({ topics, options })` or `subscribe(topics, options)`: a cold Observable. */
   subscribe(...args) {
+    PubSubBase.#checkThis(this, 'subscribe')
     const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
     return new Observable((observer) => this.#attach(topics, options, observer))
   }
@@ -366,6 +390,7 @@ class PubSubBase extends EventEmitter {
    * reconnects; messages received and sent; messages dropped, by reason.
    */
   stats() {
+    PubSubBase.#checkThis(this, 'stats')
     const native = this.#native.stats()
     const held = this.#outgoing.load()
     return {
@@ -387,6 +412,7 @@ class PubSubBase extends EventEmitter {
 
   /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */
   close() {
+    PubSubBase.#checkThis(this, 'close')
     if (!this.#closing) {
       this.#closing = new Promise((resolve) => {
         this.#resolveClosed = resolve
