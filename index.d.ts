@@ -69,6 +69,8 @@ export type ErrorCode =
   | 'ERR_SUBSCRIBE_REFUSED'
   | 'ERR_CLOSED'
   | 'ERR_NO_PROVIDER'
+  /** A `TypeError`: an instance's method or getter called with another `this` (taken off the instance unbound, or on a Proxy around it). */
+  | 'ERR_INVALID_THIS'
   /** A bug of this package: Node could not set up the native callback, or a malformed publish batch (should never happen). */
   | 'ERR_INTERNAL'
   /** Thrown by `require`/`import` when the native addon is missing or does not load (see the README). */

@@ -213,6 +213,9 @@ for (const [what, options, named] of [
   ['an offline queue bound of 2.5 messages', { endpoint, offlineQueue: { maxMessages: 2.5 } }, "'offlineQueue.maxMessages' must be a whole number"],
   ['an option nested a thousand levels deep', { endpoint, reconnect: nested(1_000) }, "'reconnect"],
   ['an object that refers to itself', { endpoint, offlineQueue: selfReferring() }, "'offlineQueue"],
+  // No option is an array: its elements are not read. Copying this one's 4 billion holes made V8
+  // abort the process ("Fatal JavaScript invalid size error").
+  ['an array of 2^32 - 1 holes', { endpoint, clientId: new Array(2 ** 32 - 1) }, "Option 'clientId' must be a string, got an array"],
   ['options that are an array', [endpoint], 'options must be an object'],
 ]) {
   test(`the constructor throws ERR_INVALID_OPTION naming the option for ${what}`, (t) => {
@@ -246,6 +249,30 @@ for (const [what, call, code] of [
     t.is(error.code, code)
   })
 }
+
+// ----------------------------------------------------------------------- ERR_INVALID_THIS
+
+// JS alone would throw "Cannot read private member #closing from an object whose class did not
+// declare it" (publish: reject with it), a TypeError without a code.
+test('a method taken off an instance and called on its own is a TypeError ERR_INVALID_THIS saying to bind it', async (t) => {
+  const pubsub = newPubSub(t)
+  const { publish, subscribe, stats, close } = pubsub
+  const error = await t.throwsAsync(publish(uniqueTopic('unbound'), 'x'), { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  t.regex(error.message, /^pubsub\.publish needs a PubSub instance as `this`, got undefined .*pubsub\.publish\.bind\(pubsub\)$/)
+  for (const call of [() => subscribe('a/b'), () => stats(), () => close(), () => close.call(Symbol('x'))]) {
+    t.throws(call, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  }
+  // Bound, they work.
+  await publish.bind(pubsub)(uniqueTopic('unbound'), 'x', { qos: 1 })
+  t.is(stats.call(pubsub).messagesSent, 1)
+})
+
+test('a Proxy around an instance (a reactive wrapper, say) is not one: its methods and getters are ERR_INVALID_THIS', async (t) => {
+  const proxy = new Proxy(newPubSub(t, { endpoint }), {})
+  t.throws(() => proxy.clientId, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  t.throws(() => proxy.connectionState, { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+  await t.throwsAsync(proxy.publish('a/b', 'x'), { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
+})
 
 // ---------------------------------------------------------------------- ERR_INVALID_TOPIC
 

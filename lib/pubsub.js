@@ -4,7 +4,7 @@ const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, describeThrown, describeValue, reportRejection } = require('./errors')
+const { pubsubError, pubsubTypeError, describeThrown, describeValue, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -135,7 +135,7 @@ function plainMembers(object, prefix, depth) {
 
 /**
  * An option value as JSON data, which is what Rust reads: strings, finite numbers, booleans,
- * null, arrays and plain objects of those (undefined members dropped). Anything else throws
+ * null and plain objects of those (undefined members dropped), an array as an empty one. Anything else throws
  * ERR_INVALID_OPTION naming the option, here, rather than reaching napi's conversion, which
  * throws without one of our codes (a symbol, a function, a NaN nested in an object, a Buffer
  * or URL whose prototype has methods) or turns a BigInt into a number or a string.
@@ -163,11 +163,10 @@ function plainData(value, name, depth) {
   if (depth >= MAX_OPTION_DEPTH) {
     throw pubsubError('ERR_INVALID_OPTION', `Option '${name}' is nested deeper than any option goes (or refers to itself)`)
   }
-  if (Array.isArray(value)) {
-    const plain = []
-    for (let i = 0; i < value.length; i++) plain.push(plainData(value[i], `${name}[${i}]`, depth + 1) ?? null)
-    return plain
-  }
+  // No option is an array, and Rust refuses one naming the option ("… got an array"): its
+  // elements are not read. Copying them would take `new Array(2 ** 32 - 1)` (holes, a length
+  // and nothing else) to billions of nulls, and V8 aborts the process past its array size limit.
+  if (Array.isArray(value)) return []
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) {
     const what = `an instance of ${proto?.constructor?.name || 'a class'}`
@@ -326,19 +325,42 @@ class PubSubBase extends EventEmitter {
     return (frame, topics, events) => (target.busy ?? target.idle.deref())?.#onEvents(frame, topics, events)
   }
 
+  /**
+   * Throws ERR_INVALID_THIS unless `target` is an instance: a method taken off one
+   * (`const { publish } = pubsub`) and called on its own, or called on a Proxy around one (the
+   * private fields are the instance's, not the Proxy's). Otherwise JS's own TypeError, without a code.
+   */
+  static #checkThis(target, member) {
+    if (target !== null && typeof target === 'object' && #native in target) return
+    // Not describeValue: a revoked Proxy throws when its prototype is read.
+    const what =
+      target === undefined
+        ? 'undefined (a method taken off an instance and called on its own)'
+        : target === null
+          ? 'null'
+          : typeof target === 'object'
+            ? 'an object that is not a PubSub instance (a Proxy around one is not one)'
+            : `a ${typeof target}`
+    const how = member === 'clientId' || member === 'connectionState' ? 'read it on the instance' : `call it on the instance, or bind it: pubsub.${member}.bind(pubsub)`
+    throw pubsubTypeError('ERR_INVALID_THIS', `pubsub.${member} needs a PubSub instance as \`this\`, got ${what}: ${how}`)
+  }
+
   /** The MQTT client id of this instance's connection. */
   get clientId() {
+    PubSubBase.#checkThis(this, 'clientId')
     return this.#native.clientId
   }
 
   /** The connection state last announced (by the `ConnectionStateChange` event and Hub). */
   get connectionState() {
+    PubSubBase.#checkThis(this, 'connectionState')
     return this.#state
   }
 
   /** `publish({ topics, message, options })` or `publish(topics, message, options)`. */
   publish(...args) {
     return new Promise((resolve, reject) => {
+      PubSubBase.#checkThis(this, 'publish')
       const { topics, message, options } = isV6Call(args[0])
         ? args[0]
         : { topics: args[0], message: args[1], options: args[2] }
@@ -357,6 +379,7 @@ class PubSubBase extends EventEmitter {
 
   /** `subscribe({ topics, options })` or `subscribe(topics, options)`: a cold Observable. */
   subscribe(...args) {
+    PubSubBase.#checkThis(this, 'subscribe')
     const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
     return new Observable((observer) => this.#attach(topics, options, observer))
   }
@@ -367,6 +390,7 @@ class PubSubBase extends EventEmitter {
    * reconnects; messages received and sent; messages dropped, by reason.
    */
   stats() {
+    PubSubBase.#checkThis(this, 'stats')
     const native = this.#native.stats()
     const held = this.#outgoing.load()
     return {
@@ -388,6 +412,7 @@ class PubSubBase extends EventEmitter {
 
   /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */
   close() {
+    PubSubBase.#checkThis(this, 'close')
     if (!this.#closing) {
       this.#closing = new Promise((resolve) => {
         this.#resolveClosed = resolve
