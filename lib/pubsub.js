@@ -314,7 +314,7 @@ class PubSubBase extends EventEmitter {
     PubSubBase.#open.add(this.#eventTarget.idle)
     PubSubBase.#collected.register(this, this.#eventTarget.idle)
     // Amplify's providers announce their first state on Hub when they are made.
-    PubSubBase.#dispatchToHub(this, this.#state)
+    this.#dispatchToHub(this.#state)
   }
 
   /**
@@ -761,13 +761,13 @@ class PubSubBase extends EventEmitter {
     if (state !== 'ConnectedPendingDisconnect') this.#disconnecting = false
     this.#state = state
     this.#emitGuarded(CONNECTION_STATE_CHANGE, state)
-    PubSubBase.#dispatchToHub(this, state)
+    this.#dispatchToHub(state)
   }
 
-  static #dispatchToHub(provider, state) {
+  #dispatchToHub(state) {
     Hub.dispatch('pubsub', {
       event: CONNECTION_STATE_CHANGE,
-      data: { provider, connectionState: state },
+      data: { provider: this, connectionState: state },
       message: `Connection state is ${state}`,
     })
   }

@@ -45,6 +45,8 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 
 const SECRET = 'hunter2-fuzz-secret-Zq8'
+/** The password is a canary, but a report still never prints it: it says where it showed. */
+const hideSecret = (text) => String(text).replaceAll(SECRET, '<the password>')
 const ROOT = process.env.FUZZ_ROOT || path.join(__dirname, '..')
 
 // ------------------------------------------------------------------------------------ PRNG
@@ -727,7 +729,7 @@ async function iteration(seed, { verbose = false } = {}) {
   const lines = []
   const log = (line) => (verbose ? console.error(line) : lines.push(line))
   const problems = []
-  const problem = (text) => problems.push(text)
+  const problem = (text) => problems.push(hideSecret(text))
   const transport = r.weighted([[2, 'ws'], [2, 'tcp'], [1, 'wss'], [1, 'mqtts']])
   const reconnect = r.weighted([[3, true], [1, false]])
   const goodTail = reconnect && r.chance(0.75)
@@ -757,7 +759,7 @@ async function iteration(seed, { verbose = false } = {}) {
     if (!(error instanceof Error)) problem(`${where}: not an Error: ${String(error)}`)
     else if (typeof error.code !== 'string' || !error.code.startsWith('ERR_')) problem(`${where}: code ${String(error.code)}: ${error.message}`)
     const text = `${error?.message} ${error?.stack}`
-    if (text.includes(SECRET)) problem(`${where}: the password shows in ${JSON.stringify(error.message)}`)
+    if (text.includes(SECRET)) problem(`${where}: the password shows in the error: ${JSON.stringify(error.message)}`)
   }
 
   let pubsub
@@ -885,7 +887,7 @@ async function child(seeds, verbose) {
       return
     }
     if (warning.name === 'MaxListenersExceededWarning') return
-    console.log(JSON.stringify({ seed: current, problems: [`process warning: ${warning.name}: ${warning.message}`] }))
+    console.log(JSON.stringify({ seed: current, problems: [hideSecret(`process warning: ${warning.name}: ${warning.message}`)] }))
   })
   process.on('unhandledRejection', (reason) => {
     console.log(JSON.stringify({ seed: current, problems: [`unhandledRejection: ${reason?.stack ?? reason}`] }))
