@@ -274,6 +274,24 @@ test('a Proxy around an instance (a reactive wrapper, say) is not one: its metho
   await t.throwsAsync(proxy.publish('a/b', 'x'), { instanceOf: TypeError, code: 'ERR_INVALID_THIS' })
 })
 
+// As in Node's own APIs, an error the user's code throws while the package reads a value (a
+// getter, a Proxy trap) is that error, not one of ours: its stack points at the getter.
+test("an error thrown by the user's own getter or Proxy trap passes through unchanged: thrown by the constructor, a rejection of publish", async (t) => {
+  const own = new Error('thrown by a getter of the application')
+  const throwing = (object, key) => Object.defineProperty(object, key, { enumerable: true, get: () => { throw own } })
+  t.is(t.throws(() => new PubSub(throwing({ endpoint }, 'clientId'))), own)
+  t.is(t.throws(() => new PubSub({ endpoint, reconnect: throwing({}, 'minDelayMs') })), own)
+  const pubsub = newPubSub(t, { endpoint })
+  t.is(await t.throwsAsync(pubsub.publish(throwing({ message: 'x' }, 'topics'))), own)
+  t.is(await t.throwsAsync(pubsub.publish('a/b', 'x', throwing({}, 'qos'))), own)
+  const topics = new Proxy(['a/b'], { get: (target, key) => { if (key === 'length') throw own; return target[key] } })
+  t.is(await t.throwsAsync(pubsub.publish(topics, 'x')), own)
+  t.is(t.throws(() => pubsub.subscribe('a/b').subscribe(throwing({}, 'next'))), own)
+  // JSON's own reading of a message is the exception: that is ERR_PAYLOAD, like a throwing toJSON.
+  const error = await t.throwsAsync(pubsub.publish('a/b', throwing({}, 'x')), { code: 'ERR_PAYLOAD' })
+  t.is(error.cause, own)
+})
+
 // ---------------------------------------------------------------------- ERR_INVALID_TOPIC
 
 for (const [what, bad, hint] of [
@@ -411,6 +429,9 @@ for (const [what, message] of [
   ['a BigInt', 10n],
   ['undefined', undefined],
   ['a function', () => 1],
+  // What toJSON throws need not be an Error.
+  ['an object whose toJSON throws null', { toJSON() { throw null } }],
+  ['an object whose toJSON throws a string', { toJSON() { throw 'no JSON today' } }],
 ]) {
   test(`publishing ${what} rejects ERR_PAYLOAD and sends nothing`, async (t) => {
     const topic = uniqueTopic('payload')

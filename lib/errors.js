@@ -1,8 +1,11 @@
 'use strict'
 
-/** An Error with a stable `code`, as every failure of this package is. */
-function pubsubError(code, message) {
-  const error = new Error(message)
+/**
+ * An Error with a stable `code`, as every failure of this package is; `cause`, when given, is
+ * what the user's code threw that led to it (a message's toJSON), with its stack.
+ */
+function pubsubError(code, message, cause) {
+  const error = cause === undefined ? new Error(message) : new Error(message, { cause })
   error.code = code
   return error
 }
@@ -39,6 +42,11 @@ function reportRejection(result, report) {
   }
 }
 
+/** What a thrown or rejected value says, for a message: an Error's message, anything else as a string. */
+function reasonOf(error) {
+  return error instanceof Error ? error.message : String(error)
+}
+
 /** Key names an error message lists at most. */
 const SHOWN_KEYS = 10
 
@@ -59,4 +67,4 @@ function describeValue(value) {
   return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
 }
 
-module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue, reportRejection }
+module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue, reasonOf, reportRejection }

@@ -1,5 +1,5 @@
 'use strict'
-const { pubsubError } = require('./errors')
+const { pubsubError, reasonOf } = require('./errors')
 const { TOPIC } = require('./constants')
 
 const FORMATS = ['json', 'string', 'binary', 'message']
@@ -32,14 +32,14 @@ function encodeMessage(message) {
     if (bytes !== null && bytes.byteLength === 0) new Uint8Array(bytes.buffer)
   } catch (error) {
     // A detached ArrayBuffer, a revoked Proxy.
-    throw pubsubError('ERR_PAYLOAD', `The message cannot be read: ${error.message}`)
+    throw pubsubError('ERR_PAYLOAD', `The message cannot be read: ${reasonOf(error)}`, error)
   }
   if (bytes !== null) return bytes
   let text
   try {
     text = JSON.stringify(message)
   } catch (error) {
-    throw pubsubError('ERR_PAYLOAD', `The message cannot be sent as JSON: ${error.message}`)
+    throw pubsubError('ERR_PAYLOAD', `The message cannot be sent as JSON: ${reasonOf(error)}`, error)
   }
   if (text === undefined) {
     throw pubsubError('ERR_PAYLOAD', `The message cannot be sent as JSON: ${typeof message} has no JSON form`)

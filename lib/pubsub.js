@@ -4,7 +4,7 @@ const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, pubsubTypeError, describeThrown, describeValue, reportRejection } = require('./errors')
+const { pubsubError, pubsubTypeError, describeThrown, describeValue, reasonOf, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -209,10 +209,6 @@ function plainCredentials(value, what = "Option 'credentials'") {
     throw pubsubError('ERR_INVALID_OPTION', `${what}: 'expiration' must be a Date or a time in milliseconds since 1970, got ${got}`)
   }
   return plainOptions({ accessKeyId, secretAccessKey, sessionToken, expiration: expirationMs }, 'credentials.')
-}
-
-function reasonOf(error) {
-  return error instanceof Error ? error.message : String(error)
 }
 
 /**
