@@ -814,6 +814,23 @@ test('the offline queue is bounded by count and bytes: past the bound publish re
   await fits
 })
 
+test('publishes made before a first attempt that fails are held to the bounds too: the newest past them reject ERR_QUEUE_FULL', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  proxy.refuse()
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: FAST, offlineQueue: { maxMessages: 3 } })
+  const topic = uniqueTopic('first-attempt')
+  // All ten reach Rust before the first attempt starts: they wait for it, whatever the queue.
+  const outcomes = Array.from({ length: 10 }, (_, n) => pubsub.publish(topic, n, { qos: 1 }).then(() => 'sent', (error) => error.code))
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  await reached(states, 'ConnectionDisrupted')
+  t.like(pubsub.stats(), { queued: { operations: 3 }, dropped: { queueFull: 7 } })
+  const watcher = openPubSub(t, { endpoint: sharedBroker.tcpUrl })
+  const inbox = await listen(t, watcher, topic, { qos: 1 })
+  proxy.heal()
+  t.deepEqual(await Promise.all(outcomes), [...Array(3).fill('sent'), ...Array(7).fill('ERR_QUEUE_FULL')], 'the oldest three wait')
+  t.deepEqual(await inbox.take(3), [0, 1, 2])
+})
+
 test('close() during a reconnect wait settles everything and lets the process exit', async (t) => {
   const proxy = await proxyTo(t, sharedBroker.tcpUrl)
   proxy.refuse()

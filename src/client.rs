@@ -319,13 +319,10 @@ impl Client {
             core.counters.dropped_offline += 1;
             return Err(PubSubError::Connection(format!("Not published: the connection is down and {}", queue.policy.describe())));
         }
-        let Load { operations, bytes: queued_bytes } = core.outbox.queued();
-        if operations + messages > queue.max_messages || queued_bytes + bytes > queue.max_bytes {
+        let waiting = core.outbox.queued();
+        if waiting.operations + messages > queue.max_messages || waiting.bytes + bytes > queue.max_bytes {
             core.counters.dropped_queue_full += 1;
-            return Err(PubSubError::QueueFull(format!(
-                "The offline queue is full ({operations} messages, {queued_bytes} bytes waiting; offlineQueue.maxMessages {}, maxBytes {}): not published",
-                queue.max_messages, queue.max_bytes
-            )));
+            return Err(queue.full(waiting));
         }
         Ok(())
     }

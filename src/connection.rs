@@ -252,8 +252,8 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     if let Some(parked) = eventloop.state.collision.take() {
         eventloop.pending.push_front(MqttRequest::Publish(parked));
     }
-    let policy = shared.options.offline_queue.policy;
-    let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| policy.keeps(qos), refused);
+    let queue = &shared.options.offline_queue;
+    let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| queue.policy.keeps(qos), refused);
     if let (Some(op), Some(publish)) = (requeued.refused, refused) {
         shared.delivery.push(JsEvent::Published { op, error: Some(refused_publish(publish, &shared.options)) });
     }
@@ -261,6 +261,16 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     for op in requeued.rejected {
         core.counters.dropped_connection_lost += 1;
         shared.delivery.push(JsEvent::Published { op, error: Some(lost.clone()) });
+    }
+    // What was accepted while connected (or before the first attempt) is now in the offline
+    // queue, whose bounds hold for it as for a publish made while the connection is down.
+    let turned_away = core.outbox.turn_away_beyond(queue.bounds());
+    if !turned_away.is_empty() {
+        let full = queue.full(core.outbox.queued());
+        for op in turned_away {
+            core.counters.dropped_queue_full += 1;
+            shared.delivery.push(JsEvent::Published { op, error: Some(full.clone()) });
+        }
     }
     // rumqttc sends these first on a resumed session, and forgets them on a new one.
     eventloop.pending.extend(requeued.pubrels.iter().map(|pkid| MqttRequest::PubRel(PubRel::new(*pkid))));

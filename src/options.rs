@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
-use crate::outbox::{SubscribeLimit, MAX_SUBSCRIBE_BYTES};
+use crate::outbox::{Load, SubscribeLimit, MAX_SUBSCRIBE_BYTES};
 use crate::signing::redact;
 use crate::tls;
 use crate::topic::{unwelcome_char, validate_topic};
@@ -131,6 +131,21 @@ pub struct OfflineQueue {
     pub policy: OfflinePolicy,
     pub max_messages: usize,
     pub max_bytes: usize,
+}
+
+impl OfflineQueue {
+    /// The most that may wait: `maxMessages` publish packets, `maxBytes` bytes.
+    pub fn bounds(&self) -> Load {
+        Load { operations: self.max_messages, bytes: self.max_bytes }
+    }
+
+    /// ERR_QUEUE_FULL for a publish turned away while `waiting` waits.
+    pub fn full(&self, waiting: Load) -> PubSubError {
+        PubSubError::QueueFull(format!(
+            "The offline queue is full ({} messages, {} bytes waiting; offlineQueue.maxMessages {}, maxBytes {}): not published",
+            waiting.operations, waiting.bytes, self.max_messages, self.max_bytes
+        ))
+    }
 }
 
 impl Default for OfflineQueue {

@@ -461,6 +461,43 @@ impl Outbox {
         requeued
     }
 
+    /// While the connection is down: turns away the newest publishes, whole ops, until what
+    /// waits is within `max` (the offline queue's bounds). What was accepted before the loss (or
+    /// before a first attempt that failed) was bounded only by the backlog. Returns their ops.
+    pub fn turn_away_beyond(&mut self, max: Load) -> Vec<u32> {
+        if self.queued.operations <= max.operations && self.queued.bytes <= max.bytes {
+            return Vec::new();
+        }
+        let mut kept = Load::default();
+        let mut turned_away: Vec<u32> = Vec::new();
+        for (op, bytes) in self.waiting_publishes() {
+            let fits = kept.operations < max.operations && kept.bytes + bytes <= max.bytes;
+            if turned_away.is_empty() && fits {
+                kept.operations += 1;
+                kept.bytes += bytes;
+            } else if turned_away.last() != Some(&op) {
+                turned_away.push(op);
+            }
+        }
+        // The op that did not fit may have packets (topics) before the one that did not.
+        let away: HashSet<u32> = turned_away.iter().copied().collect();
+        self.resend.retain(|r| !away.contains(&r.op));
+        self.backlog.retain(|request| !matches!(request, Request::Publish { op, .. } if away.contains(op)));
+        self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
+        turned_away.sort_unstable();
+        turned_away.dedup();
+        turned_away
+    }
+
+    /// The publishes `queued` counts, in the order they go out: (op, bytes) per packet.
+    fn waiting_publishes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let resends = self.resend.iter().map(|r| (r.op, r.bytes));
+        resends.chain(self.backlog.iter().filter_map(|request| match request {
+            Request::Publish { op, topic, payload, .. } => Some((*op, publish_bytes(topic, payload))),
+            _ => None,
+        }))
+    }
+
     /// After CONNACK, before `release`: the publishes written on the lost connection. For a
     /// resumed session they are returned to go first, unchanged but for DUP, and filed under
     /// their packet ids; for a new session, which forgot those ids, they become new publishes
@@ -819,6 +856,32 @@ mod tests {
         assert_eq!(backlog_ops(&outbox), expected);
         assert!(outbox.awaiting_puback.is_empty());
         assert_eq!(outbox.queued().operations, 5);
+    }
+
+    #[test]
+    fn what_waits_beyond_the_offline_bounds_is_turned_away_newest_first_whole_ops() {
+        let held = || {
+            let (mut outbox, pending) = in_flight();
+            outbox.requeue(pending, |_| true, None);
+            outbox.push_back(publish(4, QoS::AtLeastOnce));
+            outbox.push_back(Request::Unsubscribe { filter: "f".into() });
+            outbox.push_back(publish(5, QoS::AtMostOnce));
+            outbox
+        };
+        let mut outbox = held();
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 6, bytes: 24 }), Vec::<u32>::new());
+        assert_eq!(outbox.queued(), Load { operations: 6, bytes: 24 });
+        // Op 2's first packet would fit the count, its second would not: op 2 goes whole.
+        for max in [Load { operations: 2, bytes: 1000 }, Load { operations: 100, bytes: 12 }] {
+            let mut outbox = held();
+            assert_eq!(outbox.turn_away_beyond(max), vec![2, 3, 4, 5]);
+            assert_eq!(backlog_ops(&outbox), vec![(1, "a".to_string())]);
+            assert_eq!(outbox.queued(), Load { operations: 1, bytes: 5 });
+            assert!(matches!(outbox.backlog.front(), Some(Request::Unsubscribe { .. })), "an UNSUBSCRIBE is not a publish: it stays");
+        }
+        let mut outbox = held();
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 4, bytes: 1000 }), vec![4, 5]);
+        assert_eq!(backlog_ops(&outbox).len(), 4);
     }
 
     #[test]
