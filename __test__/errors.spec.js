@@ -447,6 +447,26 @@ for (const [what, message] of [
   })
 }
 
+// Over WebSocket this client receives packets of at most 16 MiB (tungstenite's frame limit). Its
+// own publish to a topic it subscribes to comes back: the connection dropped as it arrived, and
+// a QoS 1 publish, unacknowledged, went again after every reconnect, a new copy to every other
+// subscriber each time, for ever.
+test('over ws://, a publish over 16 MiB to a topic the instance itself subscribes to rejects ERR_PAYLOAD and sends nothing', async (t) => {
+  const topic = uniqueTopic('echo')
+  const watcher = newPubSub(t, { endpoint: broker.tcpUrl })
+  const { values } = await listen(t, watcher, `${topic}/#`, { format: 'binary' })
+  const pubsub = newPubSub(t)
+  await listen(t, pubsub, `${topic}/own/+`, { format: 'binary' })
+  const large = Buffer.alloc(16 << 20, 7)
+  const error = await t.throwsAsync(pubsub.publish(`${topic}/own/x`, large, { qos: 1 }), { code: 'ERR_PAYLOAD' })
+  t.regex(error.message, new RegExp(`^The message is 16777216 bytes: this instance subscribes to '${topic}/own/\\+', so the broker sends it back.*mqtts://`))
+  // To a topic it does not subscribe to, the same message goes.
+  await pubsub.publish(`${topic}/elsewhere`, large, { qos: 1 })
+  await waitFor(() => values.length === 1, 20_000, 'the message to another topic')
+  t.is(values[0].length, large.length)
+  t.like(pubsub.stats(), { messagesSent: 1, reconnects: 0 })
+})
+
 /** A Uint8Array whose ArrayBuffer was transferred away (it reads as empty, and cannot be copied). */
 function detachedView() {
   const buffer = new ArrayBuffer(8)

@@ -11,7 +11,7 @@ use crate::connection::{self, ConnectionState};
 use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
-use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES};
+use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES, MAX_WEBSOCKET_PACKET_BYTES};
 use crate::outbox::{Load, Outbox, Request};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
@@ -299,6 +299,9 @@ impl Client {
         for topic in publish.topics() {
             validate_topic(topic)?;
             check_packet_size(topic, payload.len())?;
+            if self.shared.options.endpoint.is_websocket() {
+                check_own_echo(&core.subs, topic, payload.len())?;
+            }
         }
         if core.outbox.is_held() {
             // The connection is down: the offline queue decides.
@@ -436,9 +439,39 @@ fn check_packet_size(topic: &str, payload_bytes: usize) -> Result<()> {
     Ok(())
 }
 
+/// A publish this instance subscribes to comes back to it, and over WebSocket a packet over
+/// `MAX_WEBSOCKET_PACKET_BYTES` cannot be received: the connection would drop as it arrived, and
+/// a QoS 1/2 publish, unacknowledged, would go again after each reconnect, for ever.
+fn check_own_echo(subs: &Subscriptions, topic: &str, payload_bytes: usize) -> Result<()> {
+    let packet = payload_bytes + topic.len() + 9;
+    if packet <= MAX_WEBSOCKET_PACKET_BYTES {
+        return Ok(());
+    }
+    match subs.first_match(topic) {
+        None => Ok(()),
+        Some(filter) => Err(PubSubError::Payload(format!(
+            "The message is {payload_bytes} bytes: this instance subscribes to '{filter}', so the broker sends it back, in an MQTT packet of \
+             about {packet} bytes, and over WebSocket this client receives at most {MAX_WEBSOCKET_PACKET_BYTES} (mqtt:// and mqtts:// \
+             take up to {MAX_PACKET_BYTES}); publish it from an instance that does not subscribe to '{topic}', or connect with mqtts://"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_websocket_a_publish_too_large_to_come_back_is_refused_only_when_it_would_come_back() {
+        let mut subs = Subscriptions::default();
+        subs.add_observer(1, vec!["big/#".to_string()], QoS::AtLeastOnce);
+        let largest = MAX_WEBSOCKET_PACKET_BYTES - 9 - "big/x".len();
+        assert_eq!(check_own_echo(&subs, "big/x", largest), Ok(()));
+        let error = check_own_echo(&subs, "big/x", largest + 1).unwrap_err();
+        assert_eq!(error.code(), "ERR_PAYLOAD");
+        assert!(error.to_string().contains("subscribes to 'big/#'"), "{error}");
+        assert_eq!(check_own_echo(&subs, "other/x", largest + 1), Ok(()));
+    }
 
     #[test]
     fn a_publish_too_large_for_one_packet_names_its_sizes() {

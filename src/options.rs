@@ -16,6 +16,9 @@ use crate::topic::{unwelcome_char, validate_topic};
 
 /// Largest MQTT packet (the protocol's own limit, 256 MiB − 1).
 pub const MAX_PACKET_BYTES: usize = 268_435_455;
+/// Largest MQTT packet received over WebSocket: tungstenite's frame limit, which the vendored
+/// rumqttc keeps (see `websocket_config` there), and brokers send each packet as one frame.
+pub const MAX_WEBSOCKET_PACKET_BYTES: usize = 16 << 20;
 /// QoS 1/2 publishes awaiting their ack at once. rumqttc allocates one 64-byte slot per possible
 /// packet id up front, for every connection: 32,767 would cost 2 MiB each; 1,024 costs 64 KiB and
 /// still keeps loopback QoS 1 bursts from waiting on acks. More wait in the outbox's backlog.
@@ -179,6 +182,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the connection is MQTT over WebSocket (`ws://`, `wss://`).
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.scheme, Scheme::Ws | Scheme::Wss)
+    }
+
     /// The URL as messages may show it: a presigned URL's secrets redacted.
     pub fn shown(&self) -> String {
         redact(&self.url)

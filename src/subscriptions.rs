@@ -149,6 +149,15 @@ impl Subscriptions {
         observers
     }
 
+    /// A filter of this instance that `topic` matches, if any.
+    pub fn first_match(&self, topic: &str) -> Option<&str> {
+        let mut first = None;
+        self.index.for_each_match(topic, &mut |name| {
+            first = first.or(Some(name));
+        });
+        first
+    }
+
     /// The filters to subscribe again on a new connection, at their QoS: all of them for a
     /// new session; only those never acknowledged when the broker kept the session.
     pub fn renewal(&self, session_present: bool) -> Vec<(String, QoS)> {
