@@ -441,7 +441,7 @@ for (const transport of ['ws', 'mqtt']) {
 
 // ------------------------------------------------------------------ bad payloads, bad callbacks
 
-test("a payload that is not JSON is reported as 'invalidPayload' and one warning; the subscription goes on", async (t) => {
+test("a payload that is not JSON is reported as 'invalidPayload', and no process warning while that is listened for; the subscription goes on", async (t) => {
   const topic = uniqueTopic('invalid-json')
   const warnings = captureWarnings(t, topic)
   const pubsub = newPubSub(t)
@@ -465,7 +465,21 @@ test("a payload that is not JSON is reported as 'invalidPayload' and one warning
   t.like(values[0], { valid: true })
   t.deepEqual(errors, [], 'the observer never got an error')
   t.false(sub.closed)
-  t.is(warnings.length, 1, 'one process warning, not one per message')
+  t.deepEqual(warnings, [], 'the listener handles them')
+})
+
+test("without an 'invalidPayload' listener, payloads that are not JSON make one process warning, not one each", async (t) => {
+  const topic = uniqueTopic('invalid-json-unheard')
+  const warnings = captureWarnings(t, topic)
+  const pubsub = newPubSub(t)
+  const { values } = await listen(t, pubsub, topic, { format: 'json' })
+  const { client: outsider } = await mqttJs(t, broker.wsUrl)
+  for (const payload of ['not json {', 'nor this', '{"valid":true}']) await outsider.publishAsync(topic, payload, { qos: 1 })
+  await waitFor(() => values.length === 1, 5_000, 'the valid message')
+  await sleep(50)
+  t.is(pubsub.stats().dropped.invalidPayload, 2)
+  t.is(warnings.length, 1)
+  t.regex(warnings[0].message, /not valid JSON.*Listen for 'invalidPayload' events to see each one/)
 })
 
 test("a JSON payload whose bytes are not UTF-8 is reported as 'invalidPayload', not delivered with U+FFFD in it", async (t) => {
@@ -535,7 +549,7 @@ test("without buffer.isUtf8 (Node 18.0 to 18.13 lack it), a JSON payload whose b
   t.deepEqual(result.values, [{ name: 'caf\uFFFD' }, { end: true }], 'only the real U+FFFD reached the JSON observer')
 })
 
-test("a next callback that throws is reported as 'callbackError' and one warning; later messages still arrive", async (t) => {
+test("a next callback that throws is reported as 'callbackError', and no process warning while that is listened for; later messages still arrive", async (t) => {
   const topic = uniqueTopic('throwing')
   const marker = `thrown-in-${topic}`
   const warnings = captureWarnings(t, marker)
@@ -562,9 +576,27 @@ test("a next callback that throws is reported as 'callbackError' and one warning
   t.is(reported.length, 2)
   t.is(reported[0], thrown[0], "the 'callbackError' event carries the thrown error itself")
   t.is(reported[1], thrown[1])
-  t.is(warnings.length, 1, 'one process warning, not one per throw')
+  t.deepEqual(warnings, [], 'the listener handles them')
   t.false(sub.closed)
   t.is(pubsub.connectionState, 'Connected')
+})
+
+test("without a 'callbackError' listener, callbacks that throw make one process warning, not one each", async (t) => {
+  const topic = uniqueTopic('throwing-unheard')
+  const marker = `thrown-in-${topic}`
+  const warnings = captureWarnings(t, marker)
+  const pubsub = newPubSub(t)
+  const values = []
+  const sub = pubsub.subscribe(topic).subscribe((value) => {
+    values.push(value)
+    if (value < 3) throw new Error(`${marker} #${value}`)
+  })
+  await sub.ready
+  for (const n of [1, 2, 3]) await pubsub.publish(topic, n, { qos: 1 })
+  await waitFor(() => values.length === 3, 5_000, 'all three messages')
+  await sleep(50)
+  t.is(warnings.length, 1)
+  t.regex(warnings[0].message, new RegExp(`listen for 'callbackError' events to see each one\\): Error: ${marker} #1`))
 })
 
 /** A burst of `count` messages to `topic`, published by `pubsub`; resolves once all are acknowledged. */

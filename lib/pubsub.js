@@ -512,9 +512,10 @@ class PubSubBase extends EventEmitter {
     }
   }
 
+  // A listener handles it, as one of 'connectionDisrupted' does; without one, one warning says so.
   #callbackFailed(error) {
-    this.#emitGuarded('callbackError', error)
-    this.#warnOnce('callback', `A subscriber callback threw (reported as 'callbackError' events): ${describeThrown(error)}`)
+    if (this.listenerCount('callbackError') > 0) this.#emitGuarded('callbackError', error)
+    else this.#warnOnce('callback', `A subscriber callback threw (listen for 'callbackError' events to see each one): ${describeThrown(error)}`)
   }
 
   /**
@@ -737,8 +738,8 @@ class PubSubBase extends EventEmitter {
   #reportInvalidJson(topic, payload, cause) {
     this.#invalidPayloads++
     const error = pubsubError('ERR_PAYLOAD', `A message on '${topic}' is not valid JSON (${cause.message}); subscribe with format 'string' or 'binary' to receive such messages`)
-    this.#emitGuarded('invalidPayload', { topic, payload, error })
-    this.#warnOnce('json', `${error.message}. Further ones are reported as 'invalidPayload' events only.`)
+    if (this.listenerCount('invalidPayload') > 0) this.#emitGuarded('invalidPayload', { topic, payload, error })
+    else this.#warnOnce('json', `${error.message}. Listen for 'invalidPayload' events to see each one.`)
   }
 
   /** Tells Rust an observer left; it may begin the graceful disconnect. */
