@@ -49,6 +49,12 @@ export declare enum CONTROL_MSG {
 export declare const TOPIC: unique symbol
 
 /**
+ * A JSON message as observers get it: an object (or array) carries the topic it arrived on under
+ * `TOPIC`; other JSON values (strings, numbers, booleans, null) carry nothing.
+ */
+export type WithTopic<T> = T extends object ? T & { readonly [TOPIC]: string } : T
+
+/**
  * Whether an MQTT topic filter (with `+` and `#`) matches a topic name, as delivery to observers
  * decides it: a shared subscription (`$share/<group>/<filter>`) by the filter after its group.
  */
@@ -311,11 +317,11 @@ export interface PubSubInstance extends EventEmitter {
   subscribe(input: FormattedSubscribeInput<'string'>): Observable<string>
   subscribe(input: FormattedSubscribeInput<'binary'>): Observable<Buffer>
   subscribe(input: FormattedSubscribeInput<'message'>): Observable<MqttMessage>
-  subscribe<T = any>(input: SubscribeInput): Observable<T>
+  subscribe<T = any>(input: SubscribeInput): Observable<WithTopic<T>>
   subscribe(topics: string | string[], options: SubscribeOptions & { format: 'string' }): Observable<string>
   subscribe(topics: string | string[], options: SubscribeOptions & { format: 'binary' }): Observable<Buffer>
   subscribe(topics: string | string[], options: SubscribeOptions & { format: 'message' }): Observable<MqttMessage>
-  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions): Observable<T>
+  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions): Observable<WithTopic<T>>
 
   /** Counts of queued and in-flight publishes, reconnects, messages in and out, drops. */
   stats(): PubSubStats
@@ -440,11 +446,11 @@ export interface PubSubSingleton {
   subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'string' }): Observable<ProviderMessage<string>, ProviderError>
   subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'binary' }): Observable<ProviderMessage<Buffer>, ProviderError>
   subscribe(topics: string | string[], options: SubscribeOptions & ProviderOptions & { format: 'message' }): Observable<ProviderMessage<MqttMessage>, ProviderError>
-  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions & ProviderOptions): Observable<ProviderMessage<T>, ProviderError>
+  subscribe<T = any>(topics: string | string[], options?: SubscribeOptions & ProviderOptions): Observable<ProviderMessage<WithTopic<T>>, ProviderError>
   subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'string' } }): Observable<ProviderMessage<string>, ProviderError>
   subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'binary' } }): Observable<ProviderMessage<Buffer>, ProviderError>
   subscribe(input: { topics: string | string[]; options: SubscribeOptions & ProviderOptions & { format: 'message' } }): Observable<ProviderMessage<MqttMessage>, ProviderError>
-  subscribe<T = any>(input: { topics: string | string[]; options?: SubscribeOptions & ProviderOptions }): Observable<ProviderMessage<T>, ProviderError>
+  subscribe<T = any>(input: { topics: string | string[]; options?: SubscribeOptions & ProviderOptions }): Observable<ProviderMessage<WithTopic<T>>, ProviderError>
 }
 
 /** For setup code written as `Amplify.addPluggable(…)` and `Amplify.configure(awsconfig)`. */

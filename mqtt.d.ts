@@ -3,6 +3,7 @@ export {
   CONNECTION_STATE_CHANGE,
   CONTROL_MSG,
   TOPIC,
+  WithTopic,
   mqttTopicMatch,
   Hub,
   ErrorCode,

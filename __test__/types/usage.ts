@@ -8,12 +8,18 @@ export async function usage(): Promise<void> {
   await pubsub.publish({ topics: ['a', 'b'], message: { msg: 'hi' }, options: { qos: 1 } })
   await pubsub.publish('a', Buffer.from([1, 2]), { retain: true })
   const sub: Subscription = pubsub.subscribe({ topics: 'a/+' }).subscribe({
-    next: (data: { msg?: string }) => console.log(data.msg, (data as any)[TOPIC]),
+    next: (data: { msg?: string }) => console.log(data.msg),
     error: (error: PubSubError) => console.error(error.code),
     complete: () => console.log('done'),
   })
   await sub.ready
   sub.unsubscribe()
+  // A typed JSON object carries its topic under TOPIC; a JSON scalar carries nothing.
+  pubsub.subscribe<{ id: number }>('orders/+').subscribe({ next: (order) => console.log(order[TOPIC].length, order.id + 1) })
+  pubsub.subscribe<number>({ topics: 'counts/+' }).subscribe((count) => {
+    // @ts-expect-error a number has no topic
+    console.log(count[TOPIC], count + 1)
+  })
   pubsub.subscribe('b', { format: 'message' }).subscribe((m: MqttMessage) => m.payload.length)
   for await (const text of pubsub.subscribe('c', { format: 'string' })) {
     const s: string = text
