@@ -1067,3 +1067,20 @@ test.serial("what the credentials function throws reaches messages, events and w
   for (const secret of [...Object.values(canaries), ...shaped, 'static%2Ftoken%2BCANARY%3D6']) t.false(everything.includes(secret), `${secret} leaked`)
   t.notRegex(everything, /CANARY/)
 })
+
+test('a credentials function throwing a value with no string form fails with ERR_CREDENTIALS instead of ending the process', async (t) => {
+  // Before: "TypeError: Cannot convert object to primitive value" from turning it into text, an
+  // unhandled rejection that ended the process.
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', credentials: () => { throw Object.create(null) } })
+     pubsub.publish('aws-iot/no-string-form', 1)
+       .then(() => console.log('published'), (e) => console.log(e.code, e.message))
+       .finally(() => pubsub.close())`,
+    { ENDPOINT: gateway.url, CA: gateway.ca, AWS_EC2_METADATA_DISABLED: 'true' },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.is(run.stdout.trim(), 'ERR_CREDENTIALS The credentials function failed: an object without keys')
+})
