@@ -171,6 +171,34 @@ test('with no credentials anywhere, connecting fails quickly with ERR_CREDENTIAL
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /No AWS credentials found: pass the 'credentials' option/)
   t.true(result.ms < 5_000, `took ${result.ms} ms`)
+  // The chain's list of the providers it tried comes whole: before, the instance-metadata
+  // provider's name was masked as if it were a secret (it has 19 characters and a digit), and the
+  // text was cut at 500 characters in the middle of a word ("…AWS_EC2_METADATA_DISAB…").
+  t.regex(result.message, /\n {2}Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`$/)
+  for (const provider of ['Environment', 'Profile', 'WebIdentityToken', 'EcsContainer']) t.regex(result.message, new RegExp(`\n {2}${provider}: `))
+  t.notRegex(result.message, /\[redacted\]|…/)
+})
+
+test('AWS_PROFILE naming a profile that is not defined says so, with or without profile files', async (t) => {
+  // Before: with no profile file, nothing said that the profile does not exist (aws-config's
+  // chain reports only "Profile: the credential provider was not enabled").
+  const env = cleanAwsEnvironment(t)
+  const noFiles = await firstPublishFailure(t, { ...env, AWS_PROFILE: 'nope' })
+  t.is(noFiles.code, 'ERR_CREDENTIALS')
+  t.true(
+    noFiles.message.startsWith(
+      `No AWS credentials found: AWS_PROFILE is 'nope', but no profile of that name is defined (looked in ${env.AWS_CONFIG_FILE} (not found) and ${env.AWS_SHARED_CREDENTIALS_FILE} (not found)). Pass the 'credentials' option`,
+    ),
+    noFiles.message,
+  )
+  // With files that define other profiles, aws-config says it too, and that stays visible.
+  fs.writeFileSync(env.AWS_CONFIG_FILE, '[default]\nregion = us-east-1\n\n[profile dev-admin]\nregion = eu-west-1\n')
+  const otherProfiles = await firstPublishFailure(t, { ...env, AWS_PROFILE: 'nope' })
+  t.regex(otherProfiles.message, /^No AWS credentials found: AWS_PROFILE is 'nope', but no profile of that name is defined \(looked in \S+config and \S+credentials \(not found\)\)\./)
+  t.regex(otherProfiles.message, /\n {2}Profile: the credential provider was not enabled: profile `nope` was not defined/)
+  // A profile that exists is not said to be missing.
+  const defined = await firstPublishFailure(t, { ...env, AWS_PROFILE: 'dev-admin' })
+  t.regex(defined.message, /^No AWS credentials found: pass the 'credentials' option/)
 })
 
 /** An environment where the AWS default chain finds nothing unless a test adds it. */
@@ -620,6 +648,23 @@ test('a failing credential_process reaches the user with its diagnostic, and wit
   for (const part of [secret, token, 'wJalrXUtnFEMI', 'IQoJb3JpZ2lu']) t.false(result.message.includes(part), `${part} in ${result.message}`)
 })
 
+test('a long credential_process diagnostic is cut at a line break, with a marker saying how much was left out', async (t) => {
+  // Before: cut at 500 characters wherever that fell, mid-word, with a bare "…".
+  const env = cleanAwsEnvironment(t)
+  const script = path.join(path.dirname(env.AWS_CONFIG_FILE), 'credentials.sh')
+  fs.writeFileSync(script, `for i in $(seq 1 60); do echo "trace line $i: the helper could not reach the vault" >&2; done\nexit 2\n`)
+  fs.writeFileSync(env.AWS_CONFIG_FILE, `[default]\ncredential_process = /bin/sh ${script}\n`)
+  const result = await firstPublishFailure(t, env)
+  t.is(result.code, 'ERR_CREDENTIALS')
+  const match = /^Could not fetch AWS credentials from the default chain: [^]*\ntrace line (\d+): the helper could not reach the vault … \[(\d+) more characters cut\]$/.exec(result.message)
+  t.truthy(match, result.message)
+  const shown = Number(match[1])
+  t.true(shown > 10 && shown < 60, result.message)
+  // What was left out: the lines after the last one shown, without the line break before them.
+  const rest = Array.from({ length: 60 - shown }, (_, i) => `trace line ${shown + i + 1}: the helper could not reach the vault`).join('\n')
+  t.is(Number(match[2]), rest.length)
+})
+
 test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
   let backendDown = false
   // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
@@ -913,4 +958,129 @@ test('no key id, secret or token appears in any error, event, warning or log lin
   t.true(seen.length > scenarios.length * 2)
   t.notRegex(everything, /LEAKCANARY/)
   t.notRegex(everything, /LEAK CANARY/)
+})
+
+test.serial("what the credentials function throws reaches messages, events and warnings with every secret the process knows of masked", async (t) => {
+  // Before: "ERR_CREDENTIALS The credentials function failed: vault said no for key <the secret>",
+  // in the observer's error, the publish rejection, the connectionDisrupted event and the warning.
+  const gw = await ownGateway(t)
+  const canaries = {
+    envSecret: 'env-secret-CANARY-1',
+    envToken: 'env-token-CANARY-2',
+    fileSecret: 'file-secret-CANARY-3',
+    fileToken: 'file-token-CANARY-4',
+    staticSecret: 'static-secret-CANARY-5',
+    staticToken: 'static/token+CANARY=6',
+    fetchedSecret: 'fetched-secret-CANARY-7',
+    fetchedToken: 'fetched-token-CANARY-8',
+  }
+  // Shaped like an AWS secret access key and session token, known to nobody: masked by shape.
+  const shaped = ['wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 'IQoJb3JpZ2luX2VjEHkaCXVzLWVhc3QtMSJHMEUCIQDexampletoken']
+  gw.addKey('AKIDFETCHEDONE', canaries.fetchedSecret, { sessionToken: canaries.fetchedToken })
+  const env = cleanAwsEnvironment(t)
+  fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = ${canaries.fileSecret}\naws_session_token = ${canaries.fileToken}\n`)
+  const run = runScript(
+    t,
+    `const util = require('node:util')
+     const { PubSub } = require(${JSON.stringify(ROOT)})
+     const canaries = JSON.parse(process.env.CANARIES)
+     const shaped = JSON.parse(process.env.SHAPED)
+     const everyone = () => [...Object.values(canaries), ...shaped].join(' ')
+     const seen = []
+     const record = (where, error) => seen.push({ where, code: error.code, message: error.message, string: String(error), inspected: util.inspect(error, { depth: 5 }), json: JSON.stringify(error), hasCause: 'cause' in error })
+     process.on('warning', (warning) => seen.push({ where: 'warning', inspected: util.inspect(warning, { depth: 5 }) }))
+     const options = { endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', reconnect: { minDelayMs: 50, maxDelayMs: 200 } }
+     // Static credentials given to one instance are secrets for all of them.
+     new PubSub({ ...options, credentials: { accessKeyId: 'AKIDSTATIC', secretAccessKey: canaries.staticSecret, sessionToken: canaries.staticToken } }).close()
+
+     // First connects failing: thrown, rejected, and a result whose getter throws.
+     async function firstConnect(where, credentials) {
+       const pubsub = new PubSub({ ...options, credentials })
+       pubsub.subscribe('aws-iot/canary').subscribe({ error: (error) => record(where + ' observer', error) })
+       pubsub.subscribe('aws-iot/canary').subscribe(() => {}) // no error callback: a warning
+       await pubsub.publish('aws-iot/canary', 1).catch((error) => record(where + ' publish', error))
+       await pubsub.close()
+     }
+
+     // Reconnects failing after the function answered once, with and without a listener.
+     function reconnecting(where, listen) {
+       let calls = 0
+       const pubsub = new PubSub({ ...options, credentials: async () => {
+         if (++calls === 1) return { accessKeyId: 'AKIDFETCHEDONE', secretAccessKey: canaries.fetchedSecret, sessionToken: canaries.fetchedToken }
+         throw new Error('refresh failed for ' + everyone())
+       } })
+       const failed = new Promise((resolve) => {
+         if (listen) pubsub.on('connectionDisrupted', ({ error }) => error.code === 'ERR_CREDENTIALS' && resolve(record(where + ' event', error)))
+         else process.on('warning', (warning) => /ERR_CREDENTIALS/.test(warning.message) && resolve())
+       })
+       // A subscription keeps the instance (and the process) alive through the reconnects.
+       pubsub.subscribe('aws-iot/canary').subscribe({ error: (error) => record(where + ' observer', error) })
+       return { pubsub, failed, connected: pubsub.publish('aws-iot/canary', 1) }
+     }
+
+     ;(async () => {
+       // Connected first: the credentials they fetched are secrets from then on.
+       const listening = reconnecting('reconnect', true)
+       const silent = reconnecting('reconnect-warning', false)
+       await Promise.all([listening.connected, silent.connected])
+       await firstConnect('thrown', () => { throw new Error('vault said no for key ' + everyone()) })
+       await firstConnect('rejected', async () => { throw new TypeError('vault said no for key ' + everyone()) })
+       await firstConnect('getter', () => ({ accessKeyId: 'AKIDX', get secretAccessKey() { throw new Error('getter said ' + everyone()) } }))
+       console.log('connected')
+       await Promise.all([listening.failed, silent.failed])
+       await Promise.all([listening.pubsub.close(), silent.pubsub.close()])
+       console.log(JSON.stringify(seen))
+     })()`,
+    {
+      ...env,
+      ENDPOINT: gw.url,
+      CA: gw.ca,
+      AWS_SECRET_ACCESS_KEY: canaries.envSecret,
+      AWS_SESSION_TOKEN: canaries.envToken,
+      CANARIES: JSON.stringify(canaries),
+      SHAPED: JSON.stringify(shaped),
+    },
+  )
+  await printed(run, 'connected', 15_000)
+  gw.dropAll()
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  const seen = JSON.parse(run.stdout.split('\n').filter(Boolean).pop())
+  const redacted = Array(Object.keys(canaries).length + shaped.length).fill('[redacted]').join(' ')
+  const errors = seen.filter((s) => s.where !== 'warning')
+  t.deepEqual(
+    errors.map((s) => s.where),
+    ['thrown observer', 'thrown publish', 'rejected observer', 'rejected publish', 'getter observer', 'getter publish', 'reconnect event'],
+  )
+  for (const error of errors) {
+    t.is(error.code, 'ERR_CREDENTIALS')
+    t.false(error.hasCause, `${error.where}: what the function threw is not kept as the cause`)
+  }
+  t.is(errors[0].message, `The credentials function failed: vault said no for key ${redacted}`)
+  t.is(errors[3].string, `Error: The credentials function failed: vault said no for key ${redacted}`)
+  t.is(errors[5].message, `The credentials function's result cannot be read: getter said ${redacted}`)
+  t.is(errors[6].message, `The credentials function failed: refresh failed for ${redacted}`)
+  const warnings = seen.filter((s) => s.where === 'warning').map((s) => s.inspected)
+  t.true(warnings.some((w) => w.includes(`vault said no for key ${redacted}`)), warnings.join('\n'))
+  t.true(warnings.some((w) => w.includes(`refresh failed for ${redacted}`)), warnings.join('\n'))
+  const everything = `${run.stdout}\n${run.stderr}`
+  for (const secret of [...Object.values(canaries), ...shaped, 'static%2Ftoken%2BCANARY%3D6']) t.false(everything.includes(secret), `${secret} leaked`)
+  t.notRegex(everything, /CANARY/)
+})
+
+test('a credentials function throwing a value with no string form fails with ERR_CREDENTIALS instead of ending the process', async (t) => {
+  // Before: "TypeError: Cannot convert object to primitive value" from turning it into text, an
+  // unhandled rejection that ended the process.
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', credentials: () => { throw Object.create(null) } })
+     pubsub.publish('aws-iot/no-string-form', 1)
+       .then(() => console.log('published'), (e) => console.log(e.code, e.message))
+       .finally(() => pubsub.close())`,
+    { ENDPOINT: gateway.url, CA: gateway.ca, AWS_EC2_METADATA_DISABLED: 'true' },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  t.is(run.stdout.trim(), 'ERR_CREDENTIALS The credentials function failed: an object without keys')
 })

@@ -42,9 +42,21 @@ function reportRejection(result, report) {
   }
 }
 
-/** What a thrown or rejected value says, for a message: an Error's message, anything else as a string. */
+/**
+ * What a thrown or rejected value says, for a message: an Error's message, anything else as a
+ * string. Never throws: a value with no string form (Object.create(null), a throwing getter or
+ * toString) is described by its type (see describeValue).
+ */
 function reasonOf(error) {
-  return error instanceof Error ? error.message : String(error)
+  try {
+    return String(error instanceof Error ? error.message : error)
+  } catch {
+    try {
+      return describeValue(error)
+    } catch {
+      return 'a value that cannot be read'
+    }
+  }
 }
 
 /** Key names an error message lists at most. */

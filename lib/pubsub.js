@@ -645,7 +645,13 @@ class PubSubBase extends EventEmitter {
     }
   }
 
-  /** Calls the user's credentials function and hands Rust the answer (it checks the shape). */
+  /**
+   * Calls the user's credentials function and hands Rust the answer (it checks the shape). When
+   * the function fails, only the text of what it threw goes on, and Rust masks the secrets in it
+   * (see `redact` in src/credentials.rs). What it threw is deliberately not the ERR_CREDENTIALS
+   * error's `cause`: it may quote a secret (a vault's or an SDK's message), and util.inspect,
+   * console.error and loggers print an error's causes in full.
+   */
   #fetchCredentials(request) {
     new Promise((resolve) => resolve(this.#credentialsFunction())).then(
       (value) => {
