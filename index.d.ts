@@ -156,7 +156,12 @@ export interface WillOptions {
 }
 
 export interface CommonOptions {
-  /** `wss://…/mqtt`, `ws://…`, `mqtt://…` or `mqtts://…`. */
+  /**
+   * `wss://…/mqtt`, `ws://…` (MQTT over WebSocket, with and without TLS), `mqtt://…` or
+   * `mqtts://…` (MQTT over TCP, without and with TLS). The scheme is required
+   * (`'mqtt://127.0.0.1:1883'`, not `'127.0.0.1:1883'`). As in MQTT.js, `tcp://` is another name
+   * for `mqtt://`, and `ssl://` and `tls://` for `mqtts://`.
+   */
   endpoint?: string
   /** Amplify v5 alias of `endpoint`. */
   aws_pubsub_endpoint?: string
@@ -274,6 +279,8 @@ export interface IotPubSubOptions extends CommonOptions {
   /**
    * `wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt`, or just the host that
    * `aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints. The path is `/mqtt` only.
+   * A custom domain of AWS IoT needs `region`. Every connection is signed with AWS credentials:
+   * for any other broker use `native-pubsub/mqtt`.
    */
   endpoint?: string
   /** Signing region; parsed from an `*.amazonaws.com` endpoint when not given, and must agree with it when given. */

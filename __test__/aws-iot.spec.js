@@ -642,7 +642,8 @@ test('a failing credential_process reaches the user with its diagnostic, and wit
   t.is(result.code, 'ERR_CREDENTIALS')
   t.regex(result.message, /^Could not fetch AWS credentials from the default chain: .*exited with code.*3/s)
   t.regex(result.message, /AWS_SECRET_ACCESS_KEY=\[redacted\] AWS_SESSION_TOKEN=\[redacted\]/)
-  t.regex(result.message, /the SSO session has expired: run aws sso login$/)
+  // The gateway's host is not an AWS host: the message ends saying which entry point other brokers take.
+  t.regex(result.message, /the SSO session has expired: run aws sso login\. The endpoint's host '127\.0\.0\.1' is not an AWS host: .*native-pubsub\/mqtt'\)$/)
   // aws-config wraps the process's error in causes that repeat each other: said once.
   t.is(result.message.split('an error occurred while loading credentials').length, 2, result.message)
   for (const part of [secret, token, 'wJalrXUtnFEMI', 'IQoJb3JpZ2lu']) t.false(result.message.includes(part), `${part} in ${result.message}`)
@@ -885,6 +886,58 @@ test('an https:// endpoint, port 8883 or a user:password@ in an AWS IoT URL thro
     t.false(/AKIDUSERINFO|USERINFO/.test(error.message), error.message)
     t.true(error.message.includes('***@a1b2c3-ats'), error.message)
   }
+})
+
+test("the Amplify docs' placeholder endpoint throws, saying it is one and where the real endpoint comes from", (t) => {
+  // The URL parser said "invalid international domain name" for the first; the second failed at
+  // each connect as a host name that does not resolve.
+  for (const [endpoint, placeholder] of [
+    ['wss://xxxxxxxxxxxxx-ats.iot.<YOUR-AWS-REGION>.amazonaws.com/mqtt', '<YOUR-AWS-REGION>'],
+    ['wss://xxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com/mqtt', 'xxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com'],
+    ['xxxxxxxxxxxxx.iot.eu-west-1.amazonaws.com', 'xxxxxxxxxxxxx.iot.eu-west-1.amazonaws.com'],
+  ]) {
+    const error = t.throws(() => new PubSub({ endpoint }), { code: 'ERR_INVALID_ENDPOINT' })
+    t.true(
+      error.message.endsWith(
+        `: '${placeholder}' is a placeholder from an example: replace it with your account's endpoint, the host ` +
+          "`aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints (e.g. 'a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com')",
+      ),
+      error.message,
+    )
+  }
+})
+
+/** In a child process with no AWS credentials anywhere, an IoT PubSub on `endpoint` publishes once: resolves to its error. */
+async function noCredentialsFailure(t, endpoint) {
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, region: 'us-east-1', reconnect: false })
+     pubsub.publish('aws-iot/not-aws', 'x')
+       .then(() => console.log('published'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))
+       .finally(() => pubsub.close())`,
+    { ...cleanAwsEnvironment(t), ENDPOINT: endpoint },
+  )
+  const { code } = await run.exited
+  t.is(code, 0, run.stderr)
+  return JSON.parse(run.stdout)
+}
+
+// The IoT entry point works with a host that is not AWS's (a custom domain, a gateway), so it
+// cannot refuse one when constructed; but a broker given to it by mistake (it is the package's
+// main entry point) fails on the AWS credentials it needs, which must say so.
+test('with no credentials, a host that is not an AWS host: ERR_CREDENTIALS says this entry point is for AWS IoT and names native-pubsub/mqtt', async (t) => {
+  const result = await noCredentialsFailure(t, 'wss://broker.example.com/mqtt')
+  t.is(result.code, 'ERR_CREDENTIALS')
+  t.regex(result.message, /^No AWS credentials found: pass the 'credentials' option/)
+  t.regex(
+    result.message,
+    / The endpoint's host 'broker\.example\.com' is not an AWS host: this entry point \(require\('native-pubsub'\) and 'native-pubsub\/iot'\) signs every connection with AWS credentials, for AWS IoT \(on a custom domain too\); for any other MQTT broker use require\('native-pubsub\/mqtt'\)$/,
+  )
+  // An AWS host is not told so (no connection is made: the credentials fail first).
+  const aws = await noCredentialsFailure(t, 'wss://a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com/mqtt')
+  t.is(aws.code, 'ERR_CREDENTIALS')
+  t.notRegex(aws.message, /native-pubsub\/mqtt|not an AWS host/)
 })
 
 test('an expiration given in seconds since 1970 is read as seconds, for static credentials and a function', async (t) => {

@@ -4,6 +4,7 @@
 // promise, subscribe errors go to the observer's `error` (and reject `subscription.ready`).
 const fs = require('node:fs')
 const http = require('node:http')
+const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
@@ -11,6 +12,7 @@ const test = require('ava')
 const { PubSub, MqttOverWSProvider, Hub, mqttTopicMatch } = require('../mqtt.js')
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
+const { startFakeBroker, packets, SUBSCRIBE } = require('./helpers/fake-broker.js')
 const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, pubsubScript, runScript, exitOf } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
@@ -110,8 +112,16 @@ const CONNACK = (returnCode) => Buffer.from([0x20, 0x02, 0x00, returnCode])
 for (const [what, endpoint, hint] of [
   ['an http:// URL', 'http://127.0.0.1/mqtt', /unsupported scheme 'http:'.*ws:\/\/.*mqtt:\/\//],
   ['a URL without a host', 'ws://', /host/],
-  ['a string that is no URL', 'not a url', /not a url/],
-  ['an empty string', '', /endpoint/i],
+  ['a string that is no URL', 'not a url', /'not a url': it is not a URL; give the broker's URL with its scheme, e\.g\. 'mqtt:\/\/broker\.example\.com:1883'/],
+  ['an empty string', '', /endpoint '': it is empty; give the broker's URL/],
+  // The URL parser said "relative URL without a base", or took the host for a scheme.
+  ['an IP address and port without a scheme', '127.0.0.1:1883', /'127\.0\.0\.1:1883': it has no scheme; add one, e\.g\. 'mqtt:\/\/127\.0\.0\.1:1883' \(MQTT over TCP; mqtts:\/\/ with TLS\) or 'ws:\/\/127\.0\.0\.1:1883\/mqtt' \(MQTT over WebSocket; wss:\/\/ with TLS\)$/],
+  ['a host name and port without a scheme', 'localhost:1883', /it has no scheme; add one, e\.g\. 'mqtt:\/\/localhost:1883' .* or 'ws:\/\/localhost:1883\/mqtt'/],
+  ['a host name alone', 'broker.example.com', /it has no scheme; add one, e\.g\. 'mqtt:\/\/broker\.example\.com' .* or 'ws:\/\/broker\.example\.com\/mqtt'/],
+  ['a host and path without a scheme', 'broker.example.com:9001/ws', /'mqtt:\/\/broker\.example\.com:9001' .* or 'ws:\/\/broker\.example\.com:9001\/ws'/],
+  // The URL parser said "invalid international domain name".
+  ['a placeholder from the docs', 'wss://xxxxxxxxxxxxx-ats.iot.<YOUR-AWS-REGION>.amazonaws.com/mqtt', /'<YOUR-AWS-REGION>' is a placeholder \(from an example or the docs\): replace it with your own value/],
+  ['a template placeholder', 'ws://{host}:9001/mqtt', /'\{host\}' is a placeholder/],
 ]) {
   test(`the constructor throws ERR_INVALID_ENDPOINT synchronously for ${what}`, (t) => {
     const error = t.throws(() => new PubSub({ endpoint }), { code: 'ERR_INVALID_ENDPOINT' })
@@ -557,6 +567,87 @@ test('a broker that is not listening makes publish reject ERR_CONNECTION (reconn
     t.true(error.message.includes(url), `the message names the endpoint: ${error.message}`)
     t.regex(error.message, /refused/i)
   }
+})
+
+test('a refused connection is said in words, with the OS error kept: "nothing accepts connections on …"', async (t) => {
+  const port = await freePort()
+  for (const url of [`mqtt://127.0.0.1:${port}`, `ws://127.0.0.1:${port}/mqtt`, `mqtts://127.0.0.1:${port}`, `wss://127.0.0.1:${port}/mqtt`]) {
+    const pubsub = newPubSub(t, { endpoint: url, reconnect: false })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECTION' })
+    t.is(
+      error.message,
+      `Connection to ${url} failed: nothing accepts connections on 127.0.0.1:${port} (Connection refused (os error 111)): is the broker running, and listening on that port?`,
+    )
+  }
+})
+
+test('a host name that does not resolve is said to', async (t) => {
+  const pubsub = newPubSub(t, { endpoint: 'mqtt://no-such-host.invalid:1883', reconnect: false })
+  const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECTION' })
+  t.regex(error.message, /^Connection to mqtt:\/\/no-such-host\.invalid:1883 failed: the host name 'no-such-host\.invalid' cannot be resolved \(failed to lookup address information: .*\): check it, and this machine's DNS$/)
+})
+
+test("tcp://, MQTT.js's other name for mqtt://, connects as mqtt:// does", async (t) => {
+  const pubsub = newPubSub(t, { endpoint: broker.tcpUrl.replace('mqtt://', 'tcp://'), reconnect: false })
+  await pubsub.publish(uniqueTopic('tcp-scheme'), 'x', { qos: 1 })
+  t.is(pubsub.connectionState, 'Connected')
+})
+
+// What rumqttc and tungstenite say ("Websocket: WebSocket protocol error: Handshake not finished",
+// "httparse error: invalid HTTP version", "Mqtt state: Connection closed by peer abruptly") is
+// not shown: it is said what happened, and what the server probably is.
+for (const [what, onConnection, expected] of [
+  [
+    'ws:// to a server that closes the connection when the upgrade request arrives',
+    (socket) => socket.once('data', () => socket.end()),
+    (port) => `Connection to ws://127.0.0.1:${port}/mqtt failed: the server closed the connection before answering the WebSocket upgrade: is it a plain WebSocket port? A TLS one takes wss://127.0.0.1:${port}/mqtt, and an MQTT (not WebSocket) one mqtt://127.0.0.1:${port}`,
+  ],
+  [
+    'ws:// to a server whose answer is not HTTP',
+    (socket) => socket.once('data', () => socket.end('garbage\r\n\r\n')),
+    (port) => `Connection to ws://127.0.0.1:${port}/mqtt failed: the server's answer to the WebSocket upgrade is not HTTP: is it a plain WebSocket port? A TLS one takes wss://127.0.0.1:${port}/mqtt, and an MQTT (not WebSocket) one mqtt://127.0.0.1:${port}`,
+  ],
+  [
+    'mqtt:// to a server that closes the connection when CONNECT arrives',
+    (socket) => socket.once('data', () => socket.end()),
+    (port) => `mqtt://127.0.0.1:${port} closed the connection after CONNECT without a CONNACK`,
+  ],
+  [
+    'mqtts:// to a server that closes the connection when the TLS ClientHello arrives',
+    (socket) => socket.once('data', () => socket.end()),
+    (port) => `Connection to mqtts://127.0.0.1:${port} failed: the server closed the connection during the TLS handshake: is it a TLS port? A plain port takes mqtt://127.0.0.1:${port}`,
+  ],
+]) {
+  test(`${what} is told in words`, async (t) => {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {})
+      onConnection(socket)
+    })
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => server.close())
+    const { port } = server.address()
+    const scheme = what.split(':')[0]
+    const pubsub = newPubSub(t, { endpoint: `${scheme}://127.0.0.1:${port}${scheme.startsWith('ws') ? '/mqtt' : ''}`, reconnect: false })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECTION' })
+    t.is(error.message, expected(port))
+  })
+}
+
+test('a connection that was up and is lost says "was lost", and why, not "failed: Mqtt state: Connection closed by peer abruptly"', async (t) => {
+  const fake = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type !== SUBSCRIBE) return undefined
+      connection.send(packets.suback(packet.id, [0]))
+      if (connection.number === 1) setTimeout(() => connection.socket.terminate(), 50)
+      return true
+    },
+  })
+  const pubsub = newPubSub(t, { endpoint: fake.url, reconnect: { minDelayMs: 20, maxDelayMs: 50 } })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  await pubsub.subscribe('t').subscribe({}).ready
+  await waitFor(() => disruptions.length >= 1, 5_000, 'the lost connection')
+  t.is(disruptions[0].error.code, 'ERR_CONNECTION')
+  t.is(disruptions[0].error.message, `Connection to ${fake.url} was lost: the server closed the connection`)
 })
 
 test('a broker that is not listening fails a subscription with ERR_CONNECTION (reconnect: false)', async (t) => {

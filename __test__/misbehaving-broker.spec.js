@@ -157,8 +157,8 @@ test('an answer to the WebSocket upgrade over 64 KiB is reported as such, not as
 
 // rumqttc reports what the socket did while a packet was being read as a (de)serialization error.
 for (const [what, end, reason] of [
-  ['closes the connection in the middle of a packet', (socket) => socket.close(), /failed: the server closed the connection in the middle of a packet$/],
-  ['resets the connection', (socket) => socket._socket.resetAndDestroy(), /failed: Connection reset by peer \(os error 104\)$/],
+  ['closes the connection in the middle of a packet', (socket) => socket.close(), /was lost: the server closed the connection in the middle of a packet$/],
+  ['resets the connection', (socket) => socket._socket.resetAndDestroy(), /was lost: the server or the network reset it \(Connection reset by peer \(os error 104\)\)$/],
 ]) {
   test(`a server that ${what} is said to, not reported as a (de)serialization error`, async (t) => {
     const broker = await startFakeBroker(t, {
@@ -174,6 +174,29 @@ for (const [what, end, reason] of [
     t.is(error.code, 'ERR_CONNECTION')
     t.regex(error.message, reason)
     t.notRegex(error.message, /serialization/)
+  })
+}
+
+// An mqtt:// URL pointed at a WebSocket port: the server answers CONNECT with HTTP ("HTTP/1.1 400
+// …"), whose 'H' read as a PUBACK ("answered CONNECT with a PUBACK packet instead of CONNACK"),
+// or, the answer being shorter than that PUBACK's length, as a close in the middle of a packet.
+// None of the answer is quoted: a server that echoes sends back our CONNECT, password and all.
+const PASSWORD = 'echoed-Pa55w0rd'
+for (const [what, answer] of [
+  ['a web server answering 400', () => 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'],
+  ['a web server echoing the request', (data) => Buffer.concat([Buffer.from(`HTTP/1.1 400 Bad Request\r\nContent-Length: ${data.length}\r\n\r\n`), data])],
+]) {
+  test(`mqtt:// pointed at ${what} is told the server answered with HTTP: use ws://`, async (t) => {
+    const server = new URL(await fakeServer(t, answer))
+    const pubsub = newPubSub(t, { endpoint: `mqtt://${server.host}`, username: 'u', password: PASSWORD, reconnect: false, connectTimeout: 3_000 })
+    const error = await t.throwsAsync(pubsub.publish('t', 'x'))
+    t.is(error.code, 'ERR_CONNECTION')
+    t.is(
+      error.message,
+      `mqtt://${server.host} answered CONNECT with HTTP ('HTTP/…'), not MQTT: it is probably a WebSocket port; use ws://${server.host}/mqtt ` +
+        '(with the path the server takes MQTT on, /mqtt on most brokers)',
+    )
+    t.notRegex(error.message, /Bad Request|PUBACK|echoed/)
   })
 }
 

@@ -12,12 +12,14 @@ use tokio::time::Instant;
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
-use crate::options::ClientOptions;
+use crate::credentials::CredentialsOption;
+use crate::options::{is_aws_host, ClientOptions, Endpoint, Scheme};
 use crate::reconnect::{
     Backoff, Unacknowledged, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
 };
 use crate::outbox::{Completion, Written};
 use crate::signing::redact;
+use crate::tls;
 
 /// Amplify's connection states that a Node process can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,7 +346,7 @@ async fn connect(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
 async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mut Backoff>) -> Result<bool, PubSubError> {
     let timeout = shared.options.connect_timeout;
     if let Some(aws) = &shared.aws {
-        let credentials = aws.credentials.fetch(&shared.delivery, timeout).await?;
+        let credentials = aws.credentials.fetch(&shared.delivery, timeout).await.map_err(|error| not_an_aws_host(error, &shared.options))?;
         aws.presigner.use_credentials(credentials);
     }
     match tokio::time::timeout(timeout, eventloop.poll()).await {
@@ -357,6 +359,32 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
             shared.set_state(&mut shared.core.lock(), ConnectionState::Connected);
             Ok(matches!(event, Event::Incoming(Packet::ConnAck(ConnAck { session_present: true, .. }))))
         }
+    }
+}
+
+/// The default chain found or fetched no credentials, for an endpoint that is not an AWS host:
+/// perhaps an AWS IoT custom domain, which needs them, but perhaps another broker, given to this
+/// entry point by mistake (it is the package's main one). Says which entry point is for that.
+fn not_an_aws_host(error: PubSubError, options: &ClientOptions) -> PubSubError {
+    let default_chain = options.aws.as_ref().is_some_and(|aws| matches!(aws.credentials, CredentialsOption::DefaultChain));
+    if !default_chain || is_aws_host(&options.endpoint.host) {
+        return error;
+    }
+    let hint = format!(
+        " The endpoint's host '{}' is not an AWS host: this entry point (require('native-pubsub') and \
+         'native-pubsub/iot') signs every connection with AWS credentials, for AWS IoT (on a custom domain too); for \
+         any other MQTT broker use require('native-pubsub/mqtt')",
+        options.endpoint.host
+    );
+    let add = |message: String| {
+        let message = message.trim_end().to_string();
+        let stop = if message.ends_with('.') { "" } else { "." };
+        format!("{message}{stop}{hint}")
+    };
+    match error {
+        PubSubError::CredentialsUnavailable(message) => PubSubError::CredentialsUnavailable(add(message)),
+        PubSubError::Credentials(message) => PubSubError::Credentials(add(message)),
+        other => other,
     }
 }
 
@@ -444,7 +472,7 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                     ConnectionError::MqttState(StateError::Io(e)) => e.kind() == ErrorKind::InvalidData,
                     _ => false,
                 };
-                return End::Lost { error: describe(error, &shared.options), by_broker, not_a_refusal };
+                return End::Lost { error: describe(error, &shared.options, Stage::Connected), by_broker, not_a_refusal };
             }
         }
     }
@@ -619,27 +647,29 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
     match &error {
         // A packet cut short by the close: a close.
         ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(_))) => {}
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::HttpAnswer)) => return http_answer(options),
         ConnectionError::MqttState(StateError::Deserialization(not_mqtt)) => {
             return PubSubError::Connection(redact(&format!(
                 "{} answered CONNECT with what is not MQTT 3.1.1 ({not_mqtt}): is it an MQTT 3.1.1 broker?",
                 options.endpoint.shown()
             )));
         }
-        ConnectionError::MqttState(StateError::Io(io)) if io.kind() == ErrorKind::InvalidData => return describe(error, options),
+        ConnectionError::MqttState(StateError::Io(io)) if io.kind() == ErrorKind::InvalidData => return describe(error, options, Stage::Connecting),
         _ => {}
     }
     match (&error, &options.aws) {
         (ConnectionError::MqttState(state_error), Some(aws)) => {
             let has_connected = backoff.as_ref().is_some_and(|b| b.has_connected());
             if has_connected && transport_reset(state_error) {
-                return describe(error, options);
+                return describe(error, options, Stage::Connecting);
             }
             // Without reconnect there is no streak to wait for: a refusal at once, as before.
             if !backoff.is_none_or(Backoff::closed_before_connack) {
                 return PubSubError::Connection(redact(&format!(
-                    "AWS IoT closed the connection after CONNECT without a CONNACK ({state_error}). It accepted this \
+                    "AWS IoT closed the connection after CONNECT without a CONNACK{}. It accepted this \
                      client before, so this is taken for throttling or a back-end hiccup until it happens \
-                     {CLOSED_BEFORE_CONNACK_STREAK} times in a row"
+                     {CLOSED_BEFORE_CONNACK_STREAK} times in a row",
+                    close_detail(state_error)
                 )));
             }
             PubSubError::NotAuthorized(format!(
@@ -649,11 +679,37 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
                 aws.region, options.client_id
             ))
         }
-        (ConnectionError::MqttState(error), None) => PubSubError::Connection(redact(&format!(
-            "{} closed the connection after CONNECT without a CONNACK ({error})",
-            options.endpoint.shown()
-        ))),
-        _ => describe(error, options),
+        (ConnectionError::MqttState(state_error), None) => PubSubError::Connection(redact(&closed_after_connect(&options.endpoint, state_error))),
+        _ => describe(error, options, Stage::Connecting),
+    }
+}
+
+/// The server ended the connection after our CONNECT without answering CONNACK.
+fn closed_after_connect(endpoint: &Endpoint, error: &StateError) -> String {
+    let url = endpoint.shown();
+    match error {
+        StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) if transport_reset(error) => {
+            // What a TLS port does with plain MQTT (mosquitto's, for one).
+            let tls_port = if endpoint.scheme == Scheme::Mqtt {
+                format!(": a TLS port does this to plain MQTT; if it is one, use mqtts://{}", authority(endpoint))
+            } else {
+                String::new()
+            };
+            format!("{url} reset the connection after CONNECT, without a CONNACK ({io}){tls_port}")
+        }
+        _ => format!("{url} closed the connection after CONNECT without a CONNACK{}", close_detail(error)),
+    }
+}
+
+/// What more there is to say about a close after CONNECT, in parentheses, or nothing.
+fn close_detail(error: &StateError) -> String {
+    match error {
+        StateError::ConnectionAborted => String::new(),
+        StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) if io.to_string() == CLOSED_MID_PACKET => {
+            " (in the middle of a packet)".into()
+        }
+        StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) => format!(" ({io})"),
+        other => format!(" ({other})"),
     }
 }
 
@@ -688,29 +744,231 @@ fn transport_reset(error: &StateError) -> bool {
     }
 }
 
-/// Whether rustls refused the server's certificate, wherever in the error's chain it is
-/// (rumqttc and tungstenite wrap it in I/O errors).
-fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) = error.downcast_ref() {
-            return true;
-        }
-        next = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    false
+/// Whether the connection had been made (it was lost) or was being made (the attempt failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    Connected,
+}
+
+/// The errors in `error`'s chain, outermost first: rumqttc and tungstenite wrap what rustls and
+/// the socket said in I/O errors, whose `source()` does not lead to what they wrap.
+fn causes<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+        None => error.source(),
+    })
+}
+
+/// What rustls said, wherever in the error's chain it is.
+fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
+    causes(error).find_map(|cause| cause.downcast_ref::<rustls::Error>())
+}
+
+/// The innermost I/O error in the error's chain: what the socket said.
+fn io_error(error: &ConnectionError) -> Option<&std::io::Error> {
+    causes(error).filter_map(|cause| cause.downcast_ref::<std::io::Error>()).last()
 }
 
 /// tokio-util's error when the stream ends with part of a packet read.
 const CLOSED_MID_PACKET: &str = "bytes remaining on stream";
 
-/// Turns rumqttc's error into one a user can act on. No message shows a signature, a key id
-/// or a token.
-fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
+/// The host and port as a URL authority (an IPv6 address in brackets).
+fn authority(endpoint: &Endpoint) -> String {
+    if endpoint.host.contains(':') {
+        format!("[{}]:{}", endpoint.host, endpoint.port)
+    } else {
+        format!("{}:{}", endpoint.host, endpoint.port)
+    }
+}
+
+/// The endpoint without TLS: wss:// → ws://, mqtts:// → mqtt://.
+fn without_tls(endpoint: &Endpoint) -> String {
+    let shown = endpoint.shown();
+    match endpoint.scheme {
+        Scheme::Wss => shown.replacen("wss://", "ws://", 1),
+        Scheme::Mqtts => format!("mqtt://{}", authority(endpoint)),
+        Scheme::Ws | Scheme::Mqtt => shown,
+    }
+}
+
+/// The endpoint's host and port as MQTT without WebSocket: ws:// → mqtt://, wss:// → mqtts://.
+fn over_tcp(endpoint: &Endpoint) -> String {
+    let scheme = if endpoint.scheme == Scheme::Wss { "mqtts" } else { "mqtt" };
+    format!("{scheme}://{}", authority(endpoint))
+}
+
+/// The question for a server that did not take the WebSocket upgrade, with the URLs of what it
+/// may be instead: a TLS port (for ws://), or MQTT without WebSocket.
+fn not_a_websocket_port(endpoint: &Endpoint) -> String {
+    match endpoint.scheme {
+        Scheme::Ws => format!(
+            "is it a plain WebSocket port? A TLS one takes {}, and an MQTT (not WebSocket) one {}",
+            endpoint.shown().replacen("ws://", "wss://", 1),
+            over_tcp(endpoint)
+        ),
+        _ => format!("is it a WebSocket port? An MQTT (not WebSocket) one takes {}", over_tcp(endpoint)),
+    }
+}
+
+/// The endpoint's host and port as MQTT over WebSocket, on the usual path: mqtt:// → ws://…/mqtt,
+/// mqtts:// → wss://…/mqtt.
+fn over_websocket(endpoint: &Endpoint) -> String {
+    let scheme = if endpoint.scheme == Scheme::Mqtts { "wss" } else { "ws" };
+    format!("{scheme}://{}/mqtt", authority(endpoint))
+}
+
+/// Which handshake an attempt failed in, for words and a likely cause.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    None,
+    Tls,
+    WebSocket,
+}
+
+impl Handshake {
+    fn of(error: &ConnectionError, endpoint: &Endpoint, stage: Stage) -> Self {
+        let tls_eof = io_error(error).is_some_and(|io| io.kind() == ErrorKind::UnexpectedEof && io.to_string().contains("tls handshake"));
+        match (error, stage) {
+            (_, Stage::Connected) => Self::None,
+            (ConnectionError::Tls(_), _) => Self::Tls,
+            (ConnectionError::Websocket(_), _) if tls_eof => Self::Tls,
+            (ConnectionError::Websocket(_), _) if endpoint.scheme == Scheme::Ws => Self::WebSocket,
+            _ => Self::None,
+        }
+    }
+
+    fn during(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Tls => " during the TLS handshake",
+            Self::WebSocket => " during the WebSocket upgrade",
+        }
+    }
+
+    /// What a server that ends this handshake at once probably is.
+    fn likely_cause(self, endpoint: &Endpoint) -> String {
+        match self {
+            Self::None => String::new(),
+            Self::Tls => format!(": is it a TLS port? A plain port takes {}", without_tls(endpoint)),
+            Self::WebSocket => format!(": {}", not_a_websocket_port(endpoint)),
+        }
+    }
+}
+
+/// What the socket's error means, in words; the OS's own text is kept in parentheses where it
+/// names the error ("Connection refused (os error 111)").
+fn io_reason(io: &std::io::Error, endpoint: &Endpoint, stage: Stage, handshake: Handshake) -> String {
+    let during = handshake.during();
+    let text = io.to_string();
+    match (io.kind(), stage) {
+        (ErrorKind::ConnectionRefused, _) => format!(
+            "nothing accepts connections on {} ({io}): is the broker running, and listening on that port?",
+            authority(endpoint)
+        ),
+        (ErrorKind::ConnectionReset, Stage::Connecting) => {
+            format!("the server reset the connection{during} ({io}){}", handshake.likely_cause(endpoint))
+        }
+        (ErrorKind::ConnectionReset, Stage::Connected) => format!("the server or the network reset it ({io})"),
+        (ErrorKind::ConnectionAborted, _) => format!("the connection was aborted{during} ({io})"),
+        (ErrorKind::TimedOut, Stage::Connecting) => {
+            format!("the network timed out{during} ({io}): is the host reachable from here, and the port open?")
+        }
+        (ErrorKind::TimedOut, Stage::Connected) => format!("the network timed out ({io})"),
+        (ErrorKind::BrokenPipe, _) => format!("the connection broke while this client was sending{during} ({io}): the server had closed it"),
+        (ErrorKind::UnexpectedEof, Stage::Connecting) => {
+            format!("the server closed the connection{during}{}", handshake.likely_cause(endpoint))
+        }
+        (ErrorKind::UnexpectedEof, Stage::Connected) => "the server closed the connection".into(),
+        (ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable, _) => {
+            format!("no route to {} ({io}): check the host, and this machine's network", endpoint.host)
+        }
+        (ErrorKind::Other, _) if text == CLOSED_MID_PACKET => "the server closed the connection in the middle of a packet".into(),
+        // getaddrinfo's failures have no kind of their own.
+        _ if text.starts_with("failed to lookup address information") => {
+            format!("the host name '{}' cannot be resolved ({io}): check it, and this machine's DNS", endpoint.host)
+        }
+        // Already words: the WebSocket rules the server broke (vendored rumqttc, framed.rs `ended`).
+        _ => text,
+    }
+}
+
+/// Why a connection attempt failed or a connection was lost, in words: rumqttc's and
+/// tungstenite's own texts ("Mqtt state: …", "Websocket: IO error: …") are not shown.
+fn reason(error: &ConnectionError, options: &ClientOptions, stage: Stage) -> String {
+    let endpoint = &options.endpoint;
+    let handshake = Handshake::of(error, endpoint, stage);
+    if let Some(tls_error) = rustls_error(error) {
+        return match (tls_error, stage) {
+            // The first bytes of the answer to our ClientHello are no TLS record: an HTTP 400, or
+            // whatever a plain port says.
+            (rustls::Error::InvalidMessage(_), Stage::Connecting) => {
+                format!("the server did not answer TLS: is it a plain port? Then use {}", without_tls(endpoint))
+            }
+            (rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired), _) => {
+                "the server wants a client certificate (mutual TLS), which this client does not send".into()
+            }
+            (rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure), _) => {
+                "the server refused the TLS handshake (no cipher suite in common, or it wants a client certificate, which \
+                 this client does not send)"
+                    .into()
+            }
+            (rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion), _) => {
+                "the server refused the TLS handshake: no TLS version in common (this client speaks TLS 1.2 and 1.3)".into()
+            }
+            (rustls::Error::AlertReceived(rustls::AlertDescription::UnrecognisedName), _) => {
+                format!("the server does not serve the host name '{}' (TLS SNI): check the endpoint's host", endpoint.host)
+            }
+            (other, _) => format!("TLS failed: {other}"),
+        };
+    }
+    if let Some(io) = io_error(error) {
+        return io_reason(io, endpoint, stage, handshake);
+    }
+    match error {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => "the server closed the connection".into(),
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::HttpAnswer)) => {
+            "the server sent HTTP, not MQTT".into()
+        }
+        ConnectionError::MqttState(StateError::Deserialization(not_mqtt)) => format!("the server sent what is not MQTT 3.1.1 ({not_mqtt})"),
+        ConnectionError::MqttState(state @ (StateError::Unsolicited(_) | StateError::WrongPacket)) => {
+            format!("the server broke the MQTT 3.1.1 rules ({state})")
+        }
+        ConnectionError::MqttState(other) => other.to_string(),
+        ConnectionError::Websocket(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)) => {
+            format!("the server closed the connection before answering the WebSocket upgrade: {}", not_a_websocket_port(endpoint))
+        }
+        ConnectionError::Websocket(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))) => {
+            format!("the server's answer to the WebSocket upgrade is not HTTP: {}", not_a_websocket_port(endpoint))
+        }
+        ConnectionError::Websocket(other) => other.to_string(),
+        ConnectionError::FlushTimeout => "writing to the server timed out: the network or the server stopped taking data".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The server answered CONNECT with HTTP: `mqtt://` or `mqtts://` pointed at a WebSocket port.
+/// None of its bytes are shown past "HTTP/": an echoing server sends back our CONNECT.
+fn http_answer(options: &ClientOptions) -> PubSubError {
+    let endpoint = &options.endpoint;
+    let advice = match endpoint.scheme {
+        Scheme::Mqtt | Scheme::Mqtts => format!(
+            "it is probably a WebSocket port; use {} (with the path the server takes MQTT on, /mqtt on most brokers)",
+            over_websocket(endpoint)
+        ),
+        Scheme::Ws | Scheme::Wss => "is it an MQTT broker?".into(),
+    };
+    PubSubError::Connection(redact(&format!("{} answered CONNECT with HTTP ('HTTP/…'), not MQTT: {advice}", endpoint.shown())))
+}
+
+/// Turns rumqttc's error into one a user can act on: a connection attempt that `failed`, or a
+/// connection that `was lost` (`stage`). No message shows a signature, a key id or a token.
+fn describe(error: ConnectionError, options: &ClientOptions, stage: Stage) -> PubSubError {
     let url = options.endpoint.shown();
+    let outcome = match stage {
+        Stage::Connecting => "failed",
+        Stage::Connected => "was lost",
+    };
     match error {
         ConnectionError::ConnectionRefused(code) => match code {
             ConnectReturnCode::BadUserNamePassword => PubSubError::NotAuthorized(format!(
@@ -748,7 +1006,7 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
         }
         // tungstenite's own message is "Attack attempt detected".
         ConnectionError::Websocket(tungstenite::Error::AttackAttempt) => PubSubError::Connection(format!(
-            "Connection to {url} failed: the server's answer to the WebSocket upgrade was over 64 KiB or came in too \
+            "Connection to {url} {outcome}: the server's answer to the WebSocket upgrade was over 64 KiB or came in too \
              many small pieces (limits of the WebSocket library against a hostile server)"
         )),
         ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
@@ -758,22 +1016,15 @@ fn describe(error: ConnectionError, options: &ClientOptions) -> PubSubError {
             "{url} answered CONNECT with a {} packet instead of CONNACK: is it an MQTT 3.1.1 broker?",
             packet_name(&packet)
         )),
-        other if certificate_refused(&other) => PubSubError::Untrusted(redact(&format!(
-            "Connection to {url} failed: {other}; {}",
-            crate::tls::trust_store_note(options.ca.is_some())
-        ))),
-        // rumqttc reports the socket's errors while reading or writing a packet as
-        // (de)serialization errors: they are I/O errors all the same.
-        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e)))
-            if e.kind() == ErrorKind::Other && e.to_string() == CLOSED_MID_PACKET =>
-        {
-            PubSubError::Connection(format!("Connection to {url} failed: the server closed the connection in the middle of a packet"))
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::HttpAnswer)) if stage == Stage::Connecting => {
+            http_answer(options)
         }
-        ConnectionError::Io(e)
-        | ConnectionError::MqttState(StateError::Io(e) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e))) => {
-            PubSubError::Connection(redact(&format!("Connection to {url} failed: {e}")))
-        }
-        other => PubSubError::Connection(redact(&format!("Connection to {url} failed: {other}"))),
+        other => match rustls_error(&other) {
+            Some(refused @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)) => PubSubError::Untrusted(redact(
+                &format!("Connection to {url} {outcome}: {}", tls::refused_certificate(refused, &options.endpoint.host, options.ca.is_some())),
+            )),
+            _ => PubSubError::Connection(redact(&format!("Connection to {url} {outcome}: {}", reason(&other, options, stage)))),
+        },
     }
 }
 
@@ -789,6 +1040,65 @@ mod tests {
             options["credentials"] = json!({ "accessKeyId": "AKID", "secretAccessKey": "s" });
         }
         ClientOptions::from_js(&options, provider, false).unwrap()
+    }
+
+    fn on(endpoint: &str) -> ClientOptions {
+        ClientOptions::from_js(&json!({ "endpoint": endpoint }), Provider::Mqtt, false).unwrap()
+    }
+
+    fn io(kind: ErrorKind, text: &str) -> std::io::Error {
+        std::io::Error::new(kind, text.to_string())
+    }
+
+    #[test]
+    fn a_lost_connection_was_lost_and_a_failed_attempt_failed_in_words() {
+        let options = on("ws://127.0.0.1:9001/mqtt");
+        let closed = describe(ConnectionError::MqttState(StateError::ConnectionAborted), &options, Stage::Connected);
+        assert_eq!(closed.to_string(), "Connection to ws://127.0.0.1:9001/mqtt was lost: the server closed the connection");
+        let reset = ConnectionError::MqttState(StateError::Io(io(ErrorKind::ConnectionReset, "Connection reset by peer (os error 104)")));
+        assert_eq!(
+            describe(reset, &options, Stage::Connected).to_string(),
+            "Connection to ws://127.0.0.1:9001/mqtt was lost: the server or the network reset it (Connection reset by peer (os error 104))"
+        );
+        let refused = ConnectionError::Io(io(ErrorKind::ConnectionRefused, "Connection refused (os error 111)"));
+        assert_eq!(
+            describe(refused, &options, Stage::Connecting).to_string(),
+            "Connection to ws://127.0.0.1:9001/mqtt failed: nothing accepts connections on 127.0.0.1:9001 (Connection refused (os error \
+             111)): is the broker running, and listening on that port?"
+        );
+        let pipe = ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io(ErrorKind::BrokenPipe, "Broken pipe (os error 32)"))));
+        let message = describe(pipe, &options, Stage::Connected).to_string();
+        assert!(message.starts_with("Connection to ws://127.0.0.1:9001/mqtt was lost: the connection broke while this client was sending (Broken pipe (os error 32))"), "{message}");
+        let timed_out = ConnectionError::Io(io(ErrorKind::TimedOut, "Connection timed out (os error 110)"));
+        assert!(describe(timed_out, &options, Stage::Connecting).to_string().contains("failed: the network timed out (Connection timed out (os error 110))"));
+        let flush = describe(ConnectionError::FlushTimeout, &options, Stage::Connected).to_string();
+        assert!(flush.contains("was lost: writing to the server timed out"), "{flush}");
+        for message in [closed.to_string(), flush] {
+            assert!(!message.contains("Mqtt state") && !message.contains("I/O:") && !message.contains("Websocket:"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_http_answer_to_connect_says_to_use_websocket() {
+        for (endpoint, use_instead) in [("mqtt://127.0.0.1:9001", "use ws://127.0.0.1:9001/mqtt"), ("mqtts://[::1]:8081", "use wss://[::1]:8081/mqtt")] {
+            let http = ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::HttpAnswer));
+            let error = describe_connect_failure(http, &on(endpoint), None);
+            assert_eq!(error.code(), "ERR_CONNECTION");
+            let message = error.to_string();
+            assert!(message.starts_with(&format!("{endpoint} answered CONNECT with HTTP ('HTTP/…'), not MQTT: it is probably a WebSocket port; {use_instead}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_reset_after_connect_on_mqtt_suggests_a_tls_port() {
+        let reset = ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io(ErrorKind::ConnectionReset, "Connection reset by peer (os error 104)"))));
+        assert_eq!(
+            describe_connect_failure(reset, &on("mqtt://127.0.0.1:8883"), None).to_string(),
+            "mqtt://127.0.0.1:8883 reset the connection after CONNECT, without a CONNACK (Connection reset by peer (os error 104)): a TLS \
+             port does this to plain MQTT; if it is one, use mqtts://127.0.0.1:8883"
+        );
+        let closed = describe_connect_failure(ConnectionError::MqttState(StateError::ConnectionAborted), &on("mqtt://127.0.0.1:1883"), None);
+        assert_eq!(closed.to_string(), "mqtt://127.0.0.1:1883 closed the connection after CONNECT without a CONNACK");
     }
 
     #[test]

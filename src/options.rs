@@ -315,15 +315,30 @@ fn invalid_endpoint(raw: &str, why: &str) -> PubSubError {
     PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))))
 }
 
-/// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints.
+/// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints, and the names MQTT.js also
+/// takes for the last two: `tcp://`, and `ssl://` or `tls://`.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     let bad = |why: &str| invalid_endpoint(raw, why);
-    let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if raw.trim().is_empty() {
+        return Err(bad(&format!("it is empty; give the broker's URL, e.g. {EXAMPLE_URLS}")));
+    }
+    if let Some(placeholder) = placeholder(raw) {
+        return Err(bad(&format!("'{placeholder}' is a placeholder (from an example or the docs): replace it with your own value")));
+    }
+    let url = match Url::parse(raw) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) => return Err(bad(&no_scheme(raw))),
+        Err(e) => return Err(bad(&e.to_string())),
+    };
     let scheme = match url.scheme() {
         "ws" => Scheme::Ws,
         "wss" => Scheme::Wss,
         "mqtt" | "tcp" => Scheme::Mqtt,
         "mqtts" | "ssl" | "tls" => Scheme::Mqtts,
+        // `localhost:1883` parses as the scheme `localhost:`.
+        _ if !raw.contains("://") && raw.split_once(':').is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit())) => {
+            return Err(bad(&no_scheme(raw)))
+        }
         other => return Err(bad(&format!("unsupported scheme '{other}:'; use ws://, wss://, mqtt:// or mqtts://"))),
     };
     let host = match url.host_str() {
@@ -340,6 +355,41 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
         return Err(bad("credentials in the URL are not supported; use the username and password options"));
     }
     Ok(Endpoint { scheme, host, port, url: url.to_string() })
+}
+
+/// Endpoints of both kinds, for messages.
+const EXAMPLE_URLS: &str = "'mqtt://broker.example.com:1883' (MQTT over TCP; mqtts:// with TLS) or 'wss://broker.example.com/mqtt' \
+     (MQTT over WebSocket with TLS; ws:// without)";
+
+/// Why an endpoint without `scheme://` is refused: the same host and port with each scheme,
+/// when it looks like a host (and port), or examples.
+fn no_scheme(raw: &str) -> String {
+    let shown = redact(&without_userinfo(raw.trim()));
+    let host_like = shown.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]/*@%".contains(c));
+    if !host_like {
+        return format!("it is not a URL; give the broker's URL with its scheme, e.g. {EXAMPLE_URLS}");
+    }
+    let (authority, path) = match shown.find('/') {
+        Some(slash) => (&shown[..slash], &shown[slash..]),
+        None => (shown.as_str(), "/mqtt"),
+    };
+    format!(
+        "it has no scheme; add one, e.g. 'mqtt://{authority}' (MQTT over TCP; mqtts:// with TLS) or 'ws://{authority}{path}' \
+         (MQTT over WebSocket; wss:// with TLS)"
+    )
+}
+
+/// A documentation placeholder left in the endpoint: `<YOUR-AWS-REGION>`, `{endpoint}`. Looked
+/// for in the URL as it may be shown, so that a `user:password@` part is never quoted.
+fn placeholder(raw: &str) -> Option<String> {
+    let shown = redact(&without_userinfo(raw));
+    for (open, close) in [('<', '>'), ('{', '}')] {
+        if let Some(start) = shown.find(open) {
+            let end = shown[start..].find(close).map_or(shown.len(), |end| start + end + 1);
+            return Some(shown[start..end].chars().take(60).collect());
+        }
+    }
+    None
 }
 
 /// The URL as it may be shown: a `user:password@` part is replaced, never echoed. Everything
@@ -456,6 +506,18 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
     let raw = raw.trim();
     let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("wss://{raw}") };
     let bad = |why: String| invalid_endpoint(raw, &why);
+    // The Amplify docs' `wss://xxxxxxxxxxxxx-ats.iot.<YOUR-AWS-REGION>.amazonaws.com/mqtt`.
+    let example_host = Url::parse(&with_scheme).ok().and_then(|url| url.host_str().map(str::to_owned)).filter(|host| {
+        let first = host.split('.').next().unwrap_or_default();
+        let prefix = first.strip_suffix("-ats").unwrap_or(first);
+        prefix.len() >= 3 && prefix.bytes().all(|b| b == b'x')
+    });
+    if let Some(shown) = placeholder(raw).or(example_host) {
+        return Err(bad(format!(
+            "'{shown}' is a placeholder from an example: replace it with your account's endpoint, the host \
+             `aws iot describe-endpoint --endpoint-type iot:Data-ATS` prints (e.g. 'a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com')"
+        )));
+    }
     // Two mistakes the generic messages would mislead on: the user name and password options
     // they point to do not exist here, and ws:// (which they list) is refused too.
     if let Ok(url) = Url::parse(&with_scheme) {
@@ -526,6 +588,12 @@ pub fn region_from_host(host: &str) -> Option<String> {
     let after_iot = labels.iter().position(|l| *l == "iot").and_then(|i| labels.get(i + 1)).copied();
     let region = [after_iot, labels.last().copied()].into_iter().flatten().find(|l| looks_like_region(l));
     region.map(String::from)
+}
+
+/// Whether `host` is one of AWS's own (`….amazonaws.com`, `….amazonaws.com.cn`), rather than a
+/// custom domain or another broker.
+pub fn is_aws_host(host: &str) -> bool {
+    aws_domain(host).is_some()
 }
 
 /// What comes before `.amazonaws.com` (or `.amazonaws.com.cn`) in an AWS host, written with or
@@ -736,6 +804,45 @@ mod tests {
         for bad in ["", "not a url", "http://x/mqtt", "ws://", "ws://user:pw@host/"] {
             assert_eq!(parse_endpoint(bad).unwrap_err().code(), "ERR_INVALID_ENDPOINT", "{bad}");
         }
+    }
+
+    #[test]
+    fn mqtt_js_scheme_names_are_taken_for_mqtt_and_mqtts() {
+        assert_eq!(parse_endpoint("tcp://localhost").map(|e| (e.scheme, e.port)).unwrap(), (Scheme::Mqtt, 1883));
+        for tls in ["ssl://localhost", "tls://localhost"] {
+            assert_eq!(parse_endpoint(tls).map(|e| (e.scheme, e.port)).unwrap(), (Scheme::Mqtts, 8883));
+        }
+    }
+
+    #[test]
+    fn an_endpoint_without_a_scheme_says_to_add_one() {
+        for (raw, tcp, ws) in [
+            ("127.0.0.1:1883", "'mqtt://127.0.0.1:1883'", "'ws://127.0.0.1:1883/mqtt'"),
+            ("localhost:1883", "'mqtt://localhost:1883'", "'ws://localhost:1883/mqtt'"),
+            ("broker.example.com", "'mqtt://broker.example.com'", "'ws://broker.example.com/mqtt'"),
+            ("broker.example.com:8080/ws", "'mqtt://broker.example.com:8080'", "'ws://broker.example.com:8080/ws'"),
+        ] {
+            let message = parse_endpoint(raw).unwrap_err().to_string();
+            assert!(message.contains("it has no scheme; add one, e.g.") && message.contains(tcp) && message.contains(ws), "{message}");
+        }
+        // Still an unsupported scheme, not a missing one.
+        assert!(parse_endpoint("mailto:someone").unwrap_err().to_string().contains("unsupported scheme 'mailto:'"));
+        // A user:password@ without a scheme is not echoed in the suggestions either.
+        let message = parse_endpoint("bob:1234secret@host:1883").unwrap_err().to_string();
+        assert!(!message.contains("secret") && !message.contains("bob"), "{message}");
+    }
+
+    #[test]
+    fn a_placeholder_left_in_the_endpoint_is_named_as_one() {
+        let message = parse_endpoint("wss://xxxxxxxxxxxxx-ats.iot.<YOUR-AWS-REGION>.amazonaws.com/mqtt").unwrap_err().to_string();
+        assert!(message.ends_with("'<YOUR-AWS-REGION>' is a placeholder (from an example or the docs): replace it with your own value"), "{message}");
+        let message = iot(&json!({ "endpoint": "xxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com" })).unwrap_err().to_string();
+        assert!(message.contains("is a placeholder from an example") && message.contains("aws iot describe-endpoint"), "{message}");
+        // A real prefix is not one.
+        assert!(iot(&json!({ "endpoint": "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com" })).is_ok());
+        // A password in the URL is not quoted as a placeholder.
+        let message = parse_endpoint("ws://bob:<secret>@host/mqtt").unwrap_err().to_string();
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use rumqttc::TlsConfiguration;
 use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 
 use crate::errors::{PubSubError, Result};
 
@@ -51,13 +51,127 @@ fn default_trust() -> &'static Trust {
     })
 }
 
-/// Which roots a certificate was checked against, for the message of a refused certificate.
-pub fn trust_store_note(ca_given: bool) -> String {
+/// Which roots a certificate was checked against, for the message of a certificate whose
+/// issuer is not trusted.
+fn trust_store_note(ca_given: bool) -> String {
     let extra = if ca_given { " plus the 'ca' option's certificates" } else { "" };
-    format!(
-        "the certificate was checked against {}{extra}; for a private CA pass the 'ca' option",
-        default_trust().source
-    )
+    format!("it was checked against {}{extra}", default_trust().source)
+}
+
+/// Where the README shows how to make a CA and a server certificate with openssl.
+const RECIPE: &str = "the README's \"TLS trust\" section has the openssl commands";
+
+/// Why the server's certificate was refused, in words, with what to do: never rustls's or
+/// webpki's Debug text (`Other(OtherError(CaUsedAsEndEntity))`) for the common cases. `host` is
+/// the endpoint's host; `ca_given`: the 'ca' option was passed.
+pub fn refused_certificate(error: &rustls::Error, host: &str, ca_given: bool) -> String {
+    let cert = match error {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        rustls::Error::NoCertificatesPresented => return "the server presented no certificate".into(),
+        other => return format!("the server's certificate was refused: {other}"),
+    };
+    let pass_ca = if ca_given {
+        "the 'ca' option does not hold the CA that issued it: pass that CA (the root of the server's chain), or have the \
+         server send the intermediate certificates between its own and that CA"
+    } else {
+        "for a private CA pass the 'ca' option"
+    };
+    match cert {
+        CertificateError::UnknownIssuer => {
+            format!("the server's certificate was not issued by a CA this client trusts; {}; {pass_ca}", trust_store_note(ca_given))
+        }
+        CertificateError::NotValidForName => format!("the server's certificate is not valid for the host '{host}' (its subjectAltName does not list it)"),
+        CertificateError::NotValidForNameContext { presented, .. } => {
+            let names: Vec<String> = presented.iter().take(10).map(|name| presented_name(name)).collect();
+            let listed = if names.is_empty() {
+                "it lists no name in subjectAltName (a common name alone does not count)".to_string()
+            } else {
+                format!("it is for {} only (subjectAltName)", names.join(", "))
+            };
+            format!(
+                "the server's certificate is not valid for the host '{host}': {listed}; connect to a name the certificate \
+                 lists, or serve one whose subjectAltName lists '{host}'"
+            )
+        }
+        CertificateError::Expired => "the server's certificate has expired (or this machine's clock is wrong)".into(),
+        CertificateError::ExpiredContext { time, not_after } => format!(
+            "the server's certificate expired {} ago (or this machine's clock is wrong): the server needs a new one",
+            span(time.as_secs().saturating_sub(not_after.as_secs()))
+        ),
+        CertificateError::NotValidYet => "the server's certificate is not valid yet (or this machine's clock is behind)".into(),
+        CertificateError::NotValidYetContext { time, not_before } => format!(
+            "the server's certificate is valid only {} from now: this machine's clock is behind, or the certificate was dated ahead",
+            span(not_before.as_secs().saturating_sub(time.as_secs()))
+        ),
+        CertificateError::Revoked => "the server's certificate has been revoked".into(),
+        CertificateError::BadSignature => {
+            "the server's certificate's signature does not verify with its issuer's key (a corrupt or forged chain, or a \
+             CA other than the one that signed it with the same name)"
+                .into()
+        }
+        CertificateError::BadEncoding => "the server's certificate is malformed (not valid DER)".into(),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "the server's certificate is not for TLS servers (its extendedKeyUsage lacks serverAuth)".into()
+        }
+        #[allow(deprecated)]
+        CertificateError::UnsupportedSignatureAlgorithm
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "the server's certificate is signed with an algorithm this client does not accept".into()
+        }
+        CertificateError::UnhandledCriticalExtension => {
+            "the server's certificate has a critical extension this client does not know".into()
+        }
+        CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => {
+                let keep_ca = if ca_given { "keep passing the CA as 'ca'" } else { "pass the CA as the 'ca' option" };
+                format!(
+                    "the server's certificate is a CA certificate (basicConstraints CA:TRUE) used as the server's own, \
+                     which TLS refuses; `openssl req -x509` makes one unless told otherwise. Issue a server (leaf) \
+                     certificate from that CA for '{host}', serve it, and {keep_ca} ({RECIPE})"
+                )
+            }
+            Some(webpki::Error::EndEntityUsedAsCa) => {
+                "a certificate in the server's chain that signed another is not a CA certificate (no basicConstraints \
+                 CA:TRUE): the server sends the wrong chain"
+                    .into()
+            }
+            Some(webpki::Error::UnsupportedCertVersion) => {
+                format!("the server's certificate is not an X.509 v3 certificate; issue it with extensions ({RECIPE})")
+            }
+            Some(webpki::Error::PathLenConstraintViolated | webpki::Error::NameConstraintViolation) => {
+                "the server's certificate chain breaks a constraint of one of its CAs (path length or name constraints)".into()
+            }
+            Some(webpki::Error::MaximumPathDepthExceeded) => "the server's certificate chain is too long".into(),
+            _ => format!("the server's certificate was refused ({})", other.0),
+        },
+        other => format!("the server's certificate was refused ({other})"),
+    }
+}
+
+/// A name from a certificate's subjectAltName as webpki presents it (`DnsName("a.example")`,
+/// `IpAddress(127.0.0.1)`), as a person writes it.
+fn presented_name(name: &str) -> String {
+    let inner = name
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| name.strip_prefix("IpAddress(").and_then(|n| n.strip_suffix(')')));
+    let shown = inner.unwrap_or(name);
+    // A server's certificate may hold anything: keep each name short.
+    match shown.char_indices().nth(100) {
+        Some((cut, _)) => format!("'{}…'", &shown[..cut]),
+        None => format!("'{shown}'"),
+    }
+}
+
+/// `seconds` as a person reads a span of time.
+fn span(seconds: u64) -> String {
+    match seconds {
+        0..=119 => format!("{seconds} s"),
+        120..=7_199 => format!("{} min", seconds / 60),
+        7_200..=172_799 => format!("{} h", seconds / 3_600),
+        _ => format!("{} days", seconds / 86_400),
+    }
 }
 
 pub fn client_config(ca: Option<&str>) -> Result<TlsConfiguration> {
@@ -71,4 +185,62 @@ pub fn client_config(ca: Option<&str>) -> Result<TlsConfiguration> {
     }
     let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::OtherError;
+    use std::time::Duration;
+
+    fn at(seconds: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn common_certificate_errors_are_told_in_words_never_as_rustls_debug_text() {
+        let now = 1_800_000_000;
+        let cases = vec![
+            (CertificateError::UnknownIssuer, "the server's certificate was not issued by a CA this client trusts; it was checked against"),
+            (CertificateError::NotValidForName, "not valid for the host 'broker.example.com'"),
+            (
+                CertificateError::NotValidForNameContext {
+                    expected: ServerName::try_from("broker.example.com").unwrap().to_owned(),
+                    presented: vec!["DnsName(\"other.example.com\")".into(), "IpAddress(10.0.0.1)".into()],
+                },
+                "not valid for the host 'broker.example.com': it is for 'other.example.com', '10.0.0.1' only (subjectAltName)",
+            ),
+            (CertificateError::Expired, "has expired"),
+            (CertificateError::ExpiredContext { time: at(now), not_after: at(now - 3 * 86_400) }, "expired 3 days ago"),
+            (CertificateError::NotValidYet, "is not valid yet"),
+            (CertificateError::NotValidYetContext { time: at(now), not_before: at(now + 7_200) }, "valid only 2 h from now"),
+            (CertificateError::BadSignature, "signature does not verify"),
+            (CertificateError::Revoked, "has been revoked"),
+            (CertificateError::InvalidPurpose, "lacks serverAuth"),
+            (CertificateError::BadEncoding, "malformed"),
+            (
+                CertificateError::Other(OtherError(Arc::new(webpki::Error::CaUsedAsEndEntity))),
+                "is a CA certificate (basicConstraints CA:TRUE) used as the server's own, which TLS refuses",
+            ),
+            (CertificateError::Other(OtherError(Arc::new(webpki::Error::EndEntityUsedAsCa))), "is not a CA certificate"),
+        ];
+        for (error, expected) in cases {
+            let debug = format!("{error:?}");
+            let words = refused_certificate(&rustls::Error::InvalidCertificate(error), "broker.example.com", true);
+            assert!(words.contains(expected), "{words}");
+            assert!(!words.contains(&debug) && !words.contains("Other(") && !words.contains("Context"), "{words}");
+        }
+    }
+
+    #[test]
+    fn the_ca_option_is_suggested_only_when_it_was_not_given() {
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert!(refused_certificate(&unknown, "h", false).ends_with("for a private CA pass the 'ca' option"));
+        let given = refused_certificate(&unknown, "h", true);
+        assert!(given.contains("the 'ca' option does not hold the CA that issued it") && !given.contains("pass the 'ca' option"), "{given}");
+        let ca_as_server = rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(webpki::Error::CaUsedAsEndEntity))));
+        assert!(refused_certificate(&ca_as_server, "h", true).contains("keep passing the CA as 'ca'"));
+        assert!(refused_certificate(&ca_as_server, "h", false).contains("pass the CA as the 'ca' option"));
+    }
 }

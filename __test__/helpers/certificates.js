@@ -37,4 +37,26 @@ function makeCertificates() {
   }
 }
 
-module.exports = { makeCertificates }
+/**
+ * A self-signed certificate made the usual way (the one-line openssl recipe of many tutorials),
+ * for localhost and 127.0.0.1. openssl makes it a CA certificate (basicConstraints CA:TRUE),
+ * which TLS refuses as a server's own certificate.
+ * @returns {{ dir: string, certPem: string, keyPem: string, remove(): void }}
+ */
+function makeSelfSignedCertificate() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'native-pubsub-self-signed-'))
+  try {
+    openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'self.key', '-out', 'self.crt', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], dir)
+  } catch (error) {
+    fs.rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
+  return {
+    dir,
+    certPem: fs.readFileSync(path.join(dir, 'self.crt'), 'utf8'),
+    keyPem: fs.readFileSync(path.join(dir, 'self.key'), 'utf8'),
+    remove: () => fs.rmSync(dir, { recursive: true, force: true }),
+  }
+}
+
+module.exports = { makeCertificates, makeSelfSignedCertificate }

@@ -62,6 +62,9 @@ pub enum Error {
     InsufficientBytes(usize),
     #[error("IO: {0}")]
     Io(#[from] std::io::Error),
+    /// native-pubsub patch: the server answered with HTTP (its bytes start "HTTP/"), not MQTT.
+    #[error("The server answered with HTTP, not MQTT")]
+    HttpAnswer,
     #[error("Cannot send packet of size '{pkt_size:?}'. It's greater than the broker's maximum packet size of: '{max:?}'")]
     OutgoingPacketTooLarge { pkt_size: usize, max: usize },
 }

@@ -5,6 +5,8 @@ use super::{Error, Packet};
 
 /// native-pubsub patch: the most the decoder reserves for a packet before its bytes arrive.
 const MAX_RESERVE: usize = 64 * 1024;
+/// native-pubsub patch: how every HTTP response starts.
+const HTTP_ANSWER: &[u8] = b"HTTP/";
 
 /// MQTT v4 codec
 #[derive(Debug, Clone)]
@@ -20,6 +22,12 @@ impl Decoder for Codec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        // native-pubsub patch: a web server's answer (an mqtt:// URL pointed at a WebSocket
+        // port) is not read as a packet: 'H' (0x48) would be a PUBACK whose reserved flags are
+        // set, which MQTT 3.1.1 calls malformed, and the rest its remaining length and body.
+        if src.first() == Some(&b'H') && src.starts_with(HTTP_ANSWER) {
+            return Err(Error::HttpAnswer);
+        }
         match Packet::read(src, self.max_incoming_size) {
             Ok(packet) => Ok(Some(packet)),
             Err(Error::InsufficientBytes(b)) => {
