@@ -174,7 +174,8 @@ test('with no credentials anywhere, connecting fails quickly with ERR_CREDENTIAL
   // The chain's list of the providers it tried comes whole: before, the instance-metadata
   // provider's name was masked as if it were a secret (it has 19 characters and a digit), and the
   // text was cut at 500 characters in the middle of a word ("…AWS_EC2_METADATA_DISAB…").
-  t.regex(result.message, /\n {2}Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`$/)
+  // (Then the hint that the gateway's host is not an AWS host.)
+  t.regex(result.message, /\n {2}Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`\. The endpoint's host '127\.0\.0\.1' is not an AWS host: /)
   for (const provider of ['Environment', 'Profile', 'WebIdentityToken', 'EcsContainer']) t.regex(result.message, new RegExp(`\n {2}${provider}: `))
   t.notRegex(result.message, /\[redacted\]|…/)
 })
@@ -657,7 +658,8 @@ test('a long credential_process diagnostic is cut at a line break, with a marker
   fs.writeFileSync(env.AWS_CONFIG_FILE, `[default]\ncredential_process = /bin/sh ${script}\n`)
   const result = await firstPublishFailure(t, env)
   t.is(result.code, 'ERR_CREDENTIALS')
-  const match = /^Could not fetch AWS credentials from the default chain: [^]*\ntrace line (\d+): the helper could not reach the vault … \[(\d+) more characters cut\]$/.exec(result.message)
+  // (Then the hint that the gateway's host is not an AWS host.)
+  const match = /^Could not fetch AWS credentials from the default chain: [^]*\ntrace line (\d+): the helper could not reach the vault … \[(\d+) more characters cut\]\. The endpoint's host '127\.0\.0\.1' is not an AWS host: /.exec(result.message)
   t.truthy(match, result.message)
   const shown = Number(match[1])
   t.true(shown > 10 && shown < 60, result.message)

@@ -196,7 +196,9 @@ impl ProfileFiles {
             .iter()
             .map(|(path, _, text)| format!("{}{}", path.display(), if text.is_some() { "" } else { " (not found)" }))
             .collect();
-        Some(redact(
+        // Known secrets only: the paths are ours to show, and a temporary directory's random
+        // name (`…-y6Fr6I/credentials`) has the shape of a secret.
+        Some(mask_known(
             &format!("AWS_PROFILE is '{selected}', but no profile of that name is defined (looked in {}).", looked.join(" and ")),
             known,
         ))
@@ -286,6 +288,17 @@ fn is_camel_case_name(run: &str) -> bool {
     long_word
 }
 
+/// `text` with every `known` secret value replaced by `[redacted]`.
+fn mask_known(text: &str, known: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in known {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    text
+}
+
 /// `text` from outside this process (a credentials function's error, a `credential_process`'s
 /// stderr, a provider's reply) with every `known` secret value, and every run of base64
 /// characters that could be a key, a secret or a token, replaced by `[redacted]`: 16 or more
@@ -294,12 +307,7 @@ fn is_camel_case_name(run: &str) -> bool {
 /// variables') and most paths survive, so a diagnostic such as "run aws sso login" still reaches
 /// the user.
 fn redact(text: &str, known: &[String]) -> String {
-    let mut text = text.to_string();
-    for secret in known {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "[redacted]");
-        }
-    }
+    let text = mask_known(text, known);
     // Without '=': base64 has it only as padding, and `NAME=value` must stay two runs.
     let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/');
     let looks_secret = |run: &str| {
@@ -600,6 +608,9 @@ mod tests {
         assert_eq!(defined.missing_profile_hint(Some("nope"), &[]), None);
         let elsewhere = ProfileFiles { files: vec![(PathBuf::from("credentials"), false, Some("[other]\n".into()))] };
         assert!(elsewhere.missing_profile_hint(Some("nope"), &[]).unwrap().contains("looked in credentials)"));
+        // A temporary directory's random name has the shape of a secret; the path is shown whole.
+        let temporary = ProfileFiles { files: vec![(PathBuf::from("/tmp/native-pubsub-aws-y6Fr6I/credentials"), false, None)] };
+        assert!(temporary.missing_profile_hint(Some("nope"), &[]).unwrap().contains("looked in /tmp/native-pubsub-aws-y6Fr6I/credentials (not found)"));
     }
 
     #[test]
