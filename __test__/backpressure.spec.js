@@ -240,6 +240,60 @@ test('a for await loop that falls behind holds the messages back at the connecti
   await messages.return()
 })
 
+/** Resolves once `count()` has not changed for 300 ms, or has reached `limit`; with its value. */
+async function settledCount(count, limit) {
+  let last = -1
+  for (let now = count(); now !== last && now < limit; await sleep(300)) {
+    last = now
+    now = count()
+  }
+  return count()
+}
+
+test('a for await loop that falls behind holds back every loop of its connection, until it leaves', async (t) => {
+  // Holding back is per connection: a loop that catches up must not let the messages come
+  // again while another one is still behind, whose buffer would then grow without bound.
+  t.timeout(60_000)
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const topic = uniqueTopic('two-loops')
+  const subscriber = openPubSub(t, { endpoint: broker.tcpUrl })
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  // Once the broker has the filter, both loops join it at once: each gets every message after it.
+  await listen(t, subscriber, topic, { qos: 1 })
+  const behind = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+  const catchingUp = subscriber.subscribe(topic, { qos: 1 })[Symbol.asyncIterator]()
+
+  // Small messages: a batch from the connection holds hundreds of them.
+  const N = 50_000
+  const sent = []
+  for (let seq = 0; seq < N; seq++) sent.push(publisher.publish(topic, { seq }, { qos: 1 }))
+  await Promise.all(sent)
+  // Neither loop reads yet: both fall behind, and the connection stops taking messages in.
+  await settledCount(() => subscriber.stats().messagesReceived, N)
+
+  // One loop catches up with everything it can get, while the other stays behind.
+  const seqs = []
+  const reading = (async () => {
+    for (;;) {
+      const { value, done } = await catchingUp.next()
+      if (done) return
+      seqs.push(value.seq)
+    }
+  })()
+  await settledCount(() => seqs.length + subscriber.stats().messagesReceived, 2 * N)
+  const received = subscriber.stats().messagesReceived
+  t.log(`read off the socket while one loop stayed behind: ${received} of ${N} messages`)
+  t.true(received < N / 2, `${received} of ${N} messages were read while a loop stayed behind`)
+
+  // Once the loop behind leaves, the other gets every message, once each, in order.
+  await behind.return()
+  await waitFor(() => seqs.length >= N, 30_000, 'every message to reach the loop that caught up')
+  t.deepEqual(seqs, Array.from({ length: N }, (_, seq) => seq))
+  await catchingUp.return()
+  await reading
+})
+
 test('close() ends a for await loop that falls behind, also when it falls behind after close()', async (t) => {
   t.timeout(30_000)
   const { subscriber, publisher, topic, messages } = await forAwaitLoop(t, 'for-await-close')

@@ -734,6 +734,18 @@ test('a SUBACK failure reaches the observer as ERR_SUBSCRIBE_REFUSED and rejects
   t.true(sub.closed)
 })
 
+test('a script whose only subscription was refused exits by itself once it has handled the error', async (t) => {
+  // A refused subscription is over: it must not keep Node running as a live one does.
+  const run = runScript(
+    t,
+    pubsubScript(`pubsub.subscribe(process.env.FILTER).subscribe({ error: (error) => console.log(error.code) })`),
+    { BROKER: refusingBroker.wsUrl, FILTER: `forbidden/${uniqueTopic('refused-exit')}` },
+  )
+  const { code } = await exitOf(t, run)
+  t.is(code, 0, run.stderr)
+  t.is(run.stdout, 'ERR_SUBSCRIBE_REFUSED\n')
+})
+
 test('a refused subscription leaves the connection usable for permitted ones', async (t) => {
   const pubsub = newPubSub(t, { endpoint: refusingBroker.wsUrl })
   await observerError(pubsub, 'forbidden/topic')

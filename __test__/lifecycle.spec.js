@@ -288,6 +288,23 @@ test('a connection made only to publish stays up: no observer left it', async (t
   t.deepEqual(states, ['Connecting', 'Connected'])
 })
 
+test('unsubscribing again, long after the first time, changes nothing: a connection kept for publishing stays up', async (t) => {
+  const pubsub = newPubSub(t)
+  const states = recordEvents(pubsub, CONNECTION_STATE_CHANGE)
+  const sub = pubsub.subscribe(uniqueTopic('twice')).subscribe({ next() {} })
+  await sub.ready
+  sub.unsubscribe()
+  await waitFor(() => states.length === 4, 5_000, 'Disconnected')
+  // A publish connects again, and no observer is there to leave that connection.
+  await pubsub.publish(uniqueTopic('after-leaving'), 'x', { qos: 1 })
+
+  sub.unsubscribe()
+  // A state change the second call started would be announced before this PUBACK is read.
+  await pubsub.publish(uniqueTopic('after-leaving'), 'y', { qos: 1 })
+  t.deepEqual(states, [...FULL_CYCLE, 'Connecting', 'Connected'])
+  t.is(pubsub.connectionState, 'Connected')
+})
+
 test('the function Hub.listen returns stops that listener, and only that one', async (t) => {
   const pubsub = newPubSub(t)
   const stopped = []
@@ -307,6 +324,20 @@ test('the function Hub.listen returns stops that listener, and only that one', a
   await waitFor(() => kept.length === 4, 5_000, 'the kept listener to see Disconnected')
   t.deepEqual(kept, FULL_CYCLE)
   t.deepEqual(stopped, ['Connecting', 'Connected'], 'nothing after stop()')
+})
+
+test('one function listened with twice is two listeners: it is called twice, and each stop function stops one of them', (t) => {
+  const channel = uniqueTopic('hub-twice')
+  const calls = []
+  const listener = (capsule) => calls.push(capsule.payload)
+  const stopFirst = Hub.listen(channel, listener)
+  const stopSecond = Hub.listen(channel, listener)
+  Hub.dispatch(channel, 'both')
+  stopFirst()
+  Hub.dispatch(channel, 'one left')
+  stopSecond()
+  Hub.dispatch(channel, 'none left')
+  t.deepEqual(calls, ['both', 'both', 'one left'])
 })
 
 // ------------------------------------------------------------------------------- close()
@@ -480,6 +511,25 @@ test("without an 'invalidPayload' listener, payloads that are not JSON make one 
   t.is(pubsub.stats().dropped.invalidPayload, 2)
   t.is(warnings.length, 1)
   t.regex(warnings[0].message, /not valid JSON.*Listen for 'invalidPayload' events to see each one/)
+})
+
+test("a message that is not JSON is one 'invalidPayload' and one dropped message however many JSON observers it had", async (t) => {
+  const topic = uniqueTopic('invalid-json-observers')
+  const pubsub = newPubSub(t)
+  const invalid = recordEvents(pubsub, 'invalidPayload')
+  const first = await listen(t, pubsub, topic)
+  const second = await listen(t, pubsub, `${topic}/#`)
+  const asText = await listen(t, pubsub, topic, { format: 'string' })
+
+  const { client: outsider } = await mqttJs(t, broker.wsUrl)
+  await outsider.publishAsync(topic, 'not json {', { qos: 1 })
+  // The observer of format 'string' gets the message in the same delivery as the JSON observers.
+  await waitFor(() => asText.values.length === 1, 5_000, 'the message as text')
+
+  t.deepEqual(asText.values, ['not json {'])
+  t.is(invalid.length, 1, 'one event for the message, not one per observer')
+  t.is(pubsub.stats().dropped.invalidPayload, 1)
+  t.deepEqual([...first.values, ...second.values], [])
 })
 
 test("a JSON payload whose bytes are not UTF-8 is reported as 'invalidPayload', not delivered with U+FFFD in it", async (t) => {

@@ -4,7 +4,7 @@
 // tests see exactly which SUBSCRIBE and UNSUBSCRIBE packets arrive.
 const test = require('ava')
 const { TOPIC } = require('../mqtt.js')
-const { useAedes } = require('./helpers/aedes.js')
+const { useAedes, startAedes } = require('./helpers/aedes.js')
 const { freePort } = require('./helpers/mosquitto.js')
 const { topicNamer, pubsubOn, receiver, observe, subscribed, plain } = require('./helpers/pubsub.js')
 
@@ -108,6 +108,25 @@ test('.subscribe(nextFn) takes a bare function as the next callback', async (t) 
   t.is(typeof subscription.unsubscribe, 'function')
 })
 
+test('an observer without next (only error or complete) is given no messages, and that is no callback error', async (t) => {
+  const topic = uniqueTopic('no-next')
+  const pubsub = newPubSub(t)
+  const callbackErrors = []
+  pubsub.on('callbackError', (error) => callbackErrors.push(error))
+  let completed = 0
+  const withoutNext = pubsub.subscribe(topic).subscribe({ error() {}, complete: () => completed++ })
+  const inbox = await subscribed(pubsub, topic)
+  await withoutNext.ready
+
+  await pubsub.publish(topic, 'for the observer with next', { qos: 1 })
+  // Both observers' share of the message is handed out together: once one has it, so has the other.
+  t.deepEqual(await inbox.take(1), ['for the observer with next'])
+  t.deepEqual(callbackErrors, [])
+
+  await pubsub.close()
+  t.is(completed, 1)
+})
+
 test('.subscribe(next, error, complete) takes three functions, and complete runs when the PubSub closes', async (t) => {
   const topic = uniqueTopic('three-fns')
   const pubsub = newPubSub(t)
@@ -189,6 +208,26 @@ test('for await yields messages that arrived before next() was called, in order'
   t.deepEqual(values, [1, 2, 3])
 })
 
+test('a for await loop whose subscription fails still yields the messages that arrived before, then throws the error', async (t) => {
+  const ownBroker = await startAedes()
+  t.teardown(() => ownBroker.stop())
+  const topic = uniqueTopic('before-failure')
+  const pubsub = newPubSub(t, { endpoint: ownBroker.wsUrl, reconnect: false })
+  const observable = pubsub.subscribe(topic, { qos: 1 })
+  const iterator = observable[Symbol.asyncIterator]()
+  // A second observer of the same filter tells us when the iterator's messages and error have arrived.
+  const witness = observe(observable)
+  await witness.subscription.ready
+  for (let n = 1; n <= 2; n++) await pubsub.publish(topic, n, { qos: 1 })
+  await witness.take(2)
+
+  await ownBroker.stop() // the connection is lost, and without reconnect that is for good
+  await t.throwsAsync(witness.take(3), { code: 'ERR_CONNECTION' })
+  t.deepEqual(await iterator.next(), { value: 1, done: false })
+  t.deepEqual(await iterator.next(), { value: 2, done: false })
+  await t.throwsAsync(iterator.next(), { code: 'ERR_CONNECTION' })
+})
+
 test('next() calls made before messages arrive are answered in order, one message each', async (t) => {
   const topic = uniqueTopic('next-queue')
   const pubsub = newPubSub(t)
@@ -221,6 +260,20 @@ test('return() settles a next() that is still waiting with done: true', async (t
   t.deepEqual(await within(waiting, 2_000, 'the waiting next() to settle'), { value: undefined, done: true })
   await unsubscribedAtBroker
   t.deepEqual(log.unsubscribes, [topic])
+})
+
+test('after return(), next() is done: the messages that were waiting in the loop are dropped', async (t) => {
+  const topic = uniqueTopic('return-buffered')
+  const pubsub = newPubSub(t)
+  const observable = pubsub.subscribe(topic, { qos: 1 })
+  const iterator = observable[Symbol.asyncIterator]()
+  const witness = observe(observable)
+  await witness.subscription.ready
+  for (let n = 1; n <= 2; n++) await pubsub.publish(topic, n, { qos: 1 })
+  await witness.take(2) // the iterator holds both, unread
+
+  t.deepEqual(await iterator.return(), { value: undefined, done: true })
+  t.deepEqual(await iterator.next(), { value: undefined, done: true })
 })
 
 test("['@@observable']() returns the observable itself, for RxJS and zen-observable interop", async (t) => {

@@ -295,3 +295,17 @@ test('a pending publish keeps the script alive until it settles', async (t) => {
   )
   await exitsCleanly(t, run, 'settled\n', 'Node did not exit before the QoS 2 handshake completed')
 })
+
+test('close() in the same tick as a burst of publishes rejects each one with ERR_CLOSED, and the script exits by itself', async (t) => {
+  // The tick's first publish goes to the connection at once; the ones after it still wait in
+  // JS when close() comes. Every one must settle, and none may keep Node running.
+  const run = runPubSubScript(
+    t,
+    `const outcomes = []
+     for (let i = 0; i < 3; i++) pubsub.publish(process.env.TOPIC, i, { qos: 1 }).then(() => outcomes.push('resolved'), (error) => outcomes.push(error.code))
+     pubsub.close()
+     process.on('exit', () => console.log(outcomes.join(' ')))`,
+    { TOPIC: uniqueTopic('close-burst') },
+  )
+  await exitsCleanly(t, run, 'ERR_CLOSED ERR_CLOSED ERR_CLOSED\n')
+})

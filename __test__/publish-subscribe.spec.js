@@ -5,7 +5,7 @@ const test = require('ava')
 const { TOPIC, CONNECTION_STATE_CHANGE } = require('../mqtt.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { startMqttProxy, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
-const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, recordEvents, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, pubsubOn, openPubSub, observe, subscribed, mqttJs, plain, recordEvents, waitFor, sleep, fakeServer } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 
@@ -85,6 +85,24 @@ test('publishing to several topics sends one message per topic and resolves once
   for (const message of messages.slice(0, 3)) {
     t.deepEqual(JSON.parse(message.payload.toString('utf8')), { fanned: true })
   }
+})
+
+test('stats() counts a publish to several topics once per topic, the same while it waits in JS as once the connection holds it', async (t) => {
+  // A server that never answers: the connection stays Connecting and keeps every publish.
+  const pubsub = openPubSub(t, { endpoint: await fakeServer(t, null) })
+  const topics = ['a', 'bb', 'ccc'].map((name) => uniqueTopic(`stats-${name}`))
+  // The tick's first publish goes to the connection at once; the second waits in JS until the tick ends.
+  pubsub.publish(uniqueTopic('stats-first'), 'first', { qos: 1 }).catch(() => {})
+  pubsub.publish(topics, { fanned: true }, { qos: 1 }).catch(() => {})
+  const pending = () => {
+    const { queued, inFlight } = pubsub.stats()
+    return { operations: queued.operations + inFlight.operations, bytes: queued.bytes + inFlight.bytes }
+  }
+  const whileInJs = pending()
+  await new Promise((resolve) => setImmediate(resolve))
+  const onceHandedOver = pending()
+  t.is(onceHandedOver.operations, 1 + topics.length, 'the connection counts one operation per topic')
+  t.deepEqual(whileInJs, onceHandedOver, 'operations and bytes (topic and payload, per topic) as the connection counts them')
 })
 
 test('a publish to hundreds of topics, then a burst of others, reaches each topic once, in order', async (t) => {
@@ -453,6 +471,40 @@ for (const [qos, ackType, ack] of [
     t.is(pubsub.stats().inFlight.operations, 0)
   })
 }
+
+test('a QoS 1 publish to two topics resolves once both PUBACKs are in, not on the first one', async (t) => {
+  let holding = false
+  let acks = 0
+  let held = null
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      // The first PUBACK after the warm-up goes through; the other topic's is held back.
+      if (holding && !fromClient && type === PACKET_TYPE.PUBACK && ++acks === 2) {
+        held = { packet, connection }
+        return false
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url })
+  await pubsub.publish(uniqueTopic('warm-up'), 'connected', { qos: 1 })
+
+  holding = true
+  let outcome = 'pending'
+  const published = pubsub.publish([uniqueTopic('acked'), uniqueTopic('held')], 'both', { qos: 1 }).then(
+    () => (outcome = 'resolved'),
+    (error) => (outcome = `rejected ${error.code}`),
+  )
+  await waitFor(() => held !== null, 5_000, 'the second PUBACK')
+  // A later publish's PUBACK has reached JS, and with it everything read before it.
+  await pubsub.publish(uniqueTopic('after'), 'later', { qos: 1 })
+  t.is(outcome, 'pending', 'settled with one of its topics still unacknowledged')
+
+  held.connection.toClient(held.packet)
+  await published
+  t.is(outcome, 'resolved')
+})
 
 test('a QoS 2 publish whose PUBCOMP is late keeps its packet id: it settles, and so do the 1,100 QoS 1 publishes after it', async (t) => {
   // 1,024 packet ids: the counter wraps back to the QoS 2 publish's id while its PUBCOMP is held

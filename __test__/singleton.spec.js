@@ -566,6 +566,20 @@ test.serial("configured options: the provider's own win (aliases too), each kind
   t.regex(notObject.message, /new MqttOverWSProvider\(options\): options must be an object/)
 })
 
+test.serial('configuring an option again under its other name (endpoint, aws_pubsub_endpoint) replaces it', async (t) => {
+  const [configured, published] = await inChild(
+    t,
+    `PubSub.configure({ PubSub: { endpoint: 'ws://127.0.0.1:1/first' } })
+     print(PubSub.configure({ PubSub: { aws_pubsub_endpoint: process.env.BROKER } }))
+     const provider = new MqttOverWSProvider()
+     await provider.publish('singleton/renamed', 1, { qos: 1 })
+     print({ state: provider.connectionState })
+     await provider.close()`,
+  )
+  t.deepEqual(configured, { aws_pubsub_endpoint: broker.wsUrl }, 'the first name is gone')
+  t.deepEqual(published, { state: 'Connected' })
+})
+
 test.serial('a provider constructed without an endpoint says where to give one', async (t) => {
   const [iot, mqtt] = await inChild(
     t,
