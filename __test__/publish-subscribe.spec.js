@@ -433,54 +433,18 @@ test('a synchronous burst mixing topics, sizes and payload kinds arrives complet
 
 // When a publish settles: QoS 1 on the broker's PUBACK, QoS 2 on its PUBCOMP, never earlier
 // (once written, or on PUBREC), for a caller that awaits it to know the broker has the message.
-for (const [qos, ackType, ack] of [
-  [1, 4, 'PUBACK'],
-  [2, 7, 'PUBCOMP'],
-]) {
-  test(`a QoS ${qos} publish resolves on its ${ack}, not before`, async (t) => {
-    let holding = false
-    let held = null
-    const proxy = await startMqttProxy({
-      targetPort: broker.tcpPort,
-      onPacket({ fromClient, type, packet, connection }) {
-        if (holding && held === null && !fromClient && type === ackType) {
-          held = { packet, connection }
-          return false
-        }
-      },
-    })
-    t.teardown(() => proxy.stop())
-    const pubsub = openPubSub(t, { endpoint: proxy.url })
-    await pubsub.publish(uniqueTopic('warm-up'), 'connected', { qos: 1 })
-
-    holding = true
-    let outcome = 'pending'
-    const published = pubsub.publish(uniqueTopic(`until-${ack}`), 'held', { qos }).then(
-      () => (outcome = 'resolved'),
-      (error) => (outcome = `rejected ${error.code}`),
-    )
-    await waitFor(() => held !== null, 5_000, `the broker's ${ack}`)
-    // A later publish's PUBACK, read after everything the broker sent before it (the PUBREC of
-    // QoS 2 too), has reached JS: had the first publish settled on any of that, it would have.
-    await pubsub.publish(uniqueTopic('after'), 'later', { qos: 1 })
-    t.is(outcome, 'pending', `settled without its ${ack}`)
-
-    held.connection.toClient(held.packet)
-    await published
-    t.is(outcome, 'resolved')
-    t.is(pubsub.stats().inFlight.operations, 0)
-  })
-}
-
-test('a QoS 1 publish to two topics resolves once both PUBACKs are in, not on the first one', async (t) => {
+/**
+ * An instance connected through a proxy (one QoS 1 publish made) that, from then on, holds back
+ * the first packet from the broker for which `holds(type)` is true: `isHeld()` tells when it has,
+ * and `release()` sends it on.
+ */
+async function pubsubWithHeldAck(t, holds) {
   let holding = false
-  let acks = 0
   let held = null
   const proxy = await startMqttProxy({
     targetPort: broker.tcpPort,
     onPacket({ fromClient, type, packet, connection }) {
-      // The first PUBACK after the warm-up goes through; the other topic's is held back.
-      if (holding && !fromClient && type === PACKET_TYPE.PUBACK && ++acks === 2) {
+      if (holding && held === null && !fromClient && holds(type)) {
         held = { packet, connection }
         return false
       }
@@ -489,21 +453,53 @@ test('a QoS 1 publish to two topics resolves once both PUBACKs are in, not on th
   t.teardown(() => proxy.stop())
   const pubsub = openPubSub(t, { endpoint: proxy.url })
   await pubsub.publish(uniqueTopic('warm-up'), 'connected', { qos: 1 })
-
   holding = true
-  let outcome = 'pending'
-  const published = pubsub.publish([uniqueTopic('acked'), uniqueTopic('held')], 'both', { qos: 1 }).then(
-    () => (outcome = 'resolved'),
-    (error) => (outcome = `rejected ${error.code}`),
+  return { pubsub, isHeld: () => held !== null, release: () => held.connection.toClient(held.packet) }
+}
+
+/** `publish`'s outcome so far: 'pending', 'resolved' or 'rejected <code>'; `settled` when it is not pending. */
+function outcomeOf(publish) {
+  const outcome = { now: 'pending' }
+  outcome.settled = publish.then(
+    () => (outcome.now = 'resolved'),
+    (error) => (outcome.now = `rejected ${error.code}`),
   )
-  await waitFor(() => held !== null, 5_000, 'the second PUBACK')
+  return outcome
+}
+
+for (const [qos, ackType, ack] of [
+  [1, PACKET_TYPE.PUBACK, 'PUBACK'],
+  [2, PACKET_TYPE.PUBCOMP, 'PUBCOMP'],
+]) {
+  test(`a QoS ${qos} publish resolves on its ${ack}, not before`, async (t) => {
+    const { pubsub, isHeld, release } = await pubsubWithHeldAck(t, (type) => type === ackType)
+    const outcome = outcomeOf(pubsub.publish(uniqueTopic(`until-${ack}`), 'held', { qos }))
+    await waitFor(isHeld, 5_000, `the broker's ${ack}`)
+    // A later publish's PUBACK, read after everything the broker sent before it (the PUBREC of
+    // QoS 2 too), has reached JS: had the first publish settled on any of that, it would have.
+    await pubsub.publish(uniqueTopic('after'), 'later', { qos: 1 })
+    t.is(outcome.now, 'pending', `settled without its ${ack}`)
+
+    release()
+    await outcome.settled
+    t.is(outcome.now, 'resolved')
+    t.is(pubsub.stats().inFlight.operations, 0)
+  })
+}
+
+test('a QoS 1 publish to two topics resolves once both PUBACKs are in, not on the first one', async (t) => {
+  // The first PUBACK after the warm-up goes through; the other topic's is held back.
+  let acks = 0
+  const { pubsub, isHeld, release } = await pubsubWithHeldAck(t, (type) => type === PACKET_TYPE.PUBACK && ++acks === 2)
+  const outcome = outcomeOf(pubsub.publish([uniqueTopic('acked'), uniqueTopic('held')], 'both', { qos: 1 }))
+  await waitFor(isHeld, 5_000, 'the second PUBACK')
   // A later publish's PUBACK has reached JS, and with it everything read before it.
   await pubsub.publish(uniqueTopic('after'), 'later', { qos: 1 })
-  t.is(outcome, 'pending', 'settled with one of its topics still unacknowledged')
+  t.is(outcome.now, 'pending', 'settled with one of its topics still unacknowledged')
 
-  held.connection.toClient(held.packet)
-  await published
-  t.is(outcome, 'resolved')
+  release()
+  await outcome.settled
+  t.is(outcome.now, 'resolved')
 })
 
 test('a QoS 2 publish whose PUBCOMP is late keeps its packet id: it settles, and so do the 1,100 QoS 1 publishes after it', async (t) => {
