@@ -161,6 +161,29 @@ test('subscriptions are renewed before the publishes queued while down go out', 
   t.deepEqual(plain((await inbox.take(1))[0]), { queued: true })
 })
 
+test('a filter left by its last observer and subscribed again while the connection is down still receives once it is back', async (t) => {
+  const { pubsub, topic, inbox, reconnect } = await disconnected(t)
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  // Another subscription keeps the connection wanted, as on a server with many.
+  pubsub.subscribe(uniqueTopic('stays'), { qos: 1 }).subscribe({ next() {} })
+  // The last observer of `topic` leaves (an UNSUBSCRIBE waits for the connection) and another
+  // observer takes the filter again (a SUBSCRIBE waits after it).
+  inbox.sub.unsubscribe()
+  const again = observe(pubsub.subscribe(topic, { qos: 1 }))
+  t.teardown(() => again.subscription.unsubscribe())
+  // A failed attempt takes the waiting requests back, as a loss does.
+  await waitFor(() => disruptions.length >= 1, 10_000, 'a failed attempt')
+  reconnect()
+  await again.subscription.ready
+  const other = await mqttJs(t, sharedBroker.tcpUrl)
+  await sleep(200)
+  await other.client.publishAsync(topic, JSON.stringify('back'), { qos: 1 })
+  // Before, the renewal's SUBSCRIBE went first and the stale UNSUBSCRIBE after it: the broker
+  // dropped the subscription, and nothing reached the observer ever again (the soak test found it).
+  t.deepEqual(await again.take(1), ['back'])
+  t.deepEqual(again.errors, [])
+})
+
 test('a frozen broker (SIGSTOP) is detected within 1.5 x keepAlive, and the connection comes back when it thaws', async (t) => {
   const broker = await ownBroker(t)
   const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, keepAlive: 1, reconnect: FAST })
