@@ -3,7 +3,11 @@
 // time and samples its own memory and handles, to find what grows. Not part of `npm test`.
 //
 //   node bench/soak.js [--minutes 10] [--restart-every 60] [--rate 3000] [--sample-every 10]
-//                      [--warmup <minutes>] [--json <file>]
+//                      [--warmup <minutes>] [--json <file>] [--snapshots <dir>]
+//
+// --json writes every sample and total; --snapshots writes V8 heap snapshots at the end of the
+// warm-up and at the end of the run (before closing), to compare in Chrome DevTools when
+// heapUsed grows.
 //
 // It starts Debian's mosquitto on loopback (__test__/helpers/mosquitto.js: a websockets and an
 // MQTT listener on free ports) and stops it on every exit (end, failure, Ctrl-C; the helper's
@@ -51,17 +55,18 @@ const { monitorEventLoopDelay } = require('node:perf_hooks')
 // ------------------------------------------------------------------------------- arguments
 
 function parseArgs(argv) {
-  const args = { minutes: 10, restartEvery: 60, rate: 3000, sampleEvery: 10, warmup: null, json: null }
-  const names = { '--minutes': 'minutes', '--restart-every': 'restartEvery', '--rate': 'rate', '--sample-every': 'sampleEvery', '--warmup': 'warmup', '--json': 'json' }
+  const args = { minutes: 10, restartEvery: 60, rate: 3000, sampleEvery: 10, warmup: null, json: null, snapshots: null }
+  const names = { '--minutes': 'minutes', '--restart-every': 'restartEvery', '--rate': 'rate', '--sample-every': 'sampleEvery', '--warmup': 'warmup', '--json': 'json', '--snapshots': 'snapshots' }
+  const paths = ['json', 'snapshots']
   for (let i = 0; i < argv.length; i++) {
     const key = names[argv[i]]
     if (!key || i + 1 >= argv.length) {
-      console.error(`usage: node bench/soak.js [--minutes N] [--restart-every S] [--rate MSG_PER_S] [--sample-every S] [--warmup MIN] [--json FILE]\n(unknown or incomplete argument ${argv[i]})`)
+      console.error(`usage: node bench/soak.js [--minutes N] [--restart-every S] [--rate MSG_PER_S] [--sample-every S] [--warmup MIN] [--json FILE] [--snapshots DIR]\n(unknown or incomplete argument ${argv[i]})`)
       process.exit(1)
     }
     const value = argv[++i]
-    args[key] = key === 'json' ? value : Number(value)
-    if (key !== 'json' && !(args[key] >= 0)) {
+    args[key] = paths.includes(key) ? value : Number(value)
+    if (!paths.includes(key) && !(args[key] >= 0)) {
       console.error(`${argv[i - 1]} must be a number >= 0`)
       process.exit(1)
     }
@@ -784,6 +789,14 @@ async function measure(counters = {}) {
   return sample
 }
 
+/** Writes a V8 heap snapshot `<dir>/soak-<pid>-<name>.heapsnapshot`; returns its path. */
+function snapshot(name) {
+  fs.mkdirSync(ARGS.snapshots, { recursive: true })
+  const file = require('node:v8').writeHeapSnapshot(path.join(ARGS.snapshots, `soak-${process.pid}-${name}.heapsnapshot`))
+  process.stderr.write(`heap snapshot: ${file}\n`)
+  return file
+}
+
 // ------------------------------------------------------------------------------ the verdict
 
 function linearFit(xs, ys) {
@@ -1088,6 +1101,7 @@ async function workload() {
   loops.push(instanceChurn(1), instanceChurn(2))
 
   // Sampling.
+  let warmupSnapshot = null
   let lastSampleAt = Date.now()
   const end = started + ARGS.minutes * 60_000
   while (running) {
@@ -1101,6 +1115,7 @@ async function workload() {
     lastMessages = count.received
     lastSampleAt = now
     samples.push(sample)
+    if (ARGS.snapshots && !warmupSnapshot && sample.t >= ARGS.warmup * 60) warmupSnapshot = snapshot('warmup')
     process.stderr.write(
       `[${clock(sample.t * 1000)}] rss ${fmt(sample.rss)} MB (anon ${fmt(sample.rssAnon)}, outside V8 ${fmt(sample.nativeAnon)}), heap ${fmt(sample.heapUsed, 2)} MB, ext ${fmt(sample.external, 2)} MB, ` +
         `fds ${sample.fds}, threads ${sample.threads}, resources ${sample.resources}, alive ${sample.instancesAlive}, ${Math.round(sample.msgRate)} msg/s, ` +
@@ -1109,6 +1124,7 @@ async function workload() {
     if (Date.now() >= end - 500) requestStop()
   }
 
+  if (ARGS.snapshots) snapshot('end')
   // Wind down: stop publishing, let what is on its way arrive, close everything.
   process.stderr.write('stopping: waiting for the loops and for what is in flight\n')
   clearInterval(publishTimer)
