@@ -161,6 +161,29 @@ test('subscriptions are renewed before the publishes queued while down go out', 
   t.deepEqual(plain((await inbox.take(1))[0]), { queued: true })
 })
 
+test('a filter left by its last observer and subscribed again while the connection is down still receives once it is back', async (t) => {
+  const { pubsub, topic, inbox, reconnect } = await disconnected(t)
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  // Another subscription keeps the connection wanted, as on a server with many.
+  pubsub.subscribe(uniqueTopic('stays'), { qos: 1 }).subscribe({ next() {} })
+  // The last observer of `topic` leaves (an UNSUBSCRIBE waits for the connection) and another
+  // observer takes the filter again (a SUBSCRIBE waits after it).
+  inbox.sub.unsubscribe()
+  const again = observe(pubsub.subscribe(topic, { qos: 1 }))
+  t.teardown(() => again.subscription.unsubscribe())
+  // A failed attempt takes the waiting requests back, as a loss does.
+  await waitFor(() => disruptions.length >= 1, 10_000, 'a failed attempt')
+  reconnect()
+  await again.subscription.ready
+  const other = await mqttJs(t, sharedBroker.tcpUrl)
+  await sleep(200)
+  await other.client.publishAsync(topic, JSON.stringify('back'), { qos: 1 })
+  // Before, the renewal's SUBSCRIBE went first and the stale UNSUBSCRIBE after it: the broker
+  // dropped the subscription, and nothing reached the observer ever again (the soak test found it).
+  t.deepEqual(await again.take(1), ['back'])
+  t.deepEqual(again.errors, [])
+})
+
 test('a frozen broker (SIGSTOP) is detected within 1.5 x keepAlive, and the connection comes back when it thaws', async (t) => {
   const broker = await ownBroker(t)
   const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, keepAlive: 1, reconnect: FAST })
@@ -934,3 +957,35 @@ for (const transport of ['tcpUrl', 'wsUrl']) {
     t.true(error.message.includes(`'${clientId}'`), error.message)
   })
 }
+
+test('connections that end by themselves in between are not a client id takeover: a broker restart now and then over a long life is survived', async (t) => {
+  const broker = await ownBroker(t)
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  /** The errors of the subscriptions' observers. */
+  const errors = []
+  // A server whose subscriptions come and go (the connection ends when the last one leaves),
+  // where the broker restarts three times, each time a few seconds into a connection. Before,
+  // the three losses counted as kicks in a row (nothing in between ended the streak), and the
+  // third failed everything with ERR_CLIENT_ID_TAKEOVER (the soak test found it: an instance
+  // of for-await loops on a random client id, after 14 minutes of broker restarts every ~60 s).
+  for (let round = 0; round < 4; round++) {
+    const inbox = observe(pubsub.subscribe(uniqueTopic('comes-and-goes'), { qos: 1 }))
+    await waitFor(() => states.at(-1) === 'Connected', 10_000, 'Connected')
+    if (round < 3) {
+      const before = states.length
+      await broker.restart({ signal: 'SIGTERM' })
+      await waitFor(() => states.indexOf('Connected', before) !== -1 || inbox.errors.length > 0, 10_000, 'Connected again, or an error')
+      if (inbox.errors.length > 0) {
+        errors.push(...inbox.errors)
+        break
+      }
+    }
+    await inbox.subscription.ready
+    inbox.subscription.unsubscribe()
+    await waitFor(() => states.at(-1) === 'Disconnected', 5_000, 'Disconnected')
+    errors.push(...inbox.errors)
+  }
+  t.deepEqual(errors.map((error) => error.code), [])
+  t.is(pubsub.stats().reconnects, 3)
+})

@@ -85,6 +85,9 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
         match serve(&shared, &mut eventloop).await {
             End::Closed => break,
             End::Idle => {
+                if let Some(backoff) = backoff.as_mut() {
+                    backoff.ended_by_us();
+                }
                 discard_buffered_events(&shared, &mut shared.core.lock(), &mut eventloop);
                 say_goodbye(&shared, &mut eventloop).await;
                 let mut core = shared.core.lock();

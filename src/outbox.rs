@@ -526,6 +526,13 @@ impl Outbox {
     /// The connection is back: renews `subscriptions` first, then sends what waited. The
     /// suspects go last, one per SUBSCRIBE.
     pub fn release(&mut self, client: &AsyncClient, subscriptions: Vec<(String, QoS)>) {
+        // A filter renewed has observers: an UNSUBSCRIBE of it still waiting is from before they
+        // came (its last observer left and another took it again while the connection was down).
+        // Sent after the renewal, it would end the subscription they are waiting on.
+        if !subscriptions.is_empty() {
+            let renewed: HashSet<&str> = subscriptions.iter().map(|(filter, _)| filter.as_str()).collect();
+            self.backlog.retain(|request| !matches!(request, Request::Unsubscribe { filter } if renewed.contains(filter.as_str())));
+        }
         for request in self.renewal(subscriptions).into_iter().rev() {
             if let Request::Subscribe { filters } = &request {
                 self.count_subscribing(filters);
@@ -1098,6 +1105,32 @@ mod tests {
         outbox.on_outgoing(&Outgoing::Subscribe(3));
         assert_eq!(outbox.on_incoming(&granted(3)), subscribed_a());
         assert!(outbox.is_idle() && outbox.subscribing.is_empty());
+    }
+
+    #[test]
+    fn an_unsubscribe_from_before_its_filter_was_subscribed_again_is_not_sent_after_the_renewal() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        // Lost: requests wait. The last observer of "a" leaves and another takes it again; the
+        // last observer of "c" leaves for good.
+        outbox.requeue(Vec::new(), |_| true, None);
+        outbox.submit(&client, Request::Unsubscribe { filter: "a".into() });
+        outbox.submit(&client, Request::Subscribe { filters: vec![("a".into(), QoS::AtLeastOnce)] });
+        outbox.submit(&client, Request::Unsubscribe { filter: "c".into() });
+        // An attempt fails: the SUBSCRIBE is dropped (the renewal covers it), the UNSUBSCRIBEs wait.
+        outbox.requeue(Vec::new(), |_| true, None);
+        outbox.release(&client, vec![("a".into(), QoS::AtLeastOnce), ("b".into(), QoS::AtLeastOnce)]);
+        let sent: Vec<String> = outbox
+            .in_channel
+            .iter()
+            .map(|sent| match sent {
+                Sent::Subscribe { filters } => format!("SUBSCRIBE {}", filters.join(" ")),
+                Sent::Unsubscribe { filter } => format!("UNSUBSCRIBE {filter}"),
+                Sent::Publish { op, .. } => format!("PUBLISH {op}"),
+            })
+            .collect();
+        // Before, "UNSUBSCRIBE a" followed the renewal, and the broker dropped "a" for good.
+        assert_eq!(sent, ["SUBSCRIBE a b", "UNSUBSCRIBE c"]);
     }
 
     /// A SUBSCRIBE of `filters` in rumqttc's channel, counted as `submit` counts it.

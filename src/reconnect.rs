@@ -201,6 +201,14 @@ impl Backoff {
         Duration::from_millis(min + random_below(cap - min + 1))
     }
 
+    /// We ended the connection (DISCONNECT: nobody subscribed, nothing pending). The broker did
+    /// not close it, so the connections it closed soon after accepting them are no longer in a
+    /// row: a takeover's twin kicks every connection. Otherwise an instance whose connections
+    /// come and go would be called taken over after any three broker restarts over its life.
+    pub fn ended_by_us(&mut self) {
+        self.kicked.reset();
+    }
+
     /// A connection ended after lasting `lasted`; `closed_by_broker` when the broker closed it
     /// without an error of ours or the network's; `unacknowledged`: the oldest publish and the
     /// oldest SUBSCRIBE written on it and not acknowledged, when the far end closed or reset it
@@ -316,6 +324,18 @@ mod tests {
         assert_eq!(kick(&mut backoff, true, written(1)), Verdict::Transient);
         assert_eq!(kick(&mut backoff, true, written(2)), Verdict::Transient);
         assert_eq!(kick(&mut backoff, true, written(3)), Verdict::Takeover);
+    }
+
+    #[test]
+    fn kicks_with_a_connection_we_ended_in_between_are_not_a_takeover() {
+        let mut backoff = Backoff::new(policy());
+        for _ in 0..5 {
+            assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
+            backoff.ended_by_us();
+        }
+        kick(&mut backoff, true, Unacknowledged::default());
+        kick(&mut backoff, true, Unacknowledged::default());
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Takeover, "three in a row still are");
     }
 
     #[test]
