@@ -43,7 +43,10 @@
 // A metric is flagged GROWS when its Theil-Sen slope is over the metric's threshold AND the fit
 // says the rise is steady (r² >= 0.5); a slope over the threshold with a poor fit is shown as
 // "noisy", to be watched on a longer run. Short runs extrapolate: 1 MB over an 8-minute window
-// is 7.5 MB/h. Exit code 0: nothing flagged; 2: growth flagged; 3: workload problems (losses
+// is 7.5 MB/h, and on this machine malloc's memory (RSS outside V8) rises for the first ~10 min
+// before it levels off: a 10-minute run judges handles, threads and V8's heap well, RSS only
+// roughly (run 2 of bench/FINDINGS.md "Soak runs" flagged its warm-up); use --minutes 30 or
+// more for RSS. Exit code 0: nothing flagged; 2: growth flagged; 3: workload problems (losses
 // outside restarts, unsettled promises, unexpected errors, handles left after close); 1: failure.
 const fs = require('node:fs')
 const net = require('node:net')
@@ -869,7 +872,14 @@ function table(headers, rows) {
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
 }
 
+let machineLine = null
+/** The machine, Node and the git commit, as at the start of the run. */
 function machine() {
+  machineLine ??= describeMachine()
+  return machineLine
+}
+
+function describeMachine() {
   const cpus = os.cpus()
   let distro = ''
   try {
@@ -957,6 +967,10 @@ function report({ samples, baseline, after, streams, started, ended, reconnects 
   )
   say(`  resources left over by type: ${JSON.stringify(resourceDiff)}; after: ${JSON.stringify(after.resourceTypes)}`)
   say()
+  const windowMin = kept.length > 1 ? (kept[kept.length - 1].t - kept[0].t) / 60 : 0
+  if (windowMin < 20) {
+    say(`Note: the trends cover ${fmt(windowMin)} min. malloc's memory (RSS outside V8) keeps rising for the first ~10 min of a run before it levels off (bench/FINDINGS.md, "Soak runs"): an RSS slope from under 20 min is that warm-up as often as not; run --minutes 30 or more for a verdict on RSS.`)
+  }
   const grows = rows.filter((r) => r.verdict === 'GROWS')
   const noisy = rows.filter((r) => r.verdict === 'noisy')
   const leftOver = after.fds > baseline.fds || after.threads > baseline.threads || after.instancesAlive > 0
@@ -1038,9 +1052,9 @@ async function workload() {
     streamSubscriptions.push(subscription)
     await subscription.ready
   }
-  // A second observer of A0's filter (not an overlapping wildcard: mosquitto sends a copy per
-  // matching subscription), on B observers whose callbacks throw or reject every 50th message
-  // (callbackError), and one on A that gets text that is not JSON (invalidPayload).
+  // A second observer of A0's filter (it must see exactly what the first sees), on B observers
+  // whose callbacks throw or reject every 50th message (callbackError), and one on A that gets
+  // text that is not JSON (invalidPayload).
   let secondSeen = 0
   streamSubscriptions.push(a.subscribe(streams[0].topic).subscribe({ next: () => secondSeen++ }))
   let thrown = 0
@@ -1160,6 +1174,7 @@ async function main() {
   deadPort = deadServer.address().port
   process.stderr.write(`mosquitto ${broker.pid()} on ${broker.wsUrl} and ${broker.tcpUrl}; ${ARGS.minutes} min\n`)
 
+  machine()
   // Before anything: the addon is loaded, no instance made.
   const baseline = await measure()
   const { samples, started, reconnects, streams } = await workload()
