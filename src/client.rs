@@ -426,10 +426,15 @@ impl Drop for Client {
     }
 }
 
+/// The most bytes a PUBLISH of `payload_bytes` to `topic` takes: fixed header (5) + topic
+/// length (2) + topic + packet id (2) + payload.
+fn publish_packet_bytes(topic: &str, payload_bytes: usize) -> usize {
+    payload_bytes + topic.len() + 9
+}
+
 /// Whether a publish of `payload_bytes` to `topic` fits in one MQTT packet.
 fn check_packet_size(topic: &str, payload_bytes: usize) -> Result<()> {
-    // Fixed header (5) + topic length (2) + topic + packet id (2) must fit too.
-    let packet = payload_bytes + topic.len() + 9;
+    let packet = publish_packet_bytes(topic, payload_bytes);
     if packet > MAX_PACKET_BYTES {
         return Err(PubSubError::Payload(format!(
             "The message is {payload_bytes} bytes: with its topic ({} bytes) and the headers, it needs an MQTT packet of {packet} bytes, and MQTT allows at most {MAX_PACKET_BYTES}",
@@ -443,7 +448,7 @@ fn check_packet_size(topic: &str, payload_bytes: usize) -> Result<()> {
 /// `MAX_WEBSOCKET_PACKET_BYTES` cannot be received: the connection would drop as it arrived, and
 /// a QoS 1/2 publish, unacknowledged, would go again after each reconnect, for ever.
 fn check_own_echo(subs: &Subscriptions, topic: &str, payload_bytes: usize) -> Result<()> {
-    let packet = payload_bytes + topic.len() + 9;
+    let packet = publish_packet_bytes(topic, payload_bytes);
     if packet <= MAX_WEBSOCKET_PACKET_BYTES {
         return Ok(());
     }
