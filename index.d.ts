@@ -94,7 +94,7 @@ export type MessageFormat = 'json' | 'string' | 'binary' | 'message'
 export type PublishMessage = unknown
 
 export interface PublishOptions {
-  /** 0 resolves once written, 1 on PUBACK, 2 on PUBCOMP. Default 0. */
+  /** 0 resolves once written, 1 on PUBACK, 2 on PUBCOMP. Default 0. AWS IoT Core takes 0 and 1 only. */
   qos?: Qos
   /** Ask the broker to keep the message for later subscribers. Default false. */
   retain?: boolean
@@ -103,7 +103,7 @@ export interface PublishOptions {
 }
 
 export interface SubscribeOptions {
-  /** Default 0. */
+  /** Default 0. AWS IoT Core takes 0 and 1 only. */
   qos?: Qos
   /** How `next` receives payloads. Default 'json'. */
   format?: MessageFormat

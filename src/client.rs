@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use rumqttc::{AsyncClient, NetworkOptions, QoS};
 use tokio::sync::Notify;
 
+use crate::aws_iot_limits::{self, QosOf};
 use crate::connection::{self, ConnectionState};
 use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
@@ -296,8 +297,16 @@ impl Client {
         }
         let qos = parse_qos(publish.qos)?;
         let payload = publish.payload;
+        let aws_iot = self.shared.aws.is_some();
+        if aws_iot {
+            aws_iot_limits::check_qos(qos, QosOf::Publish)?;
+            aws_iot_limits::check_payload(payload.len())?;
+        }
         for topic in publish.topics() {
             validate_topic(topic)?;
+            if aws_iot {
+                aws_iot_limits::check_topic(topic)?;
+            }
             check_packet_size(topic, payload.len())?;
             if self.shared.options.endpoint.is_websocket() {
                 check_own_echo(&core.subs, topic, payload.len())?;
@@ -343,8 +352,15 @@ impl Client {
         if filters.is_empty() {
             return Err(PubSubError::InvalidTopic("subscribe needs at least one topic".into()));
         }
+        let aws_iot = self.shared.aws.is_some();
+        if aws_iot {
+            aws_iot_limits::check_qos(qos, QosOf::Subscription)?;
+        }
         for filter in &filters {
             validate_filter(filter)?;
+            if aws_iot {
+                aws_iot_limits::check_filter(filter)?;
+            }
         }
         let mut core = self.shared.core.lock();
         if core.closed {

@@ -132,7 +132,7 @@ fn refused_publish(publish: &Written, options: &ClientOptions) -> PubSubError {
         options,
         &format!("this publish to '{}'", publish.topic),
         REFUSED_PUBLISH_STREAK,
-        "AWS IoT does this for a message over its 128 KB limit, or one its IoT policy does not allow (iot:Publish on the topic)",
+        "AWS IoT does this for a publish its IoT policy does not allow (iot:Publish on the topic)",
         "brokers do this for a packet over their maximum packet size (mosquitto's max_packet_size, for one), or one \
          their access rules refuse",
     );

@@ -3,6 +3,7 @@
 //! filter_index (the filters a topic matches), outbox (ack correlation), delivery (batched
 //! events to JS), topic, tls, errors.
 
+mod aws_iot_limits;
 mod client;
 mod connection;
 mod credentials;

@@ -7,6 +7,7 @@ use rumqttc::{LastWill, MqttOptions, QoS, Transport};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::aws_iot_limits::{self, QosOf};
 use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
 use crate::outbox::{Load, SubscribeLimit, MAX_SUBSCRIBE_BYTES};
@@ -23,9 +24,6 @@ pub const MAX_WEBSOCKET_PACKET_BYTES: usize = 16 << 20;
 /// packet id up front, for every connection: 32,767 would cost 2 MiB each; 1,024 costs 64 KiB and
 /// still keeps loopback QoS 1 bursts from waiting on acks. More wait in the outbox's backlog.
 const MAX_INFLIGHT: u16 = 1_024;
-/// AWS IoT Core's quota of topic filters in one SUBSCRIBE: it closes the connection of a client
-/// that sends more (a hard limit).
-const AWS_IOT_FILTERS_PER_SUBSCRIBE: usize = 8;
 
 /// Options both providers take. The generic one accepts the region aliases too, unused, so
 /// that Amplify setup code pasted as is keeps working.
@@ -306,9 +304,6 @@ const SIGV4_QUERY_PARAMS: &[&str] = &[
     "X-Amz-Signature",
     "X-Amz-Security-Token",
 ];
-
-/// AWS IoT's fixed limit on the MQTT client id, in bytes.
-const IOT_MAX_CLIENT_ID_BYTES: usize = 128;
 
 /// `raw` refused for `why`, shown without its `user:password@` part or presigned secrets.
 fn invalid_endpoint(raw: &str, why: &str) -> PubSubError {
@@ -701,10 +696,11 @@ impl ClientOptions {
             }
             // AWS IoT's limit cannot be raised; it closes the connection after such a CONNECT,
             // which looks like a policy refusal.
-            Some(id) if provider == Provider::Iot && id.len() > IOT_MAX_CLIENT_ID_BYTES => {
+            Some(id) if provider == Provider::Iot && id.len() > aws_iot_limits::MAX_CLIENT_ID_BYTES => {
                 return Err(invalid(format!(
-                    "Option 'clientId' is {} bytes (UTF-8) but AWS IoT allows at most {IOT_MAX_CLIENT_ID_BYTES}",
-                    id.len()
+                    "Option 'clientId' is {} bytes (UTF-8) but AWS IoT allows at most {}",
+                    id.len(),
+                    aws_iot_limits::MAX_CLIENT_ID_BYTES
                 )))
             }
             Some(id) => mqtt_string("clientId", id)?,
@@ -722,6 +718,11 @@ impl ClientOptions {
         let connect_timeout_ms = fields.number("connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
         let clean_session = fields.bool("cleanSession")?.unwrap_or(true);
         let will = map.get("will").map(parse_will).transpose()?.flatten();
+        if let (Some(will), Provider::Iot) = (&will, provider) {
+            aws_iot_limits::check_qos(will.qos, QosOf::Will)
+                .and_then(|()| aws_iot_limits::check_topic(&will.topic))
+                .map_err(|e| invalid(format!("Option 'will': {e}")))?;
+        }
         let ca = fields.string("ca")?;
         if let Some(pem) = &ca {
             tls::parse_ca(pem)?;
@@ -744,7 +745,7 @@ impl ClientOptions {
 
     /// What one SUBSCRIBE may carry: on AWS IoT its filter quota as well as the byte budget.
     pub fn subscribe_limit(&self) -> SubscribeLimit {
-        SubscribeLimit { filters: self.aws.as_ref().map(|_| AWS_IOT_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
+        SubscribeLimit { filters: self.aws.as_ref().map(|_| aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
     }
 
     /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
@@ -771,6 +772,9 @@ impl ClientOptions {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
         if let Some(will) = &self.will {
+            if self.aws.is_some() {
+                aws_iot_limits::check_payload(will_payload.len()).map_err(|e| invalid(format!("Option 'will.message': {e}")))?;
+            }
             options.set_last_will(LastWill::new(will.topic.clone(), will_payload, will.qos, will.retain));
         }
         Ok(options)
@@ -1027,6 +1031,28 @@ mod tests {
         // Bytes, not characters: 43 three-byte characters are 129 bytes.
         assert!(iot(&json!({ "endpoint": endpoint, "clientId": "€".repeat(43) })).is_err());
         assert!(mqtt(&json!({ "endpoint": "ws://h/", "clientId": "a".repeat(1000) })).is_ok());
+    }
+
+    #[test]
+    fn an_iot_will_within_aws_iot_limits_is_taken_and_one_past_them_is_refused() {
+        let endpoint = "wss://x-ats.iot.us-east-1.amazonaws.com/mqtt";
+        let fine = iot(&json!({ "endpoint": endpoint, "will": { "topic": "a/b/c/d/e/f/g/h", "qos": 1 } })).unwrap();
+        assert!(fine.to_mqtt_options(vec![b'x'; 128 * 1024]).is_ok());
+        let err = fine.to_mqtt_options(vec![b'x'; 128 * 1024 + 1]).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+        assert!(err.to_string().starts_with("Option 'will.message': The message is 131073 bytes"), "{err}");
+        for (will, says) in [
+            (json!({ "topic": "a", "qos": 2 }), "does not support QoS 2"),
+            (json!({ "topic": "a/b/c/d/e/f/g/h/i" }), "has 8 '/'"),
+            (json!({ "topic": "t".repeat(257) }), "is 257 bytes"),
+        ] {
+            let err = iot(&json!({ "endpoint": endpoint, "will": will })).unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_OPTION");
+            assert!(err.to_string().starts_with("Option 'will': ") && err.to_string().contains(says), "{err}");
+            // Other brokers have other limits: the generic provider sends these.
+            let generic = mqtt(&json!({ "endpoint": "ws://h/", "will": will })).unwrap();
+            assert!(generic.to_mqtt_options(vec![b'x'; 128 * 1024 + 1]).is_ok());
+        }
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! AWS IoT Core's message-broker limits that cannot be raised ("AWS IoT Core endpoints and
+//! quotas", and "AWS IoT differences from MQTT specifications"). AWS IoT answers a packet past
+//! one of them by closing the connection (which costs every subscription a reconnect, and a
+//! QoS 1 publish three of them before it is given up), or, for QoS 2, by never acknowledging it
+//! (the publish or subscription would wait for ever). The IoT provider checks them before
+//! anything is sent; the generic provider does not, other brokers have other limits.
+
+use rumqttc::QoS;
+
+use crate::errors::{PubSubError, Result};
+
+/// The MQTT client id, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+/// Topic filters in one SUBSCRIBE: AWS IoT closes the connection of a client that sends more.
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
+/// The payload of one PUBLISH, the will's included ("128 KB"; AWS's KB here are KiB).
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+/// A publish topic, in bytes of UTF-8, not counting a Basic Ingest prefix.
+pub const MAX_TOPIC_BYTES: usize = 256;
+/// Forward slashes in a topic or topic filter (so at most 8 levels), not counting a Basic
+/// Ingest or shared-subscription prefix.
+pub const MAX_SLASHES: usize = 7;
+
+/// What a QoS is asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum QosOf {
+    Publish,
+    Subscription,
+    Will,
+}
+
+/// QoS 2, which AWS IoT Core does not support.
+pub fn check_qos(qos: QoS, of: QosOf) -> Result<()> {
+    if qos != QoS::ExactlyOnce {
+        return Ok(());
+    }
+    let (what, consequence) = match of {
+        QosOf::Publish => ("publish", ": it never acknowledges a QoS 2 publish, which would wait for ever"),
+        QosOf::Subscription => ("subscription", ": it never acknowledges a QoS 2 subscription, which would wait for ever"),
+        QosOf::Will => ("will", ""),
+    };
+    Err(PubSubError::InvalidOption(format!(
+        "AWS IoT Core does not support QoS 2 (only 0 and 1) for a {what}{consequence}. Use qos 1 (at least once)"
+    )))
+}
+
+/// A publish's payload size.
+pub fn check_payload(bytes: usize) -> Result<()> {
+    if bytes > MAX_PAYLOAD_BYTES {
+        return Err(PubSubError::Payload(format!(
+            "The message is {bytes} bytes, and AWS IoT Core takes at most {MAX_PAYLOAD_BYTES} (128 KiB) per publish: it closes the connection for a larger one. Split it, or store it elsewhere (S3) and publish a reference"
+        )));
+    }
+    Ok(())
+}
+
+/// A publish topic (already valid MQTT): its size and its levels.
+pub fn check_topic(topic: &str) -> Result<()> {
+    let counted = without_basic_ingest_prefix(topic);
+    if counted.len() > MAX_TOPIC_BYTES {
+        let prefix_note = if counted.len() < topic.len() { ", not counting its '$aws/rules/<rule>/' prefix" } else { "" };
+        return Err(PubSubError::InvalidTopic(format!(
+            "The topic '{}' is {} bytes of UTF-8{prefix_note}, and AWS IoT Core takes at most {MAX_TOPIC_BYTES}: it closes the connection for a longer one",
+            shortened(topic),
+            counted.len()
+        )));
+    }
+    check_slashes("topic", topic, counted, "a '$aws/rules/<rule>/' prefix")
+}
+
+/// A subscription's topic filter (already valid MQTT): its levels.
+pub fn check_filter(filter: &str) -> Result<()> {
+    let counted = without_basic_ingest_prefix(without_share_prefix(filter));
+    check_slashes("topic filter", filter, counted, "a '$share/<group>/' or '$aws/rules/<rule>/' prefix")
+}
+
+fn check_slashes(kind: &str, whole: &str, counted: &str, prefixes: &str) -> Result<()> {
+    let slashes = counted.bytes().filter(|&b| b == b'/').count();
+    if slashes > MAX_SLASHES {
+        return Err(PubSubError::InvalidTopic(format!(
+            "The {kind} '{}' has {slashes} '/', and AWS IoT Core takes at most {MAX_SLASHES} (8 levels, not counting {prefixes}): it refuses a deeper one",
+            shortened(whole)
+        )));
+    }
+    Ok(())
+}
+
+/// What follows `$aws/rules/<rule>/` (a Basic Ingest topic, which AWS IoT does not count), or
+/// the whole topic. The prefix is matched without regard to case, as AWS IoT does.
+fn without_basic_ingest_prefix(topic: &str) -> &str {
+    const RULES: &str = "$aws/rules/";
+    let rest = match topic.get(..RULES.len()) {
+        Some(head) if head.eq_ignore_ascii_case(RULES) => &topic[RULES.len()..],
+        _ => return topic,
+    };
+    match rest.split_once('/') {
+        Some((rule, counted)) if !rule.is_empty() && !counted.is_empty() => counted,
+        _ => topic,
+    }
+}
+
+/// What follows `$share/<group>/`, or the whole filter.
+fn without_share_prefix(filter: &str) -> &str {
+    match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
+        Some((_group, shared)) => shared,
+        None => filter,
+    }
+}
+
+/// A topic for a message: its first 80 characters when longer.
+fn shortened(topic: &str) -> String {
+    const SHOWN: usize = 80;
+    match topic.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &topic[..cut]),
+        None => topic.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels(n: usize) -> String {
+        vec!["l"; n].join("/")
+    }
+
+    #[test]
+    fn qos_2_is_refused_and_qos_0_and_1_pass() {
+        for of in [QosOf::Publish, QosOf::Subscription, QosOf::Will] {
+            assert!(check_qos(QoS::AtMostOnce, of).is_ok());
+            assert!(check_qos(QoS::AtLeastOnce, of).is_ok());
+            let err = check_qos(QoS::ExactlyOnce, of).unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_OPTION");
+            assert!(err.to_string().contains("does not support QoS 2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn payload_of_128_kib_passes_and_one_byte_more_is_refused() {
+        assert!(check_payload(131_072).is_ok());
+        let err = check_payload(131_073).unwrap_err();
+        assert_eq!(err.code(), "ERR_PAYLOAD");
+        assert!(err.to_string().contains("131073 bytes"), "{err}");
+    }
+
+    #[test]
+    fn topic_of_256_bytes_passes_and_257_is_refused() {
+        assert!(check_topic(&"é".repeat(128)).is_ok());
+        let err = check_topic(&format!("{}a", "é".repeat(128))).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_TOPIC");
+        assert!(err.to_string().contains("257 bytes"), "{err}");
+        // The message shows the start of the topic, not all of it.
+        assert!(err.to_string().contains(&format!("{}…", "é".repeat(80))), "{err}");
+    }
+
+    #[test]
+    fn eight_levels_pass_and_nine_are_refused_for_topics_and_filters() {
+        assert!(check_topic(&levels(8)).is_ok());
+        assert!(check_filter(&format!("{}/+/#", levels(6))).is_ok());
+        assert!(check_topic("$aws/things/thing-1/shadow/name/main/update/accepted").is_ok());
+        for err in [check_topic(&levels(9)).unwrap_err(), check_filter(&format!("{}/#", levels(8))).unwrap_err()] {
+            assert_eq!(err.code(), "ERR_INVALID_TOPIC");
+            assert!(err.to_string().contains("has 8 '/'"), "{err}");
+        }
+    }
+
+    #[test]
+    fn basic_ingest_and_shared_subscription_prefixes_are_not_counted() {
+        let ingest = format!("$aws/rules/store_it/{}", levels(8));
+        assert!(check_topic(&ingest).is_ok());
+        assert!(check_topic(&format!("$AWS/Rules/store_it/{}", levels(8))).is_ok());
+        assert!(check_topic(&format!("$aws/rules/store_it/{}", "a".repeat(256))).is_ok());
+        let err = check_topic(&format!("$aws/rules/store_it/{}", "a".repeat(257))).unwrap_err();
+        assert!(err.to_string().contains("257 bytes of UTF-8, not counting"), "{err}");
+        assert!(check_topic(&format!("$aws/rules/store_it/{}", levels(9))).is_err());
+        assert!(check_filter(&format!("$share/workers/{}", levels(8))).is_ok());
+        assert!(check_filter(&format!("$share/workers/$aws/rules/r/{}", levels(8))).is_ok());
+        assert!(check_filter(&format!("$share/workers/{}", levels(9))).is_err());
+        // Only a whole prefix counts: without a rule name, or with nothing after it, the topic
+        // is counted whole.
+        for whole in ["$aws/rules//a/b", "$aws/rules/store_it", "$aws/rules/store_it/", "$aws/rule/x/y"] {
+            assert_eq!(without_basic_ingest_prefix(whole), whole);
+        }
+        assert!(check_topic("$aws/rules//a/b/c/d/e/f").is_err());
+    }
+}
