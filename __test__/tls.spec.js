@@ -1,5 +1,7 @@
 'use strict'
 // TLS (mqtts:// and wss://) is verified by default; a custom CA makes a private broker trusted.
+const fs = require('node:fs')
+const net = require('node:net')
 const path = require('node:path')
 const nodeTls = require('node:tls')
 const test = require('ava')
@@ -154,6 +156,45 @@ test('mqtts:// pointed at a plain mqtt:// port: the TLS handshake failed there, 
   t.regex(error.message, new RegExp(`^Connection to mqtts://127\\.0\\.0\\.1:${tls.broker.tcpPort} failed: the server (reset|closed) the connection during the TLS handshake.*: is it a TLS port\\? A plain port takes mqtt://127\\.0\\.0\\.1:${tls.broker.tcpPort}$`))
   t.notRegex(error.message, /TLS: I\/O|IO error/)
 })
+
+// A wss:// connection makes its TLS handshake, then its WebSocket upgrade: a failure says which.
+for (const [what, onSocket, expected] of [
+  [
+    'reset before any TLS: the TLS handshake',
+    (socket) => socket.resetAndDestroy(),
+    (port) => new RegExp(`^Connection to wss://127\\.0\\.0\\.1:${port}/mqtt failed: the server reset the connection during the TLS handshake \\(.+\\): is it a TLS port\\? A plain port takes ws://127\\.0\\.0\\.1:${port}/mqtt$`),
+  ],
+  [
+    'closed after the TLS handshake, when the upgrade request arrives: the WebSocket upgrade',
+    (socket) => acceptTls(socket).once('data', function () { this.end() }),
+    (port) => new RegExp(`^Connection to wss://127\\.0\\.0\\.1:${port}/mqtt failed: the server closed the connection before answering the WebSocket upgrade: is it a WebSocket port\\? An MQTT \\(not WebSocket\\) one takes mqtts://127\\.0\\.0\\.1:${port}$`),
+  ],
+  [
+    'reset after the TLS handshake, when the upgrade request arrives: the WebSocket upgrade',
+    (socket) => acceptTls(socket).once('data', () => socket.resetAndDestroy()),
+    (port) => new RegExp(`^Connection to wss://127\\.0\\.0\\.1:${port}/mqtt failed: the server reset the connection during the WebSocket upgrade \\(.+\\): is it a WebSocket port\\?`),
+  ],
+]) {
+  test(`wss:// to a server that ${what}`, async (t) => {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {})
+      onSocket(socket)
+    })
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => server.close())
+    const { port } = server.address()
+    const pubsub = openPubSub(t, { endpoint: `wss://127.0.0.1:${port}/mqtt`, ca: tls.certs.caPem, reconnect: false })
+    const error = await t.throwsAsync(pubsub.publish('tls/phase', 'x'), { code: 'ERR_CONNECTION' })
+    t.regex(error.message, expected(port))
+  })
+}
+
+/** Completes a TLS handshake as the server on the raw `socket` (the test CA's certificate). */
+function acceptTls(socket) {
+  const secure = new nodeTls.TLSSocket(socket, { isServer: true, key: fs.readFileSync(tls.certs.keyFile), cert: fs.readFileSync(tls.certs.certFile) })
+  secure.on('error', () => {})
+  return secure
+}
 
 test('ssl:// and tls://, which MQTT.js also takes, are mqtts://', async (t) => {
   for (const scheme of ['ssl', 'tls']) await roundTrip(t, `${scheme}://127.0.0.1:${tls.mqttsPort}`, tls.certs.caPem)

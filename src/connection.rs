@@ -831,12 +831,12 @@ enum Handshake {
 
 impl Handshake {
     fn of(error: &ConnectionError, endpoint: &Endpoint, stage: Stage) -> Self {
-        let tls_eof = io_error(error).is_some_and(|io| io.kind() == ErrorKind::UnexpectedEof && io.to_string().contains("tls handshake"));
+        // The vendored rumqttc makes a wss:// connection's TLS before its upgrade, so a TLS
+        // failure is `Tls` there too, and a `Websocket` one came after the TLS handshake.
         match (error, stage) {
             (_, Stage::Connected) => Self::None,
             (ConnectionError::Tls(_), _) => Self::Tls,
-            (ConnectionError::Websocket(_), _) if tls_eof => Self::Tls,
-            (ConnectionError::Websocket(_), _) if endpoint.scheme == Scheme::Ws => Self::WebSocket,
+            (ConnectionError::Websocket(_), _) if endpoint.is_websocket() => Self::WebSocket,
             _ => Self::None,
         }
     }

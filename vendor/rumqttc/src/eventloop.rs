@@ -491,15 +491,15 @@ async fn network_connect(
                 request = request_modifier(request).await;
             }
 
-            let connector = tls::rustls_connector(&tls_config).await?;
-
-            let (socket, response) =
-                async_tungstenite::tokio::client_async_tls_with_connector_and_config(
-                    request,
-                    tcp_stream,
-                    Some(connector),
-                    Some(websocket_config()),
-                )
+            // native-pubsub patch: TLS first, then the upgrade over it, so that a failure
+            // says which of the two it was in (a TLS error is ConnectionError::Tls, as for
+            // mqtts); async-tungstenite's TLS connect reports both as a WebSocket error.
+            let tls_stream = tls::tls_connect(&domain, port, &tls_config, tcp_stream).await?;
+            let (socket, response) = async_tungstenite::tokio::client_async_with_config(
+                request,
+                tls_stream,
+                Some(websocket_config()),
+            )
             .await?;
             validate_response_headers(response)?;
 
