@@ -258,6 +258,13 @@ export interface PubSubStats {
 export interface MqttPubSubOptions extends CommonOptions {
   username?: string
   password?: string
+  /**
+   * Client certificate for mutual TLS (PEM; the client's own certificate first, then any
+   * intermediates), with `key`; wss:// and mqtts:// only.
+   */
+  cert?: string | Buffer
+  /** The unencrypted private key (PEM: PKCS#8, PKCS#1 or SEC1) of `cert`. */
+  key?: string | Buffer
   /** Accepted for Amplify compatibility; unused by the generic provider. */
   region?: string
   aws_pubsub_region?: string
@@ -401,6 +408,10 @@ export interface PubSubConfig extends CommonOptions {
   username?: string
   /** MqttOverWSProvider only. */
   password?: string
+  /** MqttOverWSProvider only. */
+  cert?: string | Buffer
+  /** MqttOverWSProvider only. */
+  key?: string | Buffer
   /** Amplify's server-side-rendering switch: accepted, and without effect on a server. */
   ssr?: boolean
 }

@@ -75,6 +75,11 @@ function readQos(options) {
   return qos
 }
 
+/** A PEM option (`ca`, `cert`, `key`) as text: a Buffer from `fs.readFileSync` is decoded. */
+function pemText(value) {
+  return Buffer.isBuffer(value) ? value.toString('utf8') : value
+}
+
 function readRetain(options) {
   const retain = options.retain === undefined ? false : options.retain
   // Not coerced: { retain: 'false' } (from an environment variable, say) would retain.
@@ -270,7 +275,7 @@ class PubSubBase extends EventEmitter {
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
-    const { will, ca, credentials, [APPSYNC_HTTP_FLAG]: httpForTesting, ...rest } = options
+    const { will, ca, cert, key, credentials, [APPSYNC_HTTP_FLAG]: httpForTesting, ...rest } = options
     // Amplify's switch for plain ws:// (it forces TLS without it); here the endpoint's scheme
     // decides, so it is accepted and has no effect. Not coerced, as `retain` is not.
     if (httpForTesting !== undefined && typeof httpForTesting !== 'boolean') {
@@ -299,10 +304,9 @@ class PubSubBase extends EventEmitter {
       willPayload = will.message === undefined ? Buffer.alloc(0) : encodePayload(will.message)
       willOptions = plainOptions({ topic: will.topic, qos: will.qos, retain: will.retain }, 'will.')
     }
-    const caText = Buffer.isBuffer(ca) ? ca.toString('utf8') : ca
     const staticCredentials = credentials === undefined || this.#credentialsFunction ? undefined : plainCredentials(credentials)
     this.#native = new NativeClient(
-      plainOptions({ ...rest, will: willOptions, ca: caText, credentials: staticCredentials }),
+      plainOptions({ ...rest, will: willOptions, ca: pemText(ca), cert: pemText(cert), key: pemText(key), credentials: staticCredentials }),
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
       PubSubBase.#eventsCallback(this.#eventTarget),
     )

@@ -2,8 +2,9 @@
 //! quotas", and "AWS IoT differences from MQTT specifications"). AWS IoT answers a packet past
 //! one of them by closing the connection (which costs every subscription a reconnect, and a
 //! QoS 1 publish three of them before it is given up), or, for QoS 2, by never acknowledging it
-//! (the publish or subscription would wait for ever). The IoT provider checks them before
-//! anything is sent; the generic provider does not, other brokers have other limits.
+//! (the publish or subscription would wait for ever). They are checked before anything is
+//! sent when the broker is AWS IoT Core (`ClientOptions::aws_iot_broker`: the IoT provider, or
+//! the generic one on an AWS IoT host); other brokers have other limits.
 
 use rumqttc::QoS;
 

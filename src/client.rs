@@ -297,7 +297,7 @@ impl Client {
         }
         let qos = parse_qos(publish.qos)?;
         let payload = publish.payload;
-        let aws_iot = self.shared.aws.is_some();
+        let aws_iot = self.shared.options.aws_iot_broker;
         if aws_iot {
             aws_iot_limits::check_qos(qos, QosOf::Publish)?;
             aws_iot_limits::check_payload(payload.len())?;
@@ -352,7 +352,7 @@ impl Client {
         if filters.is_empty() {
             return Err(PubSubError::InvalidTopic("subscribe needs at least one topic".into()));
         }
-        let aws_iot = self.shared.aws.is_some();
+        let aws_iot = self.shared.options.aws_iot_broker;
         if aws_iot {
             aws_iot_limits::check_qos(qos, QosOf::Subscription)?;
         }

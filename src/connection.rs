@@ -647,6 +647,11 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 /// frame the WebSocket rules refuse) did not close anything: it is said so, and never taken for
 /// a refusal.
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
+    // TLS said why: in TLS 1.3 the server judges the client certificate after the client's
+    // side of the handshake is done, so its alert comes once CONNECT has gone out.
+    if rustls_error(&error).is_some() {
+        return describe(error, options, Stage::Connecting);
+    }
     match &error {
         // A packet cut short by the close: a close.
         ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(_))) => {}
@@ -908,13 +913,13 @@ fn reason(error: &ConnectionError, options: &ClientOptions, stage: Stage) -> Str
             (rustls::Error::InvalidMessage(_), Stage::Connecting) => {
                 format!("the server did not answer TLS: is it a plain port? Then use {}", without_tls(endpoint))
             }
-            (rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired), _) => {
-                "the server wants a client certificate (mutual TLS), which this client does not send".into()
-            }
             (rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure), _) => {
-                "the server refused the TLS handshake (no cipher suite in common, or it wants a client certificate, which \
-                 this client does not send)"
-                    .into()
+                let certificate = if options.identity.is_some() {
+                    "it did not accept the client certificate given as 'cert'"
+                } else {
+                    "it wants a client certificate: pass it as the 'cert' and 'key' options"
+                };
+                format!("the server refused the TLS handshake (no cipher suite in common, or {certificate})")
             }
             (rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion), _) => {
                 "the server refused the TLS handshake: no TLS version in common (this client speaks TLS 1.2 and 1.3)".into()
@@ -1022,12 +1027,21 @@ fn describe(error: ConnectionError, options: &ClientOptions, stage: Stage) -> Pu
         ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::HttpAnswer)) if stage == Stage::Connecting => {
             http_answer(options)
         }
-        other => match rustls_error(&other) {
-            Some(refused @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)) => PubSubError::Untrusted(redact(
-                &format!("Connection to {url} {outcome}: {}", tls::refused_certificate(refused, &options.endpoint.host, options.ca.is_some())),
-            )),
-            _ => PubSubError::Connection(redact(&format!("Connection to {url} {outcome}: {}", reason(&other, options, stage)))),
-        },
+        other => {
+            let tls_error = rustls_error(&other);
+            // Like a refused password: connecting again cannot help.
+            let identity_refused = tls_error.and_then(|alert| tls::client_certificate_refused(alert, options.identity.is_some()));
+            match (tls_error, identity_refused) {
+                (Some(refused @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)), _) => {
+                    PubSubError::Untrusted(redact(&format!(
+                        "Connection to {url} {outcome}: {}",
+                        tls::refused_certificate(refused, &options.endpoint.host, options.ca.is_some())
+                    )))
+                }
+                (_, Some(why)) => PubSubError::NotAuthorized(redact(&format!("{url} {why}"))),
+                _ => PubSubError::Connection(redact(&format!("Connection to {url} {outcome}: {}", reason(&other, options, stage)))),
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ const COMMON_OPTIONS: &[&str] = &[
     "reconnect",
     "offlineQueue",
 ];
-const MQTT_OPTIONS: &[&str] = &["username", "password"];
+const MQTT_OPTIONS: &[&str] = &["username", "password", "cert", "key"];
 const IOT_OPTIONS: &[&str] = &["credentials"];
 
 /// Which of the two providers an instance is.
@@ -210,8 +210,13 @@ pub struct ClientOptions {
     pub will: Option<Will>,
     /// Extra trusted CA certificates (PEM) for wss:// and mqtts://.
     pub ca: Option<String>,
+    /// A client certificate and key for mutual TLS (generic provider, wss:// and mqtts://).
+    pub identity: Option<tls::ClientIdentity>,
     /// Set for the AWS IoT provider.
     pub aws: Option<AwsIot>,
+    /// The broker is AWS IoT Core (the IoT provider, or the generic one on an AWS IoT host, as
+    /// with client certificates on port 8883): its fixed limits are checked before sending.
+    pub aws_iot_broker: bool,
     /// `None`: `reconnect: false`, a lost connection fails what is pending.
     pub reconnect: Option<Reconnect>,
     pub offline_queue: OfflineQueue,
@@ -479,6 +484,25 @@ fn mqtt_string(name: &str, value: String) -> Result<String> {
     Ok(value)
 }
 
+/// The `cert` and `key` options (mutual TLS): both or neither, on a TLS endpoint.
+fn parse_identity(fields: &Fields, endpoint: &Endpoint) -> Result<Option<tls::ClientIdentity>> {
+    let (cert_pem, key_pem) = match (fields.string("cert")?, fields.string("key")?) {
+        (None, None) => return Ok(None),
+        (Some(cert_pem), Some(key_pem)) => (cert_pem, key_pem),
+        (Some(_), None) => return Err(invalid("Option 'cert' needs 'key' too: the private key of the client certificate".into())),
+        (None, Some(_)) => return Err(invalid("Option 'key' needs 'cert' too: the client certificate (chain) of that key".into())),
+    };
+    if !matches!(endpoint.scheme, Scheme::Wss | Scheme::Mqtts) {
+        return Err(invalid(format!(
+            "Options 'cert' and 'key' are a client certificate for TLS, and '{}' is not a TLS endpoint: use wss:// or mqtts://",
+            endpoint.shown()
+        )));
+    }
+    let identity = tls::ClientIdentity { cert_pem, key_pem };
+    identity.check()?;
+    Ok(Some(identity))
+}
+
 fn parse_will(value: &Value) -> Result<Option<Will>> {
     let map = match value {
         Value::Null => return Ok(None),
@@ -585,6 +609,15 @@ pub fn region_from_host(host: &str) -> Option<String> {
     region.map(String::from)
 }
 
+/// Whether `host` is an AWS IoT Core data endpoint (`<prefix>-ats.iot.<region>.amazonaws.com`,
+/// a VPC endpoint's `….iot.<region>.vpce.amazonaws.com`, also in China's partition).
+pub fn is_aws_iot_host(host: &str) -> bool {
+    aws_domain(host).is_some_and(|rest| {
+        let labels: Vec<&str> = rest.split('.').collect();
+        labels.windows(2).any(|pair| pair[0] == "iot" && looks_like_region(pair[1]))
+    })
+}
+
 /// Whether `host` is one of AWS's own (`….amazonaws.com`, `….amazonaws.com.cn`), rather than a
 /// custom domain or another broker.
 pub fn is_aws_host(host: &str) -> bool {
@@ -689,6 +722,7 @@ impl ClientOptions {
             Provider::Mqtt => None,
             Provider::Iot => Some(parse_aws(&fields, &endpoint, credentials_function)?),
         };
+        let aws_iot_broker = provider == Provider::Iot || is_aws_iot_host(&endpoint.host);
 
         let client_id = match fields.string("clientId")? {
             Some(id) if id.is_empty() || id.len() > 65_535 => {
@@ -696,7 +730,7 @@ impl ClientOptions {
             }
             // AWS IoT's limit cannot be raised; it closes the connection after such a CONNECT,
             // which looks like a policy refusal.
-            Some(id) if provider == Provider::Iot && id.len() > aws_iot_limits::MAX_CLIENT_ID_BYTES => {
+            Some(id) if aws_iot_broker && id.len() > aws_iot_limits::MAX_CLIENT_ID_BYTES => {
                 return Err(invalid(format!(
                     "Option 'clientId' is {} bytes (UTF-8) but AWS IoT allows at most {}",
                     id.len(),
@@ -718,15 +752,16 @@ impl ClientOptions {
         let connect_timeout_ms = fields.number("connectTimeout", 1.0, 600_000.0, "milliseconds")?.unwrap_or(30_000.0);
         let clean_session = fields.bool("cleanSession")?.unwrap_or(true);
         let will = map.get("will").map(parse_will).transpose()?.flatten();
-        if let (Some(will), Provider::Iot) = (&will, provider) {
+        if let (Some(will), true) = (&will, aws_iot_broker) {
             aws_iot_limits::check_qos(will.qos, QosOf::Will)
                 .and_then(|()| aws_iot_limits::check_topic(&will.topic))
                 .map_err(|e| invalid(format!("Option 'will': {e}")))?;
         }
         let ca = fields.string("ca")?;
         if let Some(pem) = &ca {
-            tls::parse_ca(pem)?;
+            tls::parse_certificates("ca", pem)?;
         }
+        let identity = parse_identity(&fields, &endpoint)?;
         Ok(Self {
             endpoint,
             client_id,
@@ -737,7 +772,9 @@ impl ClientOptions {
             clean_session,
             will,
             ca,
+            identity,
             aws,
+            aws_iot_broker,
             reconnect: parse_reconnect(map.get("reconnect"))?,
             offline_queue: parse_offline_queue(map.get("offlineQueue"))?,
         })
@@ -745,7 +782,7 @@ impl ClientOptions {
 
     /// What one SUBSCRIBE may carry: on AWS IoT its filter quota as well as the byte budget.
     pub fn subscribe_limit(&self) -> SubscribeLimit {
-        SubscribeLimit { filters: self.aws.as_ref().map(|_| aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
+        SubscribeLimit { filters: self.aws_iot_broker.then_some(aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
     }
 
     /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
@@ -760,8 +797,8 @@ impl ClientOptions {
         options.set_transport(match ep.scheme {
             Scheme::Ws => Transport::Ws,
             Scheme::Mqtt => Transport::Tcp,
-            Scheme::Wss => Transport::Wss(tls::client_config(self.ca.as_deref())?),
-            Scheme::Mqtts => Transport::Tls(tls::client_config(self.ca.as_deref())?),
+            Scheme::Wss => Transport::Wss(tls::client_config(self.ca.as_deref(), self.identity.as_ref())?),
+            Scheme::Mqtts => Transport::Tls(tls::client_config(self.ca.as_deref(), self.identity.as_ref())?),
         });
         options
             .set_keep_alive(self.keep_alive)
@@ -772,7 +809,7 @@ impl ClientOptions {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
         if let Some(will) = &self.will {
-            if self.aws.is_some() {
+            if self.aws_iot_broker {
                 aws_iot_limits::check_payload(will_payload.len()).map_err(|e| invalid(format!("Option 'will.message': {e}")))?;
             }
             options.set_last_will(LastWill::new(will.topic.clone(), will_payload, will.qos, will.retain));
@@ -1031,6 +1068,24 @@ mod tests {
         // Bytes, not characters: 43 three-byte characters are 129 bytes.
         assert!(iot(&json!({ "endpoint": endpoint, "clientId": "€".repeat(43) })).is_err());
         assert!(mqtt(&json!({ "endpoint": "ws://h/", "clientId": "a".repeat(1000) })).is_ok());
+    }
+
+    #[test]
+    fn the_generic_provider_on_an_aws_iot_host_keeps_aws_iot_limits_too() {
+        for host in ["a1b2c3-ats.iot.eu-west-1.amazonaws.com", "vpce-1.data.iot.us-east-1.vpce.amazonaws.com", "x-ats.iot.cn-north-1.amazonaws.com.cn"] {
+            assert!(is_aws_iot_host(host), "{host}");
+            let o = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883") })).unwrap();
+            assert!(o.aws_iot_broker && o.subscribe_limit().filters == Some(8), "{host}");
+            let err = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883"), "clientId": "c".repeat(129) })).unwrap_err();
+            assert!(err.to_string().contains("AWS IoT allows at most 128"), "{err}");
+        }
+        for host in ["broker.example.com", "sqs.us-east-1.amazonaws.com", "iot.example.com", "127.0.0.1"] {
+            assert!(!is_aws_iot_host(host), "{host}");
+            let o = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883"), "clientId": "c".repeat(129), "will": { "topic": "a", "qos": 2 } })).unwrap();
+            assert!(!o.aws_iot_broker && o.subscribe_limit().filters.is_none(), "{host}");
+        }
+        let err = mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883", "will": { "topic": "a", "qos": 2 } })).unwrap_err();
+        assert!(err.to_string().contains("does not support QoS 2"), "{err}");
     }
 
     #[test]

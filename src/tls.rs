@@ -5,20 +5,85 @@
 use std::sync::{Arc, OnceLock};
 
 use rumqttc::TlsConfiguration;
-use rustls::pki_types::CertificateDer;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{CertificateError, ClientConfig, InconsistentKeys, RootCertStore};
 
 use crate::errors::{PubSubError, Result};
 
-/// Parses PEM text into certificates; an empty or unreadable bundle is an option error.
-pub fn parse_ca(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+fn invalid(message: String) -> PubSubError {
+    PubSubError::InvalidOption(message)
+}
+
+/// Parses the PEM text of option `name` into certificates; an empty or unreadable bundle is an
+/// option error.
+pub fn parse_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| PubSubError::InvalidOption(format!("Option 'ca' is not valid PEM: {e}")))?;
+        .map_err(|e| invalid(format!("Option '{name}' is not valid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(PubSubError::InvalidOption("Option 'ca' holds no PEM certificate".into()));
+        return Err(invalid(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(pem, "certificate"))));
     }
     Ok(certs)
+}
+
+/// Why PEM text holds nothing of what was looked for (`wanted`), when it can be told; never
+/// any of the text itself, which may be a key.
+fn not_pem_hint(text: &str, wanted: &str) -> String {
+    if !text.contains("-----BEGIN") {
+        return " ('-----BEGIN …'): pass the file's contents (fs.readFileSync(path)), not its path".into();
+    }
+    match (wanted, text.contains("PRIVATE KEY-----")) {
+        ("certificate", true) => ": it holds a private key (are 'cert' and 'key' swapped?)".into(),
+        ("private key", false) if text.contains("CERTIFICATE-----") => {
+            ": it holds a certificate (are 'cert' and 'key' swapped?)".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// A client certificate for mutual TLS: the `cert` option's chain (PEM, the client's own
+/// certificate first) and the `key` option's private key (PEM).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("cert_pem", &self.cert_pem).field("key_pem", &"[redacted]").finish()
+    }
+}
+
+impl ClientIdentity {
+    /// The chain and the key, checked to belong together. Messages never show the key.
+    fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let certs = parse_certificates("cert", &self.cert_pem)?;
+        if self.key_pem.contains("ENCRYPTED") {
+            return Err(invalid(
+                "Option 'key' is an encrypted private key, which this client cannot decrypt: pass it decrypted (openssl pkey -in key.pem -out plain.pem), read from a secret store rather than a file others can read".into(),
+            ));
+        }
+        let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
+            .map_err(|_| invalid("Option 'key' is not valid PEM".into()))?
+            .ok_or_else(|| invalid(format!("Option 'key' holds no PEM private key{}", not_pem_hint(&self.key_pem, "private key"))))?;
+        Ok((certs, key))
+    }
+
+    /// Checks the identity as `client_config` will use it, for the constructor's errors.
+    pub fn check(&self) -> Result<()> {
+        client_config(None, Some(self)).map(|_| ())
+    }
+}
+
+/// Why rustls would not take the client certificate and key.
+fn unusable_identity(error: rustls::Error) -> PubSubError {
+    match error {
+        rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => invalid(
+            "Options 'cert' and 'key' do not belong together: the key is not the private key of the certificate (the first one in 'cert')".into(),
+        ),
+        other => invalid(format!("Option 'key' cannot be used: {other}")),
+    }
 }
 
 /// The process-wide roots, and which store they came from (for certificate error messages).
@@ -149,6 +214,25 @@ pub fn refused_certificate(error: &rustls::Error, host: &str, ca_given: bool) ->
     }
 }
 
+/// The server's TLS alert, when it refuses this client's certificate or wants one
+/// (`identity_given`: the 'cert' option was passed), in words: what to tell the user.
+pub fn client_certificate_refused(alert: &rustls::Error, identity_given: bool) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    let rustls::Error::AlertReceived(alert) = alert else { return None };
+    let why = match (alert, identity_given) {
+        (Alert::CertificateRequired, false) => return Some("wants a client certificate (mutual TLS): pass it as the 'cert' and 'key' options".into()),
+        (Alert::CertificateRequired, true) => "it wants one but did not take it",
+        (Alert::UnknownCA, true) => "it was not issued by a CA the server trusts for clients (mosquitto's cafile, for one)",
+        (Alert::CertificateExpired, true) => "it has expired (or the server's clock is wrong)",
+        (Alert::CertificateRevoked, true) => "it has been revoked",
+        (Alert::BadCertificate | Alert::UnsupportedCertificate | Alert::CertificateUnknown | Alert::AccessDenied, true) => {
+            "the server did not accept it"
+        }
+        _ => return None,
+    };
+    Some(format!("refused the client certificate given as 'cert': {why}"))
+}
+
 /// A name from a certificate's subjectAltName as webpki presents it (`DnsName("a.example")`,
 /// `IpAddress(127.0.0.1)`), as a person writes it.
 fn presented_name(name: &str) -> String {
@@ -174,16 +258,22 @@ fn span(seconds: u64) -> String {
     }
 }
 
-pub fn client_config(ca: Option<&str>) -> Result<TlsConfiguration> {
+/// rumqttc's TLS settings: the trusted roots plus `ca`, and the client certificate if any.
+pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>) -> Result<TlsConfiguration> {
     let mut roots = default_trust().roots.clone();
     if let Some(pem) = ca {
-        for cert in parse_ca(pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| PubSubError::InvalidOption(format!("Option 'ca' holds an unusable certificate: {e}")))?;
+        for cert in parse_certificates("ca", pem)? {
+            roots.add(cert).map_err(|e| invalid(format!("Option 'ca' holds an unusable certificate: {e}")))?;
         }
     }
-    let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let (certs, key) = identity.parse()?;
+            builder.with_client_auth_cert(certs, key).map_err(unusable_identity)?
+        }
+    };
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
