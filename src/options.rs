@@ -785,6 +785,16 @@ impl ClientOptions {
         SubscribeLimit { filters: self.aws_iot_broker.then_some(aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
     }
 
+    /// The ALPN protocol to offer over mqtts://: AWS IoT takes MQTT with a client certificate
+    /// on port 443 only when asked for `x-amzn-mqtt-ca` (443 is its HTTPS port otherwise).
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        if self.aws_iot_broker && self.identity.is_some() && self.endpoint.port == 443 {
+            &[b"x-amzn-mqtt-ca"]
+        } else {
+            &[]
+        }
+    }
+
     /// rumqttc's options for these. `will_payload` is the will message already encoded by JS.
     pub fn to_mqtt_options(&self, will_payload: Vec<u8>) -> Result<MqttOptions> {
         let ep = &self.endpoint;
@@ -797,8 +807,8 @@ impl ClientOptions {
         options.set_transport(match ep.scheme {
             Scheme::Ws => Transport::Ws,
             Scheme::Mqtt => Transport::Tcp,
-            Scheme::Wss => Transport::Wss(tls::client_config(self.ca.as_deref(), self.identity.as_ref())?),
-            Scheme::Mqtts => Transport::Tls(tls::client_config(self.ca.as_deref(), self.identity.as_ref())?),
+            Scheme::Wss => Transport::Wss(tls::client_config(self.ca.as_deref(), self.identity.as_ref(), &[])?),
+            Scheme::Mqtts => Transport::Tls(tls::client_config(self.ca.as_deref(), self.identity.as_ref(), self.alpn())?),
         });
         options
             .set_keep_alive(self.keep_alive)
@@ -1086,6 +1096,23 @@ mod tests {
         }
         let err = mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883", "will": { "topic": "a", "qos": 2 } })).unwrap_err();
         assert!(err.to_string().contains("does not support QoS 2"), "{err}");
+    }
+
+    #[test]
+    fn mqtts_with_a_client_certificate_to_aws_iot_on_port_443_offers_alpn_x_amzn_mqtt_ca() {
+        let with_identity = |endpoint: &str| {
+            let mut o = mqtt(&json!({ "endpoint": endpoint })).unwrap();
+            o.identity = Some(tls::ClientIdentity { cert_pem: String::new(), key_pem: String::new() });
+            o
+        };
+        assert_eq!(with_identity("mqtts://a-ats.iot.eu-west-1.amazonaws.com:443").alpn(), [b"x-amzn-mqtt-ca"]);
+        assert!(with_identity("mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883").alpn().is_empty());
+        assert!(with_identity("mqtts://broker.example.com:443").alpn().is_empty());
+        assert!(mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:443" })).unwrap().alpn().is_empty());
+        match tls::client_config(None, None, &[b"x-amzn-mqtt-ca"]).unwrap() {
+            rumqttc::TlsConfiguration::Rustls(config) => assert_eq!(config.alpn_protocols, [b"x-amzn-mqtt-ca".to_vec()]),
+            _ => panic!("a rustls configuration"),
+        }
     }
 
     #[test]

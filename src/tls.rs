@@ -72,7 +72,7 @@ impl ClientIdentity {
 
     /// Checks the identity as `client_config` will use it, for the constructor's errors.
     pub fn check(&self) -> Result<()> {
-        client_config(None, Some(self)).map(|_| ())
+        client_config(None, Some(self), &[]).map(|_| ())
     }
 }
 
@@ -258,8 +258,9 @@ fn span(seconds: u64) -> String {
     }
 }
 
-/// rumqttc's TLS settings: the trusted roots plus `ca`, and the client certificate if any.
-pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>) -> Result<TlsConfiguration> {
+/// rumqttc's TLS settings: the trusted roots plus `ca`, the client certificate if any, and the
+/// ALPN protocols to offer.
+pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>, alpn: &[&[u8]]) -> Result<TlsConfiguration> {
     let mut roots = default_trust().roots.clone();
     if let Some(pem) = ca {
         for cert in parse_certificates("ca", pem)? {
@@ -267,13 +268,14 @@ pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>) -> Res
         }
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);
-    let config = match identity {
+    let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(identity) => {
             let (certs, key) = identity.parse()?;
             builder.with_client_auth_cert(certs, key).map_err(unusable_identity)?
         }
     };
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
