@@ -106,3 +106,43 @@ test('10,000 QoS 1 messages across two broker restarts arrive complete: every se
   t.is(subscriber.stats().reconnects, 2)
   t.true(publisher.stats().reconnects >= 1, 'the publisher was mid-stream at a restart')
 })
+
+test('close() in the middle of a persistent session backlog: every message it acknowledged reached the observer, the rest come in the next session', async (t) => {
+  // rumqttc acknowledges a QoS 1 message as it reads it, a batch at a time. When close() comes
+  // while the observer is behind, the connection task holds the rest of a batch it read: those
+  // messages must still reach the observer (close() delivers what was read), or the session
+  // loses them. 2 KiB messages, so that the backlog is larger than the delivery queue.
+  t.timeout(60_000)
+  const broker = await ownBroker(t, { lines: ['max_queued_messages 0'] })
+  const topic = uniqueTopic('close-backlog')
+  const clientId = uniqueClientId('close-backlog')
+  const total = 5_000
+  const closeAt = 1_000
+  const seen = new Set()
+  const consumer = async (closeAfter) => {
+    const pubsub = openPubSub(t, { endpoint: broker.wsUrl, clientId, cleanSession: false })
+    const subscription = pubsub.subscribe(topic, { qos: 1 }).subscribe(({ n }) => {
+      seen.add(n)
+      if (seen.size === closeAfter) pubsub.close()
+      const until = performance.now() + 0.2 // a slow observer
+      while (performance.now() < until);
+    })
+    await subscription.ready
+    return pubsub
+  }
+  await (await consumer()).close() // the session and its subscription exist
+  const publisher = await mqttJs(t, broker.tcpUrl)
+  const pad = 'x'.repeat(2_000)
+  await Promise.all(Array.from({ length: total }, (_, n) => publisher.client.publishAsync(topic, JSON.stringify({ n, pad }), { qos: 1 })))
+
+  const first = await consumer(closeAt)
+  await waitFor(() => seen.size >= closeAt, 20_000)
+  await first.close()
+  const inFirst = seen.size
+  t.true(inFirst < total, `the first session took part of the backlog (${inFirst})`)
+  await consumer()
+  await waitFor(() => seen.size === total, 20_000).catch(() => {})
+  const missing = []
+  for (let i = 0; i < total && missing.length < 10; i++) if (!seen.has(i)) missing.push(i)
+  t.deepEqual(missing, [], `${total - seen.size} messages lost (${inFirst} taken before close())`)
+})

@@ -411,9 +411,9 @@ impl Client {
             return;
         }
         core.closed = true;
-        // Observers are completed (not failed) by JS when the `Closed` event arrives.
+        // Observers are completed (not failed) by JS when the `Closed` event arrives; the
+        // connection task forgets the subscriptions once it has delivered what it read.
         self.shared.reject_pending_publishes(&mut core, &PubSubError::Closed);
-        core.subs.clear();
         self.shared.attention.notify_one();
     }
 

@@ -116,9 +116,14 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
             }
         }
     }
-    // Closed: everything pending was settled by `close()`; leave politely and say so.
+    // Closed: everything pending was settled by `close()`. The messages rumqttc read in its
+    // last batch were acknowledged with it: they go to the observers (ahead of the `closed`
+    // event that completes them), or a persistent session would lose them. Then leave politely
+    // and say so.
+    deliver_buffered_messages(&shared, &mut shared.core.lock(), &mut eventloop);
     say_goodbye(&shared, &mut eventloop).await;
     let mut core = shared.core.lock();
+    core.subs.clear();
     forget_queued_requests(&mut eventloop);
     shared.set_state(&mut core, ConnectionState::Disconnected);
     shared.delivery.push(JsEvent::Closed);
@@ -552,6 +557,18 @@ fn discard_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
         match event {
             Event::Incoming(Packet::Publish(_)) => count_unrouted(core),
             event => account(shared, core, event),
+        }
+    }
+}
+
+/// On close: the messages rumqttc read (and acknowledged) but had not handed over go to their
+/// observers; the acks and sent requests among its events concern operations `close()` settled.
+fn deliver_buffered_messages(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
+    for event in std::mem::take(&mut eventloop.state.events) {
+        if let Event::Incoming(Packet::Publish(publish)) = event {
+            if let Some(message) = message_for_observers(core, publish) {
+                shared.delivery.push(message);
+            }
         }
     }
 }
