@@ -165,6 +165,29 @@ test('after the last unsubscribe, Node stays up until the disconnect has finishe
   t.deepEqual(await will.settle(), [], 'the broker saw a clean DISCONNECT, so it did not publish the will')
 })
 
+test('with a will, the connection outlives the last unsubscribe: a process killed afterwards gets its will published', async (t) => {
+  // The will is the instance's presence: a connection ended because nothing is subscribed would
+  // take it away while the process runs on, and a crash then would leave no trace.
+  const willTopic = uniqueTopic('idle-will')
+  const will = await watchWill(t, willTopic)
+  const run = runPubSubScript(
+    t,
+    `const states = []
+     pubsub.on('ConnectionStateChange', (state) => states.push(state))
+     const sub = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
+     sub.ready.then(() => {
+       sub.unsubscribe()
+       setTimeout(() => console.log(states.join(' → ')), 300)
+     })
+     setInterval(() => {}, 1_000) // the process goes on with other work`,
+    { TOPIC: uniqueTopic('idle-will') },
+    { will: { topic: willTopic, message: 'gone', qos: 1 } },
+  )
+  await printed(run, 'Connecting → Connected')
+  run.child.kill('SIGKILL')
+  t.deepEqual(await will.settle(), ['"gone"'], 'the broker published the will of the killed process')
+})
+
 test('a script that unsubscribes before the subscription is acknowledged exits by itself', async (t) => {
   const run = runPubSubScript(
     t,

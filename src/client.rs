@@ -391,6 +391,12 @@ impl Client {
         for filter in core.subs.remove_observer(observer) {
             core.outbox.submit(&self.shared.requests, Request::Unsubscribe { filter });
         }
+        // With a will, the connection is the instance's presence: it stays open, as one opened
+        // only to publish does (without keeping Node up), until close() or Node's exit, so that
+        // the broker still publishes the will if the process dies.
+        if self.shared.options.will.is_some() {
+            return false;
+        }
         self.shared.begin_idle_disconnect(&mut core)
     }
 

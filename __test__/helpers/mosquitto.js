@@ -265,7 +265,8 @@ async function startMosquitto(settings = {}) {
     let exitedEarly = false
     try {
       await Promise.race([
-        waitForListeners(proc, [wsPort, tcpPort], 10_000),
+        // The listeners `lines` adds too: mosquitto opens them after the two above.
+        waitForListeners(proc, [wsPort, tcpPort, ...lines.flatMap((line) => /^listener (\d+)/.exec(line)?.[1] ?? []).map(Number)], 10_000),
         procExited.then(({ code, signal }) => {
           exitedEarly = true
           throw new Error(`mosquitto exited (${code ?? signal}) at start:\n${output}`)
