@@ -5,7 +5,7 @@
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { topicNamer, openPubSub, listen, recordEvents, mqttJs, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, observe, recordEvents, mqttJs, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('no-qos1-loss')
 const FAST = { minDelayMs: 100, maxDelayMs: 400 }
@@ -146,3 +146,38 @@ test('close() in the middle of a persistent session backlog: every message it ac
   for (let i = 0; i < total && missing.length < 10; i++) if (!seen.has(i)) missing.push(i)
   t.deepEqual(missing, [], `${total - seen.size} messages lost (${inFirst} taken before close())`)
 })
+
+for (const [how, restart] of [
+  ['filters subscribed one after another, each awaited', async (pubsub, filters, take) => {
+    for (const filter of filters) await take(filter).subscription.ready
+  }],
+  ['a publish made before subscribing', async (pubsub, filters, take) => {
+    await pubsub.publish(uniqueTopic('first'), 'hello', { qos: 1 })
+    for (const filter of filters) take(filter)
+  }],
+]) {
+  test(`cleanSession: false, restarted with ${how}: the messages the session kept reach every filter's observer`, async (t) => {
+    // On connecting, the broker sends what it queued for all of the session's subscriptions at
+    // once; those not made again yet have no observer. Their messages (acknowledged as they
+    // are read) wait for it instead of being dropped.
+    const broker = await ownBroker(t)
+    const clientId = uniqueClientId('restart')
+    const base = uniqueTopic('restart')
+    const filters = [`${base}/jobs/+`, `${base}/cmd/#`]
+    const session = () => openPubSub(t, { endpoint: broker.wsUrl, clientId, cleanSession: false })
+    const first = session()
+    await Promise.all(filters.map((filter) => first.subscribe(filter, { qos: 1 }).subscribe({ next() {} }).ready))
+    await first.close()
+    const other = await mqttJs(t, broker.tcpUrl)
+    for (let i = 0; i < 3; i++) {
+      await other.client.publishAsync(`${base}/jobs/${i}`, JSON.stringify(`job${i}`), { qos: 1 })
+      await other.client.publishAsync(`${base}/cmd/${i}`, JSON.stringify(`cmd${i}`), { qos: 1 })
+    }
+    const restarted = session()
+    const inboxes = {}
+    await restart(restarted, filters, (filter) => (inboxes[filter] = observe(restarted.subscribe(filter, { qos: 1 }))))
+    t.deepEqual(await inboxes[filters[0]].take(3), ['job0', 'job1', 'job2'])
+    t.deepEqual(await inboxes[filters[1]].take(3), ['cmd0', 'cmd1', 'cmd2'])
+    t.is(restarted.stats().dropped.unrouted, 0)
+  })
+}

@@ -17,6 +17,7 @@ use crate::outbox::{Load, Outbox, Request};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
+use crate::unclaimed::Unclaimed;
 
 /// Publish operations handed over from JS in one call, as JS packs them: `words` holds one
 /// record per operation, `[op, flags, payload length, topic count, topic index…]` (flags is
@@ -125,6 +126,8 @@ pub struct Core {
     /// The last observer left while the connection was not up: end it once it is.
     pub idle_disconnect_due: bool,
     pub counters: Counters,
+    /// A persistent session's messages that no observer wanted yet; `None` for a clean session.
+    pub unclaimed: Option<Unclaimed>,
 }
 
 impl Core {
@@ -258,6 +261,7 @@ impl Client {
                 writable_wanted: false,
                 idle_disconnect_due: false,
                 counters: Counters::default(),
+                unclaimed: (!options.clean_session).then(Unclaimed::default),
             }),
             requests,
             delivery: delivery.clone(),
@@ -366,6 +370,11 @@ impl Client {
         if core.closed {
             return Err(PubSubError::Closed);
         }
+        // What a persistent session delivered for these filters before they were subscribed
+        // again comes first, in order, ahead of what routing brings from now on.
+        for publish in core.unclaimed.as_mut().map(|unclaimed| unclaimed.claim(&filters)).unwrap_or_default() {
+            self.shared.delivery.push(Event::Message { observers: vec![observer], publish });
+        }
         let (to_subscribe, ready) = core.subs.add_observer(observer, filters, qos);
         if !to_subscribe.is_empty() {
             core.outbox.submit(&self.shared.requests, Request::Subscribe { filters: to_subscribe });
@@ -389,6 +398,9 @@ impl Client {
             return false;
         }
         for filter in core.subs.remove_observer(observer) {
+            if let Some(unclaimed) = core.unclaimed.as_mut() {
+                unclaimed.left(filter.clone());
+            }
             core.outbox.submit(&self.shared.requests, Request::Unsubscribe { filter });
         }
         // With a will, the connection is the instance's presence: it stays open, as one opened

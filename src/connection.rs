@@ -20,6 +20,7 @@ use crate::reconnect::{
 use crate::outbox::{Completion, Written};
 use crate::signing::redact;
 use crate::tls;
+use crate::unclaimed::Unclaimed;
 
 /// Amplify's connection states that a Node process can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +125,8 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
     say_goodbye(&shared, &mut eventloop).await;
     let mut core = shared.core.lock();
     core.subs.clear();
+    let unclaimed = core.unclaimed.as_mut().map_or(0, Unclaimed::clear);
+    core.counters.dropped_unrouted += unclaimed as u64;
     forget_queued_requests(&mut eventloop);
     shared.set_state(&mut core, ConnectionState::Disconnected);
     shared.delivery.push(JsEvent::Closed);
@@ -486,14 +489,19 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
     }
 }
 
-/// The event for an incoming message, counted; `None` when no observer wants it (any more).
+/// The event for an incoming message, counted; `None` when no observer wants it (any more):
+/// a persistent session keeps it for an observer still to come (`Unclaimed`).
 fn message_for_observers(core: &mut Core, publish: Publish) -> Option<JsEvent> {
     let observers = core.subs.route(&publish.topic);
+    core.counters.messages_received += 1;
     if observers.is_empty() {
-        count_unrouted(core);
+        let dropped = match core.unclaimed.as_mut() {
+            Some(unclaimed) => unclaimed.keep(publish),
+            None => 1,
+        };
+        core.counters.dropped_unrouted += dropped as u64;
         return None;
     }
-    core.counters.messages_received += 1;
     Some(JsEvent::Message { observers, publish })
 }
 

@@ -19,6 +19,7 @@ mod signing;
 mod subscriptions;
 mod tls;
 mod topic;
+mod unclaimed;
 
 use std::sync::Arc;
 
