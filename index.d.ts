@@ -340,7 +340,10 @@ export interface PubSubInstance extends EventEmitter {
   /** Counts of queued and in-flight publishes, reconnects, messages in and out, drops. */
   stats(): PubSubStats
 
-  /** Completes every observer, rejects what is pending with ERR_CLOSED, disconnects. */
+  /**
+   * Completes every observer (after the messages already read), rejects what is pending with
+   * ERR_CLOSED (a publish already written may still have arrived), disconnects.
+   */
   close(): Promise<void>
 
   on(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this

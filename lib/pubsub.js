@@ -42,7 +42,7 @@ class PendingOp {
 /** The topics of a publish (`kind` 'topic') or the filters of a subscription ('filter'). */
 function toTopicList(topics, kind) {
   const list = typeof topics === 'string' ? [topics] : topics
-  if (!Array.isArray(list) || list.length === 0) throw notTopics()
+  if (!Array.isArray(list) || list.length === 0) throw notTopics(topics)
   // An index loop: `some` and `every` skip the holes of a sparse array.
   for (let i = 0; i < list.length; i++) {
     const topic = list[i]
@@ -56,8 +56,41 @@ function toTopicList(topics, kind) {
   return list
 }
 
-function notTopics() {
-  return pubsubError('ERR_INVALID_TOPIC', 'topics must be a string or a non-empty array of strings')
+function notTopics(topics) {
+  // MQTT.js's subscribe({ 'a/+': 1, b: { qos: 0 } }).
+  const mqttJsForm = topics !== null && typeof topics === 'object' && Object.getPrototypeOf(topics) === Object.prototype && Object.keys(topics).length > 0
+  const hint = mqttJsForm ? ": MQTT.js's { filter: qos } object is not taken; pass the filters as an array and the QoS as an option, e.g. subscribe(['a/+', 'b'], { qos: 1 })" : ''
+  return pubsubError('ERR_INVALID_TOPIC', `topics must be a string or a non-empty array of strings${hint}`)
+}
+
+/** A callback given where MQTT.js takes one: `call` returns a Promise or an Observable instead. */
+function noCallbacks(call) {
+  const instead =
+    call === 'publish'
+      ? 'it returns a Promise: await it, or use .then(…, …)'
+      : 'it returns an Observable: pass the callback to its subscribe(), as in pubsub.subscribe(filter).subscribe({ next, error })'
+  return pubsubError('ERR_INVALID_OPTION', `${call} takes no callback (MQTT.js's last argument): ${instead}`)
+}
+
+/**
+ * MQTT.js's events, which a PubSub does not emit: a listener for one would wait for ever. What to
+ * listen to instead. ('error' is not here: Node's events.once() listens for it with any event.)
+ */
+const MQTT_JS_EVENTS = {
+  message: 'messages come to subscriptions: pubsub.subscribe(filter).subscribe({ next })',
+  packetsend: 'packets are not exposed',
+  packetreceive: 'packets are not exposed',
+}
+for (const event of ['connect', 'reconnect', 'close', 'offline', 'end', 'disconnect']) {
+  MQTT_JS_EVENTS[event] =
+    "the connection's state comes as 'ConnectionStateChange' events (Connecting, Connected, ConnectionDisrupted, Disconnected), and why a connection was lost as 'connectionDisrupted' events"
+}
+
+/** The instance's 'newListener' listener: refuses MQTT.js's events, saying what to use. */
+function refuseMqttJsEvents(event) {
+  if (typeof event === 'string' && Object.hasOwn(MQTT_JS_EVENTS, event)) {
+    throw pubsubError('ERR_INVALID_OPTION', `A PubSub emits no '${event}' event (MQTT.js's): ${MQTT_JS_EVENTS[event]}`)
+  }
 }
 
 /**
@@ -272,6 +305,7 @@ class PubSubBase extends EventEmitter {
 
   constructor(options, provider) {
     super()
+    this.on('newListener', refuseMqttJsEvents)
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
@@ -361,9 +395,9 @@ class PubSubBase extends EventEmitter {
   publish(...args) {
     return new Promise((resolve, reject) => {
       PubSubBase.#checkThis(this, 'publish')
-      const { topics, message, options } = isV6Call(args[0])
-        ? args[0]
-        : { topics: args[0], message: args[1], options: args[2] }
+      const v6 = isV6Call(args[0])
+      if (args.slice(v6 ? 1 : 2).some((arg) => typeof arg === 'function')) throw noCallbacks('publish')
+      const { topics, message, options } = v6 ? args[0] : { topics: args[0], message: args[1], options: args[2] }
       const list = toTopicList(topics, 'topic')
       const opts = readOptions(options, 'publish')
       const qos = readQos(opts)
@@ -380,6 +414,8 @@ class PubSubBase extends EventEmitter {
   /** `subscribe({ topics, options })` or `subscribe(topics, options)`: a cold Observable. */
   subscribe(...args) {
     PubSubBase.#checkThis(this, 'subscribe')
+    // Thrown here, not told to an observer: with a callback, no observer may ever come.
+    if (args.slice(1).some((arg) => typeof arg === 'function')) throw noCallbacks('subscribe')
     const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
     return new Observable((observer) => this.#attach(topics, options, observer))
   }

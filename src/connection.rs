@@ -1034,6 +1034,9 @@ fn describe(error: ConnectionError, options: &ClientOptions, stage: Stage) -> Pu
                     aws.region
                 )),
                 (401 | 403, None) => PubSubError::NotAuthorized(detail),
+                (404, _) => PubSubError::Connection(format!(
+                    "Cannot connect: {detail}: the server takes MQTT over WebSocket on another path ('/mqtt' on most brokers)"
+                )),
                 _ => PubSubError::Connection(format!("Cannot connect: {detail}")),
             }
         }

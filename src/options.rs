@@ -310,6 +310,23 @@ const SIGV4_QUERY_PARAMS: &[&str] = &[
     "X-Amz-Security-Token",
 ];
 
+/// What an unknown option probably meant, in parentheses: another spelling of a known one, or
+/// MQTT.js's name for something this API takes otherwise.
+fn unknown_option_hint(unknown: &str, known: &[&str]) -> String {
+    if let Some(option) = known.iter().find(|option| option.eq_ignore_ascii_case(unknown)) {
+        return format!(" (did you mean '{option}'?)");
+    }
+    let instead = match unknown {
+        "clean" => "MQTT.js's name for 'cleanSession'",
+        "reconnectPeriod" => "MQTT.js's; here 'reconnect': { minDelayMs, maxDelayMs }, or false",
+        "rejectUnauthorized" => "TLS is always verified here: pass a private CA as 'ca'",
+        "protocolVersion" | "protocolId" | "properties" => "this client speaks MQTT 3.1.1 only",
+        "host" | "hostname" | "port" | "protocol" | "path" | "servers" => "give the whole URL as 'endpoint', e.g. 'mqtt://broker.example.com:1883'",
+        _ => return String::new(),
+    };
+    format!(" ({instead})")
+}
+
 /// `raw` refused for `why`, shown without its `user:password@` part or presigned secrets.
 fn invalid_endpoint(raw: &str, why: &str) -> PubSubError {
     PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))))
@@ -692,8 +709,9 @@ impl ClientOptions {
         let known = provider.known_options();
         if let Some(unknown) = map.keys().map(String::as_str).chain(credentials_function.then_some("credentials")).find(|k| !known.contains(k)) {
             return Err(invalid(format!(
-                "Unknown option '{unknown}' for the {}; known options are {}",
+                "Unknown option '{unknown}' for the {}{}; known options are {}",
                 provider.name(),
+                unknown_option_hint(unknown, &known),
                 known.join(", ")
             )));
         }
@@ -1151,6 +1169,25 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("signed with AWS credentials") && message.contains("'credentials' option"), "{message}");
         assert!(!message.contains("s3cret") && !message.contains("AKID") && !message.contains("username"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_option_says_what_it_probably_meant() {
+        for (option, says) in [
+            ("keepalive", "(did you mean 'keepAlive'?)"),
+            ("clientID", "(did you mean 'clientId'?)"),
+            ("clean", "(MQTT.js's name for 'cleanSession')"),
+            ("reconnectPeriod", "'reconnect': { minDelayMs, maxDelayMs }, or false"),
+            ("rejectUnauthorized", "TLS is always verified here"),
+            ("protocolVersion", "MQTT 3.1.1 only"),
+            ("port", "give the whole URL as 'endpoint'"),
+        ] {
+            let err = mqtt(&json!({ "endpoint": "ws://h/", option: 1 })).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("Unknown option '{option}' for the generic MQTT provider (")), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        let err = mqtt(&json!({ "endpoint": "ws://h/", "colour": 1 })).unwrap_err();
+        assert!(err.to_string().starts_with("Unknown option 'colour' for the generic MQTT provider; known options are"), "{err}");
     }
 
     #[test]
