@@ -296,6 +296,19 @@ impl Outbox {
         }
     }
 
+    /// After a lost connection, before `requeue`: the publish rumqttc parked on a packet id
+    /// collision (`Outgoing::AwaitAck`), if any, goes into `pending`. It was never written, and
+    /// its packet id is another publish's (awaiting its PUBACK or PUBCOMP): it goes again as a
+    /// new publish, first of the requests rumqttc took from its channel.
+    pub fn take_back_parked(&mut self, pending: &mut VecDeque<MqttRequest>, parked: Option<rumqttc::Publish>) {
+        let Some(mut publish) = parked else { return };
+        if let Some((op, bytes)) = self.collided.take() {
+            publish.pkid = 0;
+            self.in_channel.push_front(Sent::Publish { op, qos: publish.qos, bytes });
+        }
+        pending.push_front(MqttRequest::Publish(publish));
+    }
+
     /// Adds the filters a lost connection left unacknowledged to `suspects`; returns whether
     /// some were not suspects yet.
     pub fn suspect_subscribes(&mut self, suspects: Vec<String>) -> bool {
@@ -795,6 +808,76 @@ mod tests {
         let requeued = outbox.requeue(eventloop.pending.drain(..), |qos| qos != QoS::AtMostOnce, None);
         assert_eq!(requeued.rejected, [2]);
         assert_eq!(backlog_ops(&outbox), [(1, "t".to_string())]);
+    }
+
+    #[test]
+    fn a_publish_parked_on_a_packet_id_collision_when_the_connection_is_lost_goes_again_as_a_new_one() {
+        // rumqttc with two packet ids: op 1 (QoS 2) gets id 1, op 2 id 2 (acknowledged); op 3
+        // comes round to id 1, still op 1's, and is parked (never written); PUBREC for op 1; op 4
+        // waits in the channel. Then the connection is lost.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        let topic = |op: u32, qos| Request::Publish { op, topic: format!("t{op}"), qos, retain: false, payload: vec![1] };
+        outbox.submit(&client, topic(1, QoS::ExactlyOnce));
+        outbox.submit(&client, topic(2, QoS::AtLeastOnce));
+        outbox.submit(&client, topic(3, QoS::AtLeastOnce));
+        outbox.submit(&client, topic(4, QoS::AtMostOnce));
+        eventloop.clean();
+        let mut channel: VecDeque<MqttRequest> = eventloop.pending.drain(..).collect();
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(1)), None);
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(2)]);
+        assert_eq!(outbox.on_outgoing(&Outgoing::AwaitAck(1)), None);
+        assert_eq!(outbox.in_flight().operations, 3, "op 1 awaits PUBCOMP, op 3 is parked, op 4 is in the channel");
+        // What rumqttc gives back: the PUBREL due, the channel's op 4, and the parked op 3 (with id 1).
+        let mut parked = match channel.drain(..3).nth(2) {
+            Some(MqttRequest::Publish(publish)) => publish,
+            other => panic!("op 3's publish, not {other:?}"),
+        };
+        parked.pkid = 1;
+        let mut pending: VecDeque<MqttRequest> = [MqttRequest::PubRel(rumqttc::PubRel::new(1))].into_iter().chain(channel).collect();
+        outbox.take_back_parked(&mut pending, Some(parked));
+        let requeued = outbox.requeue(pending, |_| true, None);
+        // Before, op 1 took op 3's publish (same packet id) and op 3 failed, although its
+        // message went out again: as op 1's, with id 1 again while op 1's PUBCOMP was due.
+        assert_eq!(requeued, Requeued { pubrels: vec![1], ..Requeued::default() });
+        assert_eq!(backlog_ops(&outbox), [(3, "t3".to_string()), (4, "t4".to_string())]);
+        outbox.release(&client, Vec::new());
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None, "op 3 gets an id of its own");
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(0)), Some(Completion::Published(4)));
+        assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(1))), vec![Completion::Published(1)]);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(3)]);
+        assert!(outbox.is_idle());
+
+        // Op 1 at QoS 1, unacknowledged when the connection is lost, and the session resumed: op 1
+        // goes again as it was, op 3 after it with an id of its own.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        for op in 1..=3 {
+            outbox.submit(&client, topic(op, QoS::AtLeastOnce));
+        }
+        eventloop.clean();
+        let mut channel: Vec<rumqttc::Publish> = eventloop.pending.drain(..).filter_map(|r| if let MqttRequest::Publish(p) = r { Some(p) } else { None }).collect();
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        outbox.on_outgoing(&Outgoing::Publish(2));
+        outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2)));
+        outbox.on_outgoing(&Outgoing::AwaitAck(1));
+        for publish in &mut channel {
+            publish.pkid = 1;
+        }
+        let parked = channel.pop();
+        let mut pending: VecDeque<MqttRequest> = [MqttRequest::Publish(channel.swap_remove(0))].into();
+        outbox.take_back_parked(&mut pending, parked);
+        assert_eq!(outbox.requeue(pending, |_| true, None), Requeued::default());
+        let resends: Vec<(u16, String)> = outbox.resume(true).into_iter().map(|p| (p.pkid, p.topic)).collect();
+        assert_eq!(resends, [(1, "t1".to_string())]);
+        outbox.release(&client, Vec::new());
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(1)), None);
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None);
+        // Before, op 1 and op 3 were both filed under id 1: op 1 never settled.
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(1))), vec![Completion::Published(1)]);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(3)]);
+        assert!(outbox.is_idle());
     }
 
     #[test]
