@@ -262,9 +262,7 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     // rumqttc already cleaned up after an error while connected; this also takes what JS put
     // in its channel since, and is harmless when there is nothing left.
     eventloop.clean();
-    if let Some(parked) = eventloop.state.collision.take() {
-        eventloop.pending.push_front(MqttRequest::Publish(parked));
-    }
+    core.outbox.take_back_parked(&mut eventloop.pending, eventloop.state.collision.take());
     let queue = &shared.options.offline_queue;
     let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| queue.policy.keeps(qos), refused);
     if let (Some(op), Some(publish)) = (requeued.refused, refused) {

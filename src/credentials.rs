@@ -119,7 +119,12 @@ static SEEN_SECRETS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 
 /// Remembers `credentials`' secret access key and session token, for [`known_secrets`].
 fn remember_secrets(credentials: &Credentials) {
-    let mut seen = SEEN_SECRETS.lock();
+    remember_in(&mut SEEN_SECRETS.lock(), credentials);
+}
+
+/// Remembers `credentials`' secret values in `seen`, the most recent [`REMEMBERED_SECRETS`] of
+/// those long enough to look for.
+fn remember_in(seen: &mut VecDeque<String>, credentials: &Credentials) {
     for value in std::iter::once(credentials.secret_access_key()).chain(credentials.session_token()) {
         if value.chars().count() < MIN_KNOWN_SECRET_CHARS {
             continue;
@@ -504,6 +509,8 @@ mod tests {
         let c = parse_credentials(&json!({ "accessKeyId": "AKID1", "secretAccessKey": "s", "sessionToken": "t", "expiration": 1000 }), "x").unwrap();
         assert_eq!((c.access_key_id(), c.secret_access_key(), c.session_token()), ("AKID1", "s", Some("t")));
         assert_eq!(c.expiry(), Some(UNIX_EPOCH + Duration::from_secs(1)));
+        let c = parse_credentials(&json!({ "accessKeyId": "AKID1", "secretAccessKey": "s", "sessionToken": "" }), "x").unwrap();
+        assert_eq!(c.session_token(), None, "an empty session token is none");
     }
 
     #[test]
@@ -515,6 +522,9 @@ mod tests {
         assert!(matches!(timed_out, PubSubError::CredentialsUnavailable(_)), "{timed_out:?}");
         let none = describe_chain_failure(&CredentialsError::not_loaded("no providers in chain provided credentials"), &[], None);
         assert!(matches!(&none, PubSubError::CredentialsUnavailable(m) if m.starts_with("No AWS credentials found")), "{none:?}");
+        let invalid = describe_chain_failure(&CredentialsError::invalid_configuration("profile 'p' has no region"), &[], None);
+        assert!(matches!(&invalid, PubSubError::CredentialsUnavailable(m)
+            if m.starts_with("The AWS configuration for the default credential chain is invalid: ") && m.contains("no region")), "{invalid:?}");
     }
 
     #[test]
@@ -548,16 +558,21 @@ mod tests {
         assert_eq!(redact_and_cut(NOTHING_FOUND, &[]), NOTHING_FOUND);
         let none = describe_chain_failure(&CredentialsError::not_loaded(NOTHING_FOUND), &[], None).to_string();
         assert!(none.ends_with("Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`"), "{none}");
-        for name in ["Ec2InstanceMetadata", "Sha256Checksum", "ProfileFileCredentials", "ssoOidc2Client", "WebIdentityToken"] {
+        for name in ["Ec2InstanceMetadata", "Sha256Checksum", "ProfileFileCredentials", "ssoOidc2Client", "WebIdentityToken", "InstanceMetadata123"] {
             assert!(is_camel_case_name(name), "{name}");
         }
         for shape in [
             "AKIAIOSFODNNQEXAMPLE", "ASIA2EXAMPLE3KEYID", "wJalrXUtnFEMI7K7MDENG", "Ab1Cd2Ef3Gh4Ij5Kl", "Abcd12345Efghijkl",
             "5f3c9a1b2d4e6f70aa", "Ec2Instance/Metadata", "Ec2Instance+Metadata", "AbcdE2Fghijklmnop", "2InstanceMetadata",
+            // Two groups of digits; words of two letters only, with a group of digits.
+            "Ec2Instance3Metadata", "AbCdEfGh12IjKlMnOp",
         ] {
             assert!(!is_camel_case_name(shape), "{shape}");
         }
         assert_eq!(redact("AKIAIOSFODNNQEXAMPLE, Ab1Cd2Ef3Gh4Ij5Kl", &[]), "[redacted], [redacted]");
+        // Under 32 characters, a run needs a digit or a '+' (or to be all capitals) to be masked:
+        // a path survives.
+        assert_eq!(redact("see /usr/share/nginx/html abcdefgh+ijklmnop", &[]), "see /usr/share/nginx/html [redacted]");
     }
 
     #[test]
@@ -580,6 +595,27 @@ mod tests {
         remember_secrets(&Credentials::new("AKID", "s", Some("short".into()), None, "test"));
         assert!(!known_secrets(&files).iter().any(|k| k == "s" || k == "short"));
         assert!(known.windows(2).all(|pair| pair[0].len() >= pair[1].len()), "longest first: {known:?}");
+    }
+
+    #[test]
+    fn the_32_most_recent_secrets_of_8_characters_or_more_are_remembered() {
+        // Its own list: the process's is shared by the tests running alongside.
+        let mut seen = VecDeque::new();
+        let secret = |i: usize| format!("secret-{i:02}");
+        for i in 0..REMEMBERED_SECRETS {
+            remember_in(&mut seen, &Credentials::new("AKID", secret(i), None, None, "test"));
+        }
+        assert_eq!(seen.len(), REMEMBERED_SECRETS);
+        assert_eq!(seen.front(), Some(&secret(0)));
+        // Given again, a secret is the most recent one; the 33rd pushes out the oldest.
+        remember_in(&mut seen, &Credentials::new("AKID", secret(0), None, None, "test"));
+        assert_eq!(seen.back(), Some(&secret(0)));
+        remember_in(&mut seen, &Credentials::new("AKID", "secret-new", Some("1234567".into()), None, "test"));
+        assert_eq!(seen.len(), REMEMBERED_SECRETS);
+        assert!(!seen.contains(&secret(1)) && seen.contains(&secret(2)) && seen.back().is_some_and(|s| s == "secret-new"));
+        assert!(!seen.iter().any(|s| s == "1234567"), "7 characters: too short to look for");
+        remember_in(&mut seen, &Credentials::new("AKID", "8-chars!", None, None, "test"));
+        assert_eq!(seen.back().map(String::as_str), Some("8-chars!"));
     }
 
     #[test]
@@ -629,6 +665,11 @@ mod tests {
         let unbroken = "x".repeat(MAX_REASON_CHARS + 10);
         assert_eq!(cut_long(&unbroken), format!("{} … [10 more characters cut]", "x".repeat(MAX_REASON_CHARS)));
         assert_eq!(cut_long("Non-success status: 503"), "Non-success status: 503");
+        // A break in the first half is not taken: too much would be lost.
+        let early_break = format!("first\n{}", "x".repeat(MAX_REASON_CHARS + 10));
+        assert_eq!(cut_long(&early_break), format!("first\n{} … [16 more characters cut]", "x".repeat(MAX_REASON_CHARS - 6)));
+        // Cut at a character, not inside one.
+        assert_eq!(cut_long(&"é".repeat(MAX_REASON_CHARS + 10)), format!("{} … [10 more characters cut]", "é".repeat(MAX_REASON_CHARS)));
     }
 
     #[test]
@@ -639,6 +680,9 @@ mod tests {
             (json!({ "accessKeyId": "AKID", "secretAccessKey": 5 }), "'secretAccessKey' must be a string, got a number"),
             (json!({ "accessKeyId": "AK ID", "secretAccessKey": "hush" }), "letters and digits"),
             (json!({ "accessKeyId": "AKID", "secretAccessKey": "hush", "expiration": "soon" }), "'expiration'"),
+            (json!({ "accessKeyId": "AKID", "secretAccessKey": "hush", "expiration": -1 }), "'expiration' must be a Date or a time in milliseconds"),
+            (json!({ "accessKeyId": "", "secretAccessKey": "hush" }), "'accessKeyId' is empty"),
+            (json!({ "accessKeyId": "AKID", "secretAccessKey": "" }), "'secretAccessKey' is empty"),
         ] {
             let message = parse_credentials(&value, "X").unwrap_err();
             assert!(message.contains(expected), "{message}");

@@ -434,9 +434,118 @@ mod tests {
 
     #[test]
     fn a_batch_of_other_events_has_no_frame() {
-        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Closed]);
+        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::State(ConnectionState::Connected), Event::Closed]);
         assert!(frame.is_none() && topics.is_none());
-        assert_eq!(events.expect("events")[0].kind, "closed");
+        let events = events.expect("events");
+        assert_eq!((events[0].kind.as_str(), events[0].state.as_deref()), ("state", Some("Connected")));
+        assert_eq!(events[1].kind, "closed");
+    }
+
+    #[test]
+    fn a_batch_of_messages_alone_or_of_completed_publishes_alone_has_a_frame() {
+        let FnArgs { data: (frame, topics, events) } = batch_args(vec![message(vec![4], "a", "xy", QoS::AtMostOnce)]);
+        assert_eq!(frame.expect("a frame").words, [8, 0, 1, 0, 0, 2, 1, 4]);
+        assert_eq!(topics.expect("topics"), ["a"]);
+        assert!(events.is_none());
+        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Published { op: 9, error: None }]);
+        assert_eq!(frame.expect("a frame").words, [4, 1, 0, 9]);
+        assert!(topics.is_none() && events.is_none());
+    }
+
+    #[test]
+    fn a_message_s_flags_carry_its_qos_retain_and_dup() {
+        let flagged = |qos, retain, dup| {
+            let mut publish = Publish::new("t", qos, "x");
+            publish.retain = retain;
+            publish.dup = dup;
+            let FnArgs { data: (frame, _, _) } = batch_args(vec![Event::Message { observers: vec![1], publish }]);
+            frame.expect("a frame").words[4]
+        };
+        assert_eq!(flagged(QoS::AtMostOnce, false, false), 0);
+        assert_eq!(flagged(QoS::ExactlyOnce, false, false), 2);
+        assert_eq!(flagged(QoS::AtMostOnce, true, false), 4);
+        assert_eq!(flagged(QoS::AtMostOnce, false, true), 8);
+        assert_eq!(flagged(QoS::AtLeastOnce, true, true), 1 | 4 | 8);
+        assert_eq!(flagged(QoS::ExactlyOnce, true, true), 2 | 4 | 8);
+    }
+
+    /// A message whose topic and payload take `bytes` in the queue.
+    fn message_of(topic_len: usize, bytes: usize) -> Event {
+        Event::Message { observers: vec![1], publish: Publish::new("t".repeat(topic_len), QoS::AtMostOnce, vec![0u8; bytes - topic_len]) }
+    }
+
+    /// Whether the queue takes `event` now, rather than make the connection task wait for room.
+    async fn takes(delivery: &Delivery, event: Event) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), delivery.push_message(event)).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_at_most_4_mib_of_messages_topics_included() {
+        let delivery = Delivery::default();
+        for _ in 0..4 {
+            assert!(takes(&delivery, message_of(100, MAX_QUEUED_BYTES / 4)).await);
+        }
+        assert_eq!(delivery.queue.lock().bytes, 4 * 1024 * 1024);
+        // Full to the byte: a message of 2 bytes waits for room.
+        assert!(!takes(&delivery, message_of(1, 2)).await, "the queue took a message beyond 4 MiB");
+        // JS took a batch (one message of 1 MiB): room again.
+        assert_eq!(delivery.take_batch().len(), 1);
+        assert_eq!(delivery.queue.lock().bytes, 3 * 1024 * 1024);
+        assert!(takes(&delivery, message_of(1, 2)).await);
+        assert_eq!(delivery.queue.lock().messages, 4);
+        // However large, a message is taken into an empty queue.
+        assert!(takes(&Delivery::default(), message_of(1, MAX_QUEUED_BYTES + 1)).await);
+    }
+
+    #[test]
+    fn a_batch_carries_at_most_256_kib_of_messages_and_at_least_one() {
+        let delivery = Delivery::default();
+        for _ in 0..5 {
+            delivery.push(message_of(1, 64 * 1024));
+        }
+        delivery.push(message_of(1, MAX_BATCH_BYTES + 1));
+        delivery.push(message_of(1, 1));
+        let sizes = |batch: Vec<Event>| batch.iter().map(message_size).collect::<Vec<_>>();
+        assert_eq!(sizes(delivery.take_batch()), [64 * 1024; 4], "256 KiB exactly");
+        assert_eq!(sizes(delivery.take_batch()), [64 * 1024], "the next would take it over 256 KiB");
+        assert_eq!(sizes(delivery.take_batch()), [MAX_BATCH_BYTES + 1], "alone, whatever its size");
+        assert_eq!(sizes(delivery.take_batch()), [1]);
+        assert!(delivery.take_batch().is_empty());
+    }
+
+    #[test]
+    fn a_batch_carries_at_most_4096_events() {
+        let delivery = Delivery::default();
+        for op in 0..5_000 {
+            delivery.push(Event::Published { op, error: None });
+        }
+        assert_eq!(delivery.take_batch().len(), MAX_BATCH);
+        assert_eq!(delivery.take_batch().len(), 5_000 - MAX_BATCH);
+        // Packed events and the other events after them count together.
+        delivery.push(Event::Published { op: 0, error: None });
+        for _ in 0..5_000 {
+            delivery.push(Event::Writable);
+        }
+        let batch = delivery.take_batch();
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert!(matches!(batch.first(), Some(Event::Published { .. })) && matches!(batch.last(), Some(Event::Writable)));
+    }
+
+    #[test]
+    fn js_is_behind_from_64_messages_waiting_whatever_else_waits() {
+        let delivery = Delivery::default();
+        delivery.push(Event::State(ConnectionState::Connected));
+        for _ in 1..BEHIND_MESSAGES {
+            delivery.push(message(vec![1], "t", "x", QoS::AtMostOnce));
+            delivery.push(Event::Published { op: 1, error: None });
+        }
+        assert!(!delivery.is_behind(), "63 messages");
+        delivery.push(message(vec![1], "t", "x", QoS::AtMostOnce));
+        assert!(delivery.is_behind(), "64 messages");
+        // JS took the state change, then the messages and completions.
+        assert!(matches!(delivery.take_batch().as_slice(), [Event::State(_)]));
+        assert_eq!(delivery.take_batch().len(), 2 * BEHIND_MESSAGES - 1);
+        assert!(!delivery.is_behind());
     }
 
     #[test]

@@ -296,6 +296,19 @@ impl Outbox {
         }
     }
 
+    /// After a lost connection, before `requeue`: the publish rumqttc parked on a packet id
+    /// collision (`Outgoing::AwaitAck`), if any, goes into `pending`. It was never written, and
+    /// its packet id is another publish's (awaiting its PUBACK or PUBCOMP): it goes again as a
+    /// new publish, first of the requests rumqttc took from its channel.
+    pub fn take_back_parked(&mut self, pending: &mut VecDeque<MqttRequest>, parked: Option<rumqttc::Publish>) {
+        let Some(mut publish) = parked else { return };
+        if let Some((op, bytes)) = self.collided.take() {
+            publish.pkid = 0;
+            self.in_channel.push_front(Sent::Publish { op, qos: publish.qos, bytes });
+        }
+        pending.push_front(MqttRequest::Publish(publish));
+    }
+
     /// Adds the filters a lost connection left unacknowledged to `suspects`; returns whether
     /// some were not suspects yet.
     pub fn suspect_subscribes(&mut self, suspects: Vec<String>) -> bool {
@@ -729,6 +742,179 @@ mod tests {
         assert!(outbox.is_idle());
     }
 
+    #[test]
+    fn a_publish_counts_as_queued_until_rumqttcs_channel_takes_it_then_as_in_flight_until_done() {
+        // A channel with room for one request; `publish` is 2 bytes (topic "t", one byte).
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 1);
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, publish(1, QoS::AtLeastOnce));
+        outbox.submit(&client, publish(2, QoS::AtMostOnce));
+        assert_eq!(outbox.backlog_len(), 1, "op 2 waits: the channel holds op 1");
+        assert_eq!(outbox.queued(), Load { operations: 1, bytes: 2 });
+        assert_eq!(outbox.in_flight(), Load { operations: 1, bytes: 2 });
+        // rumqttc takes op 1 from its channel and writes it: op 2 fits in.
+        eventloop.clean();
+        assert_eq!(eventloop.pending.len(), 1);
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(1)), None);
+        outbox.pump(&client);
+        assert_eq!(outbox.backlog_len(), 0);
+        assert_eq!(outbox.queued(), Load::default());
+        assert_eq!(outbox.in_flight(), Load { operations: 2, bytes: 4 }, "op 1 awaits its PUBACK, op 2 is in the channel");
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(0)), Some(Completion::Published(2)), "QoS 0: done once written");
+        assert_eq!(outbox.in_flight(), Load { operations: 1, bytes: 2 });
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(1))), vec![Completion::Published(1)]);
+        assert_eq!(outbox.in_flight(), Load::default());
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn requests_still_in_rumqttcs_channel_when_the_connection_is_lost_wait_for_the_next_one() {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, publish(1, QoS::AtLeastOnce));
+        outbox.submit(&client, Request::Subscribe { filters: vec![("s".into(), QoS::AtLeastOnce)] });
+        outbox.submit(&client, publish(2, QoS::AtMostOnce));
+        outbox.submit(&client, Request::Unsubscribe { filter: "u".into() });
+        outbox.submit(&client, publish(3, QoS::ExactlyOnce));
+        assert!(!outbox.is_held());
+        // Lost before rumqttc took any of them: `clean` gives them all back, none with a packet id.
+        eventloop.clean();
+        let requeued = outbox.requeue(eventloop.pending.drain(..), |_| true, None);
+        assert_eq!(requeued, Requeued::default(), "nothing rejected");
+        assert!(outbox.is_held(), "they wait for the connection");
+        assert_eq!(backlog_ops(&outbox), [(1, "t".to_string()), (2, "t".to_string()), (3, "t".to_string())]);
+        assert_eq!(outbox.queued(), Load { operations: 3, bytes: 6 });
+        assert_eq!(outbox.in_flight(), Load::default());
+        // On the next connection: the renewal (which covers "s"), then the rest in order.
+        outbox.release(&client, vec![("s".into(), QoS::AtLeastOnce)]);
+        assert!(!outbox.is_held());
+        let sent: Vec<String> = outbox
+            .in_channel
+            .iter()
+            .map(|sent| match sent {
+                Sent::Subscribe { filters } => format!("SUBSCRIBE {}", filters.join(" ")),
+                Sent::Unsubscribe { filter } => format!("UNSUBSCRIBE {filter}"),
+                Sent::Publish { op, .. } => format!("PUBLISH {op}"),
+            })
+            .collect();
+        assert_eq!(sent, ["SUBSCRIBE s", "PUBLISH 1", "PUBLISH 2", "UNSUBSCRIBE u", "PUBLISH 3"]);
+
+        // The offline queue policy decides for them as for a publish made while disconnected.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, publish(1, QoS::AtLeastOnce));
+        outbox.submit(&client, publish(2, QoS::AtMostOnce));
+        eventloop.clean();
+        let requeued = outbox.requeue(eventloop.pending.drain(..), |qos| qos != QoS::AtMostOnce, None);
+        assert_eq!(requeued.rejected, [2]);
+        assert_eq!(backlog_ops(&outbox), [(1, "t".to_string())]);
+    }
+
+    #[test]
+    fn a_publish_parked_on_a_packet_id_collision_when_the_connection_is_lost_goes_again_as_a_new_one() {
+        // rumqttc with two packet ids: op 1 (QoS 2) gets id 1, op 2 id 2 (acknowledged); op 3
+        // comes round to id 1, still op 1's, and is parked (never written); PUBREC for op 1; op 4
+        // waits in the channel. Then the connection is lost.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        let topic = |op: u32, qos| Request::Publish { op, topic: format!("t{op}"), qos, retain: false, payload: vec![1] };
+        outbox.submit(&client, topic(1, QoS::ExactlyOnce));
+        outbox.submit(&client, topic(2, QoS::AtLeastOnce));
+        outbox.submit(&client, topic(3, QoS::AtLeastOnce));
+        outbox.submit(&client, topic(4, QoS::AtMostOnce));
+        eventloop.clean();
+        let mut channel: VecDeque<MqttRequest> = eventloop.pending.drain(..).collect();
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(1)), None);
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(2)]);
+        assert_eq!(outbox.on_outgoing(&Outgoing::AwaitAck(1)), None);
+        assert_eq!(outbox.in_flight().operations, 3, "op 1 awaits PUBCOMP, op 3 is parked, op 4 is in the channel");
+        // What rumqttc gives back: the PUBREL due, the channel's op 4, and the parked op 3 (with id 1).
+        let mut parked = match channel.drain(..3).nth(2) {
+            Some(MqttRequest::Publish(publish)) => publish,
+            other => panic!("op 3's publish, not {other:?}"),
+        };
+        parked.pkid = 1;
+        let mut pending: VecDeque<MqttRequest> = [MqttRequest::PubRel(rumqttc::PubRel::new(1))].into_iter().chain(channel).collect();
+        outbox.take_back_parked(&mut pending, Some(parked));
+        let requeued = outbox.requeue(pending, |_| true, None);
+        // Before, op 1 took op 3's publish (same packet id) and op 3 failed, although its
+        // message went out again: as op 1's, with id 1 again while op 1's PUBCOMP was due.
+        assert_eq!(requeued, Requeued { pubrels: vec![1], ..Requeued::default() });
+        assert_eq!(backlog_ops(&outbox), [(3, "t3".to_string()), (4, "t4".to_string())]);
+        outbox.release(&client, Vec::new());
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None, "op 3 gets an id of its own");
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(0)), Some(Completion::Published(4)));
+        assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(1))), vec![Completion::Published(1)]);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(3)]);
+        assert!(outbox.is_idle());
+
+        // Op 1 at QoS 1, unacknowledged when the connection is lost, and the session resumed: op 1
+        // goes again as it was, op 3 after it with an id of its own.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = Outbox::default();
+        for op in 1..=3 {
+            outbox.submit(&client, topic(op, QoS::AtLeastOnce));
+        }
+        eventloop.clean();
+        let mut channel: Vec<rumqttc::Publish> = eventloop.pending.drain(..).filter_map(|r| if let MqttRequest::Publish(p) = r { Some(p) } else { None }).collect();
+        outbox.on_outgoing(&Outgoing::Publish(1));
+        outbox.on_outgoing(&Outgoing::Publish(2));
+        outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2)));
+        outbox.on_outgoing(&Outgoing::AwaitAck(1));
+        for publish in &mut channel {
+            publish.pkid = 1;
+        }
+        let parked = channel.pop();
+        let mut pending: VecDeque<MqttRequest> = [MqttRequest::Publish(channel.swap_remove(0))].into();
+        outbox.take_back_parked(&mut pending, parked);
+        assert_eq!(outbox.requeue(pending, |_| true, None), Requeued::default());
+        let resends: Vec<(u16, String)> = outbox.resume(true).into_iter().map(|p| (p.pkid, p.topic)).collect();
+        assert_eq!(resends, [(1, "t1".to_string())]);
+        outbox.release(&client, Vec::new());
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(1)), None);
+        assert_eq!(outbox.on_outgoing(&Outgoing::Publish(2)), None);
+        // Before, op 1 and op 3 were both filed under id 1: op 1 never settled.
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(1))), vec![Completion::Published(1)]);
+        assert_eq!(outbox.on_incoming(&Packet::PubAck(rumqttc::PubAck::new(2))), vec![Completion::Published(3)]);
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn a_qos2_publish_the_broker_received_before_the_loss_waits_for_its_pubcomp() {
+        // Op 1 (packet id 5) got PUBREC: rumqttc gives back its PUBREL, not the publish.
+        let lost = || {
+            let mut outbox = Outbox::default();
+            outbox.in_channel.push_back(Sent::Publish { op: 1, qos: QoS::ExactlyOnce, bytes: 2 });
+            outbox.on_outgoing(&Outgoing::Publish(5));
+            let requeued = outbox.requeue(vec![MqttRequest::PubRel(rumqttc::PubRel::new(5))], |_| true, None);
+            assert_eq!(requeued, Requeued { pubrels: vec![5], ..Requeued::default() }, "not rejected: PUBREL is due");
+            outbox
+        };
+        // A resumed session completes it.
+        let mut outbox = lost();
+        assert!(!outbox.is_idle());
+        assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(5))), vec![Completion::Published(1)]);
+        assert!(outbox.is_idle());
+        // A new session does not know it: the broker had it, so it is published.
+        let mut outbox = lost();
+        assert_eq!(outbox.forget_pubrels(&[5]), vec![Completion::Published(1)]);
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn the_subscribe_size_is_what_rumqttc_encodes_whatever_the_length_of_its_remaining_length() {
+        // A filter of n bytes makes a SUBSCRIBE whose remaining length is n + 5: 1, 2 and 3 bytes
+        // of it on either side of 127 and 16,383.
+        for len in [1, 122, 123, 16_378, 16_379, 65_535] {
+            let filter = long_filter(len);
+            assert_eq!(subscribe_bytes(subscribe_filter_bytes(&filter.0)), encoded_bytes(std::slice::from_ref(&filter)), "filter of {len} bytes");
+        }
+        let filters: Vec<(String, QoS)> = (0..3).map(|i| (format!("t/{i}"), QoS::AtLeastOnce)).collect();
+        let filter_bytes: usize = filters.iter().map(|(f, _)| subscribe_filter_bytes(f)).sum();
+        assert_eq!(subscribe_bytes(filter_bytes), encoded_bytes(&filters));
+    }
+
     fn written_publish(pkid: u16, topic: &str) -> MqttRequest {
         let mut publish = rumqttc::Publish::new(topic, QoS::AtLeastOnce, vec![0u8; 4]);
         publish.pkid = pkid;
@@ -824,12 +1010,13 @@ mod tests {
     fn a_resumed_session_gets_the_written_publishes_again_with_their_packet_ids_and_dup() {
         let (mut outbox, pending) = in_flight();
         outbox.requeue(pending, |_| true, None);
+        outbox.push_back(publish(5, QoS::AtLeastOnce));
         let resends = outbox.resume(true);
         let sent: Vec<(u16, String, bool)> = resends.iter().map(|p| (p.pkid, p.topic.clone(), p.dup)).collect();
         let expected: Vec<(u16, String, bool)> =
             vec![(1, "a".into(), true), (2, "b".into(), true), (3, "c".into(), true), (4, "d".into(), true)];
         assert_eq!(sent, expected);
-        assert_eq!(outbox.queued(), Load::default(), "in flight again, not queued");
+        assert_eq!(outbox.queued(), Load { operations: 1, bytes: 2 }, "in flight again, not queued: only op 5 is");
         assert_eq!(outbox.in_flight().operations, 4);
         // rumqttc reports writing them before anything of its channel: they do not take the
         // channel's records.
@@ -889,6 +1076,10 @@ mod tests {
         let mut outbox = held();
         assert_eq!(outbox.turn_away_beyond(Load { operations: 4, bytes: 1000 }), vec![4, 5]);
         assert_eq!(backlog_ops(&outbox).len(), 4);
+        // Bytes add up to the bound exactly: all but op 5's 2 bytes.
+        let mut outbox = held();
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 100, bytes: 22 }), vec![5]);
+        assert_eq!(outbox.queued(), Load { operations: 5, bytes: 22 });
     }
 
     #[test]

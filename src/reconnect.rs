@@ -359,6 +359,33 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_right_after_the_same_publish_again_is_not_counted_as_a_kick() {
+        // A kick, then a publish the broker drops: the loss right after sending it again is the
+        // publish's doing. Counted as a kick it made a takeover of the third loss, before the
+        // publish streak could name the publish.
+        let mut backoff = Backoff::new(policy());
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, written(7)), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, written(7)), Verdict::Transient);
+        assert_eq!(kick(&mut backoff, true, written(7)), Verdict::RefusedPublish(Written { op: 7, topic: "t".into() }));
+    }
+
+    #[test]
+    fn a_connection_that_lasted_reset_after_is_a_lasting_one_not_a_kick() {
+        let mut backoff = Backoff::new(policy());
+        let reset_after = policy().reset_after;
+        for _ in 0..TAKEOVER_STREAK {
+            assert_eq!(backoff.connection_ended(reset_after, true, true, Unacknowledged::default()), Verdict::Transient);
+        }
+        // Just under it, the same closes are kicks.
+        let just_under = reset_after - Duration::from_millis(1);
+        for _ in 1..TAKEOVER_STREAK {
+            assert_eq!(backoff.connection_ended(just_under, true, true, Unacknowledged::default()), Verdict::Transient);
+        }
+        assert_eq!(backoff.connection_ended(just_under, true, true, Unacknowledged::default()), Verdict::Takeover);
+    }
+
+    #[test]
     fn a_loss_with_another_or_no_publish_unacknowledged_breaks_the_publish_streak() {
         let mut backoff = Backoff::new(policy());
         let lost = |backoff: &mut Backoff, unacknowledged| backoff.connection_ended(Duration::from_secs(1), false, true, unacknowledged);

@@ -132,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_could_not_be_signed_says_why_once() {
+        let presigner = Presigner::new("us-east-1".into());
+        let request = http::Request::builder().uri("wss://abc-ats.iot.us-east-1.amazonaws.com/mqtt").body(()).unwrap();
+        let request = presigner.sign_request(request);
+        assert_eq!(request.uri().query(), None, "not signed");
+        let failure = presigner.take_failure().expect("why it was not signed");
+        assert_eq!(failure.code(), "ERR_CREDENTIALS");
+        assert!(failure.to_string().contains("no credentials were fetched"), "{failure}");
+        assert!(presigner.take_failure().is_none());
+    }
+
+    #[test]
     fn redaction_hides_signature_credential_and_token_only() {
         let url = signed_url(Some("TOKEN"));
         let shown = redact(&format!("failed: {url} (again)"));
@@ -140,5 +152,10 @@ mod tests {
         assert!(shown.contains("X-Amz-Credential=***&X-Amz-Date=20150830T123600Z"), "{shown}");
         assert!(shown.ends_with(" (again)"), "{shown}");
         assert_eq!(redact("x-amz-signature=abc"), "x-amz-signature=***");
+        // A value ends at '&', '#', a quote or a space.
+        assert_eq!(
+            redact("\"X-Amz-Signature=abc\" 'X-Amz-Credential=def' X-Amz-Security-Token=ghi#frag x-amz-signature=jkl\tend"),
+            "\"X-Amz-Signature=***\" 'X-Amz-Credential=***' X-Amz-Security-Token=***#frag x-amz-signature=***\tend"
+        );
     }
 }

@@ -195,9 +195,11 @@ mod tests {
     #[test]
     fn a_filter_is_subscribed_once_and_unsubscribed_with_its_last_observer() {
         let mut subs = Subscriptions::default();
+        assert!(!subs.has_observers());
         let (first, ready) = subs.add_observer(1, vec!["a/+".into()], QoS::AtMostOnce);
         assert_eq!(names(&first), ["a/+"]);
         assert!(!ready);
+        assert!(subs.has_observers());
         let (second, _) = subs.add_observer(2, vec!["a/+".into()], QoS::AtMostOnce);
         assert!(second.is_empty());
         assert!(subs.remove_observer(1).is_empty());
@@ -355,6 +357,21 @@ mod tests {
         subs.add_observer(1, vec!["t".into()], QoS::AtMostOnce);
         let (again, _) = subs.add_observer(2, vec!["t".into()], QoS::AtLeastOnce);
         assert_eq!(again, vec![("t".to_string(), QoS::AtLeastOnce)]);
+    }
+
+    #[test]
+    fn clear_forgets_every_filter_and_returns_every_observer() {
+        let mut subs = Subscriptions::default();
+        subs.add_observer(3, vec!["a/+".into(), "b".into()], QoS::AtMostOnce);
+        subs.add_observer(5, vec!["a/+".into()], QoS::AtLeastOnce);
+        let mut observers = subs.clear();
+        observers.sort_unstable();
+        assert_eq!(observers, [3, 5]);
+        assert!(!subs.has_observers() && subs.renewal(false).is_empty() && subs.route("a/x").is_empty());
+        assert!(subs.index.is_empty(), "nothing is left behind in the index");
+        // The same filters subscribed again route once.
+        subs.add_observer(7, vec!["a/+".into()], QoS::AtMostOnce);
+        assert_eq!(subs.route("a/x"), [7]);
     }
 
     #[test]

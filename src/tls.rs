@@ -316,6 +316,13 @@ mod tests {
                 "is a CA certificate (basicConstraints CA:TRUE) used as the server's own, which TLS refuses",
             ),
             (CertificateError::Other(OtherError(Arc::new(webpki::Error::EndEntityUsedAsCa))), "is not a CA certificate"),
+            (CertificateError::Other(OtherError(Arc::new(webpki::Error::UnsupportedCertVersion))), "is not an X.509 v3 certificate"),
+            (CertificateError::Other(OtherError(Arc::new(webpki::Error::NameConstraintViolation))), "breaks a constraint of one of its CAs"),
+            (CertificateError::Other(OtherError(Arc::new(webpki::Error::PathLenConstraintViolated))), "breaks a constraint of one of its CAs"),
+            (CertificateError::Other(OtherError(Arc::new(webpki::Error::MaximumPathDepthExceeded))), "chain is too long"),
+            (CertificateError::ExpiredContext { time: at(now), not_after: at(now - 119) }, "expired 119 s ago"),
+            (CertificateError::ExpiredContext { time: at(now), not_after: at(now - 120) }, "expired 2 min ago"),
+            (CertificateError::NotValidYetContext { time: at(now), not_before: at(now + 7_199) }, "valid only 119 min from now"),
         ];
         for (error, expected) in cases {
             let debug = format!("{error:?}");
