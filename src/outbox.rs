@@ -788,15 +788,7 @@ mod tests {
         // On the next connection: the renewal (which covers "s"), then the rest in order.
         outbox.release(&client, vec![("s".into(), QoS::AtLeastOnce)]);
         assert!(!outbox.is_held());
-        let sent: Vec<String> = outbox
-            .in_channel
-            .iter()
-            .map(|sent| match sent {
-                Sent::Subscribe { filters } => format!("SUBSCRIBE {}", filters.join(" ")),
-                Sent::Unsubscribe { filter } => format!("UNSUBSCRIBE {filter}"),
-                Sent::Publish { op, .. } => format!("PUBLISH {op}"),
-            })
-            .collect();
+        let sent = channel_requests(&outbox);
         assert_eq!(sent, ["SUBSCRIBE s", "PUBLISH 1", "PUBLISH 2", "UNSUBSCRIBE u", "PUBLISH 3"]);
 
         // The offline queue policy decides for them as for a publish made while disconnected.
@@ -947,6 +939,19 @@ mod tests {
     }
 
     /// Publishes held for the next connection: the resends, then the backlog.
+    /// What the outbox handed to rumqttc's channel, in order, as words.
+    fn channel_requests(outbox: &Outbox) -> Vec<String> {
+        outbox
+            .in_channel
+            .iter()
+            .map(|sent| match sent {
+                Sent::Subscribe { filters } => format!("SUBSCRIBE {}", filters.join(" ")),
+                Sent::Unsubscribe { filter } => format!("UNSUBSCRIBE {filter}"),
+                Sent::Publish { op, .. } => format!("PUBLISH {op}"),
+            })
+            .collect()
+    }
+
     fn backlog_ops(outbox: &Outbox) -> Vec<(u32, String)> {
         let resends = outbox.resend.iter().map(|r| (r.op, r.publish.topic.clone()));
         let backlog = outbox.backlog.iter().filter_map(|r| match r {
@@ -1311,15 +1316,7 @@ mod tests {
         // An attempt fails: the SUBSCRIBE is dropped (the renewal covers it), the UNSUBSCRIBEs wait.
         outbox.requeue(Vec::new(), |_| true, None);
         outbox.release(&client, vec![("a".into(), QoS::AtLeastOnce), ("b".into(), QoS::AtLeastOnce)]);
-        let sent: Vec<String> = outbox
-            .in_channel
-            .iter()
-            .map(|sent| match sent {
-                Sent::Subscribe { filters } => format!("SUBSCRIBE {}", filters.join(" ")),
-                Sent::Unsubscribe { filter } => format!("UNSUBSCRIBE {filter}"),
-                Sent::Publish { op, .. } => format!("PUBLISH {op}"),
-            })
-            .collect();
+        let sent = channel_requests(&outbox);
         // Before, "UNSUBSCRIBE a" followed the renewal, and the broker dropped "a" for good.
         assert_eq!(sent, ["SUBSCRIBE a b", "UNSUBSCRIBE c"]);
     }
