@@ -87,6 +87,12 @@ test('cert and key that cannot be used are refused by the constructor, without s
     [{ cert, key: './client.key' }, "Option 'key' holds no PEM private key ('-----BEGIN …'): pass the file's contents (fs.readFileSync(path)), not its path"],
     [{ cert: key, key: cert }, "Option 'cert' holds no PEM certificate: it holds a private key (are 'cert' and 'key' swapped?)"],
     [{ cert, key: encrypted }, /^Option 'key' is an encrypted private key, which this client cannot decrypt: pass it decrypted/],
+    // From an environment variable, with its line breaks written as \n: the parser would quote
+    // the whole text, the key included.
+    [{ cert: key.replaceAll('\n', '\\n'), key }, /^Option 'cert' is not valid PEM: its line breaks are missing/],
+    [{ cert, key: key.replaceAll('\n', '\\n') }, /^Option 'key' (is not valid PEM|holds no PEM private key): its line breaks are missing/],
+    [{ cert: key.replaceAll('\n', ' '), key }, /^Option 'cert' is not valid PEM: its line breaks are missing/],
+    [{ cert: '', key }, "Option 'cert' holds no PEM certificate: it is empty"],
   ]) {
     const error = t.throws(() => new PubSub(options(tls.mqtts, given)))
     t.is(error.code, 'ERR_INVALID_OPTION')

@@ -60,6 +60,12 @@ test("MQTT.js's events are refused, saying what to listen to; ours and Node's ev
   const connected = once(pubsub, 'ConnectionStateChange')
   await pubsub.publish(uniqueTopic('events'), 'x')
   t.deepEqual(await connected, ['Connecting'])
+  // removeAllListeners() takes every listener away, and the refusal stays.
+  pubsub.removeAllListeners()
+  t.throws(() => pubsub.on('message', () => {}), { code: 'ERR_INVALID_OPTION' })
+  pubsub.removeAllListeners('newListener')
+  t.throws(() => pubsub.on('message', () => {}), { code: 'ERR_INVALID_OPTION' })
+  t.is(pubsub.listenerCount('newListener'), 1)
 })
 
 test("subscribe with MQTT.js's { filter: qos } object: the observer's error says how to write it", (t) => {
@@ -71,6 +77,22 @@ test("subscribe with MQTT.js's { filter: qos } object: the observer's error says
   t.is(
     errors[0].message,
     "topics must be a string or a non-empty array of strings: MQTT.js's { filter: qos } object is not taken; pass the filters as an array and the QoS as an option, e.g. subscribe(['a/+', 'b'], { qos: 1 })",
+  )
+})
+
+test("the topics given as { topic } (Amplify's name is topics) or as anything else are told apart", async (t) => {
+  const pubsub = newPubSub(t)
+  const errors = []
+  pubsub.subscribe({ topic: 'a/b' }).subscribe({ error: (error) => errors.push(error) })
+  const publishError = await t.throwsAsync(pubsub.publish({ topic: 'a/b', message: 1 }))
+  pubsub.subscribe({ 'a/+': 'yes' }).subscribe({ error: (error) => errors.push(error) })
+  t.deepEqual(
+    [...errors, publishError].map((error) => error.message),
+    [
+      "topics must be a string or a non-empty array of strings: did you mean { topics: … } (Amplify's name), not { topic: … }?",
+      'topics must be a string or a non-empty array of strings',
+      "topics must be a string or a non-empty array of strings: did you mean { topics: … } (Amplify's name), not { topic: … }?",
+    ],
   )
 })
 
@@ -86,12 +108,18 @@ test("MQTT.js's option names say what to use instead", (t) => {
   }
 })
 
-test("a WebSocket path the server does not serve (HTTP 404) suggests '/mqtt'", async (t) => {
+test("a WebSocket path the server does not serve (HTTP 404) suggests '/mqtt', unless it was that", async (t) => {
   const server = http.createServer((request, response) => response.writeHead(404).end())
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => server.close())
-  const pubsub = newPubSub(t, { endpoint: `ws://127.0.0.1:${server.address().port}`, reconnect: false })
-  const error = await t.throwsAsync(pubsub.publish('a/b', 'x'))
-  t.is(error.code, 'ERR_CONNECTION')
-  t.regex(error.message, /was answered HTTP 404 Not Found: the server takes MQTT over WebSocket on another path \('\/mqtt' on most brokers\)$/)
+  for (const [path, says] of [
+    ['', / on another path \('\/mqtt' on most brokers\)$/],
+    ['/mqtt', / on another path$/],
+  ]) {
+    const pubsub = newPubSub(t, { endpoint: `ws://127.0.0.1:${server.address().port}${path}`, reconnect: false })
+    const error = await t.throwsAsync(pubsub.publish('a/b', 'x'))
+    t.is(error.code, 'ERR_CONNECTION')
+    t.regex(error.message, /was answered HTTP 404 Not Found: the server takes MQTT over WebSocket/)
+    t.regex(error.message, says)
+  }
 })

@@ -80,6 +80,22 @@ async function receivedAfterRestart(t, broker, topic, inbox) {
   return plain(message)
 }
 
+test('with a will and nothing subscribed, a lost connection is made again: the will stays armed for as long as the instance lives', async (t) => {
+  const broker = await ownBroker(t)
+  const willTopic = uniqueTopic('will-armed')
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST, will: { topic: willTopic, message: 'gone', qos: 1 } })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const subscription = pubsub.subscribe(uniqueTopic('once')).subscribe({ next() {} })
+  await subscription.ready
+  subscription.unsubscribe()
+  await broker.restart({ signal: 'SIGKILL' })
+  const before = states.lastIndexOf('ConnectionDisrupted')
+  t.true(before !== -1, states.join(' '))
+  await reached(states, 'Connected', before)
+  t.is(pubsub.connectionState, 'Connected')
+  t.is(pubsub.stats().reconnects, 1)
+})
+
 test("each transient failure is a 'connectionDisrupted' event with its reason and the wait before the next attempt", async (t) => {
   const broker = await ownBroker(t)
   const pubsub = openPubSub(t, { endpoint: broker.wsUrl, reconnect: FAST })

@@ -42,7 +42,7 @@ class PendingOp {
 /** The topics of a publish (`kind` 'topic') or the filters of a subscription ('filter'). */
 function toTopicList(topics, kind) {
   const list = typeof topics === 'string' ? [topics] : topics
-  if (!Array.isArray(list) || list.length === 0) throw notTopics(topics)
+  if (!Array.isArray(list) || list.length === 0) throw notTopics(topics, kind)
   // An index loop: `some` and `every` skip the holes of a sparse array.
   for (let i = 0; i < list.length; i++) {
     const topic = list[i]
@@ -56,11 +56,22 @@ function toTopicList(topics, kind) {
   return list
 }
 
-function notTopics(topics) {
-  // MQTT.js's subscribe({ 'a/+': 1, b: { qos: 0 } }).
-  const mqttJsForm = topics !== null && typeof topics === 'object' && Object.getPrototypeOf(topics) === Object.prototype && Object.keys(topics).length > 0
-  const hint = mqttJsForm ? ": MQTT.js's { filter: qos } object is not taken; pass the filters as an array and the QoS as an option, e.g. subscribe(['a/+', 'b'], { qos: 1 })" : ''
+function notTopics(topics, kind) {
+  const plain = topics !== null && typeof topics === 'object' && Object.getPrototypeOf(topics) === Object.prototype
+  let hint = ''
+  if (plain && 'topic' in topics) {
+    hint = ": did you mean { topics: … } (Amplify's name), not { topic: … }?"
+  } else if (plain && kind === 'filter' && isMqttJsSubscription(topics)) {
+    hint = ": MQTT.js's { filter: qos } object is not taken; pass the filters as an array and the QoS as an option, e.g. subscribe(['a/+', 'b'], { qos: 1 })"
+  }
   return pubsubError('ERR_INVALID_TOPIC', `topics must be a string or a non-empty array of strings${hint}`)
+}
+
+/** MQTT.js's subscribe({ 'a/+': 1, b: { qos: 0 } }): every value a QoS, or an object with one. */
+function isMqttJsSubscription(topics) {
+  const values = Object.values(topics)
+  const isQos = (value) => value === 0 || value === 1 || value === 2
+  return values.length > 0 && values.every((value) => isQos(value) || (value !== null && typeof value === 'object' && isQos(value.qos)))
 }
 
 /** A callback given where MQTT.js takes one: `call` returns a Promise or an Observable instead. */
@@ -305,7 +316,7 @@ class PubSubBase extends EventEmitter {
 
   constructor(options, provider) {
     super()
-    this.on('newListener', refuseMqttJsEvents)
+    super.on('newListener', refuseMqttJsEvents)
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
@@ -444,6 +455,15 @@ class PubSubBase extends EventEmitter {
         invalidPayload: this.#invalidPayloads,
       },
     }
+  }
+
+  /** EventEmitter's, keeping the refusal of MQTT.js's events (a 'newListener' listener). */
+  removeAllListeners(...args) {
+    super.removeAllListeners(...args)
+    if ((args.length === 0 || args[0] === 'newListener') && !this.listeners('newListener').includes(refuseMqttJsEvents)) {
+      super.on('newListener', refuseMqttJsEvents)
+    }
+    return this
   }
 
   /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */

@@ -128,12 +128,16 @@ pub struct Core {
     pub counters: Counters,
     /// A persistent session's messages that no observer wanted yet; `None` for a clean session.
     pub unclaimed: Option<Unclaimed>,
+    /// The instance has a will and has connected: the connection is its presence, kept (and
+    /// made again after a loss) with nothing subscribed, until it is closed, ended at Node's
+    /// exit, or fails for good.
+    pub will_armed: bool,
 }
 
 impl Core {
     /// Whether the instance needs a connection now.
     pub fn wants_connection(&self) -> bool {
-        !self.closed && (self.subs.has_observers() || !self.outbox.is_idle())
+        !self.closed && (self.subs.has_observers() || !self.outbox.is_idle() || self.will_armed)
     }
 }
 
@@ -191,6 +195,7 @@ impl Shared {
         if core.closed || core.subs.has_observers() {
             return false;
         }
+        core.will_armed = false;
         match core.state {
             ConnectionState::Connected => {
                 core.idle_disconnect_due = false;
@@ -262,6 +267,7 @@ impl Client {
                 idle_disconnect_due: false,
                 counters: Counters::default(),
                 unclaimed: (!options.clean_session).then(Unclaimed::default),
+                will_armed: false,
             }),
             requests,
             delivery: delivery.clone(),
@@ -372,7 +378,9 @@ impl Client {
         }
         // What a persistent session delivered for these filters before they were subscribed
         // again comes first, in order, ahead of what routing brings from now on.
-        for publish in core.unclaimed.as_mut().map(|unclaimed| unclaimed.claim(&filters)).unwrap_or_default() {
+        let (claimed, expired) = core.unclaimed.as_mut().map(|unclaimed| unclaimed.claim(&filters)).unwrap_or_default();
+        core.counters.dropped_unrouted += expired as u64;
+        for publish in claimed {
             self.shared.delivery.push(Event::Message { observers: vec![observer], publish });
         }
         let (to_subscribe, ready) = core.subs.add_observer(observer, filters, qos);

@@ -13,7 +13,7 @@ use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
 use crate::credentials::CredentialsOption;
-use crate::options::{is_aws_host, ClientOptions, Endpoint, Scheme};
+use crate::options::{is_aws_host, region_from_host, ClientOptions, Endpoint, Scheme};
 use crate::reconnect::{
     Backoff, Unacknowledged, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
 };
@@ -72,6 +72,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 if let Some(backoff) = backoff.as_mut() {
                     backoff.connected();
                 }
+                shared.core.lock().will_armed = shared.options.will.is_some();
                 session_present
             }
             Err(error) => {
@@ -149,12 +150,12 @@ fn refused_publish(publish: &Written, options: &ClientOptions) -> PubSubError {
 
 /// Why `what` is not sent again: `on_aws` or `on_brokers` says what makes a broker do that.
 fn dropped_each_time(options: &ClientOptions, what: &str, streak: u32, on_aws: &str, on_brokers: &str) -> String {
-    let why = if options.aws.is_some() { on_aws } else { on_brokers };
+    let why = if options.aws_iot_broker { on_aws } else { on_brokers };
     format!("dropped the connection each time {what} arrived ({streak} times in a row), so it is not sent again; {why}")
 }
 
 fn takeover(options: &ClientOptions) -> PubSubError {
-    let iot_also = if options.aws.is_some() {
+    let iot_also = if options.aws_iot_broker {
         " On AWS IoT this also happens when a subscription or publish is outside the IoT policy."
     } else {
         ""
@@ -185,6 +186,7 @@ async fn after_failure(
             let mut core = shared.core.lock();
             forget_queued_requests(eventloop);
             pubrels.clear();
+            core.will_armed = false;
             if !core.closed {
                 shared.fail_everything(&mut core, error);
             }
@@ -528,11 +530,7 @@ fn account(shared: &Shared, core: &mut Core, event: Event) {
 fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
     for event in std::mem::take(&mut eventloop.state.events) {
         match event {
-            Event::Incoming(Packet::Publish(publish)) => {
-                if let Some(message) = message_for_observers(core, publish) {
-                    shared.delivery.push(message);
-                }
-            }
+            Event::Incoming(Packet::Publish(publish)) => deliver(shared, core, publish),
             // rumqttc hands out buffered events before any new I/O, so one still here was
             // recorded in the batch whose write or flush failed. A QoS 0 publish (packet id 0)
             // is not given back like QoS 1/2: it was not (wholly) written, and fails.
@@ -572,10 +570,15 @@ fn discard_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
 fn deliver_buffered_messages(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop) {
     for event in std::mem::take(&mut eventloop.state.events) {
         if let Event::Incoming(Packet::Publish(publish)) = event {
-            if let Some(message) = message_for_observers(core, publish) {
-                shared.delivery.push(message);
-            }
+            deliver(shared, core, publish);
         }
+    }
+}
+
+/// Hands a message rumqttc had buffered to its observers, without waiting for JS.
+fn deliver(shared: &Shared, core: &mut Core, publish: Publish) {
+    if let Some(message) = message_for_observers(core, publish) {
+        shared.delivery.push(message);
     }
 }
 
@@ -688,8 +691,8 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
         ConnectionError::MqttState(StateError::Io(io)) if io.kind() == ErrorKind::InvalidData => return describe(error, options, Stage::Connecting),
         _ => {}
     }
-    match (&error, &options.aws) {
-        (ConnectionError::MqttState(state_error), Some(aws)) => {
+    match (&error, options.aws_iot_broker) {
+        (ConnectionError::MqttState(state_error), true) => {
             let has_connected = backoff.as_ref().is_some_and(|b| b.has_connected());
             if has_connected && transport_reset(state_error) {
                 return describe(error, options, Stage::Connecting);
@@ -703,14 +706,25 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
                     close_detail(state_error)
                 )));
             }
+            let region = match &options.aws {
+                Some(aws) => aws.region.clone(),
+                None => region_from_host(&options.endpoint.host).unwrap_or_else(|| "<region>".into()),
+            };
+            // The IoT provider signs with credentials; the generic one on an AWS IoT host
+            // connects with a client certificate (port 8883, X.509) or an authorizer.
+            let principal = match (&options.aws, &options.identity) {
+                (Some(_), _) => "these credentials",
+                (None, Some(_)) => "this client certificate",
+                (None, None) => "this client",
+            };
             PubSubError::NotAuthorized(format!(
                 "AWS IoT closed the connection right after CONNECT, without a CONNACK. This is how it refuses a client \
-                 its IoT policy does not allow: check that the policy attached to these credentials allows iot:Connect \
-                 on arn:aws:iot:{}:<account-id>:client/{}",
-                aws.region, options.client_id
+                 its IoT policy does not allow: check that the policy attached to {principal} allows iot:Connect \
+                 on arn:aws:iot:{region}:<account-id>:client/{}",
+                options.client_id
             ))
         }
-        (ConnectionError::MqttState(state_error), None) => PubSubError::Connection(redact(&closed_after_connect(&options.endpoint, state_error))),
+        (ConnectionError::MqttState(state_error), false) => PubSubError::Connection(redact(&closed_after_connect(&options.endpoint, state_error))),
         _ => describe(error, options, Stage::Connecting),
     }
 }
@@ -1032,9 +1046,11 @@ fn describe(error: ConnectionError, options: &ClientOptions, stage: Stage) -> Pu
                     aws.region
                 )),
                 (401 | 403, None) => PubSubError::NotAuthorized(detail),
-                (404, _) => PubSubError::Connection(format!(
-                    "Cannot connect: {detail}: the server takes MQTT over WebSocket on another path ('/mqtt' on most brokers)"
-                )),
+                (404, _) => {
+                    let path = url::Url::parse(&options.endpoint.url).map(|url| url.path().to_string()).unwrap_or_default();
+                    let usual = if path == "/mqtt" { "" } else { " ('/mqtt' on most brokers)" };
+                    PubSubError::Connection(format!("Cannot connect: {detail}: the server takes MQTT over WebSocket on another path{usual}"))
+                }
                 _ => PubSubError::Connection(format!("Cannot connect: {detail}")),
             }
         }
@@ -1153,7 +1169,16 @@ mod tests {
             assert!(error.to_string().contains("answered CONNECT with what is not MQTT 3.1.1 (Malformed remaining length)"), "{error}");
         }
         // Whereas AWS IoT closing the connection is how its policy refuses a client.
-        let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
-        assert_eq!(describe_connect_failure(closed, &options(Provider::Iot), None).code(), "ERR_NOT_AUTHORIZED");
+        let closed = || ConnectionError::MqttState(StateError::ConnectionAborted);
+        assert_eq!(describe_connect_failure(closed(), &options(Provider::Iot), None).code(), "ERR_NOT_AUTHORIZED");
+        // Also to the generic provider on an AWS IoT host (X.509 devices on port 8883).
+        let mut x509 = on("mqtts://a1-ats.iot.eu-west-1.amazonaws.com:8883");
+        x509.identity = Some(tls::ClientIdentity { cert_pem: String::new(), key_pem: String::new() });
+        let refused = describe_connect_failure(closed(), &x509, None);
+        assert_eq!(refused.code(), "ERR_NOT_AUTHORIZED");
+        assert!(
+            refused.to_string().contains("the policy attached to this client certificate allows iot:Connect on arn:aws:iot:eu-west-1:<account-id>:client/"),
+            "{refused}"
+        );
     }
 }

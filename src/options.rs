@@ -629,9 +629,11 @@ pub fn region_from_host(host: &str) -> Option<String> {
 /// Whether `host` is an AWS IoT Core data endpoint (`<prefix>-ats.iot.<region>.amazonaws.com`,
 /// a VPC endpoint's `….iot.<region>.vpce.amazonaws.com`, also in China's partition).
 pub fn is_aws_iot_host(host: &str) -> bool {
-    aws_domain(host).is_some_and(|rest| {
+    // Host names are case-insensitive, and the URL parser lowercases them for ws(s):// only.
+    let host = host.to_ascii_lowercase();
+    aws_domain(&host).is_some_and(|rest| {
         let labels: Vec<&str> = rest.split('.').collect();
-        labels.windows(2).any(|pair| pair[0] == "iot" && looks_like_region(pair[1]))
+        labels.windows(2).any(|pair| matches!(pair[0], "iot" | "iot-fips") && looks_like_region(pair[1]))
     })
 }
 
@@ -1100,7 +1102,13 @@ mod tests {
 
     #[test]
     fn the_generic_provider_on_an_aws_iot_host_keeps_aws_iot_limits_too() {
-        for host in ["a1b2c3-ats.iot.eu-west-1.amazonaws.com", "vpce-1.data.iot.us-east-1.vpce.amazonaws.com", "x-ats.iot.cn-north-1.amazonaws.com.cn"] {
+        for host in [
+            "a1b2c3-ats.iot.eu-west-1.amazonaws.com",
+            "vpce-1.data.iot.us-east-1.vpce.amazonaws.com",
+            "x-ats.iot.cn-north-1.amazonaws.com.cn",
+            "data.iot-fips.us-east-1.amazonaws.com",
+            "A1B2C3-ATS.IOT.EU-WEST-1.AMAZONAWS.COM",
+        ] {
             assert!(is_aws_iot_host(host), "{host}");
             let o = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883") })).unwrap();
             assert!(o.aws_iot_broker && o.subscribe_limit().filters == Some(8), "{host}");

@@ -15,11 +15,12 @@ fn invalid(message: String) -> PubSubError {
 }
 
 /// Parses the PEM text of option `name` into certificates; an empty or unreadable bundle is an
-/// option error.
+/// option error. The parser's own message is not shown: it quotes the text, which may hold a
+/// private key (a `cert` and `key` swapped, with its line breaks lost).
 pub fn parse_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| invalid(format!("Option '{name}' is not valid PEM: {e}")))?;
+        .map_err(|_| invalid(format!("Option '{name}' is not valid PEM{}", not_pem_hint(pem, "certificate"))))?;
     if certs.is_empty() {
         return Err(invalid(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(pem, "certificate"))));
     }
@@ -29,8 +30,15 @@ pub fn parse_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'s
 /// Why PEM text holds nothing of what was looked for (`wanted`), when it can be told; never
 /// any of the text itself, which may be a key.
 fn not_pem_hint(text: &str, wanted: &str) -> String {
+    if text.trim().is_empty() {
+        return ": it is empty".into();
+    }
     if !text.contains("-----BEGIN") {
         return " ('-----BEGIN …'): pass the file's contents (fs.readFileSync(path)), not its path".into();
+    }
+    if !text.trim().contains('\n') || text.contains("\\n") {
+        // From an environment variable or JSON, with its line breaks written as `\n` or lost.
+        return ": its line breaks are missing (written as the two characters \\n?)".into();
     }
     match (wanted, text.contains("PRIVATE KEY-----")) {
         ("certificate", true) => ": it holds a private key (are 'cert' and 'key' swapped?)".into(),
@@ -65,14 +73,20 @@ impl ClientIdentity {
             ));
         }
         let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
-            .map_err(|_| invalid("Option 'key' is not valid PEM".into()))?
+            .map_err(|_| invalid(format!("Option 'key' is not valid PEM{}", not_pem_hint(&self.key_pem, "private key"))))?
             .ok_or_else(|| invalid(format!("Option 'key' holds no PEM private key{}", not_pem_hint(&self.key_pem, "private key"))))?;
         Ok((certs, key))
     }
 
     /// Checks the identity as `client_config` will use it, for the constructor's errors.
     pub fn check(&self) -> Result<()> {
-        client_config(None, Some(self), &[]).map(|_| ())
+        self.authenticate(ClientConfig::builder().with_root_certificates(RootCertStore::empty())).map(|_| ())
+    }
+
+    /// The TLS configuration of `builder`, sending this certificate when the server asks.
+    fn authenticate(&self, builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>) -> Result<ClientConfig> {
+        let (certs, key) = self.parse()?;
+        builder.with_client_auth_cert(certs, key).map_err(unusable_identity)
     }
 }
 
@@ -270,10 +284,7 @@ pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>, alpn: 
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let mut config = match identity {
         None => builder.with_no_client_auth(),
-        Some(identity) => {
-            let (certs, key) = identity.parse()?;
-            builder.with_client_auth_cert(certs, key).map_err(unusable_identity)?
-        }
+        Some(identity) => identity.authenticate(builder)?,
     };
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
