@@ -34,6 +34,16 @@ test.after.always(async () => {
   if (tls.other) tls.other.remove()
 })
 
+/** A PEM certificate's DER bytes, as fs.readFileSync gives a .der file (a Buffer). */
+function derOf(pem) {
+  return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64')
+}
+
+/** PEM text without its line `n` (a copy-paste that lost one). */
+function withoutLine(pem, n) {
+  return pem.split('\n').filter((_, i) => i !== n).join('\n')
+}
+
 /** Options for the test broker with the test CA trusted, and `identity` as cert and key. */
 function options(endpoint, identity = { cert: tls.certs.clientCertPem, key: tls.certs.clientKeyPem }) {
   return { endpoint, ca: tls.certs.caPem, ...identity }
@@ -93,6 +103,9 @@ test('cert and key that cannot be used are refused by the constructor, without s
     [{ cert, key: key.replaceAll('\n', '\\n') }, /^Option 'key' (is not valid PEM|holds no PEM private key): its line breaks are missing/],
     [{ cert: key.replaceAll('\n', ' '), key }, /^Option 'cert' is not valid PEM: its line breaks are missing/],
     [{ cert: '', key }, "Option 'cert' holds no PEM certificate: it is empty"],
+    [{ cert: derOf(cert), key }, "Option 'cert' holds no PEM certificate: it looks like DER (binary); convert it to PEM (openssl x509 -inform der -in cert.der -out cert.pem)"],
+    [{ cert: withoutLine(cert, 3), key }, "Option 'cert' holds a certificate that cannot be read (is a line of it missing or changed?)"],
+    [{ cert, key, ca: key }, "Option 'ca' holds no PEM certificate: it holds a private key, not a certificate"],
   ]) {
     const error = t.throws(() => new PubSub(options(tls.mqtts, given)))
     t.is(error.code, 'ERR_INVALID_OPTION')

@@ -86,11 +86,15 @@ test("the topics given as { topic } (Amplify's name is topics) or as anything el
   pubsub.subscribe({ topic: 'a/b' }).subscribe({ error: (error) => errors.push(error) })
   const publishError = await t.throwsAsync(pubsub.publish({ topic: 'a/b', message: 1 }))
   pubsub.subscribe({ 'a/+': 'yes' }).subscribe({ error: (error) => errors.push(error) })
+  pubsub.subscribe({ qos: 1 }).subscribe({ error: (error) => errors.push(error) })
+  pubsub.subscribe(Object.assign(Object.create(null), { topic: 'a' })).subscribe({ error: (error) => errors.push(error) })
   t.deepEqual(
     [...errors, publishError].map((error) => error.message),
     [
       "topics must be a string or a non-empty array of strings: did you mean { topics: … } (Amplify's name), not { topic: … }?",
       'topics must be a string or a non-empty array of strings',
+      'topics must be a string or a non-empty array of strings: options were given in their place; write subscribe(topics, options)',
+      "topics must be a string or a non-empty array of strings: did you mean { topics: … } (Amplify's name), not { topic: … }?",
       "topics must be a string or a non-empty array of strings: did you mean { topics: … } (Amplify's name), not { topic: … }?",
     ],
   )

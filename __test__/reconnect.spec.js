@@ -9,7 +9,7 @@ const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy, cutAtClientsFirst, parsePublish, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, printed, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('reconnect')
 /** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
@@ -94,6 +94,49 @@ test('with a will and nothing subscribed, a lost connection is made again: the w
   await reached(states, 'Connected', before)
   t.is(pubsub.connectionState, 'Connected')
   t.is(pubsub.stats().reconnects, 1)
+})
+
+test('with a will, a subscribe that calls off the disconnect Node\'s exit began arms the will again: a later loss is made good', async (t) => {
+  // Node's beforeExit begins a graceful disconnect (ConnectedPendingDisconnect while an
+  // UNSUBACK is due: the broker is frozen), and the application's own beforeExit subscribes.
+  t.timeout(30_000)
+  const broker = await ownBroker(t)
+  const run = runScript(
+    t,
+    pubsubScript(
+      `let phase = ''
+       pubsub.on('ConnectionStateChange', (state) => console.log(phase + state))
+       let exiting = false
+       process.on('beforeExit', async () => {
+         if (exiting) return
+         exiting = true
+         const again = pubsub.subscribe(process.env.TOPIC + '/again').subscribe({ next() {} })
+         setInterval(() => {}, 1_000) // the application goes on
+         await again.ready
+         again.unsubscribe()
+         phase = 'after: '
+         console.log('idle')
+       })
+       const first = pubsub.subscribe(process.env.TOPIC).subscribe({ next() {} })
+       first.ready.then(() => console.log('ready'))
+       process.stdin.once('data', () => first.unsubscribe())
+       process.stdin.resume()
+       process.stdin.unref()`,
+      { reconnect: FAST, will: { topic: 'will/called-off', message: 'gone' } },
+    ),
+    { BROKER: broker.tcpUrl, TOPIC: uniqueTopic('called-off') },
+    { stdin: 'pipe' },
+  )
+  await printed(run, 'ready')
+  broker.pause()
+  run.child.stdin.write('unsubscribe\n')
+  await printed(run, 'ConnectedPendingDisconnect')
+  broker.resume()
+  await printed(run, 'idle')
+  t.regex(run.stdout, /ConnectedPendingDisconnect\nConnected\n/, 'the disconnect was begun, then called off')
+  await broker.restart({ signal: 'SIGKILL' })
+  await printed(run, 'after: Connected', 15_000)
+  t.regex(run.stdout, /after: ConnectionDisrupted\n(after: Connecting\nafter: ConnectionDisrupted\n)*after: Connecting\nafter: Connected\n/)
 })
 
 test("each transient failure is a 'connectionDisrupted' event with its reason and the wait before the next attempt", async (t) => {

@@ -57,10 +57,13 @@ function toTopicList(topics, kind) {
 }
 
 function notTopics(topics, kind) {
-  const plain = topics !== null && typeof topics === 'object' && Object.getPrototypeOf(topics) === Object.prototype
+  const proto = topics !== null && typeof topics === 'object' ? Object.getPrototypeOf(topics) : undefined
+  const plain = proto === Object.prototype || proto === null
   let hint = ''
   if (plain && 'topic' in topics) {
     hint = ": did you mean { topics: … } (Amplify's name), not { topic: … }?"
+  } else if (plain && ('qos' in topics || 'format' in topics)) {
+    hint = `: options were given in their place; write ${kind === 'filter' ? 'subscribe(topics, options)' : 'publish(topics, message, options)'}`
   } else if (plain && kind === 'filter' && isMqttJsSubscription(topics)) {
     hint = ": MQTT.js's { filter: qos } object is not taken; pass the filters as an array and the QoS as an option, e.g. subscribe(['a/+', 'b'], { qos: 1 })"
   }

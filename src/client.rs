@@ -392,6 +392,9 @@ impl Client {
         }
         core.idle_disconnect_due = false;
         if core.state == ConnectionState::ConnectedPendingDisconnect {
+            // The disconnect Node's exit began is called off: the connection, still up, is the
+            // instance's presence again.
+            core.will_armed = self.shared.options.will.is_some();
             self.shared.set_state(&mut core, ConnectionState::Connected);
         }
         self.wake_if_idle(&core);

@@ -20,18 +20,23 @@ fn invalid(message: String) -> PubSubError {
 pub fn parse_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| invalid(format!("Option '{name}' is not valid PEM{}", not_pem_hint(pem, "certificate"))))?;
+        .map_err(|_| invalid(format!("Option '{name}' is not valid PEM{}", not_pem_hint(name, pem, "certificate"))))?;
     if certs.is_empty() {
-        return Err(invalid(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(pem, "certificate"))));
+        return Err(invalid(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(name, pem, "certificate"))));
     }
     Ok(certs)
 }
 
 /// Why PEM text holds nothing of what was looked for (`wanted`), when it can be told; never
 /// any of the text itself, which may be a key.
-fn not_pem_hint(text: &str, wanted: &str) -> String {
+fn not_pem_hint(name: &str, text: &str, wanted: &str) -> String {
     if text.trim().is_empty() {
         return ": it is empty".into();
+    }
+    // A binary (DER) file read as UTF-8: replacement characters and control bytes.
+    if text.chars().any(|c| c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace())) {
+        let convert = if wanted == "private key" { "openssl pkey -inform der -in key.der -out key.pem" } else { "openssl x509 -inform der -in cert.der -out cert.pem" };
+        return format!(": it looks like DER (binary); convert it to PEM ({convert})");
     }
     if !text.contains("-----BEGIN") {
         return " ('-----BEGIN …'): pass the file's contents (fs.readFileSync(path)), not its path".into();
@@ -40,11 +45,10 @@ fn not_pem_hint(text: &str, wanted: &str) -> String {
         // From an environment variable or JSON, with its line breaks written as `\n` or lost.
         return ": its line breaks are missing (written as the two characters \\n?)".into();
     }
-    match (wanted, text.contains("PRIVATE KEY-----")) {
-        ("certificate", true) => ": it holds a private key (are 'cert' and 'key' swapped?)".into(),
-        ("private key", false) if text.contains("CERTIFICATE-----") => {
-            ": it holds a certificate (are 'cert' and 'key' swapped?)".into()
-        }
+    match (name, text.contains("PRIVATE KEY-----")) {
+        ("cert", true) => ": it holds a private key (are 'cert' and 'key' swapped?)".into(),
+        (_, true) if wanted == "certificate" => ": it holds a private key, not a certificate".into(),
+        ("key", false) if text.contains("CERTIFICATE-----") => ": it holds a certificate (are 'cert' and 'key' swapped?)".into(),
         _ => String::new(),
     }
 }
@@ -73,8 +77,8 @@ impl ClientIdentity {
             ));
         }
         let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
-            .map_err(|_| invalid(format!("Option 'key' is not valid PEM{}", not_pem_hint(&self.key_pem, "private key"))))?
-            .ok_or_else(|| invalid(format!("Option 'key' holds no PEM private key{}", not_pem_hint(&self.key_pem, "private key"))))?;
+            .map_err(|_| invalid(format!("Option 'key' is not valid PEM{}", not_pem_hint("key", &self.key_pem, "private key"))))?
+            .ok_or_else(|| invalid(format!("Option 'key' holds no PEM private key{}", not_pem_hint("key", &self.key_pem, "private key"))))?;
         Ok((certs, key))
     }
 
@@ -96,6 +100,9 @@ fn unusable_identity(error: rustls::Error) -> PubSubError {
         rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => invalid(
             "Options 'cert' and 'key' do not belong together: the key is not the private key of the certificate (the first one in 'cert')".into(),
         ),
+        rustls::Error::InvalidCertificate(_) => {
+            invalid("Option 'cert' holds a certificate that cannot be read (is a line of it missing or changed?)".into())
+        }
         other => invalid(format!("Option 'key' cannot be used: {other}")),
     }
 }

@@ -259,14 +259,15 @@ function pubsubScript(body, options = {}) {
 /**
  * Runs `source` with `node -e` (`nodeArgs` first, e.g. `--input-type=module`), with `env` added
  * to the environment (a variable set to `undefined` is removed); the script finds the package
- * in MQTT_JS. The child is killed when the test `t` ends, whatever happens. Returns
+ * in MQTT_JS; `stdin: 'pipe'` lets the test write to it. The child is killed when the test `t`
+ * ends, whatever happens. Returns
  * `{ child, stdout, stderr, started, exited }`: the output so far, and a promise of
  * `{ code, signal, ms }`.
  */
-function runScript(t, source, env = {}, { nodeArgs = [], cwd } = {}) {
+function runScript(t, source, env = {}, { nodeArgs = [], cwd, stdin = 'ignore' } = {}) {
   const childEnv = { ...process.env, MQTT_JS, ...env }
   for (const [name, value] of Object.entries(childEnv)) if (value === undefined) delete childEnv[name]
-  const child = spawn(process.execPath, [...nodeArgs, '-e', source], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...nodeArgs, '-e', source], { cwd, env: childEnv, stdio: [stdin, 'pipe', 'pipe'] })
   const run = { child, stdout: '', stderr: '', started: Date.now() }
   child.stdout.on('data', (d) => (run.stdout += d))
   child.stderr.on('data', (d) => (run.stderr += d))
