@@ -4,7 +4,6 @@
 // promise, subscribe errors go to the observer's `error` (and reject `subscription.ready`).
 const fs = require('node:fs')
 const http = require('node:http')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
@@ -13,7 +12,7 @@ const { PubSub, MqttOverWSProvider, Hub, mqttTopicMatch } = require('../mqtt.js'
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
 const { startFakeBroker, packets, SUBSCRIBE } = require('./helpers/fake-broker.js')
-const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, pubsubScript, runScript, exitOf } = require('./helpers/pubsub.js')
+const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, tcpServer, pubsubScript, runScript, exitOf } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 // aedes answers SUBACK 0x80 for a subscription its authorizeSubscribe hook turns down
@@ -619,13 +618,7 @@ for (const [what, onConnection, expected] of [
   ],
 ]) {
   test(`${what} is told in words`, async (t) => {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => {})
-      onConnection(socket)
-    })
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => server.close())
-    const { port } = server.address()
+    const port = await tcpServer(t, onConnection)
     const scheme = what.split(':')[0]
     const pubsub = newPubSub(t, { endpoint: `${scheme}://127.0.0.1:${port}${scheme.startsWith('ws') ? '/mqtt' : ''}`, reconnect: false })
     const error = await t.throwsAsync(pubsub.publish('a/b', 'x'), { code: 'ERR_CONNECTION' })

@@ -1,14 +1,13 @@
 'use strict'
 // TLS (mqtts:// and wss://) is verified by default; a custom CA makes a private broker trusted.
 const fs = require('node:fs')
-const net = require('node:net')
 const path = require('node:path')
 const nodeTls = require('node:tls')
 const test = require('ava')
 const { PubSub, TOPIC } = require('../mqtt.js')
 const { startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { makeCertificates, makeSelfSignedCertificate } = require('./helpers/certificates.js')
-const { openPubSub, runScript } = require('./helpers/pubsub.js')
+const { openPubSub, runScript, tcpServer } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 
@@ -176,13 +175,7 @@ for (const [what, onSocket, expected] of [
   ],
 ]) {
   test(`wss:// to a server that ${what}`, async (t) => {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => {})
-      onSocket(socket)
-    })
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => server.close())
-    const { port } = server.address()
+    const port = await tcpServer(t, onSocket)
     const pubsub = openPubSub(t, { endpoint: `wss://127.0.0.1:${port}/mqtt`, ca: tls.certs.caPem, reconnect: false })
     const error = await t.throwsAsync(pubsub.publish('tls/phase', 'x'), { code: 'ERR_CONNECTION' })
     t.regex(error.message, expected(port))

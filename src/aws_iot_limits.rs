@@ -8,7 +8,8 @@
 
 use rumqttc::QoS;
 
-use crate::errors::{PubSubError, Result};
+use crate::errors::{shortened, PubSubError, Result};
+use crate::topic::routing_filter;
 
 /// The MQTT client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -18,6 +19,8 @@ pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 /// A publish topic, in bytes of UTF-8, not counting a Basic Ingest prefix.
 pub const MAX_TOPIC_BYTES: usize = 256;
+/// How much of a topic a message shows.
+const SHOWN_CHARS: usize = 80;
 /// Forward slashes in a topic or topic filter (so at most 8 levels), not counting a Basic
 /// Ingest or shared-subscription prefix.
 pub const MAX_SLASHES: usize = 7;
@@ -62,7 +65,7 @@ pub fn check_topic(topic: &str) -> Result<()> {
         let prefix_note = if counted.len() < topic.len() { ", not counting its '$aws/rules/<rule>/' prefix" } else { "" };
         return Err(PubSubError::InvalidTopic(format!(
             "The topic '{}' is {} bytes of UTF-8{prefix_note}, and AWS IoT Core takes at most {MAX_TOPIC_BYTES}: it closes the connection for a longer one",
-            shortened(topic),
+            shortened(topic, SHOWN_CHARS),
             counted.len()
         )));
     }
@@ -71,7 +74,7 @@ pub fn check_topic(topic: &str) -> Result<()> {
 
 /// A subscription's topic filter (already valid MQTT): its levels.
 pub fn check_filter(filter: &str) -> Result<()> {
-    let counted = without_basic_ingest_prefix(without_share_prefix(filter));
+    let counted = without_basic_ingest_prefix(routing_filter(filter));
     check_slashes("topic filter", filter, counted, "a '$share/<group>/' or '$aws/rules/<rule>/' prefix")
 }
 
@@ -80,7 +83,7 @@ fn check_slashes(kind: &str, whole: &str, counted: &str, prefixes: &str) -> Resu
     if slashes > MAX_SLASHES {
         return Err(PubSubError::InvalidTopic(format!(
             "The {kind} '{}' has {slashes} '/', and AWS IoT Core takes at most {MAX_SLASHES} (8 levels, not counting {prefixes}): it refuses a deeper one",
-            shortened(whole)
+            shortened(whole, SHOWN_CHARS)
         )));
     }
     Ok(())
@@ -97,23 +100,6 @@ fn without_basic_ingest_prefix(topic: &str) -> &str {
     match rest.split_once('/') {
         Some((rule, counted)) if !rule.is_empty() && !counted.is_empty() => counted,
         _ => topic,
-    }
-}
-
-/// What follows `$share/<group>/`, or the whole filter.
-fn without_share_prefix(filter: &str) -> &str {
-    match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
-        Some((_group, shared)) => shared,
-        None => filter,
-    }
-}
-
-/// A topic for a message: its first 80 characters when longer.
-fn shortened(topic: &str) -> String {
-    const SHOWN: usize = 80;
-    match topic.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{}…", &topic[..cut]),
-        None => topic.to_string(),
     }
 }
 

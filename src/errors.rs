@@ -120,6 +120,15 @@ impl std::error::Error for PubSubError {}
 
 pub type Result<T> = std::result::Result<T, PubSubError>;
 
+/// `text` for a message: its first `max_chars` characters and "…" when it is longer (a topic,
+/// or a name from a certificate, may be long).
+pub fn shortened(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// The `code` of a JS exception thrown by a `#[napi]` export (`napi::Result<T, ErrorCode>`).
 pub type ErrorCode = &'static str;
 

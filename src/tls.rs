@@ -8,11 +8,7 @@ use rumqttc::TlsConfiguration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{CertificateError, ClientConfig, InconsistentKeys, RootCertStore};
 
-use crate::errors::{PubSubError, Result};
-
-fn invalid(message: String) -> PubSubError {
-    PubSubError::InvalidOption(message)
-}
+use crate::errors::{shortened, PubSubError, Result};
 
 /// Parses the PEM text of option `name` into certificates; an empty or unreadable bundle is an
 /// option error. The parser's own message is not shown: it quotes the text, which may hold a
@@ -20,9 +16,9 @@ fn invalid(message: String) -> PubSubError {
 pub fn parse_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| invalid(format!("Option '{name}' is not valid PEM{}", not_pem_hint(name, pem, "certificate"))))?;
+        .map_err(|_| PubSubError::InvalidOption(format!("Option '{name}' is not valid PEM{}", not_pem_hint(name, pem, "certificate"))))?;
     if certs.is_empty() {
-        return Err(invalid(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(name, pem, "certificate"))));
+        return Err(PubSubError::InvalidOption(format!("Option '{name}' holds no PEM certificate{}", not_pem_hint(name, pem, "certificate"))));
     }
     Ok(certs)
 }
@@ -72,13 +68,13 @@ impl ClientIdentity {
     fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let certs = parse_certificates("cert", &self.cert_pem)?;
         if self.key_pem.contains("ENCRYPTED") {
-            return Err(invalid(
+            return Err(PubSubError::InvalidOption(
                 "Option 'key' is an encrypted private key, which this client cannot decrypt: pass it decrypted (openssl pkey -in key.pem -out plain.pem), read from a secret store rather than a file others can read".into(),
             ));
         }
         let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
-            .map_err(|_| invalid(format!("Option 'key' is not valid PEM{}", not_pem_hint("key", &self.key_pem, "private key"))))?
-            .ok_or_else(|| invalid(format!("Option 'key' holds no PEM private key{}", not_pem_hint("key", &self.key_pem, "private key"))))?;
+            .map_err(|_| PubSubError::InvalidOption(format!("Option 'key' is not valid PEM{}", not_pem_hint("key", &self.key_pem, "private key"))))?
+            .ok_or_else(|| PubSubError::InvalidOption(format!("Option 'key' holds no PEM private key{}", not_pem_hint("key", &self.key_pem, "private key"))))?;
         Ok((certs, key))
     }
 
@@ -97,13 +93,13 @@ impl ClientIdentity {
 /// Why rustls would not take the client certificate and key.
 fn unusable_identity(error: rustls::Error) -> PubSubError {
     match error {
-        rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => invalid(
+        rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => PubSubError::InvalidOption(
             "Options 'cert' and 'key' do not belong together: the key is not the private key of the certificate (the first one in 'cert')".into(),
         ),
         rustls::Error::InvalidCertificate(_) => {
-            invalid("Option 'cert' holds a certificate that cannot be read (is a line of it missing or changed?)".into())
+            PubSubError::InvalidOption("Option 'cert' holds a certificate that cannot be read (is a line of it missing or changed?)".into())
         }
-        other => invalid(format!("Option 'key' cannot be used: {other}")),
+        other => PubSubError::InvalidOption(format!("Option 'key' cannot be used: {other}")),
     }
 }
 
@@ -263,10 +259,7 @@ fn presented_name(name: &str) -> String {
         .or_else(|| name.strip_prefix("IpAddress(").and_then(|n| n.strip_suffix(')')));
     let shown = inner.unwrap_or(name);
     // A server's certificate may hold anything: keep each name short.
-    match shown.char_indices().nth(100) {
-        Some((cut, _)) => format!("'{}…'", &shown[..cut]),
-        None => format!("'{shown}'"),
-    }
+    format!("'{}'", shortened(shown, 100))
 }
 
 /// `seconds` as a person reads a span of time.
@@ -285,7 +278,7 @@ pub fn client_config(ca: Option<&str>, identity: Option<&ClientIdentity>, alpn: 
     let mut roots = default_trust().roots.clone();
     if let Some(pem) = ca {
         for cert in parse_certificates("ca", pem)? {
-            roots.add(cert).map_err(|e| invalid(format!("Option 'ca' holds an unusable certificate: {e}")))?;
+            roots.add(cert).map_err(|e| PubSubError::InvalidOption(format!("Option 'ca' holds an unusable certificate: {e}")))?;
         }
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);

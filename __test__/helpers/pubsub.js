@@ -225,23 +225,34 @@ async function mqttJs(t, url) {
 }
 
 /**
- * A TCP server on 127.0.0.1 that answers the first packet of each connection with `reply` (or
- * with what `reply(packet)` returns), or, when `reply` is null, accepts connections and never
- * answers (connecting hangs). Closed when the test `t` ends. Resolves with its `mqtt://` URL.
+ * A TCP server on 127.0.0.1 that hands each connection to `onSocket` (socket errors ignored);
+ * its connections are destroyed and it is closed when the test `t` ends. Resolves with its port.
  */
-async function fakeServer(t, reply) {
+async function tcpServer(t, onSocket) {
   const sockets = new Set()
   const server = net.createServer((socket) => {
     sockets.add(socket)
     socket.on('error', () => {})
-    if (reply) socket.once('data', (data) => socket.write(typeof reply === 'function' ? reply(data) : reply))
+    onSocket(socket)
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => {
     for (const socket of sockets) socket.destroy()
     server.close()
   })
-  return `mqtt://127.0.0.1:${server.address().port}`
+  return server.address().port
+}
+
+/**
+ * A TCP server on 127.0.0.1 that answers the first packet of each connection with `reply` (or
+ * with what `reply(packet)` returns), or, when `reply` is null, accepts connections and never
+ * answers (connecting hangs). Closed when the test `t` ends. Resolves with its `mqtt://` URL.
+ */
+async function fakeServer(t, reply) {
+  const port = await tcpServer(t, (socket) => {
+    if (reply) socket.once('data', (data) => socket.write(typeof reply === 'function' ? reply(data) : reply))
+  })
+  return `mqtt://127.0.0.1:${port}`
 }
 
 // ---------------------------------------------------------------------- child Node scripts
@@ -333,6 +344,7 @@ function captureWarnings(t, needle) {
 }
 
 module.exports = {
+  tcpServer,
   exitOf,
   running,
   MQTT_JS,
