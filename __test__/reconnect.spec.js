@@ -9,7 +9,8 @@ const { startMosquitto, useMosquitto, freePort } = require('./helpers/mosquitto.
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
 const { startMqttProxy, cutAtClientsFirst, parsePublish, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { startAedes } = require('./helpers/aedes.js')
-const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, printed, waitFor, sleep, plain, uniqueClientId } = require('./helpers/pubsub.js')
+const { startFakeBroker, packets, SUBSCRIBE } = require('./helpers/fake-broker.js')
+const { topicNamer, openPubSub, receiver, observe, listen, recordEvents, captureWarnings, mqttJs, runScript, pubsubScript, printed, waitFor, sleep, plain, uniqueClientId, subscribed } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('reconnect')
 /** Short waits so that the tests run in seconds; the defaults are 1 s to 120 s. */
@@ -951,10 +952,13 @@ test('reconnect: false fails pending work and observers when the connection is l
 
 test('reconnect: false settles the publishes JS still holds (backlog full) when the connection is lost', async (t) => {
   // Past Rust's backlog (4,096 publishes) JS holds the rest until a `writable` event; a
-  // permanent failure must send that event too, or the held publishes never settle.
+  // permanent failure must send that event too, or the held publishes never settle. They were
+  // made before the failure, so they fail with it: handed over after it, they used to start
+  // new connections, 4,096 at a time.
   t.timeout(30_000)
   const broker = await ownBroker(t)
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: false })
+  const proxy = await proxyTo(t, broker.tcpUrl)
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: false })
   const topic = uniqueTopic('held')
   await pubsub.publish(topic, 'up', { qos: 1 })
   broker.pause() // nothing is acknowledged: the backlog fills
@@ -976,7 +980,116 @@ test('reconnect: false settles the publishes JS still holds (backlog full) when 
   await waitFor(() => settled === total, 10_000).catch(() => {})
   t.is(total - settled, 0, 'publishes still pending 10 s after the connection was lost for good')
   t.deepEqual([...codes], ['ERR_CONNECTION'])
+  t.is(proxy.accepted, 1, 'the held publishes fail with the others, without a new connection attempt for them')
   t.is(pubsub.connectionState, 'Disconnected')
+})
+
+/** Blocks the JS thread until `done()` (read synchronously from Rust), for at most `limitMs`. */
+function blockUntil(done, limitMs = 5_000) {
+  const deadline = Date.now() + limitMs
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`still waiting after ${limitMs} ms`)
+  }
+}
+
+test('reconnect: false: what is asked for before JS has seen the failure fails with it, and makes no new connection', async (t) => {
+  // JS runs a synchronous stretch (a burst, a busy handler) while the connection attempt fails
+  // on Rust's threads. A subscribe or publish made after that, but before JS could know, fails
+  // with the failure as the earlier ones do. It used to start a new connection instead, and a
+  // subscription made on it lived on after JS had failed its observer with the others: it
+  // kept the connection and received messages nobody could see.
+  const port = await freePort()
+  const pubsub = openPubSub(t, { endpoint: `mqtt://127.0.0.1:${port}`, reconnect: false })
+  const topic = uniqueTopic('unseen-failure')
+  const first = receiver()
+  pubsub.subscribe(topic).subscribe(first.observer)
+  const firstPublish = pubsub.publish(topic, 'first', { qos: 1 })
+  // Nothing listens on the port yet: the attempt fails, and Rust fails what it holds.
+  const pending = () => pubsub.stats().queued.operations + pubsub.stats().inFlight.operations
+  blockUntil(() => pending() === 0)
+  // From now on a broker is there: a new attempt would connect.
+  const proxy = await startTcpProxy({ target: sharedBroker.tcpUrl, listenPort: port })
+  t.teardown(() => proxy.stop())
+  const second = receiver()
+  pubsub.subscribe(topic).subscribe(second.observer)
+  const secondPublish = pubsub.publish(topic, 'second', { qos: 1 })
+
+  const [firstError, secondError] = await Promise.all([firstPublish, secondPublish].map((p) => p.then(() => null, (error) => error)))
+  await waitFor(() => first.errors.length === 1 && second.errors.length === 1, 5_000, "both observers' errors")
+  for (const error of [firstError, secondError, first.errors[0], second.errors[0]]) t.is(error?.code, 'ERR_CONNECTION')
+  t.is(secondError.message, firstError.message, 'the same failure')
+  await sleep(300)
+  t.is(proxy.accepted, 0, 'no connection was made for the second subscribe and publish')
+  t.is(pubsub.connectionState, 'Disconnected')
+
+  // Once JS has seen the failure, asking again makes a new attempt, which now connects.
+  const again = await subscribed(pubsub, topic)
+  t.is(proxy.accepted, 1)
+  await pubsub.publish(topic, 'third', { qos: 1 })
+  t.deepEqual(await again.take(1), ['third'])
+})
+
+test('reconnect: false: an observer\'s error callback may subscribe again at once', async (t) => {
+  const proxy = await proxyTo(t, sharedBroker.tcpUrl)
+  proxy.refuse()
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt'), reconnect: false })
+  const topic = uniqueTopic('retry-in-error')
+  const failures = []
+  const retry = receiver()
+  pubsub.subscribe(topic).subscribe({
+    error(error) {
+      failures.push(error.code)
+      proxy.heal()
+      retry.subscription = pubsub.subscribe(topic).subscribe(retry.observer)
+    },
+  })
+  await waitFor(() => failures.length === 1, 5_000, 'the failure')
+  t.deepEqual(failures, ['ERR_CONNECTION'])
+  // The retry is a new attempt, not failed with the failure it was called for.
+  await retry.subscription.ready
+  await pubsub.publish(topic, 'after the retry', { qos: 1 })
+  t.deepEqual(await retry.take(1), ['after the retry'])
+  t.deepEqual(retry.errors, [])
+})
+
+test('reconnect: false: an observer subscribed by a callback that ran just before the failure reached JS lives on', async (t) => {
+  // The first connection delivers two messages and closes. The first message's callback keeps
+  // JS busy while the second message and the failure arrive, so they reach JS together: the
+  // second message's callback subscribes again, and the failure after it must fail only the
+  // observers it failed in Rust. It used to fail this one too, while Rust kept it subscribed on
+  // a new connection: an error for a subscription that lived on, unseen, for ever.
+  const broker = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type !== SUBSCRIBE) return undefined
+      connection.send(packets.suback(packet.id, [0]))
+      if (connection.number === 1) {
+        connection.send(Buffer.concat([packets.publish('news', '"first"'), packets.publish('news', '"second"')]))
+        connection.socket.terminate()
+      }
+      return true
+    },
+  })
+  const pubsub = openPubSub(t, { endpoint: broker.url, reconnect: false })
+  const errors = []
+  let later = null
+  pubsub.subscribe('news').subscribe({
+    next(message) {
+      if (message === 'first') {
+        const until = Date.now() + 300
+        while (Date.now() < until);
+      } else {
+        later = receiver()
+        later.subscription = pubsub.subscribe('later').subscribe(later.observer)
+      }
+    },
+    error: (error) => errors.push(error.code),
+  })
+  await waitFor(() => errors.length === 1 && later !== null, 5_000, 'the second message and the failure')
+  t.deepEqual(errors, ['ERR_CONNECTION'])
+  await later.subscription.ready
+  t.deepEqual(later.errors, [])
+  t.is(broker.connections, 2, 'the later subscription has a connection of its own')
+  t.is(pubsub.connectionState, 'Connected')
 })
 
 test('a permanent failure (credentials refused) is reported once, not retried', async (t) => {

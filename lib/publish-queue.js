@@ -133,7 +133,7 @@ class Segment {
 }
 
 /**
- * The spare segment of the last queue drained by close(), for the next queue that needs one. A
+ * The spare segment of the last queue close() gave up, for the next queue that needs one. A
  * closed instance keeps its spare (256 KiB off the V8 heap) until the garbage collector takes
  * the instance, which V8 puts off while little of its own heap is used: a server that opens and
  * closes instances would otherwise hold one per closed instance, tens of MB, until then.
@@ -196,12 +196,8 @@ class PublishQueue {
     this.#flush()
   }
 
-  /** Takes back the operation ids of every publish not handed over (close()). */
+  /** Takes back the operation ids of every publish not handed over (close(), a failure). */
   drain() {
-    if (this.#spare !== null) {
-      closedSpare = this.#spare
-      this.#spare = null
-    }
     const ops = []
     for (const segment of this.#segments) {
       for (const record of segment.pendingRecords()) ops.push(segment.words[record])
@@ -210,6 +206,14 @@ class PublishQueue {
     this.#pending = 0
     this.#waitingWritable = false
     return ops
+  }
+
+  /** Hands the spare segment on to the next queue that needs one (close()). */
+  giveUpSpare() {
+    if (this.#spare !== null) {
+      closedSpare = this.#spare
+      this.#spare = null
+    }
   }
 
   /** Count and bytes (topics and payloads) of the publishes not handed over, for stats(). */

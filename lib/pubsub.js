@@ -482,6 +482,7 @@ class PubSubBase extends EventEmitter {
       this.#resumeDelivery()
       const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       for (const op of this.#outgoing.drain()) this.#settle(op, closed)
+      this.#outgoing.giveUpSpare()
       this.#keepAliveIfBusy()
     }
     return this.#closing
@@ -667,8 +668,17 @@ class PubSubBase extends EventEmitter {
       }
       case 'failed': {
         const error = pubsubError(event.code, event.message)
-        const entries = [...this.#observers.values()]
-        this.#observers.clear()
+        // Held for the `writable` event, they were made before the failure: they fail with it.
+        for (const op of this.#outgoing.drain()) this.#settle(op, error)
+        // Only the observers Rust failed: one subscribed since (in a callback that ran before
+        // this event) has a new connection attempt of its own.
+        const failed = new Set(event.observers)
+        const entries = []
+        for (const [id, entry] of this.#observers) {
+          if (failed.has(id)) entries.push(entry)
+        }
+        for (const id of failed) this.#observers.delete(id)
+        // In the order they subscribed.
         for (const entry of entries) this.#fail(entry, error)
         return
       }

@@ -178,14 +178,13 @@ impl Shared {
         }
     }
 
-    /// Settles everything outstanding with `error`; observers are told through `Failed`.
+    /// Settles everything outstanding with `error`; the observers, and the publishes JS still
+    /// holds (the backlog was full), are failed by JS on the `Failed` event.
     pub fn fail_everything(&self, core: &mut Core, error: PubSubError) {
         self.reject_pending_publishes(core, &error);
-        if !core.subs.clear().is_empty() {
-            self.delivery.push(Event::Failed { error });
-        }
-        // Publishes JS still holds would otherwise wait for a `writable` that never comes.
-        self.let_js_publish(core);
+        core.writable_wanted = false;
+        let observers = core.subs.clear();
+        self.delivery.push_failed(error, observers);
     }
 
     /// Ends a connection nobody is subscribed on, with DISCONNECT once nothing is pending.
@@ -286,13 +285,18 @@ impl Client {
     /// queue, closed) is taken and settled at once with its error.
     pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
         let mut core = self.shared.core.lock();
+        let unseen_failure = if core.closed { None } else { self.shared.delivery.unseen_failure() };
         let mut taken = 0;
         for publish in batch.iter() {
-            if !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
+            if unseen_failure.is_none() && !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
                 core.writable_wanted = true;
                 break;
             }
-            if let Err(error) = self.publish_one(&mut core, &publish) {
+            let published = match &unseen_failure {
+                Some(error) => Err(error.clone()),
+                None => self.publish_one(&mut core, &publish),
+            };
+            if let Err(error) = published {
                 self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
             }
             taken += 1;
@@ -375,6 +379,9 @@ impl Client {
         let mut core = self.shared.core.lock();
         if core.closed {
             return Err(PubSubError::Closed);
+        }
+        if let Some(error) = self.shared.delivery.unseen_failure() {
+            return Err(error);
         }
         // What a persistent session delivered for these filters before they were subscribed
         // again comes first, in order, ahead of what routing brings from now on.

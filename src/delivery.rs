@@ -47,8 +47,9 @@ pub enum Event {
     Published { op: u32, error: Option<PubSubError> },
     /// An observer's filters are all acknowledged, or one was refused.
     Subscribed { observer: u32, error: Option<PubSubError> },
-    /// Every observer fails with this error (the instance cannot go on).
-    Failed { error: PubSubError },
+    /// Failure `number` of the instance (see `Delivery::push_failed`): these observers fail with
+    /// this error, and so do the publishes JS still holds.
+    Failed { error: PubSubError, observers: Vec<u32>, number: u64 },
     State(ConnectionState),
     /// A transient failure (the connection will be tried again after `retry_in`): its reason,
     /// which the state change alone does not tell.
@@ -71,11 +72,13 @@ pub struct NativeEvent {
     pub message: Option<String>,
     /// Milliseconds until the next connection attempt (`disrupted` only).
     pub retry_in_ms: Option<u32>,
+    /// The observers that fail (`failed` only).
+    pub observers: Option<Vec<u32>>,
 }
 
 impl NativeEvent {
     fn new(kind: &'static str, id: Option<u32>) -> Self {
-        Self { kind: kind.to_string(), id, state: None, code: None, message: None, retry_in_ms: None }
+        Self { kind: kind.to_string(), id, state: None, code: None, message: None, retry_in_ms: None, observers: None }
     }
 
     fn with_error(mut self, error: Option<PubSubError>) -> Self {
@@ -171,7 +174,9 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
             Event::Subscribed { observer, error } => {
                 events.push(NativeEvent::new("subscribed", Some(observer)).with_error(error))
             }
-            Event::Failed { error } => events.push(NativeEvent::new("failed", None).with_error(Some(error))),
+            Event::Failed { error, observers, .. } => {
+                events.push(NativeEvent { observers: Some(observers), ..NativeEvent::new("failed", None).with_error(Some(error)) })
+            }
             Event::State(state) => {
                 events.push(NativeEvent { state: Some(state.as_str().to_string()), ..NativeEvent::new("state", None) })
             }
@@ -265,6 +270,8 @@ pub struct Delivery {
     gone: AtomicBool,
     ready: Notify,
     room: Notify,
+    /// The number of the last `Failed` event, and its error until JS has begun handling it.
+    failure: Mutex<(u64, Option<PubSubError>)>,
 }
 
 impl Delivery {
@@ -281,6 +288,39 @@ impl Delivery {
     pub fn push_writable(&self) {
         self.queue.lock().events.push_front(Event::Writable);
         self.ready.notify_one();
+    }
+
+    /// Queues the `Failed` event of a failure that settled everything pending. Until JS begins
+    /// handling it, `unseen_failure` returns its error: what JS asks for before it could know
+    /// (the rest of a synchronous burst, or of the tick) fails with it as what Rust held did,
+    /// rather than starting another connection. What JS asks for from then on (an observer's
+    /// error callback subscribing again) starts one.
+    pub fn push_failed(&self, error: PubSubError, observers: Vec<u32>) {
+        let number = {
+            let mut failure = self.failure.lock();
+            failure.0 += 1;
+            failure.1 = Some(error.clone());
+            failure.0
+        };
+        self.push(Event::Failed { error, observers, number });
+    }
+
+    /// The error of the last `Failed` event, if JS has not begun handling it.
+    pub fn unseen_failure(&self) -> Option<PubSubError> {
+        self.failure.lock().1.clone()
+    }
+
+    /// JS begins handling `batch`.
+    fn handing_to_js(&self, batch: &[Event]) {
+        let seen = batch.iter().rev().find_map(|event| match event {
+            Event::Failed { number, .. } => Some(*number),
+            _ => None,
+        });
+        let mut failure = self.failure.lock();
+        // A later failure stays unseen until JS reaches its own event.
+        if seen == Some(failure.0) {
+            failure.1 = None;
+        }
     }
 
     /// Whether JS is behind: so many messages wait that reading more at once only queues them.
@@ -336,9 +376,11 @@ impl Delivery {
         batch
     }
 
-    /// The batch the delivery task handed over for the call being made.
+    /// The batch the delivery task handed over for the call being made, on the JS thread.
     fn take_handed(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.handed.lock())
+        let batch = std::mem::take(&mut *self.handed.lock());
+        self.handing_to_js(&batch);
+        batch
     }
 
     /// The JS side is gone: the delivery task ends, and the connection task no longer waits for
@@ -597,5 +639,25 @@ mod tests {
             ),
             "{rest:?}"
         );
+    }
+
+    #[test]
+    fn a_failure_is_unseen_until_js_takes_the_batch_of_its_own_failed_event() {
+        let delivery = Delivery::default();
+        assert!(delivery.unseen_failure().is_none());
+        delivery.push_failed(PubSubError::Connection("first".into()), vec![1, 2]);
+        let first = delivery.take_batch();
+        delivery.push_failed(PubSubError::Connection("second".into()), vec![]);
+        let second = delivery.take_batch();
+        assert!(delivery.unseen_failure().is_some(), "taken by the delivery task, not yet by JS");
+        // JS begins the first failure's batch: the second is still unseen.
+        *delivery.handed.lock() = first;
+        let FnArgs { data: (_, _, events) } = batch_args(delivery.take_handed());
+        let events = events.expect("the failed event");
+        assert_eq!((events[0].kind.as_str(), events[0].observers.as_deref()), ("failed", Some(&[1, 2][..])));
+        assert_eq!(delivery.unseen_failure().map(|e| e.to_string()), Some(PubSubError::Connection("second".into()).to_string()));
+        *delivery.handed.lock() = second;
+        delivery.take_handed();
+        assert!(delivery.unseen_failure().is_none());
     }
 }
