@@ -12,7 +12,7 @@ const { PubSub, MqttOverWSProvider, Hub, mqttTopicMatch } = require('../mqtt.js'
 const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useAedes } = require('./helpers/aedes.js')
 const { startFakeBroker, packets, SUBSCRIBE } = require('./helpers/fake-broker.js')
-const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, tcpServer, pubsubScript, runScript, exitOf } = require('./helpers/pubsub.js')
+const { useForFile, topicNamer, pubsubOn, listen, recordEvents, waitFor, fakeServer, tcpServer, pubsubScript, runScript, exitOf, captureWarnings } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 // aedes answers SUBACK 0x80 for a subscription its authorizeSubscribe hook turns down
@@ -811,6 +811,47 @@ test('no error message ever contains the password', async (t) => {
     t.false(error.message.includes(secret), `${error.code} leaks the password: ${error.message}`)
     t.false(String(error.stack).includes(secret), `${error.code} leaks the password in its stack`)
   }
+})
+
+test('no error message, event or warning ever contains a value of the endpoint\'s query (a token or signature may be there)', async (t) => {
+  // A custom authorizer's token, a JWT or a signature: brokers take them in the query under
+  // names of their own. Only the authorizer's name is shown.
+  const token = 'T0ken-S3cret-Value'
+  const query = `?x-amz-customauthorizer-name=my-authorizer&token=${token}&x-amz-customauthorizer-signature=${token}&${token}`
+  const errors = []
+  const capture = async (promise) => promise.catch((error) => errors.push(error))
+  for (const bad of [`http://127.0.0.1/mqtt${query}`, `ws://<your-broker>/mqtt${query}`, `127.0.0.1:1883/mqtt${query}`]) {
+    try {
+      new PubSub({ endpoint: bad })
+    } catch (error) {
+      errors.push(error)
+    }
+  }
+  const refused = newPubSub(t, { endpoint: `ws://127.0.0.1:${await freePort()}/mqtt${query}`, reconnect: false })
+  await capture(refused.publish('a/b', 'x'))
+  const forbidden = newPubSub(t, { endpoint: `${await httpStatusServer(t, 401)}${query}` })
+  await capture(forbidden.publish('a/b', 'x'))
+  const notFound = newPubSub(t, { endpoint: `${await httpStatusServer(t, 404)}${query}`, reconnect: false })
+  await capture(notFound.publish('a/b', 'x'))
+  const warnings = captureWarnings(t, '')
+  const retried = newPubSub(t, { endpoint: `ws://127.0.0.1:${await freePort()}/mqtt${query}`, reconnect: { minDelayMs: 50, maxDelayMs: 50 } })
+  const disruptions = []
+  retried.on('connectionDisrupted', ({ error }) => disruptions.push(error))
+  const subscription = retried.subscribe('a/b').subscribe({ error: () => {} })
+  await waitFor(() => disruptions.length >= 1, 5_000, 'a disruption')
+  subscription.unsubscribe()
+  const unheard = newPubSub(t, { endpoint: `ws://127.0.0.1:${await freePort()}/mqtt${query}`, reconnect: { minDelayMs: 50, maxDelayMs: 50 } })
+  unheard.subscribe('a/b').subscribe({ error: () => {} })
+  await waitFor(() => warnings.length >= 1, 5_000, 'a warning')
+
+  t.is(errors.length, 6, 'every scenario failed')
+  t.true(errors.some((error) => error.message.includes('x-amz-customauthorizer-name=my-authorizer&token=***')), 'the URL is shown, its token masked')
+  for (const error of [...errors, ...disruptions]) {
+    t.truthy(error.code, `coded: ${error.message}`)
+    t.false(error.message.includes(token), `${error.code} leaks the token: ${error.message}`)
+    t.false(String(error.stack).includes(token), `${error.code} leaks the token in its stack`)
+  }
+  for (const warning of warnings) t.false(String(warning).includes(token), `a warning leaks the token: ${warning}`)
 })
 
 test('a rejected value is described by its type or key names, never by its contents', async (t) => {

@@ -185,9 +185,9 @@ impl Endpoint {
         matches!(self.scheme, Scheme::Ws | Scheme::Wss)
     }
 
-    /// The URL as messages may show it: a presigned URL's secrets redacted.
+    /// The URL as messages may show it (`shown_url`).
     pub fn shown(&self) -> String {
-        redact(&self.url)
+        shown_url(&self.url)
     }
 }
 
@@ -329,7 +329,7 @@ fn unknown_option_hint(unknown: &str, known: &[&str]) -> String {
 
 /// `raw` refused for `why`, shown without its `user:password@` part or presigned secrets.
 fn invalid_endpoint(raw: &str, why: &str) -> PubSubError {
-    PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", redact(&without_userinfo(raw))))
+    PubSubError::InvalidEndpoint(format!("Invalid endpoint '{}': {why}", shown_url(raw)))
 }
 
 /// Parses `ws://`, `wss://`, `mqtt://` and `mqtts://` endpoints, and the names MQTT.js also
@@ -381,7 +381,7 @@ const EXAMPLE_URLS: &str = "'mqtt://broker.example.com:1883' (MQTT over TCP; mqt
 /// Why an endpoint without `scheme://` is refused: the same host and port with each scheme,
 /// when it looks like a host (and port), or examples.
 fn no_scheme(raw: &str) -> String {
-    let shown = redact(&without_userinfo(raw.trim()));
+    let shown = shown_url(raw.trim());
     let host_like = shown.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]/*@%".contains(c));
     if !host_like {
         return format!("it is not a URL; give the broker's URL with its scheme, e.g. {EXAMPLE_URLS}");
@@ -399,7 +399,7 @@ fn no_scheme(raw: &str) -> String {
 /// A documentation placeholder left in the endpoint: `<YOUR-AWS-REGION>`, `{endpoint}`. Looked
 /// for in the URL as it may be shown, so that a `user:password@` part is never quoted.
 fn placeholder(raw: &str) -> Option<String> {
-    let shown = redact(&without_userinfo(raw));
+    let shown = shown_url(raw);
     for (open, close) in [('<', '>'), ('{', '}')] {
         if let Some(start) = shown.find(open) {
             let end = shown[start..].find(close).map_or(shown.len(), |end| start + end + 1);
@@ -407,6 +407,30 @@ fn placeholder(raw: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Query parameters whose values a message may show: they name things and hold no secret.
+const SHOWN_QUERY_PARAMS: &[&str] = &["x-amz-algorithm", "x-amz-date", "x-amz-expires", "x-amz-signedheaders", "x-amz-customauthorizer-name"];
+
+/// An endpoint as messages may show it: no `user:password@` part, and no query value but those
+/// of `SHOWN_QUERY_PARAMS`. A broker may take a token, a password or a signature in the query
+/// under any name (a custom authorizer's token key is the user's choice).
+pub fn shown_url(raw: &str) -> String {
+    let url = without_userinfo(raw);
+    let Some(start) = url.find('?') else {
+        return redact(&url);
+    };
+    let end = url[start..].find('#').map_or(url.len(), |i| start + i);
+    let query: Vec<String> = url[start + 1..end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SHOWN_QUERY_PARAMS.iter().any(|shown| shown.eq_ignore_ascii_case(name)) => pair.to_string(),
+            Some((name, _)) => format!("{name}=***"),
+            None if pair.is_empty() => String::new(),
+            None => "***".to_string(),
+        })
+        .collect();
+    redact(&format!("{}?{}{}", &url[..start], query.join("&"), &url[end..]))
 }
 
 /// The URL as it may be shown: a `user:password@` part is replaced, never echoed. Everything
@@ -603,6 +627,16 @@ fn parse_iot_endpoint(raw: &str) -> Result<Endpoint> {
         if SIGV4_QUERY_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&name)) && !presign_params.iter().any(|n| *n == name) {
             presign_params.push(name.into_owned());
         }
+    }
+    // The IoT provider signs every connect with SigV4; a custom authorizer's connection is not
+    // signed, and AWS IoT refuses one that is both.
+    if url.query_pairs().any(|(name, _)| name.eq_ignore_ascii_case("x-amz-customauthorizer-name")) {
+        return Err(bad(
+            "it names a custom authorizer (x-amz-customauthorizer-name), and this provider signs every connect with SigV4 \
+             credentials: for a custom authorizer use the generic provider (import { PubSub } from 'native-pubsub/mqtt') \
+             with this endpoint; see the README, 'AWS IoT custom authorizers'"
+                .to_string(),
+        ));
     }
     if !presign_params.is_empty() {
         let host = url.host_str().unwrap_or_default();
@@ -805,13 +839,14 @@ impl ClientOptions {
         SubscribeLimit { filters: self.aws_iot_broker.then_some(aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }
     }
 
-    /// The ALPN protocol to offer over mqtts://: AWS IoT takes MQTT with a client certificate
-    /// on port 443 only when asked for `x-amzn-mqtt-ca` (443 is its HTTPS port otherwise).
+    /// The ALPN protocol to offer over mqtts://. AWS IoT's port 443 is its HTTPS port unless
+    /// asked for MQTT: `x-amzn-mqtt-ca` with a client certificate, `mqtt` for a custom
+    /// authorizer (the username names it).
     fn alpn(&self) -> &'static [&'static [u8]] {
-        if self.aws_iot_broker && self.identity.is_some() && self.endpoint.port == 443 {
-            &[b"x-amzn-mqtt-ca"]
-        } else {
-            &[]
+        match (self.aws_iot_broker && self.endpoint.port == 443, self.identity.is_some()) {
+            (true, true) => &[b"x-amzn-mqtt-ca"],
+            (true, false) => &[b"mqtt"],
+            (false, _) => &[],
         }
     }
 
@@ -1125,7 +1160,27 @@ mod tests {
     }
 
     #[test]
-    fn mqtts_with_a_client_certificate_to_aws_iot_on_port_443_offers_alpn_x_amzn_mqtt_ca() {
+    fn an_endpoint_is_shown_without_its_query_values_but_those_that_name_things() {
+        assert_eq!(
+            shown_url("wss://h/mqtt?x-amz-customauthorizer-name=auth&token=SECRET&SECRET&&x=#frag"),
+            "wss://h/mqtt?x-amz-customauthorizer-name=auth&token=***&***&&x=***#frag"
+        );
+        assert_eq!(shown_url("wss://user:pw@h/mqtt?X-Amz-Date=20150830T123600Z&X-Amz-Signature=abc"), "wss://***@h/mqtt?X-Amz-Date=20150830T123600Z&X-Amz-Signature=***");
+        assert_eq!(shown_url("mqtt://h:1883"), "mqtt://h:1883");
+        let err = mqtt(&json!({ "endpoint": "http://h/mqtt?password=SECRET" })).unwrap_err();
+        assert!(!err.to_string().contains("SECRET") && err.to_string().contains("password=***"), "{err}");
+    }
+
+    #[test]
+    fn the_iot_provider_refuses_a_custom_authorizer_endpoint_naming_the_generic_provider() {
+        let err = iot(&json!({ "endpoint": "wss://a-ats.iot.eu-west-1.amazonaws.com/mqtt?x-amz-customauthorizer-name=mine&token=SECRET" })).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("native-pubsub/mqtt") && message.contains("custom authorizer"), "{message}");
+        assert!(!message.contains("SECRET"), "{message}");
+    }
+
+    #[test]
+    fn mqtts_to_aws_iot_on_port_443_offers_alpn_x_amzn_mqtt_ca_with_a_client_certificate_and_mqtt_without() {
         let with_identity = |endpoint: &str| {
             let mut o = mqtt(&json!({ "endpoint": endpoint })).unwrap();
             o.identity = Some(tls::ClientIdentity { cert_pem: String::new(), key_pem: String::new() });
@@ -1134,7 +1189,11 @@ mod tests {
         assert_eq!(with_identity("mqtts://a-ats.iot.eu-west-1.amazonaws.com:443").alpn(), [b"x-amzn-mqtt-ca"]);
         assert!(with_identity("mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883").alpn().is_empty());
         assert!(with_identity("mqtts://broker.example.com:443").alpn().is_empty());
-        assert!(mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:443" })).unwrap().alpn().is_empty());
+        // A custom authorizer: no certificate, the username names the authorizer.
+        let custom = json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:443", "username": "device?x-amz-customauthorizer-name=mine" });
+        assert_eq!(mqtt(&custom).unwrap().alpn(), [b"mqtt"]);
+        assert!(mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883" })).unwrap().alpn().is_empty());
+        assert!(mqtt(&json!({ "endpoint": "mqtts://broker.example.com:443" })).unwrap().alpn().is_empty());
         match tls::client_config(None, None, &[b"x-amzn-mqtt-ca"]).unwrap() {
             rumqttc::TlsConfiguration::Rustls(config) => assert_eq!(config.alpn_protocols, [b"x-amzn-mqtt-ca".to_vec()]),
             _ => panic!("a rustls configuration"),
