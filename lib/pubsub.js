@@ -87,24 +87,69 @@ function noCallbacks(call) {
 }
 
 /**
- * MQTT.js's events, which a PubSub does not emit: a listener for one would wait for ever. What to
- * listen to instead. ('error' is not here: Node's events.once() listens for it with any event.)
+ * Other clients' events, which a PubSub does not emit: a listener for one would wait for ever.
+ * Whose they are, and what to listen to instead. ('error' is not here: Node's events.once()
+ * listens for it with any event.)
  */
-const MQTT_JS_EVENTS = {
-  message: 'messages come to subscriptions: pubsub.subscribe(filter).subscribe({ next })',
-  packetsend: 'packets are not exposed',
-  packetreceive: 'packets are not exposed',
+const FOREIGN_EVENTS = {
+  message: ["MQTT.js's", 'messages come to subscriptions: pubsub.subscribe(filter).subscribe({ next })'],
+  packetsend: ["MQTT.js's", 'packets are not exposed'],
+  packetreceive: ["MQTT.js's", 'packets are not exposed'],
 }
-for (const event of ['connect', 'reconnect', 'close', 'offline', 'end', 'disconnect']) {
-  MQTT_JS_EVENTS[event] =
-    "the connection's state comes as 'ConnectionStateChange' events (Connecting, Connected, ConnectionDisrupted, Disconnected), and why a connection was lost as 'connectionDisrupted' events"
+const STATE_EVENTS =
+  "the connection's state comes as 'ConnectionStateChange' events (Connecting, Connected, ConnectionDisrupted, Disconnected), and why a connection was lost as 'connectionDisrupted' events"
+for (const event of ['connect', 'reconnect', 'close', 'offline', 'end', 'disconnect']) FOREIGN_EVENTS[event] = ["MQTT.js's", STATE_EVENTS]
+for (const event of ['connection_success', 'connection_failure', 'interrupt', 'resume', 'closed']) FOREIGN_EVENTS[event] = ["aws-crt's", STATE_EVENTS]
+
+/** The instance's 'newListener' listener: refuses other clients' events, saying what to use. */
+function refuseForeignEvents(event) {
+  if (typeof event === 'string' && Object.hasOwn(FOREIGN_EVENTS, event)) {
+    const [whose, instead] = FOREIGN_EVENTS[event]
+    throw pubsubError('ERR_INVALID_OPTION', `A PubSub emits no '${event}' event (${whose}): ${instead}`)
+  }
 }
 
-/** The instance's 'newListener' listener: refuses MQTT.js's events, saying what to use. */
-function refuseMqttJsEvents(event) {
-  if (typeof event === 'string' && Object.hasOwn(MQTT_JS_EVENTS, event)) {
-    throw pubsubError('ERR_INVALID_OPTION', `A PubSub emits no '${event}' event (MQTT.js's): ${MQTT_JS_EVENTS[event]}`)
-  }
+let warnedRandomPersistentSession = false
+
+/**
+ * A persistent session under a random client id is resumed after a reconnect, never after a
+ * restart: each run's messages for it are queued on the broker under an id nobody uses again.
+ * Legitimate (within one run), so a warning, once per process.
+ */
+function warnRandomPersistentSession() {
+  if (warnedRandomPersistentSession) return
+  warnedRandomPersistentSession = true
+  process.emitWarning(
+    'cleanSession: false without a clientId: this instance has a random client id, so the broker resumes its session after a reconnect, ' +
+      'but never after the process restarts. Each run then leaves a session behind on the broker, holding the QoS 1 messages that arrive ' +
+      'for it, until the broker expires it. Give a fixed clientId to resume the session after a restart.',
+    WARNING,
+  )
+}
+
+/**
+ * Whether `args` of `call` ('publish' or 'subscribe') are Amplify v6's one object. Refuses what
+ * other clients' habits put there: a callback, or an argument past those read.
+ */
+function callForm(call, args) {
+  const v6 = isV6Call(args[0])
+  const firstOption = call === 'publish' && !v6 ? 2 : 1
+  if (args.slice(firstOption).some((arg) => typeof arg === 'function')) throw noCallbacks(call)
+  refuseExtraArguments(call, args, v6 ? 1 : firstOption + 1)
+  return v6
+}
+
+/**
+ * Arguments past the ones a call reads (`read` of them): refused, not ignored. aws-crt's
+ * publish(topic, payload, qos, retain) ported to publish(topic, message, { qos }, true) would
+ * publish without retain.
+ */
+function refuseExtraArguments(call, args, read) {
+  const extra = args.slice(read).findIndex((arg) => arg !== undefined)
+  if (extra === -1) return
+  const forms = call === 'publish' ? '(topics, message, options) or ({ topics, message, options })' : '(topics, options) or ({ topics, options })'
+  const retain = call === 'publish' && typeof args[read + extra] === 'boolean' ? ": aws-crt's retain flag goes in the options, { qos, retain: true }" : ''
+  throw pubsubError('ERR_INVALID_OPTION', `${call} takes ${forms}; argument ${read + extra + 1} is not read${retain}`)
 }
 
 /**
@@ -148,6 +193,10 @@ const CALL_OPTIONS = { publish: ['qos', 'retain', 'provider'], subscribe: ['qos'
  */
 function readOptions(options, call) {
   if (options === undefined || options === null) return {}
+  if (options === 0 || options === 1 || options === 2) {
+    // aws-crt's QoS argument (mqtt.QoS.AtLeastOnce is 1).
+    throw pubsubError('ERR_INVALID_OPTION', `options must be an object, got the number ${options}: the QoS goes in it, as in { qos: ${options} }`)
+  }
   if (typeof options !== 'object') throw pubsubError('ERR_INVALID_OPTION', 'options must be an object')
   const known = CALL_OPTIONS[call]
   for (const key in options) {
@@ -319,7 +368,7 @@ class PubSubBase extends EventEmitter {
 
   constructor(options, provider) {
     super()
-    super.on('newListener', refuseMqttJsEvents)
+    super.on('newListener', refuseForeignEvents)
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw pubsubError('ERR_INVALID_OPTION', 'new PubSub(options): options must be an object with an endpoint')
     }
@@ -359,6 +408,7 @@ class PubSubBase extends EventEmitter {
       PubSubBase.#eventsCallback(this.#eventTarget),
     )
     this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
+    if (rest.cleanSession === false && (rest.clientId === undefined || rest.clientId === null)) warnRandomPersistentSession()
     PubSubBase.#open.add(this.#eventTarget.idle)
     PubSubBase.#collected.register(this, this.#eventTarget.idle)
     // Amplify's providers announce their first state on Hub when they are made.
@@ -409,8 +459,7 @@ class PubSubBase extends EventEmitter {
   publish(...args) {
     return new Promise((resolve, reject) => {
       PubSubBase.#checkThis(this, 'publish')
-      const v6 = isV6Call(args[0])
-      if (args.slice(v6 ? 1 : 2).some((arg) => typeof arg === 'function')) throw noCallbacks('publish')
+      const v6 = callForm('publish', args)
       const { topics, message, options } = v6 ? args[0] : { topics: args[0], message: args[1], options: args[2] }
       const list = toTopicList(topics, 'topic')
       const opts = readOptions(options, 'publish')
@@ -429,8 +478,8 @@ class PubSubBase extends EventEmitter {
   subscribe(...args) {
     PubSubBase.#checkThis(this, 'subscribe')
     // Thrown here, not told to an observer: with a callback, no observer may ever come.
-    if (args.slice(1).some((arg) => typeof arg === 'function')) throw noCallbacks('subscribe')
-    const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
+    const v6 = callForm('subscribe', args)
+    const { topics, options } = v6 ? args[0] : { topics: args[0], options: args[1] }
     return new Observable((observer) => this.#attach(topics, options, observer))
   }
 
@@ -463,8 +512,8 @@ class PubSubBase extends EventEmitter {
   /** EventEmitter's, keeping the refusal of MQTT.js's events (a 'newListener' listener). */
   removeAllListeners(...args) {
     super.removeAllListeners(...args)
-    if ((args.length === 0 || args[0] === 'newListener') && !this.listeners('newListener').includes(refuseMqttJsEvents)) {
-      super.on('newListener', refuseMqttJsEvents)
+    if ((args.length === 0 || args[0] === 'newListener') && !this.listeners('newListener').includes(refuseForeignEvents)) {
+      super.on('newListener', refuseForeignEvents)
     }
     return this
   }
@@ -882,4 +931,4 @@ const MqttPubSub = providerClass('mqtt', 'MqttOverWSProvider')
 /** The AWS IoT Core provider: MQTT over WSS, SigV4-presigned afresh for every connect. */
 const IotPubSub = providerClass('iot', 'AWSIoTProvider')
 
-module.exports = { MqttPubSub, IotPubSub, APPSYNC_HTTP_FLAG }
+module.exports = { MqttPubSub, IotPubSub, APPSYNC_HTTP_FLAG, callForm }

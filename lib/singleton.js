@@ -8,7 +8,7 @@
 // `options.provider` names, or to all of them, as Amplify did. It holds no handle of its own:
 // the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual } = require('node:util')
-const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG } = require('./pubsub')
+const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
@@ -204,17 +204,12 @@ function withoutProvider(options) {
   return rest
 }
 
-/** v6 `fn({ topics, ... })` or v5 `fn(topics, ...)`. */
-function isV6Call(first) {
-  return first !== null && typeof first === 'object' && !Array.isArray(first) && 'topics' in first
-}
-
 // ------------------------------------------------------------------------ publish, subscribe
 
 /** `PubSub.publish(topics, message, options?)`: a publish through each provider of the call. */
 function publish(...args) {
   return new Promise((resolve) => {
-    const { topics, message, options } = isV6Call(args[0])
+    const { topics, message, options } = callForm('publish', args)
       ? args[0]
       : { topics: args[0], message: args[1], options: args[2] }
     const providerOptions = withoutProvider(options)
@@ -293,7 +288,7 @@ class SingletonObservable extends Observable {
  * unsubscribed), it completes once all have completed, and `ready` waits for every SUBACK.
  */
 function subscribe(...args) {
-  const { topics, options } = isV6Call(args[0]) ? args[0] : { topics: args[0], options: args[1] }
+  const { topics, options } = callForm('subscribe', args) ? args[0] : { topics: args[0], options: args[1] }
   return new SingletonObservable((observer) => {
     let providers
     try {

@@ -311,12 +311,17 @@ const SIGV4_QUERY_PARAMS: &[&str] = &[
 ];
 
 /// What an unknown option probably meant, in parentheses: another spelling of a known one, or
-/// MQTT.js's name for something this API takes otherwise.
+/// MQTT.js's or aws-crt's name for something this API takes otherwise.
 fn unknown_option_hint(unknown: &str, known: &[&str]) -> String {
-    if let Some(option) = known.iter().find(|option| option.eq_ignore_ascii_case(unknown)) {
+    // Also aws-crt's snake_case: client_id, clean_session.
+    let unsnaked = unknown.replace('_', "");
+    if let Some(option) = known.iter().find(|option| option.eq_ignore_ascii_case(&unsnaked)) {
         return format!(" (did you mean '{option}'?)");
     }
     let instead = match unknown {
+        "keep_alive_secs" => "aws-crt's; here 'keepAlive', in seconds",
+        "reconnect_min_sec" | "reconnect_max_sec" => "aws-crt's; here 'reconnect': { minDelayMs, maxDelayMs }, or false",
+        "host_name" => "aws-crt's; give the whole URL as 'endpoint', e.g. 'wss://<prefix>-ats.iot.<region>.amazonaws.com/mqtt'",
         "clean" => "MQTT.js's name for 'cleanSession'",
         "reconnectPeriod" => "MQTT.js's; here 'reconnect': { minDelayMs, maxDelayMs }, or false",
         "rejectUnauthorized" => "TLS is always verified here: pass a private CA as 'ca'",
@@ -1248,6 +1253,11 @@ mod tests {
             ("rejectUnauthorized", "TLS is always verified here"),
             ("protocolVersion", "MQTT 3.1.1 only"),
             ("port", "give the whole URL as 'endpoint'"),
+            ("client_id", "(did you mean 'clientId'?)"),
+            ("clean_session", "(did you mean 'cleanSession'?)"),
+            ("keep_alive_secs", "(aws-crt's; here 'keepAlive', in seconds)"),
+            ("reconnect_max_sec", "'reconnect': { minDelayMs, maxDelayMs }"),
+            ("host_name", "give the whole URL as 'endpoint'"),
         ] {
             let err = mqtt(&json!({ "endpoint": "ws://h/", option: 1 })).unwrap_err();
             assert!(err.to_string().starts_with(&format!("Unknown option '{option}' for the generic MQTT provider (")), "{err}");

@@ -1,16 +1,17 @@
 'use strict'
-// Code ported from MQTT.js keeps some of its habits: callbacks, its events, its subscribe object
-// and option names, a WebSocket URL without a path. Each fails at once with what to write here,
+// Code ported from MQTT.js or the AWS IoT Device SDK v2 (aws-crt) keeps some of their habits:
+// callbacks, their events, MQTT.js's subscribe object, crt's QoS and retain arguments, their
+// option names, a WebSocket URL without a path. Each fails at once with what to write here,
 // rather than being accepted and never heard from again.
 const http = require('node:http')
 const { once } = require('node:events')
 const test = require('ava')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { pubsubOn, topicNamer, listen } = require('./helpers/pubsub.js')
+const { pubsubOn, topicNamer, listen, runScript, exitOf } = require('./helpers/pubsub.js')
 
 const broker = useMosquitto(test)
 const newPubSub = pubsubOn(broker)
-const uniqueTopic = topicNamer('mqtt-js-habits')
+const uniqueTopic = topicNamer('other-clients-habits')
 
 test('publish with a callback rejects, saying it returns a Promise; nothing is sent', async (t) => {
   const pubsub = newPubSub(t)
@@ -68,6 +69,70 @@ test("MQTT.js's events are refused, saying what to listen to; ours and Node's ev
   t.is(pubsub.listenerCount('newListener'), 1)
 })
 
+test("aws-crt's events are refused too, saying what to listen to", (t) => {
+  const pubsub = newPubSub(t)
+  for (const event of ['connection_success', 'connection_failure', 'interrupt', 'resume', 'closed']) {
+    const error = t.throws(() => pubsub.on(event, () => {}))
+    t.is(error.code, 'ERR_INVALID_OPTION')
+    t.true(error.message.startsWith(`A PubSub emits no '${event}' event (aws-crt's): the connection's state comes as 'ConnectionStateChange' events`), error.message)
+    t.is(pubsub.listenerCount(event), 0)
+  }
+})
+
+test("aws-crt's retain argument rejects, saying it goes in the options; nothing is sent", async (t) => {
+  const pubsub = newPubSub(t)
+  const topic = uniqueTopic('crt-retain')
+  const inbox = await listen(t, pubsub, topic)
+  const error = await t.throwsAsync(pubsub.publish(topic, 'm', { qos: 1 }, true))
+  t.is(error.code, 'ERR_INVALID_OPTION')
+  t.is(
+    error.message,
+    "publish takes (topics, message, options) or ({ topics, message, options }); argument 4 is not read: aws-crt's retain flag goes in the options, { qos, retain: true }",
+  )
+  const v6 = await t.throwsAsync(pubsub.publish({ topics: topic, message: 'm' }, { retain: true }))
+  t.is(v6.message, 'publish takes (topics, message, options) or ({ topics, message, options }); argument 2 is not read')
+  // Left undefined (a wrapper passing its own optional arguments on), they are not in the way.
+  await pubsub.publish(topic, 'after', { qos: 1 }, undefined)
+  t.deepEqual(await inbox.take(1), ['after'], 'only the publish without the extra argument arrived')
+  const subscribeError = t.throws(() => pubsub.subscribe(topic, { qos: 1 }, 'extra'))
+  t.is(subscribeError.message, 'subscribe takes (topics, options) or ({ topics, options }); argument 3 is not read')
+})
+
+test("aws-crt's QoS given as the options is told to go in them", async (t) => {
+  const pubsub = newPubSub(t)
+  const publishError = await t.throwsAsync(pubsub.publish(uniqueTopic('crt-qos'), 'm', 1))
+  t.is(publishError.message, 'options must be an object, got the number 1: the QoS goes in it, as in { qos: 1 }')
+  const errors = []
+  pubsub.subscribe(uniqueTopic('crt-qos'), 0).subscribe({ error: (error) => errors.push(error) })
+  t.deepEqual(errors.map((error) => [error.code, error.message]), [['ERR_INVALID_OPTION', 'options must be an object, got the number 0: the QoS goes in it, as in { qos: 0 }']])
+})
+
+test('the singleton refuses the same extra arguments', async (t) => {
+  const { PubSub: Singleton } = require('../index.js')
+  const error = await t.throwsAsync(Singleton.publish('a/b', 'm', {}, true))
+  t.regex(error.message, /^publish takes .*argument 4 is not read: aws-crt's retain flag/)
+  t.throws(() => Singleton.subscribe('a/b', {}, () => {}), { code: 'ERR_INVALID_OPTION', message: /^subscribe takes no callback/ })
+})
+
+test('cleanSession: false without a clientId warns once that the session will not outlive the process', async (t) => {
+  const run = runScript(
+    t,
+    `const { PubSub } = require(process.env.MQTT_JS)
+     const warnings = []
+     process.on('warning', (w) => { if (w.name === 'NativePubSubWarning') warnings.push(w.message) })
+     new PubSub({ endpoint: 'mqtt://127.0.0.1:1', cleanSession: false, clientId: 'fixed' })
+     new PubSub({ endpoint: 'mqtt://127.0.0.1:1' })
+     new PubSub({ endpoint: 'mqtt://127.0.0.1:1', cleanSession: false })
+     new PubSub({ endpoint: 'mqtt://127.0.0.1:1', cleanSession: false })
+     setImmediate(() => console.log(JSON.stringify(warnings)))`,
+  )
+  t.is((await exitOf(t, run)).code, 0, run.stderr)
+  const warnings = JSON.parse(run.stdout)
+  t.is(warnings.length, 1, 'once per process')
+  t.true(warnings[0].startsWith('cleanSession: false without a clientId: this instance has a random client id'), warnings[0])
+  t.regex(warnings[0], /Give a fixed clientId/)
+})
+
 test("subscribe with MQTT.js's { filter: qos } object: the observer's error says how to write it", (t) => {
   const pubsub = newPubSub(t)
   const errors = []
@@ -100,11 +165,14 @@ test("the topics given as { topic } (Amplify's name is topics) or as anything el
   )
 })
 
-test("MQTT.js's option names say what to use instead", (t) => {
+test("MQTT.js's and aws-crt's option names say what to use instead", (t) => {
   for (const [option, says] of [
     [{ clean: false }, "(MQTT.js's name for 'cleanSession')"],
     [{ reconnectPeriod: 1000 }, "'reconnect': { minDelayMs, maxDelayMs }, or false"],
     [{ keepalive: 30 }, "(did you mean 'keepAlive'?)"],
+    [{ clean_session: false }, "(did you mean 'cleanSession'?)"],
+    [{ client_id: 'device-1' }, "(did you mean 'clientId'?)"],
+    [{ keep_alive_secs: 30 }, "(aws-crt's; here 'keepAlive', in seconds)"],
   ]) {
     const error = t.throws(() => newPubSub(t, option))
     t.is(error.code, 'ERR_INVALID_OPTION')
