@@ -12,7 +12,7 @@ const { PubSub, Hub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
 const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
 const { startTcpProxy } = require('./helpers/tcp-proxy.js')
-const { topicNamer, listen, plain, mqttJs, recordEvents, runScript, printed, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
+const { topicNamer, listen, observe, plain, mqttJs, recordEvents, runScript, exitOf, printed, waitFor, sleep, uniqueClientId } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 const uniqueTopic = topicNamer('aws-iot')
@@ -63,6 +63,53 @@ for (const qos of [0, 1]) {
     t.deepEqual(gateway.connects.filter((c) => c.clientId === pubsub.clientId).map((c) => c.refused), [false])
   })
 }
+
+test('request/response: a subscription made within a second of the last one ending reuses the connection', async (t) => {
+  // AWS IoT takes one CONNECT per second per client id. A flow that subscribes to each reply
+  // topic and unsubscribes once the reply came used to make a connection per request.
+  const requests = uniqueTopic('requests')
+  const replies = uniqueTopic('replies')
+  const { client: responder } = await mqttJs(t, broker.tcpUrl)
+  await responder.subscribeAsync(`${requests}/+`)
+  responder.on('message', (topic, payload) => responder.publish(`${replies}/${topic.split('/').pop()}`, payload))
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gateway) })
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  for (let i = 0; i < 5; i++) {
+    const inbox = observe(pubsub.subscribe(`${replies}/${i}`))
+    await inbox.subscription.ready
+    await pubsub.publish(`${requests}/${i}`, { request: i })
+    t.deepEqual(plain(await inbox.take(1)), [{ request: i }])
+    inbox.subscription.unsubscribe()
+    await sleep(20)
+  }
+  const lastLeft = Date.now()
+  t.is(gateway.connects.filter((c) => c.clientId === pubsub.clientId).length, 1, 'one connection for the five requests')
+  t.deepEqual(states, ['Connecting', 'Connected'])
+  // Then, nobody subscribing, it ends as Amplify's does.
+  await waitFor(() => pubsub.connectionState === 'Disconnected', 5_000, 'the disconnect')
+  t.true(Date.now() - lastLeft >= 900, `ended ${Date.now() - lastLeft} ms after the last observer left`)
+  t.deepEqual(states, ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected'])
+})
+
+test('a process whose last observer left exits at once, without waiting out that second, and says goodbye', async (t) => {
+  const keys = newKeys(gateway)
+  const run = runScript(
+    t,
+    `const { PubSub } = require(${JSON.stringify(ROOT)})
+     const pubsub = new PubSub({ endpoint: process.env.ENDPOINT, ca: process.env.CA, region: 'us-east-1', credentials: JSON.parse(process.env.KEYS) })
+     const subscription = pubsub.subscribe(${JSON.stringify(uniqueTopic('exit'))}).subscribe(() => {})
+     subscription.ready.then(() => {
+       subscription.unsubscribe()
+       globalThis.left = Date.now()
+       process.on('exit', () => console.log(pubsub.connectionState, Date.now() - globalThis.left))
+     })`,
+    { ENDPOINT: gateway.url, CA: gateway.ca, KEYS: JSON.stringify(keys) },
+  )
+  t.is((await exitOf(t, run)).code, 0, run.stderr)
+  const [state, ms] = run.stdout.trim().split(' ')
+  t.is(state, 'Disconnected', 'ended with DISCONNECT, waited for')
+  t.true(Number(ms) < 800, `exited ${ms} ms after the last observer left`)
+})
 
 test('messages from other clients of the broker reach an IoT subscriber', async (t) => {
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gateway) })
@@ -422,6 +469,21 @@ async function ownGateway(t, broker = () => sharedBrokerUrl()) {
 }
 const sharedBrokerUrl = () => broker.tcpUrl
 const FAST = { minDelayMs: 50, maxDelayMs: 200 }
+
+test.serial("CONNECTs to AWS IoT are a second apart at least, whatever the reconnect delays (its limit per client id)", async (t) => {
+  const gw = await ownGateway(t)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: { minDelayMs: 20, maxDelayMs: 40 } }, gw)
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const inbox = await listen(t, pubsub, uniqueTopic('spaced'))
+  for (let loss = 1; loss <= 2; loss++) {
+    gw.dropAll()
+    await waitFor(() => states.filter((s) => s === 'Connected').length === loss + 1, 5_000, `reconnect ${loss}`)
+  }
+  const times = gw.connects.filter((c) => c.clientId === pubsub.clientId).map((c) => c.at)
+  t.is(times.length, 3)
+  for (let i = 1; i < times.length; i++) t.true(times[i] - times[i - 1] >= 990, `CONNECT ${i + 1} came ${times[i] - times[i - 1]} ms after the one before`)
+  t.deepEqual(inbox.errors, [])
+})
 
 test.serial('20 topics subscribed at once go in SUBSCRIBEs of at most 8 filters, as AWS IoT requires, also when renewed after a reconnect', async (t) => {
   // AWS IoT closes the connection of a client whose SUBSCRIBE carries more than 8 filters (the

@@ -6,6 +6,8 @@
 //! sent when the broker is AWS IoT Core (`ClientOptions::aws_iot_broker`: the IoT provider, or
 //! the generic one on an AWS IoT host); other brokers have other limits.
 
+use std::time::Duration;
+
 use rumqttc::QoS;
 
 use crate::errors::{shortened, PubSubError, Result};
@@ -21,6 +23,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// How much of a topic a message shows.
 const SHOWN_CHARS: usize = 80;
+/// Between two CONNECTs of one client id: AWS IoT takes one per second, and refuses the others.
+pub const MIN_CONNECT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a connection stays up after its last observer left, for the next subscription: a
+/// request/response flow subscribes to each reply topic, and a CONNECT for each would be held
+/// back by `MIN_CONNECT_INTERVAL`.
+pub const IDLE_LINGER: Duration = Duration::from_secs(1);
 /// Forward slashes in a topic or topic filter (so at most 8 levels), not counting a Basic
 /// Ingest or shared-subscription prefix.
 pub const MAX_SLASHES: usize = 7;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, NetworkOptions, QoS};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::aws_iot_limits::{self, QosOf};
 use crate::connection::{self, ConnectionState};
@@ -132,6 +133,11 @@ pub struct Core {
     /// made again after a loss) with nothing subscribed, until it is closed, ended at Node's
     /// exit, or fails for good.
     pub will_armed: bool,
+    /// AWS IoT: the last observer left this connection, which stays up until then for the next
+    /// subscription (`aws_iot_limits::IDLE_LINGER`).
+    pub linger_until: Option<Instant>,
+    /// AWS IoT: when the last connection attempt ended (`aws_iot_limits::MIN_CONNECT_INTERVAL`).
+    pub last_connect: Option<Instant>,
 }
 
 impl Core {
@@ -267,6 +273,8 @@ impl Client {
                 counters: Counters::default(),
                 unclaimed: (!options.clean_session).then(Unclaimed::default),
                 will_armed: false,
+                linger_until: None,
+                last_connect: None,
             }),
             requests,
             delivery: delivery.clone(),
@@ -398,6 +406,7 @@ impl Client {
             self.shared.delivery.push(Event::Subscribed { observer, error: None });
         }
         core.idle_disconnect_due = false;
+        core.linger_until = None;
         if core.state == ConnectionState::ConnectedPendingDisconnect {
             // The disconnect Node's exit began is called off: the connection, still up, is the
             // instance's presence again.
@@ -425,6 +434,12 @@ impl Client {
         // only to publish does (without keeping Node up), until close() or Node's exit, so that
         // the broker still publishes the will if the process dies.
         if self.shared.options.will.is_some() {
+            return false;
+        }
+        if self.shared.options.aws_iot_broker && core.state == ConnectionState::Connected && !core.subs.has_observers() {
+            // Like a connection opened only to publish, it does not keep Node up meanwhile.
+            core.linger_until = Some(Instant::now() + aws_iot_limits::IDLE_LINGER);
+            self.shared.attention.notify_one();
             return false;
         }
         self.shared.begin_idle_disconnect(&mut core)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rumqttc::{ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, PubRel, Publish, Request as MqttRequest, StateError};
 use tokio::time::Instant;
 
+use crate::aws_iot_limits;
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
 use crate::errors::PubSubError;
@@ -360,7 +361,19 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
         let credentials = aws.credentials.fetch(&shared.delivery, timeout).await.map_err(|error| not_an_aws_host(error, &shared.options))?;
         aws.presigner.use_credentials(credentials);
     }
-    match tokio::time::timeout(timeout, eventloop.poll()).await {
+    if shared.options.aws_iot_broker {
+        let last_connect = shared.core.lock().last_connect;
+        if let Some(last_connect) = last_connect {
+            tokio::time::sleep_until(last_connect + aws_iot_limits::MIN_CONNECT_INTERVAL).await;
+        }
+    }
+    let outcome = tokio::time::timeout(timeout, eventloop.poll()).await;
+    if shared.options.aws_iot_broker {
+        // Once the attempt is over: its CONNECT went after the handshakes, which the next
+        // attempt's may take less time for.
+        shared.core.lock().last_connect = Some(Instant::now());
+    }
+    match outcome {
         Err(_elapsed) => Err(PubSubError::ConnectTimeout(timeout)),
         Ok(Err(error)) => match shared.aws.as_ref().and_then(|aws| aws.presigner.take_failure()) {
             Some(signing_failure) => Err(signing_failure),
@@ -408,10 +421,15 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
     // Whether the broker sent anything since the deadline was set: then it is alive, and its
     // PINGRESP is late behind what it queued for a slow subscriber, not missing.
     let mut heard_since_ping = false;
+    shared.core.lock().linger_until = None;
     loop {
-        if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
-            return end;
-        }
+        let mut linger_until = {
+            let mut core = shared.core.lock();
+            if let Some(end) = housekeeping(shared, &mut core) {
+                return end;
+            }
+            core.linger_until
+        };
         // poll() is not cancel-safe: dropped while it writes, it loses the packet it had already
         // recorded (packet id taken, Outgoing event queued), so that publish never settles. A
         // wake-up that does not end the connection goes on polling the same future; it is dropped
@@ -425,7 +443,19 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                     biased;
                     // Close, or the last observer left.
                     _ = shared.attention.notified() => {
-                        if let Some(end) = housekeeping(shared, &mut shared.core.lock()) {
+                        let mut core = shared.core.lock();
+                        if let Some(end) = housekeeping(shared, &mut core) {
+                            return end;
+                        }
+                        linger_until = core.linger_until;
+                    }
+                    // The last observer left a while ago: Connected → ConnectedPendingDisconnect.
+                    _ = sleep_until_some(linger_until) => {
+                        let mut core = shared.core.lock();
+                        linger_until = None;
+                        core.linger_until = None;
+                        shared.begin_idle_disconnect(&mut core);
+                        if let Some(end) = housekeeping(shared, &mut core) {
                             return end;
                         }
                     }

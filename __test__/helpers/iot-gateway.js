@@ -223,7 +223,7 @@ async function startIotGateway(options = {}) {
     ca: certificates.caPem,
     /** One record per upgrade attempt, in arrival order (status is null while being verified). */
     upgrades: [],
-    /** One record per MQTT CONNECT seen. */
+    /** One record per MQTT CONNECT seen: `{ clientId, accessKeyId, refused, at }` (`at`: Date.now()). */
     connects: [],
     /** One record per SUBSCRIBE seen: `{ clientId, filters }` (how many it carried). */
     subscribes: [],
@@ -503,7 +503,7 @@ async function startIotGateway(options = {}) {
         return
       }
       const refused = refusedClientIds.has(clientId)
-      gateway.connects.push({ clientId, accessKeyId: record.accessKeyId, refused })
+      gateway.connects.push({ clientId, accessKeyId: record.accessKeyId, refused, at: Date.now() })
       if (refused) return abort() // as AWS IoT does when the policy denies iot:Connect: no CONNACK
       readPackets = packetReader((packet) => {
         if (packet[0] >> 4 !== SUBSCRIBE) return
