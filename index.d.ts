@@ -185,6 +185,12 @@ export interface CommonOptions {
   /** What publish does while the connection is down. Default `'qos1'`, 65,536 messages, 64 MiB. */
   offlineQueue?: OfflineQueuePolicy | OfflineQueueOptions
   /**
+   * Connect through this HTTP proxy (a CONNECT tunnel): `'http://host:port'`, or `'https://…'`
+   * for TLS to the proxy, with `user:password@` for Basic credentials. Not read from the
+   * environment: pass `process.env.HTTPS_PROXY` if that is where it is.
+   */
+  proxy?: string
+  /**
    * Accepted for Amplify compatibility, without effect: Amplify connects with TLS unless it is
    * true; here the endpoint's scheme decides (`ws://`, `mqtt://` plain; `wss://`, `mqtts://` TLS).
    */

@@ -703,6 +703,10 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 /// frame the WebSocket rules refuse) did not close anything: it is said so, and never taken for
 /// a refusal.
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
+    if let (ConnectionError::Proxy(proxy_error), Some(proxy)) = (&error, &options.proxy) {
+        let destination = format!("{}:{}", options.endpoint.host, options.endpoint.port);
+        return proxy.describe_failure(proxy_error, &destination);
+    }
     // TLS said why: in TLS 1.3 the server judges the client certificate after the client's
     // side of the handshake is done, so its alert comes once CONNECT has gone out.
     if rustls_error(&error).is_some() {

@@ -12,6 +12,7 @@ mod errors;
 mod filter_index;
 mod options;
 mod outbox;
+mod proxy;
 mod reconnect;
 #[cfg(test)]
 mod rumqttc_state_tests;

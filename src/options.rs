@@ -11,6 +11,7 @@ use crate::aws_iot_limits::{self, QosOf};
 use crate::credentials::{parse_credentials, CredentialsOption};
 use crate::errors::{PubSubError, Result};
 use crate::outbox::{Load, SubscribeLimit, MAX_SUBSCRIBE_BYTES};
+use crate::proxy::{self, HttpProxy};
 use crate::signing::redact;
 use crate::tls;
 use crate::topic::{unwelcome_char, validate_topic};
@@ -40,6 +41,7 @@ const COMMON_OPTIONS: &[&str] = &[
     "ca",
     "reconnect",
     "offlineQueue",
+    "proxy",
 ];
 const MQTT_OPTIONS: &[&str] = &["username", "password", "cert", "key"];
 const IOT_OPTIONS: &[&str] = &["credentials"];
@@ -220,6 +222,8 @@ pub struct ClientOptions {
     /// `None`: `reconnect: false`, a lost connection fails what is pending.
     pub reconnect: Option<Reconnect>,
     pub offline_queue: OfflineQueue,
+    /// Connect through this HTTP proxy.
+    pub proxy: Option<HttpProxy>,
 }
 
 fn invalid(msg: String) -> PubSubError {
@@ -821,6 +825,7 @@ impl ClientOptions {
             tls::parse_certificates("ca", pem)?;
         }
         let identity = parse_identity(&fields, &endpoint)?;
+        let proxy = fields.string("proxy")?.map(|raw| proxy::parse(&raw)).transpose()?;
         Ok(Self {
             endpoint,
             client_id,
@@ -836,6 +841,7 @@ impl ClientOptions {
             aws_iot_broker,
             reconnect: parse_reconnect(map.get("reconnect"))?,
             offline_queue: parse_offline_queue(map.get("offlineQueue"))?,
+            proxy,
         })
     }
 
@@ -883,6 +889,9 @@ impl ClientOptions {
                 aws_iot_limits::check_payload(will_payload.len()).map_err(|e| invalid(format!("Option 'will.message': {e}")))?;
             }
             options.set_last_will(LastWill::new(will.topic.clone(), will_payload, will.qos, will.retain));
+        }
+        if let Some(proxy) = &self.proxy {
+            options.set_proxy(proxy.to_rumqttc(self.ca.as_deref())?);
         }
         Ok(options)
     }

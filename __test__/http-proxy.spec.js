@@ -1,0 +1,139 @@
+'use strict'
+// The 'proxy' option: every transport (ws, wss, mqtt, mqtts) and both providers reach the
+// broker through an HTTP proxy's CONNECT tunnel, as networks whose only way out is their proxy
+// require; the proxy's refusals are told apart, and its password never shown.
+const test = require('ava')
+const { PubSub: MqttPubSub } = require('../mqtt.js')
+const { PubSub: IotPubSub } = require('../index.js')
+const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
+const { useIotGateway } = require('./helpers/iot-gateway.js')
+const { makeCertificates } = require('./helpers/certificates.js')
+const { startHttpProxy } = require('./helpers/http-proxy.js')
+const { openPubSub, topicNamer, listen, recordEvents, sleep } = require('./helpers/pubsub.js')
+
+const uniqueTopic = topicNamer('http-proxy')
+const broker = useMosquitto(test)
+const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
+
+const tls = {}
+test.before(async () => {
+  tls.certs = makeCertificates()
+  tls.mqttsPort = await freePort()
+  tls.wssPort = await freePort()
+  const files = [`certfile ${tls.certs.certFile}`, `keyfile ${tls.certs.keyFile}`]
+  tls.broker = await startMosquitto({
+    lines: [`listener ${tls.mqttsPort} 127.0.0.1`, 'protocol mqtt', ...files, `listener ${tls.wssPort} 127.0.0.1`, 'protocol websockets', 'socket_domain ipv4', ...files],
+  })
+})
+test.after.always(async () => {
+  if (tls.broker) await tls.broker.stop()
+  if (tls.certs) tls.certs.remove()
+})
+
+/** Subscribes, publishes at QoS 1 and receives through `pubsub`. */
+async function roundTrip(t, pubsub) {
+  const topic = uniqueTopic('round-trip')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  await pubsub.publish(topic, { through: 'the proxy' }, { qos: 1 })
+  const [message] = await inbox.take(1)
+  t.is(message.through, 'the proxy')
+}
+
+const hostPort = (url) => new URL(url.replace(/^(ws|mqtt)s?:/, 'http:')).host
+
+for (const scheme of ['ws', 'mqtt', 'wss', 'mqtts']) {
+  test(`${scheme}:// goes through the proxy's CONNECT tunnel`, async (t) => {
+    const proxy = await startHttpProxy(t)
+    const endpoint = {
+      ws: () => broker.wsUrl,
+      mqtt: () => broker.tcpUrl,
+      wss: () => `wss://127.0.0.1:${tls.wssPort}/mqtt`,
+      mqtts: () => `mqtts://127.0.0.1:${tls.mqttsPort}`,
+    }[scheme]()
+    const pubsub = openPubSub(t, { endpoint, proxy: proxy.url, ca: scheme.endsWith('s') ? tls.certs.caPem : undefined })
+    await roundTrip(t, pubsub)
+    t.deepEqual(
+      proxy.requests.map((r) => r.target),
+      [hostPort(endpoint)],
+      'one tunnel, to the broker (TLS and the WebSocket upgrade inside it, for the broker\'s name)',
+    )
+  })
+}
+
+test('the AWS IoT provider signs its connection as usual through the proxy', async (t) => {
+  const proxy = await startHttpProxy(t)
+  const keys = { accessKeyId: `AKIDPROXY${process.pid}`, secretAccessKey: 'proxy/secret+key' }
+  gateway.addKey(keys.accessKeyId, keys.secretAccessKey)
+  const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: keys, proxy: proxy.url })
+  t.teardown(() => pubsub.close())
+  await roundTrip(t, pubsub)
+  t.deepEqual(proxy.requests.map((r) => r.target), [`127.0.0.1:${gateway.port}`])
+  t.is(gateway.upgrades.filter((u) => u.accessKeyId === keys.accessKeyId)[0].status, 101)
+})
+
+test('user name and password in the proxy URL are sent as Basic credentials, percent-decoded', async (t) => {
+  const proxy = await startHttpProxy(t, { credentials: 'svc:p@ss:word' })
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, proxy: `http://svc:${encodeURIComponent('p@ss:word')}@127.0.0.1:${proxy.port}` })
+  await roundTrip(t, pubsub)
+  t.is(proxy.requests[0].authorization, `Basic ${Buffer.from('svc:p@ss:word').toString('base64')}`)
+})
+
+test('a proxy that wants credentials (407) fails everything with ERR_NOT_AUTHORIZED, not retried, its password never shown', async (t) => {
+  const proxy = await startHttpProxy(t, { credentials: 'svc:right' })
+  for (const [url, says] of [
+    [proxy.url, /wants a user name and password \(HTTP 407\): give them in the 'proxy' URL/],
+    [`http://svc:Wr0ng-S3cret@127.0.0.1:${proxy.port}`, /refused the user name or password in the 'proxy' URL \(HTTP 407\)/],
+  ]) {
+    const pubsub = openPubSub(t, { endpoint: broker.wsUrl, proxy: url, reconnect: { minDelayMs: 50, maxDelayMs: 50 } })
+    const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+    const before = proxy.requests.length
+    const error = await t.throwsAsync(pubsub.publish(uniqueTopic('407'), 'x', { qos: 1 }))
+    t.is(error.code, 'ERR_NOT_AUTHORIZED')
+    t.regex(error.message, says)
+    t.true(error.message.includes(`http://127.0.0.1:${proxy.port}`), error.message)
+    t.false(error.message.includes('Wr0ng-S3cret'), error.message)
+    await sleep(300)
+    t.is(proxy.requests.length - before, 1, 'not retried')
+    t.deepEqual(disruptions, [])
+  }
+})
+
+test('a proxy that forbids the destination (403) is ERR_NOT_AUTHORIZED naming it; one that cannot reach it (502) is retried', async (t) => {
+  const forbidding = await startHttpProxy(t, { refuseWith: 403 })
+  const forbidden = openPubSub(t, { endpoint: broker.wsUrl, proxy: forbidding.url })
+  const error = await t.throwsAsync(forbidden.publish(uniqueTopic('403'), 'x', { qos: 1 }))
+  t.is(error.code, 'ERR_NOT_AUTHORIZED')
+  t.is(error.message, `Not authorized: The proxy ${forbidding.url} does not allow connections to ${hostPort(broker.wsUrl)} (HTTP 403)`)
+
+  const proxy = await startHttpProxy(t)
+  const unreachable = `ws://127.0.0.1:${await freePort()}/mqtt`
+  const pubsub = openPubSub(t, { endpoint: unreachable, proxy: proxy.url, reconnect: { minDelayMs: 50, maxDelayMs: 50 } })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  pubsub.subscribe(uniqueTopic('502')).subscribe({ error: () => {} })
+  await sleep(500)
+  t.true(disruptions.length >= 2, `retried (${disruptions.length} disruptions)`)
+  t.is(disruptions[0].error.code, 'ERR_CONNECTION')
+  t.regex(disruptions[0].error.message, new RegExp(`The proxy ${proxy.url} could not open a connection to ${hostPort(unreachable)} \\(HTTP 502\\)`))
+})
+
+test('a proxy that is not there is ERR_CONNECTION naming the proxy', async (t) => {
+  const proxyUrl = `http://127.0.0.1:${await freePort()}`
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, proxy: proxyUrl, reconnect: false })
+  const error = await t.throwsAsync(pubsub.publish(uniqueTopic('no-proxy'), 'x', { qos: 1 }))
+  t.is(error.code, 'ERR_CONNECTION')
+  t.true(error.message.includes(`Connection to the proxy ${proxyUrl} failed`), error.message)
+})
+
+test('a proxy option that cannot be used throws from the constructor, without its password', (t) => {
+  for (const [proxy, says] of [
+    ['proxy.example.com:3128', /has no scheme: give its URL, e.g. 'http:\/\/proxy.example.com:3128'/],
+    ['socks5://127.0.0.1:1080', /only HTTP proxies/],
+    ['http://user:S3CRET@127.0.0.1:3128/path', /has a path or query/],
+    [3128, /must be a string/],
+  ]) {
+    const error = t.throws(() => new MqttPubSub({ endpoint: broker.wsUrl, proxy }))
+    t.is(error.code, 'ERR_INVALID_OPTION')
+    t.regex(error.message, says)
+    t.false(error.message.includes('S3CRET'), error.message)
+  }
+})
