@@ -98,6 +98,13 @@ export interface PublishOptions {
   qos?: Qos
   /** Ask the broker to keep the message for later subscribers. Default false. */
   retain?: boolean
+  /**
+   * Aborting it withdraws what is not sent yet (waiting while the connection is down, say) and
+   * rejects the publish with an `AbortError` (code `ABORT_ERR`, the signal's reason as `cause`,
+   * `sent`: whether some of it had been written, so that the broker may have it).
+   * `AbortSignal.timeout(ms)` bounds the wait for an acknowledgement.
+   */
+  signal?: AbortSignal
   /** Amplify's: picks a provider of the singleton (`PubSub.publish`); an instance ignores it. */
   provider?: string | symbol
 }

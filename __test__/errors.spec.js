@@ -513,7 +513,7 @@ for (const [what, options, named] of [
   ['retain null', { retain: null }, /retain must be a boolean, got null/],
   ['options that are not an object', 'qos1', /options/],
   // Ignored, a misspelt retain would publish a message the broker does not keep.
-  ['an unknown option', { qos: 1, retained: true }, /^Unknown publish option 'retained'; known are qos, retain, provider$/],
+  ['an unknown option', { qos: 1, retained: true }, /^Unknown publish option 'retained'; known are qos, retain, signal, provider$/],
   ["subscribe's format", { format: 'string' }, /Unknown publish option 'format'/],
 ]) {
   test(`publishing with ${what} rejects ERR_INVALID_OPTION`, async (t) => {

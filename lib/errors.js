@@ -10,6 +10,22 @@ function pubsubError(code, message, cause) {
   return error
 }
 
+/**
+ * The rejection of a publish whose AbortSignal was aborted, as Node's own: an `AbortError` with
+ * code `ABORT_ERR` and the signal's reason as `cause`. `sent`: some of it had been written, and
+ * the broker may have it.
+ */
+function abortedPublish(signal, sent) {
+  const message = sent
+    ? 'The publish was aborted after it was sent: the broker may have it, and deliver it'
+    : 'The publish was aborted before it was sent: nothing was sent'
+  const error = new Error(message, { cause: signal.reason })
+  error.name = 'AbortError'
+  error.code = 'ABORT_ERR'
+  error.sent = sent
+  return error
+}
+
 /** A TypeError with a stable `code`: an argument of the wrong type, as Node's own. */
 function pubsubTypeError(code, message) {
   const error = new TypeError(message)
@@ -79,4 +95,4 @@ function describeValue(value) {
   return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
 }
 
-module.exports = { pubsubError, pubsubTypeError, describeThrown, describeValue, reasonOf, reportRejection }
+module.exports = { pubsubError, pubsubTypeError, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection }

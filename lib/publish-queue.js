@@ -17,6 +17,8 @@
 const SEGMENT_OPS = 4_096
 /** Words of a record before its topic indexes. */
 const RECORD_WORDS = 4
+/** A record's flag (beside `qos | retain << 2`): aborted while held here; Rust skips it. */
+const WITHDRAWN = 8
 /**
  * Record words in one segment: room for SEGMENT_OPS single-topic publishes, which also bounds
  * the operations (every publish has at least one topic).
@@ -126,9 +128,11 @@ class Segment {
     return this.count - this.first
   }
 
-  /** The record offsets of the operations not handed over. */
+  /** The record offsets of the operations not handed over, and not withdrawn. */
   *pendingRecords() {
-    for (let word = this.firstWord; word < this.wordEnd; word += RECORD_WORDS + this.words[word + 3]) yield word
+    for (let word = this.firstWord; word < this.wordEnd; word += RECORD_WORDS + this.words[word + 3]) {
+      if ((this.words[word + 1] & WITHDRAWN) === 0) yield word
+    }
   }
 }
 
@@ -194,6 +198,19 @@ class PublishQueue {
   writable() {
     this.#waitingWritable = false
     this.#flush()
+  }
+
+  /** Withdraws publish `op` if it is still here (its signal was aborted): it will not be sent. */
+  withdraw(op) {
+    for (const segment of this.#segments) {
+      for (const record of segment.pendingRecords()) {
+        if (segment.words[record] === op) {
+          segment.words[record + 1] |= WITHDRAWN
+          return true
+        }
+      }
+    }
+    return false
   }
 
   /** Takes back the operation ids of every publish not handed over (close(), a failure). */

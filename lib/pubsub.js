@@ -4,7 +4,7 @@ const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, pubsubTypeError, describeThrown, describeValue, reasonOf, reportRejection } = require('./errors')
+const { pubsubError, pubsubTypeError, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -172,6 +172,18 @@ function pemText(value) {
   return Buffer.isBuffer(value) ? value.toString('utf8') : value
 }
 
+/** The publish's AbortSignal, if given. */
+function readSignal(options) {
+  const signal = options.signal
+  if (signal === undefined) return undefined
+  if (signal === null || typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw pubsubError('ERR_INVALID_OPTION', `signal must be an AbortSignal, got ${describeValue(signal)}`)
+  }
+  return signal
+}
+
+const ignore = () => {}
+
 function readRetain(options) {
   const retain = options.retain === undefined ? false : options.retain
   // Not coerced: { retain: 'false' } (from an environment variable, say) would retain.
@@ -185,7 +197,7 @@ function readRetain(options) {
  * The keys `publish` and `subscribe` read from their options. Amplify's `provider` picks a
  * provider of the singleton and means nothing to an instance (as in Amplify v6): accepted.
  */
-const CALL_OPTIONS = { publish: ['qos', 'retain', 'provider'], subscribe: ['qos', 'format', 'provider'] }
+const CALL_OPTIONS = { publish: ['qos', 'retain', 'signal', 'provider'], subscribe: ['qos', 'format', 'provider'] }
 
 /**
  * The options of a `publish` or `subscribe` (`call`). An unknown key is refused, not ignored: a
@@ -465,10 +477,19 @@ class PubSubBase extends EventEmitter {
       const opts = readOptions(options, 'publish')
       const qos = readQos(opts)
       const retain = readRetain(opts)
+      const signal = readSignal(opts)
+      if (signal !== undefined && signal.aborted) throw abortedPublish(signal, false)
       const payload = encodeMessage(message)
       if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
       const op = this.#opIds.next()
-      this.#ops.set(op, new PendingOp(resolve, reject, list.length))
+      if (signal === undefined) {
+        this.#ops.set(op, new PendingOp(resolve, reject, list.length))
+      } else {
+        const onAbort = () => this.#withdraw(op, signal, list.length)
+        const settled = () => signal.removeEventListener('abort', onAbort)
+        this.#ops.set(op, new PendingOp((value) => (settled(), resolve(value)), (error) => (settled(), reject(error)), list.length))
+        signal.addEventListener('abort', onAbort, { once: true })
+      }
       this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
       this.#keepAliveIfBusy()
     })
@@ -535,6 +556,29 @@ class PubSubBase extends EventEmitter {
       this.#keepAliveIfBusy()
     }
     return this.#closing
+  }
+
+  /**
+   * Publish `op`'s signal was aborted: what was not sent yet is taken back, and the publish
+   * rejects, saying whether some of it had been sent. What is past recall (written, awaiting its
+   * ack) keeps its op id until it settles, so that the id is not given to another publish.
+   */
+  #withdraw(op, signal, topicCount) {
+    const pending = this.#ops.get(op)
+    if (pending === undefined) return
+    let sent = pending.remaining < topicCount
+    let held = 0
+    if (!this.#outgoing.withdraw(op)) {
+      const taken = this.#native.withdraw(op)
+      // Rust holds none of it: it is settled, and that outcome is on its way.
+      if (taken.unsent + taken.written + taken.held === 0) return
+      sent ||= taken.written > 0 || taken.held > 0
+      held = taken.held
+    }
+    if (held > 0) this.#ops.set(op, new PendingOp(ignore, ignore, held))
+    else this.#ops.delete(op)
+    pending.reject(abortedPublish(signal, sent))
+    this.#keepAliveIfBusy()
   }
 
   #settle(op, error) {

@@ -14,7 +14,7 @@ use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
 use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES, MAX_WEBSOCKET_PACKET_BYTES};
-use crate::outbox::{Load, Outbox, Request};
+use crate::outbox::{Load, Outbox, Request, Withdrawn};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
@@ -22,7 +22,8 @@ use crate::unclaimed::Unclaimed;
 
 /// Publish operations handed over from JS in one call, as JS packs them: `words` holds one
 /// record per operation, `[op, flags, payload length, topic count, topic index…]` (flags is
-/// `qos | retain << 2`; the indexes point into `topics`, the batch's distinct topics), and
+/// `qos | retain << 2 | withdrawn << 3`; the indexes point into `topics`, the batch's distinct
+/// topics), and
 /// `payloads` holds the payloads end to end, in the same order.
 pub struct PublishBatch<'a> {
     pub words: &'a [u32],
@@ -42,6 +43,8 @@ pub struct BatchedPublish<'a> {
     pub payload: &'a [u8],
     pub qos: u32,
     pub retain: bool,
+    /// Aborted while JS held it: taken, and neither sent nor settled (JS settled it).
+    pub withdrawn: bool,
 }
 
 impl<'a> BatchedPublish<'a> {
@@ -91,7 +94,15 @@ impl<'a> PublishBatch<'a> {
             let payload_end = payload_start + length as usize;
             let payload = self.payloads.get(payload_start..payload_end)?;
             (word, payload_start) = (end, payload_end);
-            Some(BatchedPublish { op, topic_indexes, topic_table: self.topics, payload, qos: flags & 3, retain: flags & 4 != 0 })
+            Some(BatchedPublish {
+                op,
+                topic_indexes,
+                topic_table: self.topics,
+                payload,
+                qos: flags & 3,
+                retain: flags & 4 != 0,
+                withdrawn: flags & 8 != 0,
+            })
         })
     }
 }
@@ -296,6 +307,10 @@ impl Client {
         let unseen_failure = if core.closed { None } else { self.shared.delivery.unseen_failure() };
         let mut taken = 0;
         for publish in batch.iter() {
+            if publish.withdrawn {
+                taken += 1;
+                continue;
+            }
             if unseen_failure.is_none() && !core.outbox.is_held() && core.outbox.backlog_len() >= MAX_BACKLOG {
                 core.writable_wanted = true;
                 break;
@@ -359,6 +374,12 @@ impl Client {
             return Err(queue.full(waiting));
         }
         Ok(())
+    }
+
+    /// Takes publish op `op` back, as far as it can be (its signal was aborted): see
+    /// `Outbox::withdraw`. Nothing is settled for what it took.
+    pub fn withdraw(&self, op: u32) -> Withdrawn {
+        self.shared.core.lock().outbox.withdraw(op)
     }
 
     /// Counts for `stats()`: publishes waiting and in flight, and the running totals.

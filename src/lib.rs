@@ -68,6 +68,15 @@ pub struct NativeStats {
     pub dropped_connection_lost: f64,
 }
 
+/// What `withdraw` took back of a publish: packets (one per topic) never written, written
+/// before (the broker may have them), and past recall (they settle the publish as usual).
+#[napi(object)]
+pub struct NativeWithdrawal {
+    pub unsent: u32,
+    pub written: u32,
+    pub held: u32,
+}
+
 /// One MQTT connection, shared by every subscription of a JS `PubSub` instance.
 #[napi]
 pub struct NativeClient {
@@ -114,6 +123,13 @@ impl NativeClient {
         let batch = client::PublishBatch { words: &words, topics: &topics, payloads: &payloads };
         batch.check().map_err(|reason| napi::Error::new("ERR_INTERNAL", reason))?;
         Ok(self.client.publish_batch(batch) as u32)
+    }
+
+    /// Takes publish `op` back as far as it can be (its AbortSignal was aborted).
+    #[napi]
+    pub fn withdraw(&self, op: u32) -> NativeWithdrawal {
+        let withdrawn = self.client.withdraw(op);
+        NativeWithdrawal { unsent: withdrawn.unsent as u32, written: withdrawn.written as u32, held: withdrawn.held as u32 }
     }
 
     #[napi]

@@ -107,6 +107,19 @@ pub struct Requeued {
     pub pubrels: Vec<u16>,
 }
 
+/// What `withdraw` took out of a publish op, and what it left: packets of it (one per topic).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// Never written: they will not be.
+    pub unsent: usize,
+    /// Written on a lost connection and not acknowledged: not written again (the broker may
+    /// have them).
+    pub written: usize,
+    /// Handed to rumqttc (in its channel, written and awaiting their ack): past recall, they
+    /// settle the op as usual.
+    pub held: usize,
+}
+
 /// Counts and bytes of publishes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
@@ -502,6 +515,23 @@ impl Outbox {
         turned_away
     }
 
+    /// Takes publish op `op` out of what waits to be handed to rumqttc, and says what of it is
+    /// past recall.
+    pub fn withdraw(&mut self, op: u32) -> Withdrawn {
+        let is_op = |request: &Request| matches!(request, Request::Publish { op: o, .. } if *o == op);
+        let unsent = self.backlog.iter().filter(|request| is_op(request)).count();
+        let written = self.resend.iter().filter(|r| r.op == op).count();
+        if unsent + written > 0 {
+            self.backlog.retain(|request| !is_op(request));
+            self.resend.retain(|r| r.op != op);
+            self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
+        }
+        let in_channel = self.in_channel.iter().filter(|sent| matches!(sent, Sent::Publish { op: o, .. } if *o == op)).count();
+        let awaiting = self.awaiting_puback.values().filter(|(o, _)| *o == op).count();
+        let collided = usize::from(self.collided.is_some_and(|(o, _)| o == op));
+        Withdrawn { unsent, written, held: in_channel + awaiting + collided }
+    }
+
     /// The publishes `queued` counts, in the order they go out: (op, bytes) per packet.
     fn waiting_publishes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         let resends = self.resend.iter().map(|r| (r.op, r.bytes));
@@ -740,6 +770,27 @@ mod tests {
         assert_eq!(outbox.on_outgoing(&Outgoing::Publish(7)), Some(Completion::IdReused(1)));
         assert_eq!(outbox.on_incoming(&Packet::PubComp(PubComp::new(7))), vec![Completion::Published(2)]);
         assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn a_withdrawn_publish_leaves_what_was_never_written_and_says_what_is_past_recall() {
+        // A channel with room for one request: op 1 goes in, ops 2 and 3 wait.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 1);
+        let mut outbox = Outbox::default();
+        outbox.submit(&client, publish(1, QoS::AtLeastOnce));
+        outbox.submit(&client, publish(2, QoS::AtLeastOnce));
+        outbox.submit(&client, publish(3, QoS::AtLeastOnce));
+        assert_eq!(outbox.withdraw(2), Withdrawn { unsent: 1, written: 0, held: 0 });
+        assert_eq!(backlog_ops(&outbox), vec![(3, "t".to_string())]);
+        assert_eq!(outbox.queued(), Load { operations: 1, bytes: 2 });
+        assert_eq!(outbox.withdraw(1), Withdrawn { unsent: 0, written: 0, held: 1 }, "in rumqttc's channel");
+        assert_eq!(outbox.withdraw(2), Withdrawn::default(), "gone");
+        // Written on a lost connection and unacknowledged: taken out of the resends.
+        let (mut lost, pending) = in_flight();
+        lost.requeue(pending, |_| true, None);
+        assert_eq!(lost.withdraw(2), Withdrawn { unsent: 0, written: 2, held: 0 });
+        assert_eq!(lost.queued(), Load { operations: 2, bytes: 10 });
+        assert_eq!(lost.resume(true).iter().map(|p| p.pkid).collect::<Vec<_>>(), vec![1, 4], "ops 1 and 3 go again");
     }
 
     #[test]

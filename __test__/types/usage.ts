@@ -61,6 +61,8 @@ export const resilient = new PubSub({
   offlineQueue: { policy: 'all', maxMessages: 1_000, maxBytes: 1 << 20 },
 })
 export const noRetry = new PubSub({ endpoint: 'mqtt://127.0.0.1:1883', reconnect: false, offlineQueue: 'none' })
+// A publish whose wait is bounded, and that is withdrawn if not sent by then.
+export const bounded: Promise<void> = resilient.publish('devices/7/commands', { unlock: true }, { qos: 1, signal: AbortSignal.timeout(10_000) })
 // Through an HTTP proxy, on either provider.
 export const proxied = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1', proxy: process.env.HTTPS_PROXY })
 // A will without a message is an empty one (as the runtime sends it).
