@@ -91,7 +91,7 @@ test('request/response: a subscription made within a second of the last one endi
   t.deepEqual(states, ['Connecting', 'Connected', 'ConnectedPendingDisconnect', 'Disconnected'])
 })
 
-test('a process whose last observer left exits at once, without waiting out that second, and says goodbye', async (t) => {
+test('a process whose last observer left exits at once, without waiting out that second, once its DISCONNECT is done', async (t) => {
   const keys = newKeys(gateway)
   const run = runScript(
     t,
@@ -483,6 +483,24 @@ test.serial("CONNECTs to AWS IoT are a second apart at least, whatever the recon
   t.is(times.length, 3)
   for (let i = 1; i < times.length; i++) t.true(times[i] - times[i - 1] >= 990, `CONNECT ${i + 1} came ${times[i] - times[i - 1]} ms after the one before`)
   t.deepEqual(inbox.errors, [])
+})
+
+test.serial('a connection lost in the second after its last observer left, made again for a pending publish, ends once that is done', async (t) => {
+  const gw = await ownGateway(t)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: FAST }, gw)
+  const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const subscription = pubsub.subscribe(uniqueTopic('linger-loss')).subscribe(() => {})
+  await subscription.ready
+  subscription.unsubscribe()
+  broker.pause() // the PUBACK will not come before the loss
+  const published = pubsub.publish(uniqueTopic('linger-loss'), 'pending', { qos: 1 })
+  await sleep(100)
+  gw.dropAll()
+  broker.resume()
+  await published
+  await waitFor(() => pubsub.connectionState === 'Disconnected' && states.filter((s) => s === 'Connected').length === 2, 5_000, 'the end of the connection made again')
+  t.deepEqual(states.slice(-2), ['ConnectedPendingDisconnect', 'Disconnected'])
+  t.is(gw.liveConnections, 0)
 })
 
 test.serial('20 topics subscribed at once go in SUBSCRIBEs of at most 8 filters, as AWS IoT requires, also when renewed after a reconnect', async (t) => {

@@ -2,6 +2,8 @@
 // The 'proxy' option: every transport (ws, wss, mqtt, mqtts) and both providers reach the
 // broker through an HTTP proxy's CONNECT tunnel, as networks whose only way out is their proxy
 // require; the proxy's refusals are told apart, and its password never shown.
+const fs = require('node:fs')
+const net = require('node:net')
 const test = require('ava')
 const { PubSub: MqttPubSub } = require('../mqtt.js')
 const { PubSub: IotPubSub } = require('../index.js')
@@ -114,6 +116,40 @@ test('a proxy that forbids the destination (403) is ERR_NOT_AUTHORIZED naming it
   t.true(disruptions.length >= 2, `retried (${disruptions.length} disruptions)`)
   t.is(disruptions[0].error.code, 'ERR_CONNECTION')
   t.regex(disruptions[0].error.message, new RegExp(`The proxy ${proxy.url} could not open a connection to ${hostPort(unreachable)} \\(HTTP 502\\)`))
+})
+
+test('an https:// proxy is reached over TLS, trusted as the broker is: an untrusted one fails for good', async (t) => {
+  const proxy = await startHttpProxy(t, { tls: { cert: fs.readFileSync(tls.certs.certFile, 'utf8'), key: fs.readFileSync(tls.certs.keyFile, 'utf8') } })
+  await roundTrip(t, openPubSub(t, { endpoint: broker.wsUrl, proxy: proxy.url, ca: tls.certs.caPem }))
+  const untrusting = openPubSub(t, { endpoint: broker.wsUrl, proxy: proxy.url, reconnect: { minDelayMs: 50, maxDelayMs: 50 } })
+  const [requestsBefore, before] = [proxy.requests.length, proxy.accepted]
+  const error = await t.throwsAsync(untrusting.publish(uniqueTopic('untrusted'), 'x', { qos: 1 }))
+  t.is(error.code, 'ERR_CONNECTION')
+  t.true(error.message.startsWith(`TLS to the proxy ${proxy.url} failed: `), error.message)
+  await sleep(300)
+  t.is(proxy.requests.length, requestsBefore, 'no CONNECT went over the untrusted TLS')
+  t.is(proxy.accepted - before, 1, 'not retried')
+})
+
+test('a server that echoes the request instead of answering CONNECT: its answer, credentials and all, is not quoted', async (t) => {
+  const echo = net.createServer((socket) => {
+    let request = ''
+    socket.on('error', () => {})
+    socket.on('data', (chunk) => {
+      request += chunk
+      if (request.includes('\r\n\r\n')) socket.write(`${request.replace(/\r\n\r\n$/, '\r\n')}X-Pad: ${'a'.repeat(5_000)}\r\n`)
+    })
+  })
+  await new Promise((resolve) => echo.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => echo.close())
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl, proxy: `http://svc:Pr0xy-S3cret@127.0.0.1:${echo.address().port}`, reconnect: false })
+  const error = await t.throwsAsync(pubsub.publish(uniqueTopic('echo'), 'x'))
+  t.is(error.code, 'ERR_CONNECTION')
+  t.is(error.message, `The proxy http://127.0.0.1:${echo.address().port} did not answer CONNECT as an HTTP proxy does (is it an HTTP proxy's port?)`)
+})
+
+test("an empty proxy (HTTPS_PROXY='' in the environment) is no proxy", async (t) => {
+  await roundTrip(t, openPubSub(t, { endpoint: broker.wsUrl, proxy: '' }))
 })
 
 test('a proxy that is not there is ERR_CONNECTION naming the proxy', async (t) => {

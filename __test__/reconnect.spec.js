@@ -951,10 +951,10 @@ test('reconnect: false fails pending work and observers when the connection is l
 })
 
 test('reconnect: false settles the publishes JS still holds (backlog full) when the connection is lost', async (t) => {
-  // Past Rust's backlog (4,096 publishes) JS holds the rest until a `writable` event; a
-  // permanent failure must send that event too, or the held publishes never settle. They were
-  // made before the failure, so they fail with it: handed over after it, they used to start
-  // new connections, 4,096 at a time.
+  // Past Rust's backlog (4,096 publishes) JS holds the rest until a `writable` event, which a
+  // failure for good never sends: JS fails them on the 'failed' event, or they would never
+  // settle. They were made before the failure, so they fail with it: handed over after it, they
+  // used to start new connections, 4,096 at a time.
   t.timeout(30_000)
   const broker = await ownBroker(t)
   const proxy = await proxyTo(t, broker.tcpUrl)
@@ -1090,6 +1090,65 @@ test('reconnect: false: an observer subscribed by a callback that ran just befor
   t.deepEqual(later.errors, [])
   t.is(broker.connections, 2, 'the later subscription has a connection of its own')
   t.is(pubsub.connectionState, 'Connected')
+})
+
+test('reconnect: false: publishes made by a callback that ran in the batch of the failure all go on a new attempt', async (t) => {
+  // The second message and the failure reach JS together (the first message's callback keeps
+  // JS busy meanwhile). The second message's callback publishes three times: the first goes at
+  // once, the other two at the end of the tick. All were made once JS could know: they used to
+  // be failed with the old failure, as publishes JS held from before it.
+  const broker = await startFakeBroker(t, {
+    onPacket(packet, connection) {
+      if (packet.type !== SUBSCRIBE) return undefined
+      connection.send(packets.suback(packet.id, [0]))
+      if (connection.number === 1) {
+        connection.send(Buffer.concat([packets.publish('news', '"first"'), packets.publish('news', '"second"')]))
+        connection.socket.terminate()
+      }
+      return true
+    },
+  })
+  const pubsub = openPubSub(t, { endpoint: broker.url, reconnect: false })
+  const errors = []
+  let published = null
+  pubsub.subscribe('news').subscribe({
+    next(message) {
+      if (message === 'first') {
+        const until = Date.now() + 300
+        while (Date.now() < until);
+      } else {
+        published = ['a', 'b', 'c'].map((m) => pubsub.publish('later', m).then(() => 'ok', (error) => error.code))
+      }
+    },
+    error: (error) => errors.push(error.code),
+  })
+  await waitFor(() => published !== null && errors.length === 1, 5_000, 'the second message and the failure')
+  t.deepEqual(await Promise.all(published), ['ok', 'ok', 'ok'])
+  t.is(broker.connections, 2)
+})
+
+test('reconnect: false: an error callback that subscribes again before JS saw the failure is told later, not called again at once', async (t) => {
+  // The subscribe is refused with the failure JS has not seen yet; were the observer told at
+  // once, its error callback's next subscribe would be refused at once too, and so on until
+  // the stack overflowed.
+  const port = await freePort()
+  const pubsub = openPubSub(t, { endpoint: `mqtt://127.0.0.1:${port}`, reconnect: false })
+  pubsub.subscribe(uniqueTopic('first')).subscribe({ error: () => {} })
+  const publish = pubsub.publish(uniqueTopic('first'), 'x', { qos: 1 }).catch(() => {})
+  blockUntil(() => pubsub.stats().queued.operations + pubsub.stats().inFlight.operations === 0)
+  const failures = []
+  const retry = () =>
+    pubsub.subscribe(uniqueTopic('retried')).subscribe({
+      error(error) {
+        failures.push(error.code)
+        if (failures.length < 3) retry()
+      },
+    })
+  retry()
+  t.deepEqual(failures, [], 'not told synchronously')
+  await waitFor(() => failures.length === 3, 5_000, 'three failures')
+  t.deepEqual(failures, ['ERR_CONNECTION', 'ERR_CONNECTION', 'ERR_CONNECTION'])
+  await publish
 })
 
 test('a permanent failure (credentials refused) is reported once, not retried', async (t) => {

@@ -134,8 +134,12 @@ function warnRandomPersistentSession() {
 function callForm(call, args) {
   const v6 = isV6Call(args[0])
   const firstOption = call === 'publish' && !v6 ? 2 : 1
-  if (args.slice(firstOption).some((arg) => typeof arg === 'function')) throw noCallbacks(call)
-  refuseExtraArguments(call, args, v6 ? 1 : firstOption + 1)
+  // Indexed, not sliced: this runs for every publish.
+  for (let i = firstOption; i < args.length; i++) {
+    if (typeof args[i] === 'function') throw noCallbacks(call)
+  }
+  const read = v6 ? 1 : firstOption + 1
+  if (args.length > read) refuseExtraArguments(call, args, read)
   return v6
 }
 
@@ -728,6 +732,7 @@ class PubSubBase extends EventEmitter {
    */
   #onEvents(frame, topics, events) {
     try {
+      if (events != null) this.#failHeldPublishes(events)
       if (frame != null) this.#unpack(frame, topics)
     } catch (error) {
       // Our own bug, not the user's (their callbacks are guarded): report and carry on.
@@ -761,8 +766,6 @@ class PubSubBase extends EventEmitter {
       }
       case 'failed': {
         const error = pubsubError(event.code, event.message)
-        // Held for the `writable` event, they were made before the failure: they fail with it.
-        for (const op of this.#outgoing.drain()) this.#settle(op, error)
         // Only the observers Rust failed: one subscribed since (in a callback that ran before
         // this event) has a new connection attempt of its own.
         const failed = new Set(event.observers)
@@ -835,6 +838,21 @@ class PubSubBase extends EventEmitter {
       },
       (error) => this.#native.credentialsRejected(request, `The credentials function failed: ${reasonOf(error)}`),
     )
+  }
+
+  /**
+   * A failure in this batch (a 'failed' event) fails the publishes JS still holds for the
+   * `writable` event: they were made before JS could know of it, as Rust's gate (see
+   * `Delivery::unseen_failure`) takes what reached it meanwhile. Done first, before a callback
+   * of this batch publishes again: that publish starts a new attempt.
+   */
+  #failHeldPublishes(events) {
+    for (const event of events) {
+      if (event.kind !== 'failed') continue
+      const error = pubsubError(event.code, event.message)
+      for (const op of this.#outgoing.drain()) this.#settle(op, error)
+      return
+    }
   }
 
   /**

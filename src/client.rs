@@ -410,7 +410,11 @@ impl Client {
             return Err(PubSubError::Closed);
         }
         if let Some(error) = self.shared.delivery.unseen_failure() {
-            return Err(error);
+            // Told through the events, not thrown: an error callback that subscribes again would
+            // otherwise be called again at once, with the same error, over and over. Its event
+            // comes after the failure's, which clears this.
+            self.shared.delivery.push(Event::Subscribed { observer, error: Some(error) });
+            return Ok(());
         }
         // What a persistent session delivered for these filters before they were subscribed
         // again comes first, in order, ahead of what routing brings from now on.
@@ -429,8 +433,9 @@ impl Client {
         core.idle_disconnect_due = false;
         core.linger_until = None;
         if core.state == ConnectionState::ConnectedPendingDisconnect {
-            // The disconnect Node's exit began is called off: the connection, still up, is the
-            // instance's presence again.
+            // The disconnect begun (by Node's exit, or once the AWS IoT linger ran out) is called
+            // off: the connection, still up, serves this subscription (with a will, it is the
+            // instance's presence again).
             core.will_armed = self.shared.options.will.is_some();
             self.shared.set_state(&mut core, ConnectionState::Connected);
         }

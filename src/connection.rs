@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::aws_iot_limits;
 use crate::client::{Core, Shared, MAX_BACKLOG};
 use crate::delivery::Event as JsEvent;
-use crate::errors::PubSubError;
+use crate::errors::{causes, PubSubError};
 use crate::credentials::CredentialsOption;
 use crate::options::{is_aws_host, region_from_host, ClientOptions, Endpoint, Scheme};
 use crate::reconnect::{
@@ -181,6 +181,9 @@ async fn after_failure(
     pubrels: &mut Vec<u16>,
     refused: Option<&Written>,
 ) {
+    // The last observer had left (AWS IoT keeps the connection a second for the next): a
+    // connection made again for what is pending ends once that is done, as below.
+    let lingering = shared.core.lock().linger_until.take().is_some();
     let backoff = match backoff {
         Some(backoff) if !error.is_permanent(backoff.has_connected()) => backoff,
         _ => {
@@ -202,7 +205,7 @@ async fn after_failure(
             return;
         }
         requeue(shared, &mut core, eventloop, pubrels, &error, refused);
-        if core.state == ConnectionState::ConnectedPendingDisconnect {
+        if core.state == ConnectionState::ConnectedPendingDisconnect || lingering {
             // The last observer had left: a connection made again for what is still pending (an
             // UNSUBSCRIBE sent again) ends once that is done.
             core.idle_disconnect_due = true;
@@ -421,7 +424,6 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
     // Whether the broker sent anything since the deadline was set: then it is alive, and its
     // PINGRESP is late behind what it queued for a slow subscriber, not missing.
     let mut heard_since_ping = false;
-    shared.core.lock().linger_until = None;
     loop {
         let mut linger_until = {
             let mut core = shared.core.lock();
@@ -705,7 +707,7 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
     if let (ConnectionError::Proxy(proxy_error), Some(proxy)) = (&error, &options.proxy) {
         let destination = format!("{}:{}", options.endpoint.host, options.endpoint.port);
-        return proxy.describe_failure(proxy_error, &destination);
+        return proxy.describe_failure(proxy_error, &destination, options.ca.is_some());
     }
     // TLS said why: in TLS 1.3 the server judges the client certificate after the client's
     // side of the handshake is done, so its alert comes once CONNECT has gone out.
@@ -828,15 +830,6 @@ fn transport_reset(error: &StateError) -> bool {
 enum Stage {
     Connecting,
     Connected,
-}
-
-/// The errors in `error`'s chain, outermost first: rumqttc and tungstenite wrap what rustls and
-/// the socket said in I/O errors, whose `source()` does not lead to what they wrap.
-fn causes<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |error| match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-        None => error.source(),
-    })
 }
 
 /// What rustls said, wherever in the error's chain it is.

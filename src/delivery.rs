@@ -272,6 +272,8 @@ pub struct Delivery {
     room: Notify,
     /// The number of the last `Failed` event, and its error until JS has begun handling it.
     failure: Mutex<(u64, Option<PubSubError>)>,
+    /// Whether `failure` holds an error: batches are handed to JS without looking otherwise.
+    failure_unseen: AtomicBool,
 }
 
 impl Delivery {
@@ -300,6 +302,7 @@ impl Delivery {
             let mut failure = self.failure.lock();
             failure.0 += 1;
             failure.1 = Some(error.clone());
+            self.failure_unseen.store(true, Ordering::Release);
             failure.0
         };
         self.push(Event::Failed { error, observers, number });
@@ -307,11 +310,17 @@ impl Delivery {
 
     /// The error of the last `Failed` event, if JS has not begun handling it.
     pub fn unseen_failure(&self) -> Option<PubSubError> {
+        if !self.failure_unseen.load(Ordering::Acquire) {
+            return None;
+        }
         self.failure.lock().1.clone()
     }
 
     /// JS begins handling `batch`.
     fn handing_to_js(&self, batch: &[Event]) {
+        if !self.failure_unseen.load(Ordering::Acquire) {
+            return;
+        }
         let seen = batch.iter().rev().find_map(|event| match event {
             Event::Failed { number, .. } => Some(*number),
             _ => None,
@@ -320,6 +329,7 @@ impl Delivery {
         // A later failure stays unseen until JS reaches its own event.
         if seen == Some(failure.0) {
             failure.1 = None;
+            self.failure_unseen.store(false, Ordering::Release);
         }
     }
 

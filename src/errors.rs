@@ -120,6 +120,15 @@ impl std::error::Error for PubSubError {}
 
 pub type Result<T> = std::result::Result<T, PubSubError>;
 
+/// The errors in `error`'s chain, outermost first: rumqttc, tungstenite and proxies wrap what
+/// rustls and the socket said in I/O errors, whose `source()` does not lead to what they wrap.
+pub fn causes<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+        None => error.source(),
+    })
+}
+
 /// `text` for a message: its first `max_chars` characters and "…" when it is longer (a topic,
 /// or a name from a certificate, may be long).
 pub fn shortened(text: &str, max_chars: usize) -> String {

@@ -825,7 +825,7 @@ impl ClientOptions {
             tls::parse_certificates("ca", pem)?;
         }
         let identity = parse_identity(&fields, &endpoint)?;
-        let proxy = fields.string("proxy")?.map(|raw| proxy::parse(&raw)).transpose()?;
+        let proxy = fields.string("proxy")?.map(|raw| proxy::parse(&raw)).transpose()?.flatten();
         Ok(Self {
             endpoint,
             client_id,

@@ -7,7 +7,9 @@ use std::fmt;
 use rumqttc::{Proxy, ProxyAuth, ProxyError, ProxyType};
 use url::Url;
 
-use crate::errors::{PubSubError, Result};
+use async_http_proxy::HttpError;
+
+use crate::errors::{causes, PubSubError, Result};
 use crate::options::shown_url;
 use crate::tls;
 
@@ -32,8 +34,11 @@ fn invalid(raw: &str, why: &str) -> PubSubError {
     PubSubError::InvalidOption(format!("Option 'proxy' ('{}') {why}", shown_url(raw)))
 }
 
-/// Parses the `proxy` option.
-pub fn parse(raw: &str) -> Result<HttpProxy> {
+/// Parses the `proxy` option; an empty one (`HTTPS_PROXY=` in the environment) is no proxy.
+pub fn parse(raw: &str) -> Result<Option<HttpProxy>> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
     if !raw.contains("://") {
         return Err(invalid(raw, &format!("has no scheme: give its URL, e.g. 'http://{}'", shown_url(raw.trim()))));
     }
@@ -53,13 +58,13 @@ pub fn parse(raw: &str) -> Result<HttpProxy> {
     }
     let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
     let credentials = (!url.username().is_empty()).then(|| (decode(url.username()), decode(url.password().unwrap_or(""))));
-    Ok(HttpProxy {
+    Ok(Some(HttpProxy {
         shown: shown_url(&format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80))),
         host,
         port: url.port_or_known_default().unwrap_or(80),
         tls,
         credentials,
-    })
+    }))
 }
 
 impl HttpProxy {
@@ -77,26 +82,36 @@ impl HttpProxy {
         })
     }
 
-    /// What a failure to open the tunnel to `destination` means.
-    pub fn describe_failure(&self, error: &ProxyError, destination: &str) -> PubSubError {
+    /// What a failure to open the tunnel to `destination` means. What the proxy answered is
+    /// never quoted: a server that echoes the request would echo its Proxy-Authorization.
+    pub fn describe_failure(&self, error: &ProxyError, destination: &str, ca_given: bool) -> PubSubError {
         let proxy = &self.shown;
         match error {
             ProxyError::Io(io) => PubSubError::Connection(format!("Connection to the proxy {proxy} failed: {io}")),
-            ProxyError::Proxy(async_http_proxy::HttpError::HttpCode200(407)) => PubSubError::NotAuthorized(match self.credentials {
+            ProxyError::Proxy(HttpError::HttpCode200(407)) => PubSubError::NotAuthorized(match self.credentials {
                 Some(_) => format!("The proxy {proxy} refused the user name or password in the 'proxy' URL (HTTP 407)"),
                 None => format!(
                     "The proxy {proxy} wants a user name and password (HTTP 407): give them in the 'proxy' URL, \
                      e.g. 'http://user:password@host:port'"
                 ),
             }),
-            ProxyError::Proxy(async_http_proxy::HttpError::HttpCode200(403)) => {
+            ProxyError::Proxy(HttpError::HttpCode200(403)) => {
                 PubSubError::NotAuthorized(format!("The proxy {proxy} does not allow connections to {destination} (HTTP 403)"))
             }
-            ProxyError::Proxy(async_http_proxy::HttpError::HttpCode200(status)) => {
+            ProxyError::Proxy(HttpError::HttpCode200(status)) => {
                 PubSubError::Connection(format!("The proxy {proxy} could not open a connection to {destination} (HTTP {status})"))
             }
-            ProxyError::Proxy(other) => PubSubError::Connection(format!("The proxy {proxy} did not answer as an HTTP proxy does ({other})")),
-            ProxyError::Tls(tls) => PubSubError::Connection(format!("TLS to the proxy {proxy} failed: {tls}")),
+            ProxyError::Proxy(HttpError::IoError(io)) => PubSubError::Connection(format!("The connection to the proxy {proxy} failed: {io}")),
+            ProxyError::Proxy(HttpError::EndOfFile) => PubSubError::Connection(format!("The proxy {proxy} closed the connection without answering CONNECT")),
+            ProxyError::Proxy(_) => PubSubError::Connection(format!(
+                "The proxy {proxy} did not answer CONNECT as an HTTP proxy does (is it an HTTP proxy's port?)"
+            )),
+            ProxyError::Tls(tls) => match causes(tls).find_map(|cause| cause.downcast_ref::<rustls::Error>()) {
+                Some(refused @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)) => PubSubError::Untrusted(
+                    format!("TLS to the proxy {proxy} failed: {}", tls::refused_certificate(refused, &self.host, ca_given)),
+                ),
+                _ => PubSubError::Connection(format!("TLS to the proxy {proxy} failed: {tls}")),
+            },
         }
     }
 }
@@ -107,13 +122,14 @@ mod tests {
 
     #[test]
     fn a_proxy_url_is_taken_apart_and_shown_without_its_credentials() {
-        let proxy = parse("http://me:p%40ss@proxy.example.com:3128").unwrap();
+        let proxy = parse("http://me:p%40ss@proxy.example.com:3128").unwrap().unwrap();
         assert_eq!(proxy.shown, "http://proxy.example.com:3128");
         assert_eq!(proxy.credentials, Some(("me".into(), "p@ss".into())));
         assert!(!format!("{proxy:?}").contains("p@ss"));
-        let https = parse("https://proxy.example.com").unwrap();
+        let https = parse("https://proxy.example.com").unwrap().unwrap();
         assert_eq!((https.port, https.tls, https.shown.as_str()), (443, true, "https://proxy.example.com:443"));
-        assert_eq!(parse("http://[::1]:8080").unwrap().host, "::1");
+        assert_eq!(parse("http://[::1]:8080").unwrap().unwrap().host, "::1");
+        assert!(parse(" ").unwrap().is_none(), "an empty HTTPS_PROXY is no proxy");
     }
 
     #[test]

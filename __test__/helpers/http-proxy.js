@@ -1,23 +1,25 @@
 'use strict'
 // A loopback HTTP proxy, as a corporate network has in its only way out: it opens CONNECT
 // tunnels to loopback targets (anything else is refused with 403), asks for Basic credentials
-// (407) when given some to expect, or answers every CONNECT with a chosen refusal.
+// (407) when given some to expect, or answers every CONNECT with a chosen refusal. With `tls`
+// (`{ cert, key }`, PEM) it is an https:// proxy.
 //
 //   const proxy = await startHttpProxy(t, { credentials: 'user:password' })
 //   new PubSub({ endpoint: broker.wsUrl, proxy: proxy.url })
 //
-// `requests` records each CONNECT: `{ target: 'host:port', authorization }`. Stopped, with every
-// tunnel, when the test ends.
+// `requests` records each CONNECT: `{ target: 'host:port', authorization }`; `accepted` counts
+// the connections made to it. Stopped, with every tunnel, when the test ends.
 const http = require('node:http')
+const https = require('node:https')
 const net = require('node:net')
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost'])
 
 /**
  * @param {import('ava').ExecutionContext} t
- * @param {{ credentials?: string, refuseWith?: number }} [options]
+ * @param {{ credentials?: string, refuseWith?: number, tls?: { cert: string, key: string } }} [options]
  */
-async function startHttpProxy(t, { credentials, refuseWith } = {}) {
+async function startHttpProxy(t, { credentials, refuseWith, tls } = {}) {
   const requests = []
   const sockets = new Set()
   const track = (socket) => {
@@ -25,10 +27,14 @@ async function startHttpProxy(t, { credentials, refuseWith } = {}) {
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => socket.destroy())
   }
-  const server = http.createServer((req, res) => {
+  const refuseRequests = (req, res) => {
     res.writeHead(405, { Connection: 'close' })
     res.end('this proxy takes CONNECT only\n')
-  })
+  }
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, refuseRequests) : http.createServer(refuseRequests)
+  server.on('tlsClientError', () => {})
+  const proxy = { url: '', port: 0, requests, accepted: 0 }
+  server.on('connection', () => proxy.accepted++)
   server.on('connect', (req, client, head) => {
     track(client)
     const record = { target: req.url, authorization: req.headers['proxy-authorization'] ?? null }
@@ -63,7 +69,9 @@ async function startHttpProxy(t, { credentials, refuseWith } = {}) {
         server.close(() => resolve())
       }),
   )
-  return { url: `http://127.0.0.1:${server.address().port}`, port: server.address().port, requests }
+  proxy.port = server.address().port
+  proxy.url = `${tls ? 'https' : 'http'}://127.0.0.1:${proxy.port}`
+  return proxy
 }
 
 module.exports = { startHttpProxy }
