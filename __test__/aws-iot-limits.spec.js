@@ -8,7 +8,8 @@
 const test = require('ava')
 const { PubSub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { useIotGateway } = require('./helpers/iot-gateway.js')
+const { startMqttProxy, leadingPacketId, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
+const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
 const { topicNamer, listen, mqttJs, pubsubOn, sleep } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('aws-iot-limits')
@@ -130,6 +131,40 @@ test('a topic filter over 8 levels errors the subscription; a $share/<group>/ pr
   const topic = deepest.replace(/\+$/, 'leaf')
   await pubsub.publish(topic, 'shared', { qos: 1 })
   t.deepEqual(await inbox.take(1), ['shared'])
+})
+
+test('a subscription AWS IoT refuses (SUBACK failure) names its two reasons: the IoT policy, or the subscriptions quota', async (t) => {
+  // Between the gateway and mosquitto, a proxy answers SUBSCRIBEs of 'forbidden/…' with a SUBACK
+  // failure, as AWS IoT answers both reasons.
+  const refusedIds = new Set()
+  const refusing = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet }) {
+      if (fromClient && type === PACKET_TYPE.SUBSCRIBE && packet.includes('forbidden/')) refusedIds.add(leadingPacketId(packet))
+      if (fromClient || type !== PACKET_TYPE.SUBACK || !refusedIds.has(leadingPacketId(packet))) return true
+      const suback = Buffer.from(packet)
+      suback[suback.length - 1] = 0x80
+      return suback
+    },
+  })
+  t.teardown(() => refusing.stop())
+  const gw = await startIotGateway({ region: 'us-east-1', broker: refusing.url })
+  t.teardown(() => gw.stop())
+  const credentials = { accessKeyId: `AKIDREFUSED${process.pid}`, secretAccessKey: 'secret/refused' }
+  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
+  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials })
+  t.teardown(() => pubsub.close())
+  const granted = await listen(t, pubsub, uniqueTopic('allowed'))
+  const errors = []
+  const refused = pubsub.subscribe('forbidden/topic').subscribe({ error: (error) => errors.push(error) })
+  await t.throwsAsync(refused.ready)
+  t.is(errors.length, 1)
+  t.is(errors[0].code, 'ERR_SUBSCRIBE_REFUSED')
+  t.is(
+    errors[0].message,
+    "AWS IoT refused the subscription to 'forbidden/topic' (SUBACK failure): its IoT policy does not allow iot:Subscribe on topicfilter/forbidden/topic, or this connection already has as many subscriptions as AWS IoT allows one (50 unless your account's quota was raised)",
+  )
+  t.deepEqual(granted.errors, [], 'the other subscription lives on')
 })
 
 test('a will past the limits is refused by the constructor', (t) => {

@@ -80,6 +80,20 @@ pub fn check_topic(topic: &str) -> Result<()> {
     check_slashes("topic", topic, counted, "a '$aws/rules/<rule>/' prefix")
 }
 
+/// Subscriptions one connection may hold by default ("Subscriptions per connection": AWS can
+/// raise it for an account).
+pub const DEFAULT_SUBSCRIPTIONS_PER_CONNECTION: usize = 50;
+
+/// AWS IoT answered SUBACK with a failure for `filter`: its two reasons, which the generic
+/// message would leave the user to guess.
+pub fn subscribe_refused(filter: &str) -> PubSubError {
+    PubSubError::SubscribeRefused(format!(
+        "AWS IoT refused the subscription to '{filter}' (SUBACK failure): its IoT policy does not allow iot:Subscribe on \
+         topicfilter/{filter}, or this connection already has as many subscriptions as AWS IoT allows one \
+         ({DEFAULT_SUBSCRIPTIONS_PER_CONNECTION} unless your account's quota was raised)"
+    ))
+}
+
 /// A subscription's topic filter (already valid MQTT): its levels.
 pub fn check_filter(filter: &str) -> Result<()> {
     let counted = without_basic_ingest_prefix(routing_filter(filter));
