@@ -7,32 +7,17 @@ const path = require('node:path')
 const test = require('ava')
 const { PubSub } = require('../mqtt.js')
 const { PubSub: IotPubSub } = require('../index.js')
-const { startMosquitto, freePort } = require('./helpers/mosquitto.js')
-const { makeCertificates, makeSelfSignedCertificate } = require('./helpers/certificates.js')
+const { useTlsMosquitto } = require('./helpers/mosquitto.js')
+const { makeSelfSignedCertificate } = require('./helpers/certificates.js')
 const { listen, openPubSub, plain, recordEvents, topicNamer } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('client-certificates')
-const tls = {}
-
-test.before(async () => {
-  tls.certs = makeCertificates()
-  tls.other = makeSelfSignedCertificate()
-  tls.mqttsPort = await freePort()
-  tls.wssPort = await freePort()
-  // Both listeners take only clients whose certificate the test CA issued.
-  const files = [`cafile ${tls.certs.caFile}`, `certfile ${tls.certs.certFile}`, `keyfile ${tls.certs.keyFile}`, 'require_certificate true']
-  tls.broker = await startMosquitto({
-    lines: [`listener ${tls.mqttsPort} 127.0.0.1`, 'protocol mqtt', ...files, `listener ${tls.wssPort} 127.0.0.1`, 'protocol websockets', 'socket_domain ipv4', ...files],
-  })
-  tls.mqtts = `mqtts://127.0.0.1:${tls.mqttsPort}`
-  tls.wss = `wss://127.0.0.1:${tls.wssPort}/mqtt`
-})
-
-test.after.always(async () => {
-  if (tls.broker) await tls.broker.stop()
-  if (tls.certs) tls.certs.remove()
-  if (tls.other) tls.other.remove()
-})
+// Both listeners take only clients whose certificate the test CA issued.
+const tls = useTlsMosquitto(test, { listenerLines: (certs) => [`cafile ${certs.caFile}`, 'require_certificate true'] })
+/** A certificate no CA the broker trusts issued. */
+const other = {}
+test.before(() => Object.assign(other, makeSelfSignedCertificate()))
+test.after.always(() => other.remove?.())
 
 /** A PEM certificate's DER bytes, as fs.readFileSync gives a .der file (a Buffer). */
 function derOf(pem) {
@@ -77,7 +62,7 @@ test('without a client certificate: ERR_NOT_AUTHORIZED saying to pass cert and k
 })
 
 test("a client certificate the broker's CA did not issue: ERR_NOT_AUTHORIZED, not retried", async (t) => {
-  const pubsub = openPubSub(t, options(tls.wss, { cert: tls.other.certPem, key: tls.other.keyPem }))
+  const pubsub = openPubSub(t, options(tls.wss, { cert: other.certPem, key: other.keyPem }))
   const disruptions = recordEvents(pubsub, 'connectionDisrupted')
   const error = await t.throwsAsync(pubsub.publish(uniqueTopic('other-ca'), 'x', { qos: 1 }))
   t.is(error.code, 'ERR_NOT_AUTHORIZED')

@@ -7,9 +7,8 @@ const net = require('node:net')
 const test = require('ava')
 const { PubSub: MqttPubSub } = require('../mqtt.js')
 const { PubSub: IotPubSub } = require('../index.js')
-const { useMosquitto, startMosquitto, freePort } = require('./helpers/mosquitto.js')
+const { useMosquitto, useTlsMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useIotGateway } = require('./helpers/iot-gateway.js')
-const { makeCertificates } = require('./helpers/certificates.js')
 const { startHttpProxy } = require('./helpers/http-proxy.js')
 const { openPubSub, topicNamer, listen, recordEvents, sleep } = require('./helpers/pubsub.js')
 
@@ -17,20 +16,7 @@ const uniqueTopic = topicNamer('http-proxy')
 const broker = useMosquitto(test)
 const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
 
-const tls = {}
-test.before(async () => {
-  tls.certs = makeCertificates()
-  tls.mqttsPort = await freePort()
-  tls.wssPort = await freePort()
-  const files = [`certfile ${tls.certs.certFile}`, `keyfile ${tls.certs.keyFile}`]
-  tls.broker = await startMosquitto({
-    lines: [`listener ${tls.mqttsPort} 127.0.0.1`, 'protocol mqtt', ...files, `listener ${tls.wssPort} 127.0.0.1`, 'protocol websockets', 'socket_domain ipv4', ...files],
-  })
-})
-test.after.always(async () => {
-  if (tls.broker) await tls.broker.stop()
-  if (tls.certs) tls.certs.remove()
-})
+const tls = useTlsMosquitto(test)
 
 /** Subscribes, publishes at QoS 1 and receives through `pubsub`. */
 async function roundTrip(t, pubsub) {
@@ -49,8 +35,8 @@ for (const scheme of ['ws', 'mqtt', 'wss', 'mqtts']) {
     const endpoint = {
       ws: () => broker.wsUrl,
       mqtt: () => broker.tcpUrl,
-      wss: () => `wss://127.0.0.1:${tls.wssPort}/mqtt`,
-      mqtts: () => `mqtts://127.0.0.1:${tls.mqttsPort}`,
+      wss: () => tls.wss,
+      mqtts: () => tls.mqtts,
     }[scheme]()
     const pubsub = openPubSub(t, { endpoint, proxy: proxy.url, ca: scheme.endsWith('s') ? tls.certs.caPem : undefined })
     await roundTrip(t, pubsub)

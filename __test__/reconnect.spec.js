@@ -1052,12 +1052,13 @@ test('reconnect: false: an observer\'s error callback may subscribe again at onc
   t.deepEqual(retry.errors, [])
 })
 
-test('reconnect: false: an observer subscribed by a callback that ran just before the failure reached JS lives on', async (t) => {
-  // The first connection delivers two messages and closes. The first message's callback keeps
-  // JS busy while the second message and the failure arrive, so they reach JS together: the
-  // second message's callback subscribes again, and the failure after it must fail only the
-  // observers it failed in Rust. It used to fail this one too, while Rust kept it subscribed on
-  // a new connection: an error for a subscription that lived on, unseen, for ever.
+/**
+ * A PubSub (reconnect: false) on a broker whose first connection delivers 'first' and 'second'
+ * on 'news' and then closes; later connections are served. Its observer of 'news' keeps JS busy
+ * on 'first', so that 'second' and the failure reach JS in one batch, and calls
+ * `onSecond(pubsub)` for 'second'. `errors` gets the observer's error codes.
+ */
+async function failureInTheBatchOfASecondMessage(t, onSecond) {
   const broker = await startFakeBroker(t, {
     onPacket(packet, connection) {
       if (packet.type !== SUBSCRIBE) return undefined
@@ -1071,18 +1072,28 @@ test('reconnect: false: an observer subscribed by a callback that ran just befor
   })
   const pubsub = openPubSub(t, { endpoint: broker.url, reconnect: false })
   const errors = []
-  let later = null
   pubsub.subscribe('news').subscribe({
     next(message) {
       if (message === 'first') {
         const until = Date.now() + 300
         while (Date.now() < until);
       } else {
-        later = receiver()
-        later.subscription = pubsub.subscribe('later').subscribe(later.observer)
+        onSecond(pubsub)
       }
     },
     error: (error) => errors.push(error.code),
+  })
+  return { broker, pubsub, errors }
+}
+
+test('reconnect: false: an observer subscribed by a callback that ran just before the failure reached JS lives on', async (t) => {
+  // The second message's callback subscribes again; the failure after it must fail only the
+  // observers it failed in Rust. It used to fail this one too, while Rust kept it subscribed on
+  // a new connection: an error for a subscription that lived on, unseen, for ever.
+  let later = null
+  const { broker, pubsub, errors } = await failureInTheBatchOfASecondMessage(t, (pubsub) => {
+    later = receiver()
+    later.subscription = pubsub.subscribe('later').subscribe(later.observer)
   })
   await waitFor(() => errors.length === 1 && later !== null, 5_000, 'the second message and the failure')
   t.deepEqual(errors, ['ERR_CONNECTION'])
@@ -1093,34 +1104,12 @@ test('reconnect: false: an observer subscribed by a callback that ran just befor
 })
 
 test('reconnect: false: publishes made by a callback that ran in the batch of the failure all go on a new attempt', async (t) => {
-  // The second message and the failure reach JS together (the first message's callback keeps
-  // JS busy meanwhile). The second message's callback publishes three times: the first goes at
-  // once, the other two at the end of the tick. All were made once JS could know: they used to
-  // be failed with the old failure, as publishes JS held from before it.
-  const broker = await startFakeBroker(t, {
-    onPacket(packet, connection) {
-      if (packet.type !== SUBSCRIBE) return undefined
-      connection.send(packets.suback(packet.id, [0]))
-      if (connection.number === 1) {
-        connection.send(Buffer.concat([packets.publish('news', '"first"'), packets.publish('news', '"second"')]))
-        connection.socket.terminate()
-      }
-      return true
-    },
-  })
-  const pubsub = openPubSub(t, { endpoint: broker.url, reconnect: false })
-  const errors = []
+  // The second message's callback publishes three times: the first goes at once, the other two
+  // at the end of the tick. All were made once JS could know: they used to be failed with the
+  // old failure, as publishes JS held from before it.
   let published = null
-  pubsub.subscribe('news').subscribe({
-    next(message) {
-      if (message === 'first') {
-        const until = Date.now() + 300
-        while (Date.now() < until);
-      } else {
-        published = ['a', 'b', 'c'].map((m) => pubsub.publish('later', m).then(() => 'ok', (error) => error.code))
-      }
-    },
-    error: (error) => errors.push(error.code),
+  const { broker, errors } = await failureInTheBatchOfASecondMessage(t, (pubsub) => {
+    published = ['a', 'b', 'c'].map((m) => pubsub.publish('later', m).then(() => 'ok', (error) => error.code))
   })
   await waitFor(() => published !== null && errors.length === 1, 5_000, 'the second message and the failure')
   t.deepEqual(await Promise.all(published), ['ok', 'ok', 'ok'])

@@ -5,36 +5,13 @@ const path = require('node:path')
 const nodeTls = require('node:tls')
 const test = require('ava')
 const { PubSub, TOPIC } = require('../mqtt.js')
-const { startMosquitto, freePort } = require('./helpers/mosquitto.js')
-const { makeCertificates, makeSelfSignedCertificate } = require('./helpers/certificates.js')
+const { useTlsMosquitto } = require('./helpers/mosquitto.js')
+const { makeSelfSignedCertificate } = require('./helpers/certificates.js')
 const { openPubSub, runScript, tcpServer } = require('./helpers/pubsub.js')
 
 const ROOT = path.join(__dirname, '..')
 
-const tls = {}
-
-test.before(async () => {
-  tls.certs = makeCertificates()
-  tls.mqttsPort = await freePort()
-  tls.wssPort = await freePort()
-  const files = [`certfile ${tls.certs.certFile}`, `keyfile ${tls.certs.keyFile}`]
-  tls.broker = await startMosquitto({
-    lines: [
-      `listener ${tls.mqttsPort} 127.0.0.1`,
-      'protocol mqtt',
-      ...files,
-      `listener ${tls.wssPort} 127.0.0.1`,
-      'protocol websockets',
-      'socket_domain ipv4',
-      ...files,
-    ],
-  })
-})
-
-test.after.always(async () => {
-  if (tls.broker) await tls.broker.stop()
-  if (tls.certs) tls.certs.remove()
-})
+const tls = useTlsMosquitto(test)
 
 async function roundTrip(t, endpoint, ca) {
   const pubsub = openPubSub(t, { endpoint, ca })
@@ -138,21 +115,21 @@ test('mqtts:// pointed at a WebSocket (wss) port: the server answered with HTTP,
 })
 
 test('wss:// pointed at a plain ws:// port: the server did not answer TLS', async (t) => {
-  const pubsub = openPubSub(t, { endpoint: `wss://127.0.0.1:${tls.broker.wsPort}/mqtt`, reconnect: false, connectTimeout: 5_000 })
+  const pubsub = openPubSub(t, { endpoint: `wss://127.0.0.1:${tls.wsPort}/mqtt`, reconnect: false, connectTimeout: 5_000 })
   const error = await t.throwsAsync(pubsub.publish('tls/plain-port', 'x'))
   t.is(error.code, 'ERR_CONNECTION')
   t.is(
     error.message,
-    `Connection to wss://127.0.0.1:${tls.broker.wsPort}/mqtt failed: the server did not answer TLS: is it a plain port? Then use ws://127.0.0.1:${tls.broker.wsPort}/mqtt`,
+    `Connection to wss://127.0.0.1:${tls.wsPort}/mqtt failed: the server did not answer TLS: is it a plain port? Then use ws://127.0.0.1:${tls.wsPort}/mqtt`,
   )
 })
 
 test('mqtts:// pointed at a plain mqtt:// port: the TLS handshake failed there, is it a TLS port?', async (t) => {
-  const pubsub = openPubSub(t, { endpoint: `mqtts://127.0.0.1:${tls.broker.tcpPort}`, reconnect: false, connectTimeout: 5_000 })
+  const pubsub = openPubSub(t, { endpoint: `mqtts://127.0.0.1:${tls.tcpPort}`, reconnect: false, connectTimeout: 5_000 })
   const error = await t.throwsAsync(pubsub.publish('tls/plain-port', 'x'))
   t.is(error.code, 'ERR_CONNECTION')
   // mosquitto resets the connection on the ClientHello it cannot read as MQTT.
-  t.regex(error.message, new RegExp(`^Connection to mqtts://127\\.0\\.0\\.1:${tls.broker.tcpPort} failed: the server (reset|closed) the connection during the TLS handshake.*: is it a TLS port\\? A plain port takes mqtt://127\\.0\\.0\\.1:${tls.broker.tcpPort}$`))
+  t.regex(error.message, new RegExp(`^Connection to mqtts://127\\.0\\.0\\.1:${tls.tcpPort} failed: the server (reset|closed) the connection during the TLS handshake.*: is it a TLS port\\? A plain port takes mqtt://127\\.0\\.0\\.1:${tls.tcpPort}$`))
   t.notRegex(error.message, /TLS: I\/O|IO error/)
 })
 

@@ -9,6 +9,7 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { useForFile } = require('./pubsub.js')
+const { makeCertificates } = require('./certificates.js')
 
 const INSTALL_HINT = 'mosquitto is not installed: run `apt-get install -y mosquitto` (or `bash .ci/run`, which installs it)'
 
@@ -402,4 +403,38 @@ function useMosquitto(test, settings) {
   return useForFile(test, () => startMosquitto(settings))
 }
 
-module.exports = { startMosquitto, useMosquitto, freePort }
+/**
+ * Starts mosquitto for the whole test file with two TLS listeners, mqtts:// and wss://, serving
+ * a certificate of a test CA (`certs`: see certificates.js), besides its plain ones.
+ * `listenerLines(certs)` go in both (`(certs) => [\`cafile ${certs.caFile}\`, 'require_certificate true']`). The handle has the broker's
+ * members, `certs`, `mqttsPort`, `wssPort` and the URLs `mqtts` and `wss` (on 127.0.0.1).
+ */
+function useTlsMosquitto(test, { listenerLines = () => [] } = {}) {
+  return useForFile(test, async () => {
+    const certs = makeCertificates()
+    try {
+      const [mqttsPort, wssPort] = [await freePort(), await freePort()]
+      const files = [`certfile ${certs.certFile}`, `keyfile ${certs.keyFile}`, ...listenerLines(certs)]
+      const broker = await startMosquitto({
+        lines: [`listener ${mqttsPort} 127.0.0.1`, 'protocol mqtt', ...files, `listener ${wssPort} 127.0.0.1`, 'protocol websockets', 'socket_domain ipv4', ...files],
+      })
+      return {
+        ...broker,
+        certs,
+        mqttsPort,
+        wssPort,
+        mqtts: `mqtts://127.0.0.1:${mqttsPort}`,
+        wss: `wss://127.0.0.1:${wssPort}/mqtt`,
+        async stop() {
+          await broker.stop()
+          certs.remove()
+        },
+      }
+    } catch (error) {
+      certs.remove()
+      throw error
+    }
+  })
+}
+
+module.exports = { startMosquitto, useMosquitto, useTlsMosquitto, freePort }
