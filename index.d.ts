@@ -81,10 +81,22 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   /** Thrown by `require`/`import` when the native addon is missing or does not load (see the README). */
   | 'ERR_NATIVE_ADDON'
+  /** A publish whose `signal` was aborted (an `AbortError`, as Node names it: see `AbortedPublishError`). */
+  | 'ABORT_ERR'
 
 /** Every error this package produces is an `Error` with a stable `code`. */
 export interface PubSubError extends Error {
   code: ErrorCode
+}
+
+/** The rejection of a publish whose `signal` was aborted. */
+export interface AbortedPublishError extends PubSubError {
+  name: 'AbortError'
+  code: 'ABORT_ERR'
+  /** Some of it had been written: the broker may have it, and deliver it. */
+  sent: boolean
+  /** The signal's reason. */
+  cause: unknown
 }
 
 export type Qos = 0 | 1 | 2

@@ -8,6 +8,7 @@ export {
   Hub,
   ErrorCode,
   PubSubError,
+  AbortedPublishError,
   Qos,
   MessageFormat,
   PublishMessage,

@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by the test suite: the documented usage must typecheck.
 import { PubSub, TOPIC, Hub, CONNECTION_STATE_CHANGE, ConnectionState, mqttTopicMatch } from 'native-pubsub/mqtt'
-import type { MqttMessage, PubSubError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
+import type { AbortedPublishError, MqttMessage, PubSubError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
 import { PubSub as IotPubSub, AWSIoTProvider, MqttOverWSProvider } from 'native-pubsub'
 
 const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1:1883/mqtt', clientId: 'x', keepAlive: 30 })
@@ -62,7 +62,11 @@ export const resilient = new PubSub({
 })
 export const noRetry = new PubSub({ endpoint: 'mqtt://127.0.0.1:1883', reconnect: false, offlineQueue: 'none' })
 // A publish whose wait is bounded, and that is withdrawn if not sent by then.
-export const bounded: Promise<void> = resilient.publish('devices/7/commands', { unlock: true }, { qos: 1, signal: AbortSignal.timeout(10_000) })
+export const bounded: Promise<void> = resilient
+  .publish('devices/7/commands', { unlock: true }, { qos: 1, signal: AbortSignal.timeout(10_000) })
+  .catch((error: AbortedPublishError) => {
+    if (error.code === 'ABORT_ERR' && !error.sent) console.log('not sent in time')
+  })
 // Through an HTTP proxy, on either provider.
 export const proxied = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1', proxy: process.env.HTTPS_PROXY })
 // A will without a message is an empty one (as the runtime sends it).
