@@ -93,7 +93,7 @@ export interface PubSubError extends Error {
 export interface AbortedPublishError extends PubSubError {
   name: 'AbortError'
   code: 'ABORT_ERR'
-  /** Some of it had been written: the broker may have it, and deliver it. */
+  /** Some of it had been handed to the connection, past recall: the broker will get it. */
   sent: boolean
   /** The signal's reason. */
   cause: unknown
@@ -111,9 +111,9 @@ export interface PublishOptions {
   /** Ask the broker to keep the message for later subscribers. Default false. */
   retain?: boolean
   /**
-   * Aborting it withdraws what is not sent yet (waiting while the connection is down, say) and
+   * Aborting it withdraws what still waits its turn (while the connection is down, say) and
    * rejects the publish with an `AbortError` (code `ABORT_ERR`, the signal's reason as `cause`,
-   * `sent`: whether some of it had been written, so that the broker may have it).
+   * `sent`: whether some of it had been handed to the connection, past recall).
    * `AbortSignal.timeout(ms)` bounds the wait for an acknowledgement.
    */
   signal?: AbortSignal

@@ -10,7 +10,7 @@ const { PubSub: IotPubSub } = require('../index.js')
 const { useMosquitto, useTlsMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useIotGateway } = require('./helpers/iot-gateway.js')
 const { startHttpProxy } = require('./helpers/http-proxy.js')
-const { openPubSub, topicNamer, listen, recordEvents, sleep } = require('./helpers/pubsub.js')
+const { openPubSub, topicNamer, listen, recordEvents, sleep, fakeServer, tcpServer } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('http-proxy')
 const broker = useMosquitto(test)
@@ -115,6 +115,27 @@ test('an https:// proxy is reached over TLS, trusted as the broker is: an untrus
   await sleep(300)
   t.is(proxy.requests.length, requestsBefore, 'no CONNECT went over the untrusted TLS')
   t.is(proxy.accepted - before, 1, 'not retried')
+})
+
+test('behind a proxy, errors blame the proxy where it may be the cause, not the broker port', async (t) => {
+  const proxyAt = (port) => `http://127.0.0.1:${port}`
+  // Takes the connection and never answers CONNECT.
+  const silent = await fakeServer(t, null)
+  const silentUrl = silent.replace('mqtt://', 'http://')
+  const timedOut = openPubSub(t, { endpoint: broker.wsUrl, proxy: silentUrl, reconnect: false, connectTimeout: 500 })
+  const timeout = await t.throwsAsync(timedOut.publish(uniqueTopic('silent'), 'x'))
+  t.is(timeout.code, 'ERR_CONNECT_TIMEOUT')
+  t.true(timeout.message.endsWith(`through the proxy ${silentUrl}, and that the proxy answers`), timeout.message)
+  // A login page's redirect.
+  const redirecting = await tcpServer(t, (socket) => socket.once('data', () => socket.end('HTTP/1.1 302 Found\r\nLocation: http://login.example/\r\nContent-Length: 0\r\n\r\n')))
+  const redirected = await t.throwsAsync(openPubSub(t, { endpoint: broker.wsUrl, proxy: proxyAt(redirecting), reconnect: false }).publish(uniqueTopic('302'), 'x'))
+  t.is(redirected.message, `The proxy ${proxyAt(redirecting)} answered CONNECT to ${hostPort(broker.wsUrl)} with a redirect (HTTP 302): it wants something else first (a login page, a captive portal), or is no HTTP proxy`)
+  // Opens the tunnel, then ends it (a destination it does not allow, in effect).
+  const ending = await tcpServer(t, (socket) => socket.once('data', () => socket.end('HTTP/1.1 200 Connection Established\r\n\r\n')))
+  const ended = await t.throwsAsync(openPubSub(t, { endpoint: broker.wsUrl, proxy: proxyAt(ending), reconnect: false }).publish(uniqueTopic('200-then-close'), 'x'))
+  t.is(ended.code, 'ERR_CONNECTION')
+  t.true(ended.message.includes(`this went through the proxy ${proxyAt(ending)}, which may have ended the tunnel`), ended.message)
+  t.false(ended.message.includes('is it a plain WebSocket port'), ended.message)
 })
 
 test('a server that echoes the request instead of answering CONNECT: its answer, credentials and all, is not quoted', async (t) => {

@@ -17,7 +17,10 @@ function isAborted(t, error, { sent }) {
   t.is(error.name, 'AbortError')
   t.is(error.code, 'ABORT_ERR')
   t.is(error.sent, sent)
-  t.is(error.message, sent ? 'The publish was aborted after it was sent: the broker may have it, and deliver it' : 'The publish was aborted before it was sent: nothing was sent')
+  t.is(
+    error.message,
+    sent ? 'The publish was aborted after it was handed to the connection: the broker will get it, and may deliver it' : 'The publish was aborted before it was sent: nothing was sent',
+  )
 }
 
 test('a publish waiting out an outage, aborted, is never sent; the ones after it are', async (t) => {
@@ -107,9 +110,48 @@ test('a settled publish lets go of its signal', async (t) => {
   t.is(getEventListeners(controller.signal, 'abort').length, 0, 'no listener left on a long-lived signal')
 })
 
+test('publishes sharing one signal share one listener; aborting it withdraws every one not sent yet', async (t) => {
+  const warnings = []
+  const onWarning = (warning) => warnings.push(warning.name)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const proxy = await startTcpProxy({ target: broker.tcpUrl })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url('mqtt') })
+  await pubsub.publish(uniqueTopic('shared'), 'connected', { qos: 1 })
+  proxy.refuse()
+  proxy.drop()
+  await waitFor(() => pubsub.connectionState !== 'Connected', 5_000, 'the outage')
+  const controller = new AbortController()
+  const publishes = Array.from({ length: 50 }, (_, i) => pubsub.publish(uniqueTopic('shared'), i, { qos: 1, signal: controller.signal }))
+  t.is(getEventListeners(controller.signal, 'abort').length, 1)
+  controller.abort()
+  const errors = await Promise.all(publishes.map((p) => p.then(() => null, (error) => error)))
+  t.deepEqual(new Set(errors.map((error) => `${error?.code} sent=${error?.sent}`)), new Set(['ABORT_ERR sent=false']))
+  t.is(pubsub.stats().queued.operations, 0)
+  t.false(warnings.includes('MaxListenersExceededWarning'))
+})
+
+test("a signal whose removeEventListener throws costs a warning, never another publish's settlement", async (t) => {
+  class Grumpy extends EventTarget {
+    get aborted() {
+      return false
+    }
+
+    removeEventListener() {
+      throw new Error('no')
+    }
+  }
+  const topic = uniqueTopic('grumpy')
+  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl })
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  await Promise.all(Array.from({ length: 20 }, (_, i) => pubsub.publish(topic, i, { qos: 1, signal: i === 3 ? new Grumpy() : undefined })))
+  t.deepEqual((await inbox.take(20)).sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i))
+})
+
 test('a signal that is not an AbortSignal is refused', async (t) => {
   const pubsub = openPubSub(t, { endpoint: broker.tcpUrl })
-  for (const signal of [null, 5000, { aborted: false }]) {
+  for (const signal of [null, 5000, { aborted: false }, { aborted: false, addEventListener() {} }]) {
     const error = await t.throwsAsync(pubsub.publish(uniqueTopic('bad'), 'x', { signal }))
     t.is(error.code, 'ERR_INVALID_OPTION')
     t.regex(error.message, /^signal must be an AbortSignal, got /)

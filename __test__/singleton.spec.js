@@ -8,7 +8,7 @@
 const path = require('node:path')
 const test = require('ava')
 const { PubSub, Amplify, AWSIoTProvider, MqttOverWSProvider, TOPIC } = require('../index.js')
-const { useMosquitto } = require('./helpers/mosquitto.js')
+const { useMosquitto, freePort } = require('./helpers/mosquitto.js')
 const { useIotGateway } = require('./helpers/iot-gateway.js')
 const { topicNamer, receiver, waitFor, sleep, runScript, plain } = require('./helpers/pubsub.js')
 
@@ -157,6 +157,20 @@ test.serial('with both providers plugged in, a call goes through every one (as w
   t.is(viaBoth.received.length, 2, 'once through each provider, no more')
   for (const sub of subs) sub.unsubscribe()
   t.true(subs[1].closed)
+})
+
+test.serial("an aborted publish through several providers is 'sent' when any of them had sent it", async (t) => {
+  // The IoT provider's endpoint is down: its publish waits in its offline queue, and the abort
+  // withdraws it (nothing sent there); the other provider had delivered it already.
+  plug(t, iotProvider({ aws_pubsub_endpoint: `wss://127.0.0.1:${await freePort()}/mqtt` }))
+  plug(t, mqttProvider())
+  const controller = new AbortController()
+  const publishing = PubSub.publish(uniqueTopic('abort-both'), 'x', { qos: 1, signal: controller.signal })
+  await sleep(300)
+  controller.abort()
+  const error = await t.throwsAsync(publishing)
+  t.is(error.code, 'ABORT_ERR')
+  t.true(error.sent, 'the MQTT provider had delivered it: a retry on !sent would send it twice')
 })
 
 test.serial('a subscription through several providers completes once all have completed, and the first error ends it', async (t) => {

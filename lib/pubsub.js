@@ -180,7 +180,13 @@ function pemText(value) {
 function readSignal(options) {
   const signal = options.signal
   if (signal === undefined) return undefined
-  if (signal === null || typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+  if (
+    signal === null ||
+    typeof signal !== 'object' ||
+    typeof signal.aborted !== 'boolean' ||
+    typeof signal.addEventListener !== 'function' ||
+    typeof signal.removeEventListener !== 'function'
+  ) {
     throw pubsubError('ERR_INVALID_OPTION', `signal must be an AbortSignal, got ${describeValue(signal)}`)
   }
   return signal
@@ -342,6 +348,8 @@ class PubSubBase extends EventEmitter {
   #state = 'Disconnected'
   /** publish op id → { resolve, reject, remaining } */
   #ops = new Map()
+  /** AbortSignals of pending publishes → `{ ops: Map<op, topic count>, onAbort }` (#watchSignal). */
+  #signals = new WeakMap()
   #opIds = new IdAllocator(this.#ops)
   /** publishes on their way into Rust */
   #outgoing
@@ -489,10 +497,9 @@ class PubSubBase extends EventEmitter {
       if (signal === undefined) {
         this.#ops.set(op, new PendingOp(resolve, reject, list.length))
       } else {
-        const onAbort = () => this.#withdraw(op, signal, list.length)
-        const settled = () => signal.removeEventListener('abort', onAbort)
+        this.#watchSignal(signal, op, list.length)
+        const settled = () => this.#unwatchSignal(signal, op)
         this.#ops.set(op, new PendingOp((value) => (settled(), resolve(value)), (error) => (settled(), reject(error)), list.length))
-        signal.addEventListener('abort', onAbort, { once: true })
       }
       this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
       this.#keepAliveIfBusy()
@@ -560,6 +567,39 @@ class PubSubBase extends EventEmitter {
       this.#keepAliveIfBusy()
     }
     return this.#closing
+  }
+
+  /**
+   * Publish `op` (of `topicCount` topics) is withdrawn when `signal` is aborted. One listener
+   * per signal, however many publishes share it: a listener each would make Node warn of a
+   * leak past ten. Throws, before anything is recorded, if the signal's addEventListener does.
+   */
+  #watchSignal(signal, op, topicCount) {
+    let watched = this.#signals.get(signal)
+    if (watched === undefined) {
+      const ops = new Map()
+      const onAbort = () => {
+        this.#signals.delete(signal)
+        for (const [abortedOp, count] of ops) this.#withdraw(abortedOp, signal, count)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      watched = { ops, onAbort }
+      this.#signals.set(signal, watched)
+    }
+    watched.ops.set(op, topicCount)
+  }
+
+  /** Publish `op` settled: its signal is let go once no publish of this instance uses it. */
+  #unwatchSignal(signal, op) {
+    const watched = this.#signals.get(signal)
+    if (watched === undefined || !watched.ops.delete(op) || watched.ops.size > 0) return
+    this.#signals.delete(signal)
+    try {
+      signal.removeEventListener('abort', watched.onAbort)
+    } catch (error) {
+      // The user's signal object; a settling publish must not fail for it.
+      this.#warnOnce('signal', `A publish's signal threw from removeEventListener: ${describeThrown(error)}`)
+    }
   }
 
   /**

@@ -11,7 +11,7 @@ const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
-const { pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
+const { abortedPublish, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -214,7 +214,27 @@ function publish(...args) {
       : { topics: args[0], message: args[1], options: args[2] }
     const providerOptions = withoutProvider(options)
     const published = providersFor(options).map((provider) => provider.publish(topics, message, providerOptions))
-    resolve(Promise.all(published).then(() => {}))
+    if (published.length < 2) return resolve(Promise.all(published).then(() => {}))
+    // Aborted, the publish was sent if any provider's was, or had finished: the first
+    // rejection alone may be one that had sent nothing.
+    let sentSomewhere = false
+    const watched = published.map((publishing) =>
+      publishing.then(
+        () => (sentSomewhere = true),
+        (error) => {
+          if (error !== null && typeof error === 'object' && error.sent === true) sentSomewhere = true
+          throw error
+        },
+      ),
+    )
+    resolve(
+      Promise.all(watched).then(
+        () => {},
+        (error) => {
+          throw error !== null && typeof error === 'object' && error.code === 'ABORT_ERR' && sentSomewhere ? abortedPublish(providerOptions.signal, true) : error
+        },
+      ),
+    )
   })
 }
 

@@ -15,6 +15,7 @@ use crate::delivery::Event as JsEvent;
 use crate::errors::{causes, PubSubError};
 use crate::credentials::CredentialsOption;
 use crate::options::{is_aws_host, region_from_host, ClientOptions, Endpoint, Scheme};
+use crate::proxy::HttpProxy;
 use crate::reconnect::{
     Backoff, Unacknowledged, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
 };
@@ -377,7 +378,7 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
         shared.core.lock().last_connect = Some(Instant::now());
     }
     match outcome {
-        Err(_elapsed) => Err(PubSubError::ConnectTimeout(timeout)),
+        Err(_elapsed) => Err(shared.options.connect_timeout_error()),
         Ok(Err(error)) => match shared.aws.as_ref().and_then(|aws| aws.presigner.take_failure()) {
             Some(signing_failure) => Err(signing_failure),
             None => Err(describe_connect_failure(error, &shared.options, backoff)),
@@ -877,7 +878,11 @@ fn over_tcp(endpoint: &Endpoint) -> String {
 
 /// The question for a server that did not take the WebSocket upgrade, with the URLs of what it
 /// may be instead: a TLS port (for ws://), or MQTT without WebSocket.
-fn not_a_websocket_port(endpoint: &Endpoint) -> String {
+fn not_a_websocket_port(options: &ClientOptions) -> String {
+    let endpoint = &options.endpoint;
+    if let Some(proxy) = &options.proxy {
+        return through_proxy(proxy);
+    }
     match endpoint.scheme {
         Scheme::Ws => format!(
             "is it a plain WebSocket port? A TLS one takes {}, and an MQTT (not WebSocket) one {}",
@@ -886,6 +891,16 @@ fn not_a_websocket_port(endpoint: &Endpoint) -> String {
         ),
         _ => format!("is it a WebSocket port? An MQTT (not WebSocket) one takes {}", over_tcp(endpoint)),
     }
+}
+
+/// Behind a proxy, a tunnel that ends at once says little about the port: the proxy may end
+/// tunnels to destinations it does not allow, or the server is not what the scheme says.
+fn through_proxy(proxy: &HttpProxy) -> String {
+    format!(
+        "this went through the proxy {}, which may have ended the tunnel (a destination it does not allow), or the server \
+         is not what the endpoint's scheme says",
+        proxy.shown
+    )
 }
 
 /// The endpoint's host and port as MQTT over WebSocket, on the usual path: mqtt:// → ws://…/mqtt,
@@ -924,18 +939,20 @@ impl Handshake {
     }
 
     /// What a server that ends this handshake at once probably is.
-    fn likely_cause(self, endpoint: &Endpoint) -> String {
-        match self {
-            Self::None => String::new(),
-            Self::Tls => format!(": is it a TLS port? A plain port takes {}", without_tls(endpoint)),
-            Self::WebSocket => format!(": {}", not_a_websocket_port(endpoint)),
+    fn likely_cause(self, options: &ClientOptions) -> String {
+        match (self, &options.proxy) {
+            (Self::None, _) => String::new(),
+            (_, Some(proxy)) => format!(": {}", through_proxy(proxy)),
+            (Self::Tls, None) => format!(": is it a TLS port? A plain port takes {}", without_tls(&options.endpoint)),
+            (Self::WebSocket, None) => format!(": {}", not_a_websocket_port(options)),
         }
     }
 }
 
 /// What the socket's error means, in words; the OS's own text is kept in parentheses where it
 /// names the error ("Connection refused (os error 111)").
-fn io_reason(io: &std::io::Error, endpoint: &Endpoint, stage: Stage, handshake: Handshake) -> String {
+fn io_reason(io: &std::io::Error, options: &ClientOptions, stage: Stage, handshake: Handshake) -> String {
+    let endpoint = &options.endpoint;
     let during = handshake.during();
     let text = io.to_string();
     match (io.kind(), stage) {
@@ -944,7 +961,7 @@ fn io_reason(io: &std::io::Error, endpoint: &Endpoint, stage: Stage, handshake: 
             authority(endpoint)
         ),
         (ErrorKind::ConnectionReset, Stage::Connecting) => {
-            format!("the server reset the connection{during} ({io}){}", handshake.likely_cause(endpoint))
+            format!("the server reset the connection{during} ({io}){}", handshake.likely_cause(options))
         }
         (ErrorKind::ConnectionReset, Stage::Connected) => format!("the server or the network reset it ({io})"),
         (ErrorKind::ConnectionAborted, _) => format!("the connection was aborted{during} ({io})"),
@@ -954,7 +971,7 @@ fn io_reason(io: &std::io::Error, endpoint: &Endpoint, stage: Stage, handshake: 
         (ErrorKind::TimedOut, Stage::Connected) => format!("the network timed out ({io})"),
         (ErrorKind::BrokenPipe, _) => format!("the connection broke while this client was sending{during} ({io}): the server had closed it"),
         (ErrorKind::UnexpectedEof, Stage::Connecting) => {
-            format!("the server closed the connection{during}{}", handshake.likely_cause(endpoint))
+            format!("the server closed the connection{during}{}", handshake.likely_cause(options))
         }
         (ErrorKind::UnexpectedEof, Stage::Connected) => "the server closed the connection".into(),
         (ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable, _) => {
@@ -1000,7 +1017,7 @@ fn reason(error: &ConnectionError, options: &ClientOptions, stage: Stage) -> Str
         };
     }
     if let Some(io) = io_error(error) {
-        return io_reason(io, endpoint, stage, handshake);
+        return io_reason(io, options, stage, handshake);
     }
     match error {
         ConnectionError::MqttState(StateError::ConnectionAborted) => "the server closed the connection".into(),
@@ -1013,10 +1030,10 @@ fn reason(error: &ConnectionError, options: &ClientOptions, stage: Stage) -> Str
         }
         ConnectionError::MqttState(other) => other.to_string(),
         ConnectionError::Websocket(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)) => {
-            format!("the server closed the connection before answering the WebSocket upgrade: {}", not_a_websocket_port(endpoint))
+            format!("the server closed the connection before answering the WebSocket upgrade: {}", not_a_websocket_port(options))
         }
         ConnectionError::Websocket(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))) => {
-            format!("the server's answer to the WebSocket upgrade is not HTTP: {}", not_a_websocket_port(endpoint))
+            format!("the server's answer to the WebSocket upgrade is not HTTP: {}", not_a_websocket_port(options))
         }
         ConnectionError::Websocket(other) => other.to_string(),
         ConnectionError::FlushTimeout => "writing to the server timed out: the network or the server stopped taking data".into(),
@@ -1091,7 +1108,7 @@ fn describe(error: ConnectionError, options: &ClientOptions, stage: Stage) -> Pu
             "Connection to {url} {outcome}: the server's answer to the WebSocket upgrade was over 64 KiB or came in too \
              many small pieces (limits of the WebSocket library against a hostile server)"
         )),
-        ConnectionError::NetworkTimeout => PubSubError::ConnectTimeout(options.connect_timeout),
+        ConnectionError::NetworkTimeout => options.connect_timeout_error(),
         // rumqttc's own message prints the packet, and an echoing server sends back our CONNECT
         // with its password.
         ConnectionError::NotConnAck(packet) => PubSubError::Connection(format!(

@@ -26,8 +26,8 @@ pub enum PubSubError {
     /// AWS credentials could not be fetched (the credentials function failed or did not settle,
     /// the default chain failed or found none, or they came back expired): asking again may work.
     CredentialsUnavailable(String),
-    /// No CONNACK within `connectTimeout`.
-    ConnectTimeout(Duration),
+    /// No CONNACK `after` connectTimeout; `proxy`: the proxy the connection went through, shown.
+    ConnectTimeout { after: Duration, proxy: Option<String> },
     /// The transport failed: DNS, TCP, TLS, WebSocket, or the connection dropped.
     Connection(String),
     /// The server's TLS certificate is not one we trust: a connection failure that retrying
@@ -62,7 +62,7 @@ impl PubSubError {
             Self::ConnectRefused(_) => "ERR_CONNECT_REFUSED",
             Self::NotAuthorized(_) => "ERR_NOT_AUTHORIZED",
             Self::Credentials(_) | Self::CredentialsUnavailable(_) => "ERR_CREDENTIALS",
-            Self::ConnectTimeout(_) => "ERR_CONNECT_TIMEOUT",
+            Self::ConnectTimeout { .. } => "ERR_CONNECT_TIMEOUT",
             Self::Connection(_) | Self::Untrusted(_) => "ERR_CONNECTION",
             Self::SubscribeRefused(_) => "ERR_SUBSCRIBE_REFUSED",
             Self::QueueFull(_) => "ERR_QUEUE_FULL",
@@ -78,7 +78,7 @@ impl PubSubError {
     /// that, a misconfiguration is the likelier cause, so it is reported at once.
     pub fn is_permanent(&self, has_connected: bool) -> bool {
         match self {
-            Self::Connection(_) | Self::ConnectTimeout(_) => false,
+            Self::Connection(_) | Self::ConnectTimeout { .. } => false,
             Self::CredentialsUnavailable(_) => !has_connected,
             _ => true,
         }
@@ -106,11 +106,13 @@ impl fmt::Display for PubSubError {
             | Self::Untrusted(m) => f.write_str(m),
             Self::ConnectRefused(m) => write!(f, "The broker refused the connection: {m}"),
             Self::NotAuthorized(m) => write!(f, "Not authorized: {m}"),
-            Self::ConnectTimeout(d) => write!(
-                f,
-                "No CONNACK from the broker within {} ms (connectTimeout); check the endpoint and that the broker is reachable",
-                d.as_millis()
-            ),
+            Self::ConnectTimeout { after, proxy } => {
+                write!(f, "No CONNACK from the broker within {} ms (connectTimeout); check the endpoint and that the broker is reachable", after.as_millis())?;
+                match proxy {
+                    Some(proxy) => write!(f, " through the proxy {proxy}, and that the proxy answers"),
+                    None => Ok(()),
+                }
+            }
             Self::Closed => f.write_str("The PubSub instance is closed"),
         }
     }

@@ -845,6 +845,11 @@ impl ClientOptions {
         })
     }
 
+    /// No CONNACK within `connectTimeout`, through the proxy if there is one.
+    pub fn connect_timeout_error(&self) -> PubSubError {
+        PubSubError::ConnectTimeout { after: self.connect_timeout, proxy: self.proxy.as_ref().map(|proxy| proxy.shown.clone()) }
+    }
+
     /// What one SUBSCRIBE may carry: on AWS IoT its filter quota as well as the byte budget.
     pub fn subscribe_limit(&self) -> SubscribeLimit {
         SubscribeLimit { filters: self.aws_iot_broker.then_some(aws_iot_limits::MAX_FILTERS_PER_SUBSCRIBE), bytes: MAX_SUBSCRIBE_BYTES }

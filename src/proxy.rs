@@ -87,7 +87,9 @@ impl HttpProxy {
     pub fn describe_failure(&self, error: &ProxyError, destination: &str, ca_given: bool) -> PubSubError {
         let proxy = &self.shown;
         match error {
-            ProxyError::Io(io) => PubSubError::Connection(format!("Connection to the proxy {proxy} failed: {io}")),
+            ProxyError::Io(io) | ProxyError::Proxy(HttpError::IoError(io)) => {
+                PubSubError::Connection(format!("Connection to the proxy {proxy} failed: {io}"))
+            }
             ProxyError::Proxy(HttpError::HttpCode200(407)) => PubSubError::NotAuthorized(match self.credentials {
                 Some(_) => format!("The proxy {proxy} refused the user name or password in the 'proxy' URL (HTTP 407)"),
                 None => format!(
@@ -98,10 +100,13 @@ impl HttpProxy {
             ProxyError::Proxy(HttpError::HttpCode200(403)) => {
                 PubSubError::NotAuthorized(format!("The proxy {proxy} does not allow connections to {destination} (HTTP 403)"))
             }
+            ProxyError::Proxy(HttpError::HttpCode200(status @ 300..=399)) => PubSubError::Connection(format!(
+                "The proxy {proxy} answered CONNECT to {destination} with a redirect (HTTP {status}): it wants something else \
+                 first (a login page, a captive portal), or is no HTTP proxy"
+            )),
             ProxyError::Proxy(HttpError::HttpCode200(status)) => {
                 PubSubError::Connection(format!("The proxy {proxy} could not open a connection to {destination} (HTTP {status})"))
             }
-            ProxyError::Proxy(HttpError::IoError(io)) => PubSubError::Connection(format!("The connection to the proxy {proxy} failed: {io}")),
             ProxyError::Proxy(HttpError::EndOfFile) => PubSubError::Connection(format!("The proxy {proxy} closed the connection without answering CONNECT")),
             ProxyError::Proxy(_) => PubSubError::Connection(format!(
                 "The proxy {proxy} did not answer CONNECT as an HTTP proxy does (is it an HTTP proxy's port?)"
