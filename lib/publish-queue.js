@@ -200,17 +200,22 @@ class PublishQueue {
     this.#flush()
   }
 
-  /** Withdraws publish `op` if it is still here (its signal was aborted): it will not be sent. */
-  withdraw(op) {
+  /**
+   * Withdraws those of publishes `ops` (anything with `has`) still here (their signal was
+   * aborted): they will not be sent. Returns the set of them it found, in one pass.
+   */
+  withdraw(ops) {
+    const found = new Set()
     for (const segment of this.#segments) {
       for (const record of segment.pendingRecords()) {
-        if (segment.words[record] === op) {
+        const op = segment.words[record]
+        if (ops.has(op)) {
           segment.words[record + 1] |= WITHDRAWN
-          return true
+          found.add(op)
         }
       }
     }
-    return false
+    return found
   }
 
   /** Takes back the operation ids of every publish not handed over (close(), a failure). */

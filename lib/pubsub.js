@@ -580,7 +580,7 @@ class PubSubBase extends EventEmitter {
       const ops = new Map()
       const onAbort = () => {
         this.#signals.delete(signal)
-        for (const [abortedOp, count] of ops) this.#withdraw(abortedOp, signal, count)
+        this.#withdraw(ops, signal)
       }
       signal.addEventListener('abort', onAbort, { once: true })
       watched = { ops, onAbort }
@@ -603,25 +603,36 @@ class PubSubBase extends EventEmitter {
   }
 
   /**
-   * Publish `op`'s signal was aborted: what was not sent yet is taken back, and the publish
-   * rejects, saying whether some of it had been sent. What is past recall (written, awaiting its
-   * ack) keeps its op id until it settles, so that the id is not given to another publish.
+   * `signal` was aborted: what its publishes (`ops`: op → topic count) still have waiting is
+   * taken back, in one pass over each queue, and each publish rejects, saying whether some of
+   * it had been handed to the connection. What is past recall (awaiting its ack, or queued in
+   * rumqttc) keeps its op id until it settles, so that the id is not given to another publish.
    */
-  #withdraw(op, signal, topicCount) {
-    const pending = this.#ops.get(op)
-    if (pending === undefined) return
-    let sent = pending.remaining < topicCount
-    let held = 0
-    if (!this.#outgoing.withdraw(op)) {
-      const taken = this.#native.withdraw(op)
-      // Rust holds none of it: it is settled, and that outcome is on its way.
-      if (taken.unsent + taken.written + taken.held === 0) return
-      sent ||= taken.written > 0 || taken.held > 0
-      held = taken.held
+  #withdraw(ops, signal) {
+    const inJs = this.#outgoing.withdraw(ops)
+    /** op → its index in what Rust is asked to withdraw */
+    const inRust = new Map()
+    for (const op of ops.keys()) if (!inJs.has(op) && this.#ops.has(op)) inRust.set(op, inRust.size)
+    const taken = inRust.size > 0 ? this.#native.withdraw(Uint32Array.from(inRust.keys())) : null
+    const rejections = []
+    for (const [op, topicCount] of ops) {
+      const pending = this.#ops.get(op)
+      if (pending === undefined) continue
+      let sent = pending.remaining < topicCount
+      let held = 0
+      if (!inJs.has(op)) {
+        const at = 3 * inRust.get(op)
+        const [unsent, written] = [taken[at], taken[at + 1]]
+        held = taken[at + 2]
+        // Rust holds none of it: it is settled, and that outcome is on its way.
+        if (unsent + written + held === 0) continue
+        sent ||= written > 0 || held > 0
+      }
+      if (held > 0) this.#ops.set(op, new PendingOp(ignore, ignore, held))
+      else this.#ops.delete(op)
+      rejections.push([pending, sent])
     }
-    if (held > 0) this.#ops.set(op, new PendingOp(ignore, ignore, held))
-    else this.#ops.delete(op)
-    pending.reject(abortedPublish(signal, sent))
+    for (const [pending, sent] of rejections) pending.reject(abortedPublish(signal, sent))
     this.#keepAliveIfBusy()
   }
 

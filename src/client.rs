@@ -376,10 +376,10 @@ impl Client {
         Ok(())
     }
 
-    /// Takes publish op `op` back, as far as it can be (its signal was aborted): see
+    /// Takes publish ops `ops` back, as far as they can be (their signal was aborted): see
     /// `Outbox::withdraw`. Nothing is settled for what it took.
-    pub fn withdraw(&self, op: u32) -> Withdrawn {
-        self.shared.core.lock().outbox.withdraw(op)
+    pub fn withdraw(&self, ops: &[u32]) -> Vec<Withdrawn> {
+        self.shared.core.lock().outbox.withdraw(ops)
     }
 
     /// Counts for `stats()`: publishes waiting and in flight, and the running totals.

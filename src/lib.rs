@@ -24,7 +24,7 @@ mod unclaimed;
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32ArraySlice};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Env, Function, Uint32Array, Uint32ArraySlice};
 use napi_derive::napi;
 
 use crate::delivery::{BatchArgs, Delivery, EventsFn, JsSide};
@@ -66,15 +66,6 @@ pub struct NativeStats {
     pub dropped_offline: f64,
     pub dropped_queue_full: f64,
     pub dropped_connection_lost: f64,
-}
-
-/// What `withdraw` took back of a publish: packets (one per topic) never written, written
-/// before (the broker may have them), and past recall (they settle the publish as usual).
-#[napi(object)]
-pub struct NativeWithdrawal {
-    pub unsent: u32,
-    pub written: u32,
-    pub held: u32,
 }
 
 /// One MQTT connection, shared by every subscription of a JS `PubSub` instance.
@@ -125,11 +116,13 @@ impl NativeClient {
         Ok(self.client.publish_batch(batch) as u32)
     }
 
-    /// Takes publish `op` back as far as it can be (its AbortSignal was aborted).
+    /// Takes publishes `ops` back as far as they can be (their AbortSignal was aborted). For
+    /// each, three numbers of packets (one per topic): never written, written before (the broker
+    /// may have them), and past recall (they settle the publish as usual).
     #[napi]
-    pub fn withdraw(&self, op: u32) -> NativeWithdrawal {
-        let withdrawn = self.client.withdraw(op);
-        NativeWithdrawal { unsent: withdrawn.unsent as u32, written: withdrawn.written as u32, held: withdrawn.held as u32 }
+    pub fn withdraw(&self, ops: Uint32Array) -> Uint32Array {
+        let counts: Vec<u32> = self.client.withdraw(&ops).into_iter().flat_map(|w| [w.unsent as u32, w.written as u32, w.held as u32]).collect();
+        Uint32Array::new(counts)
     }
 
     #[napi]

@@ -515,21 +515,46 @@ impl Outbox {
         turned_away
     }
 
-    /// Takes publish op `op` out of what waits to be handed to rumqttc, and says what of it is
-    /// past recall.
-    pub fn withdraw(&mut self, op: u32) -> Withdrawn {
-        let is_op = |request: &Request| matches!(request, Request::Publish { op: o, .. } if *o == op);
-        let unsent = self.backlog.iter().filter(|request| is_op(request)).count();
-        let written = self.resend.iter().filter(|r| r.op == op).count();
-        if unsent + written > 0 {
-            self.backlog.retain(|request| !is_op(request));
-            self.resend.retain(|r| r.op != op);
+    /// Takes publish ops `ops` out of what waits to be handed to rumqttc, and says, for each,
+    /// what of it is past recall. One pass over each queue, however many ops: a burst sharing
+    /// one AbortSignal withdraws thousands at once.
+    pub fn withdraw(&mut self, ops: &[u32]) -> Vec<Withdrawn> {
+        let index: HashMap<u32, usize> = ops.iter().enumerate().map(|(i, op)| (*op, i)).collect();
+        let mut withdrawn: Vec<Withdrawn> = ops.iter().map(|_| Withdrawn::default()).collect();
+        let mut removed = false;
+        self.backlog.retain(|request| match request {
+            Request::Publish { op, .. } => match index.get(op) {
+                Some(&i) => {
+                    withdrawn[i].unsent += 1;
+                    removed = true;
+                    false
+                }
+                None => true,
+            },
+            _ => true,
+        });
+        self.resend.retain(|resend| match index.get(&resend.op) {
+            Some(&i) => {
+                withdrawn[i].written += 1;
+                removed = true;
+                false
+            }
+            None => true,
+        });
+        if removed {
             self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
         }
-        let in_channel = self.in_channel.iter().filter(|sent| matches!(sent, Sent::Publish { op: o, .. } if *o == op)).count();
-        let awaiting = self.awaiting_puback.values().filter(|(o, _)| *o == op).count();
-        let collided = usize::from(self.collided.is_some_and(|(o, _)| o == op));
-        Withdrawn { unsent, written, held: in_channel + awaiting + collided }
+        let in_channel = self.in_channel.iter().filter_map(|sent| match sent {
+            Sent::Publish { op, .. } => Some(*op),
+            _ => None,
+        });
+        let awaiting = self.awaiting_puback.values().map(|(op, _)| *op);
+        for op in in_channel.chain(awaiting).chain(self.collided.map(|(op, _)| op)) {
+            if let Some(&i) = index.get(&op) {
+                withdrawn[i].held += 1;
+            }
+        }
+        withdrawn
     }
 
     /// The publishes `queued` counts, in the order they go out: (op, bytes) per packet.
@@ -780,15 +805,18 @@ mod tests {
         outbox.submit(&client, publish(1, QoS::AtLeastOnce));
         outbox.submit(&client, publish(2, QoS::AtLeastOnce));
         outbox.submit(&client, publish(3, QoS::AtLeastOnce));
-        assert_eq!(outbox.withdraw(2), Withdrawn { unsent: 1, written: 0, held: 0 });
+        assert_eq!(outbox.withdraw(&[2]), vec![Withdrawn { unsent: 1, written: 0, held: 0 }]);
         assert_eq!(backlog_ops(&outbox), vec![(3, "t".to_string())]);
         assert_eq!(outbox.queued(), Load { operations: 1, bytes: 2 });
-        assert_eq!(outbox.withdraw(1), Withdrawn { unsent: 0, written: 0, held: 1 }, "in rumqttc's channel");
-        assert_eq!(outbox.withdraw(2), Withdrawn::default(), "gone");
+        assert_eq!(
+            outbox.withdraw(&[1, 2]),
+            vec![Withdrawn { unsent: 0, written: 0, held: 1 }, Withdrawn::default()],
+            "op 1 is in rumqttc's channel, op 2 gone"
+        );
         // Written on a lost connection and unacknowledged: taken out of the resends.
         let (mut lost, pending) = in_flight();
         lost.requeue(pending, |_| true, None);
-        assert_eq!(lost.withdraw(2), Withdrawn { unsent: 0, written: 2, held: 0 });
+        assert_eq!(lost.withdraw(&[2]), vec![Withdrawn { unsent: 0, written: 2, held: 0 }]);
         assert_eq!(lost.queued(), Load { operations: 2, bytes: 10 });
         assert_eq!(lost.resume(true).iter().map(|p| p.pkid).collect::<Vec<_>>(), vec![1, 4], "ops 1 and 3 go again");
     }
