@@ -93,7 +93,7 @@ export interface PubSubError extends Error {
 export interface AbortedPublishError extends PubSubError {
   name: 'AbortError'
   code: 'ABORT_ERR'
-  /** Some of it had been handed to the connection, past recall: the broker will get it. */
+  /** Some of it had been handed to the connection, past recall: the broker may get it. */
   sent: boolean
   /** The signal's reason. */
   cause: unknown

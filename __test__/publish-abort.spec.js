@@ -19,7 +19,7 @@ function isAborted(t, error, { sent }) {
   t.is(error.sent, sent)
   t.is(
     error.message,
-    sent ? 'The publish was aborted after it was handed to the connection: the broker will get it, and may deliver it' : 'The publish was aborted before it was sent: nothing was sent',
+    sent ? 'The publish was aborted after it was handed to the connection: the broker may get it, and deliver it' : 'The publish was aborted before it was sent: nothing was sent',
   )
 }
 
@@ -64,6 +64,31 @@ test('AbortSignal.timeout bounds the wait for a PUBACK that does not come; the i
   // The late PUBACK settles nothing else: later publishes settle as theirs come.
   await Promise.all([1, 2, 3].map((n) => pubsub.publish(topic, n, { qos: 1, signal: AbortSignal.timeout(5_000) })))
   t.deepEqual(await inbox.take(4), ['late', 1, 2, 3], 'the one aborted after it was sent may arrive, as the error said')
+})
+
+test('a publish to many topics, part of it written before a loss, is sent: true even before JS saw those written', async (t) => {
+  const ownBroker = await startMosquitto()
+  t.teardown(() => ownBroker.stop())
+  const pubsub = openPubSub(t, { endpoint: ownBroker.tcpUrl, offlineQueue: 'all', reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 } })
+  pubsub.on('connectionDisrupted', () => {})
+  await pubsub.publish(uniqueTopic('warm'), 'connected', { qos: 1 })
+  const topics = Array.from({ length: 5_000 }, (_, i) => `${uniqueTopic('many')}/${i}`)
+  const controller = new AbortController()
+  const publishing = pubsub.publish(topics, 'x'.repeat(1_000), { qos: 0, signal: controller.signal })
+  // On the JS thread throughout, so that it sees no settlement: Rust writes part of it, then the
+  // broker is gone and the rest goes back to the offline queue.
+  const before = pubsub.stats().messagesSent
+  const deadline = Date.now() + 5_000
+  while (pubsub.stats().messagesSent < before + 500 && Date.now() < deadline);
+  process.kill(ownBroker.pid(), 'SIGKILL')
+  while (Date.now() < deadline) {
+    const stats = pubsub.stats()
+    if (stats.connectionState !== 'Connected' && stats.inFlight.operations === 0) break
+  }
+  controller.abort()
+  const error = await t.throwsAsync(publishing)
+  t.is(error.code, 'ABORT_ERR')
+  t.true(error.sent, `${pubsub.stats().messagesSent - before} of its packets were written`)
 })
 
 test('a signal aborted before the call rejects at once, and nothing is sent', async (t) => {

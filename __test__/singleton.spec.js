@@ -173,6 +173,21 @@ test.serial("an aborted publish through several providers is 'sent' when any of 
   t.true(error.sent, 'the MQTT provider had delivered it: a retry on !sent would send it twice')
 })
 
+test.serial("... also when the delivering provider's outcome had not reached JS yet", async (t) => {
+  plug(t, iotProvider({ aws_pubsub_endpoint: `wss://127.0.0.1:${await freePort()}/mqtt` }))
+  const mqtt = plug(t, mqttProvider())
+  await mqtt.publish(uniqueTopic('warm'), 'connected', { qos: 1 })
+  const controller = new AbortController()
+  const publishing = PubSub.publish(uniqueTopic('abort-both-busy'), 'x', { qos: 1, signal: controller.signal })
+  // JS busy: the MQTT provider's PUBACK reaches Rust, not yet JS, when the abort comes.
+  const until = Date.now() + 300
+  while (Date.now() < until);
+  controller.abort()
+  const error = await t.throwsAsync(publishing)
+  t.is(error.code, 'ABORT_ERR')
+  t.true(error.sent)
+})
+
 test.serial('a subscription through several providers completes once all have completed, and the first error ends it', async (t) => {
   const iot = plug(t, iotProvider())
   const mqtt = plug(t, mqttProvider())

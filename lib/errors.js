@@ -13,11 +13,11 @@ function pubsubError(code, message, cause) {
 /**
  * The rejection of a publish whose AbortSignal was aborted, as Node's own: an `AbortError` with
  * code `ABORT_ERR` and the signal's reason as `cause`. `sent`: some of it had been handed to the
- * connection (written, or queued in rumqttc to be), past recall: the broker will get it.
+ * connection (written, or queued in rumqttc to be), past recall: the broker may get it.
  */
 function abortedPublish(signal, sent) {
   const message = sent
-    ? 'The publish was aborted after it was handed to the connection: the broker will get it, and may deliver it'
+    ? 'The publish was aborted after it was handed to the connection: the broker may get it, and deliver it'
     : 'The publish was aborted before it was sent: nothing was sent'
   const error = new Error(message, { cause: signal.reason })
   error.name = 'AbortError'

@@ -618,17 +618,20 @@ class PubSubBase extends EventEmitter {
     for (const [op, topicCount] of ops) {
       const pending = this.#ops.get(op)
       if (pending === undefined) continue
-      let sent = pending.remaining < topicCount
-      let held = 0
+      // Packets (one per topic) whose outcome is still to come to JS once this is done.
+      let outstanding = 0
+      let sent = false
       if (!inJs.has(op)) {
         const at = 3 * inRust.get(op)
-        const [unsent, written] = [taken[at], taken[at + 1]]
-        held = taken[at + 2]
+        const [unsent, written, held] = [taken[at], taken[at + 1], taken[at + 2]]
         // Rust holds none of it: it is settled, and that outcome is on its way.
         if (unsent + written + held === 0) continue
-        sent ||= written > 0 || held > 0
+        // What Rust no longer holds, and did not take back now, went to the connection (its
+        // settlement may not have reached JS yet).
+        sent = written > 0 || held > 0 || unsent + written + held < topicCount
+        outstanding = pending.remaining - unsent - written
       }
-      if (held > 0) this.#ops.set(op, new PendingOp(ignore, ignore, held))
+      if (outstanding > 0) this.#ops.set(op, new PendingOp(ignore, ignore, outstanding))
       else this.#ops.delete(op)
       rejections.push([pending, sent])
     }

@@ -230,8 +230,12 @@ function publish(...args) {
     resolve(
       Promise.all(watched).then(
         () => {},
-        (error) => {
-          throw error !== null && typeof error === 'object' && error.code === 'ABORT_ERR' && sentSomewhere ? abortedPublish(providerOptions.signal, true) : error
+        async (error) => {
+          if (error === null || typeof error !== 'object' || error.code !== 'ABORT_ERR' || error.sent) throw error
+          // The others rejected with the abort too, or have their outcome on its way (a provider
+          // whose publish had finished in Rust): wait for them to know whether any had sent it.
+          await Promise.allSettled(watched)
+          throw sentSomewhere ? abortedPublish(providerOptions.signal, true) : error
         },
       ),
     )

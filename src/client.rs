@@ -379,7 +379,13 @@ impl Client {
     /// Takes publish ops `ops` back, as far as they can be (their signal was aborted): see
     /// `Outbox::withdraw`. Nothing is settled for what it took.
     pub fn withdraw(&self, ops: &[u32]) -> Vec<Withdrawn> {
-        self.shared.core.lock().outbox.withdraw(ops)
+        let mut core = self.shared.core.lock();
+        let withdrawn = core.outbox.withdraw(ops);
+        // Room in the backlog for what JS holds (with a frozen broker, nothing else would say so).
+        if core.outbox.backlog_len() < MAX_BACKLOG {
+            self.shared.let_js_publish(&mut core);
+        }
+        withdrawn
     }
 
     /// Counts for `stats()`: publishes waiting and in flight, and the running totals.
