@@ -655,13 +655,13 @@ fn complete(shared: &Shared, core: &mut Core, completion: Completion) {
             );
             shared.delivery.push(JsEvent::Published { op, error: Some(error) });
         }
-        Completion::Subscribed(filter, None) if shared.options.aws_iot_broker => {
-            for (observer, result) in core.subs.refuse(&filter, &aws_iot_limits::subscribe_refused(&filter)) {
-                shared.delivery.push(JsEvent::Subscribed { observer, error: result.err() });
-            }
-        }
         Completion::Subscribed(filter, granted) => {
-            for (observer, result) in core.subs.on_suback(&filter, granted) {
+            let settled = match granted {
+                // AWS IoT's two reasons, which the broker-neutral message leaves to guess.
+                None if shared.options.aws_iot_broker => core.subs.refuse(&filter, &aws_iot_limits::subscribe_refused(&filter)),
+                granted => core.subs.on_suback(&filter, granted),
+            };
+            for (observer, result) in settled {
                 shared.delivery.push(JsEvent::Subscribed { observer, error: result.err() });
             }
         }

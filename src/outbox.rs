@@ -509,7 +509,7 @@ impl Outbox {
         let away: HashSet<u32> = turned_away.iter().copied().collect();
         self.resend.retain(|r| !away.contains(&r.op));
         self.backlog.retain(|request| !matches!(request, Request::Publish { op, .. } if away.contains(op)));
-        self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
+        self.recount_queued();
         turned_away.sort_unstable();
         turned_away.dedup();
         turned_away
@@ -542,7 +542,7 @@ impl Outbox {
             None => true,
         });
         if removed {
-            self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
+            self.recount_queued();
         }
         let in_channel = self.in_channel.iter().filter_map(|sent| match sent {
             Sent::Publish { op, .. } => Some(*op),
@@ -555,6 +555,11 @@ impl Outbox {
             }
         }
         withdrawn
+    }
+
+    /// Counts `queued` again after publishes were taken out of the resends or the backlog.
+    fn recount_queued(&mut self) {
+        self.queued = self.waiting_publishes().fold(Load::default(), |load, (_, bytes)| Load { operations: load.operations + 1, bytes: load.bytes + bytes });
     }
 
     /// The publishes `queued` counts, in the order they go out: (op, bytes) per packet.

@@ -58,10 +58,11 @@ pub fn parse(raw: &str) -> Result<Option<HttpProxy>> {
     }
     let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
     let credentials = (!url.username().is_empty()).then(|| (decode(url.username()), decode(url.password().unwrap_or(""))));
+    let port = url.port_or_known_default().unwrap_or(80);
     Ok(Some(HttpProxy {
-        shown: shown_url(&format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80))),
+        shown: shown_url(&format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or_default())),
         host,
-        port: url.port_or_known_default().unwrap_or(80),
+        port,
         tls,
         credentials,
     }))
