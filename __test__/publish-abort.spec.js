@@ -72,7 +72,8 @@ test('a publish to many topics, part of it written before a loss, is sent: true 
   const pubsub = openPubSub(t, { endpoint: ownBroker.tcpUrl, offlineQueue: 'all', reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 } })
   pubsub.on('connectionDisrupted', () => {})
   await pubsub.publish(uniqueTopic('warm'), 'connected', { qos: 1 })
-  const topics = Array.from({ length: 5_000 }, (_, i) => `${uniqueTopic('many')}/${i}`)
+  // 20 MB in all: more than the socket buffers take once the broker stops reading.
+  const topics = Array.from({ length: 20_000 }, (_, i) => `${uniqueTopic('many')}/${i}`)
   const controller = new AbortController()
   const publishing = pubsub.publish(topics, 'x'.repeat(1_000), { qos: 0, signal: controller.signal })
   // On the JS thread throughout, so that it sees no settlement: Rust writes part of it, then the
@@ -80,6 +81,9 @@ test('a publish to many topics, part of it written before a loss, is sent: true 
   const before = pubsub.stats().messagesSent
   const deadline = Date.now() + 5_000
   while (pubsub.stats().messagesSent < before + 500 && Date.now() < deadline);
+  process.kill(ownBroker.pid(), 'SIGSTOP')
+  const stopped = Date.now()
+  while (Date.now() < stopped + 200);
   process.kill(ownBroker.pid(), 'SIGKILL')
   while (Date.now() < deadline) {
     const stats = pubsub.stats()
