@@ -126,7 +126,7 @@ test('a publish held in JS (the backlog is full), aborted, is never sent; every 
   isAborted(t, await t.throwsAsync(publishes.pop()), { sent: false })
   ownBroker.resume()
   await Promise.all(publishes)
-  await inbox.take(total) // -1 and 0 … total - 2
+  await inbox.take(total, 30_000) // -1 and 0 … total - 2
   await sleep(300)
   t.is(inbox.values.length, total)
   t.false(inbox.values.includes(total - 1))

@@ -97,7 +97,8 @@ function pubsubOn(broker) {
 
 /**
  * An observer that records what it receives; `take(n)` resolves with the first n values, and
- * fails (rejects) when they do not arrive within `timeoutMs` or the subscription errors.
+ * fails (rejects) when they do not arrive within `timeoutMs` (or `take`'s own, for a large `n`)
+ * or the subscription errors.
  * `received` holds every value so far and `errors` every error the observer got.
  */
 function receiver(timeoutMs = 5_000) {
@@ -128,13 +129,13 @@ function receiver(timeoutMs = 5_000) {
         check()
       },
     },
-    take(n) {
+    take(n, withinMs = timeoutMs) {
       return new Promise((resolve, reject) => {
         const wait = { n, resolve, reject }
         wait.timer = setTimeout(() => {
           waiting.delete(wait)
-          reject(new Error(`Expected ${n} message(s) within ${timeoutMs} ms, received ${received.length}`))
-        }, timeoutMs)
+          reject(new Error(`Expected ${n} message(s) within ${withinMs} ms, received ${received.length}`))
+        }, withinMs)
         waiting.add(wait)
         check()
       })
