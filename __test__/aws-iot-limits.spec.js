@@ -8,9 +8,9 @@
 const test = require('ava')
 const { PubSub } = require('../index.js')
 const { useMosquitto } = require('./helpers/mosquitto.js')
-const { startMqttProxy, leadingPacketId, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
+const { startMqttProxy, leadingPacketId, parsePublish, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { useIotGateway, startIotGateway } = require('./helpers/iot-gateway.js')
-const { topicNamer, listen, mqttJs, pubsubOn, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, listen, mqttJs, pubsubOn, sleep, waitFor } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('aws-iot-limits')
 const broker = useMosquitto(test)
@@ -165,6 +165,86 @@ test('a subscription AWS IoT refuses (SUBACK failure) names its two reasons: the
     "AWS IoT refused the subscription to 'forbidden/topic' (SUBACK failure): its IoT policy does not allow iot:Subscribe on topicfilter/forbidden/topic, or this connection already has as many subscriptions as AWS IoT allows one (50 unless your account's quota was raised)",
   )
   t.deepEqual(granted.errors, [], 'the other subscription lives on')
+})
+
+/**
+ * A proxy in front of mosquitto that counts the client's QoS 1 publishes awaiting their PUBACK
+ * (`awaiting()`, and the most at once, `most()`), and holds the PUBACKs back from `hold()` to
+ * `release()`; stopped when the test `t` ends.
+ */
+async function pubackHolder(t) {
+  const awaiting = new Set()
+  const held = []
+  let most = 0
+  let holding = false
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, packet, connection }) {
+      if (fromClient && type === PACKET_TYPE.PUBLISH && parsePublish(packet).qos === 1) {
+        awaiting.add(parsePublish(packet).pkid)
+        most = Math.max(most, awaiting.size)
+      }
+      if (fromClient || type !== PACKET_TYPE.PUBACK) return true
+      if (holding) {
+        held.push(() => connection.toClient(packet))
+        return false
+      }
+      awaiting.delete(leadingPacketId(packet))
+      return true
+    },
+  })
+  t.teardown(() => proxy.stop())
+  return {
+    url: proxy.url,
+    awaiting: () => awaiting.size,
+    most: () => most,
+    hold() {
+      holding = true
+    },
+    release() {
+      holding = false
+      awaiting.clear()
+      for (const send of held.splice(0)) send()
+    },
+  }
+}
+
+/** Fires `count` QoS 1 publishes while `acks` holds PUBACKs back; resolves with the most awaiting one at once, once all went. */
+async function mostAwaitingAcks(t, pubsub, acks, count) {
+  const topic = uniqueTopic('in-flight')
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  await watcher.client.subscribeAsync(topic, { qos: 1 })
+  await pubsub.publish(topic, 'connected', { qos: 1 })
+  acks.hold()
+  const publishes = Array.from({ length: count }, (_, i) => pubsub.publish(topic, i, { qos: 1 }))
+  await waitFor(() => acks.awaiting() >= Math.min(count, 100), 5_000, 'publishes awaiting their PUBACK')
+  await sleep(300) // time for more to go, were any allowed
+  const most = acks.most()
+  acks.release()
+  await Promise.all(publishes)
+  await waitFor(() => watcher.messages.length === count + 1, 5_000, 'every publish delivered')
+  t.deepEqual(watcher.messages.slice(1).map((m) => JSON.parse(m.payload)), Array.from({ length: count }, (_, i) => i), 'each once, in order')
+  return most
+}
+
+test("at most 100 publishes await AWS IoT's PUBACK at once (its in-flight quota): the rest wait their turn, and all go", async (t) => {
+  // Past 100 unacknowledged, AWS IoT takes no new message from the client until it acks one;
+  // MQTT 3.1.1 gives it no way to say so, so a publish past the quota could wait for ever.
+  const acks = await pubackHolder(t)
+  const gw = await startIotGateway({ region: 'us-east-1', broker: acks.url })
+  t.teardown(() => gw.stop())
+  const credentials = { accessKeyId: `AKIDINFLIGHT${process.pid}`, secretAccessKey: 'secret/in-flight' }
+  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
+  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials })
+  t.teardown(() => pubsub.close())
+  t.is(await mostAwaitingAcks(t, pubsub, acks, 300), 100)
+  t.is(pubsub.stats().reconnects, 0)
+})
+
+test('the generic provider lets more publishes await their PUBACK on other brokers', async (t) => {
+  const acks = await pubackHolder(t)
+  const pubsub = genericPubSub(t, { endpoint: acks.url })
+  t.is(await mostAwaitingAcks(t, pubsub, acks, 300), 300)
 })
 
 test('a will past the limits is refused by the constructor', (t) => {

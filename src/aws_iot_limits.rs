@@ -15,6 +15,10 @@ use crate::topic::routing_filter;
 
 /// The MQTT client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
+/// Packets awaiting AWS IoT's ack at once ("Maximum inbound unacknowledged messages"): past it
+/// AWS IoT takes no new message from the client until it has acked one, and MQTT 3.1.1 gives it
+/// no way to say so, so a publish past it could wait for ever.
+pub const MAX_INFLIGHT: u16 = 100;
 /// Topic filters in one SUBSCRIBE: AWS IoT closes the connection of a client that sends more.
 pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
 /// The payload of one PUBLISH, the will's included ("128 KB"; AWS's KB here are KiB).

@@ -24,6 +24,7 @@ pub const MAX_WEBSOCKET_PACKET_BYTES: usize = 16 << 20;
 /// QoS 1/2 publishes awaiting their ack at once. rumqttc allocates one 64-byte slot per possible
 /// packet id up front, for every connection: 32,767 would cost 2 MiB each; 1,024 costs 64 KiB and
 /// still keeps loopback QoS 1 bursts from waiting on acks. More wait in the outbox's backlog.
+/// AWS IoT takes fewer (`aws_iot_limits::MAX_INFLIGHT`).
 const MAX_INFLIGHT: u16 = 1_024;
 
 /// Options both providers take. The generic one accepts the region aliases too, unused, so
@@ -885,7 +886,7 @@ impl ClientOptions {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_inflight(MAX_INFLIGHT);
+            .set_inflight(if self.aws_iot_broker { aws_iot_limits::MAX_INFLIGHT } else { MAX_INFLIGHT });
         if let Some(user) = &self.username {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
@@ -1166,6 +1167,7 @@ mod tests {
             assert!(is_aws_iot_host(host), "{host}");
             let o = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883") })).unwrap();
             assert!(o.aws_iot_broker && o.subscribe_limit().filters == Some(8), "{host}");
+            assert_eq!(o.to_mqtt_options(Vec::new()).unwrap().inflight(), aws_iot_limits::MAX_INFLIGHT, "{host}");
             let err = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883"), "clientId": "c".repeat(129) })).unwrap_err();
             assert!(err.to_string().contains("AWS IoT allows at most 128"), "{err}");
         }
@@ -1173,6 +1175,7 @@ mod tests {
             assert!(!is_aws_iot_host(host), "{host}");
             let o = mqtt(&json!({ "endpoint": format!("mqtts://{host}:8883"), "clientId": "c".repeat(129), "will": { "topic": "a", "qos": 2 } })).unwrap();
             assert!(!o.aws_iot_broker && o.subscribe_limit().filters.is_none(), "{host}");
+            assert_eq!(o.to_mqtt_options(Vec::new()).unwrap().inflight(), MAX_INFLIGHT, "{host}");
         }
         let err = mqtt(&json!({ "endpoint": "mqtts://a-ats.iot.eu-west-1.amazonaws.com:8883", "will": { "topic": "a", "qos": 2 } })).unwrap_err();
         assert!(err.to_string().contains("does not support QoS 2"), "{err}");
