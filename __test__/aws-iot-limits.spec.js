@@ -2,7 +2,9 @@
 // AWS IoT Core's fixed limits, checked by the IoT provider before anything is sent: QoS 0 and 1
 // only, payloads of at most 128 KiB, topics of at most 256 bytes and 8 levels (a Basic Ingest
 // `$aws/rules/<rule>/` or shared `$share/<group>/` prefix not counted). AWS IoT would close the
-// connection for a packet past one of them, or never acknowledge a QoS 2 one. The gateway in
+// connection for a packet past one of them, or never acknowledge a QoS 2 one. And its
+// per-connection quotas, kept by pacing: 100 packets awaiting its ack, 100 publishes and 512 KiB
+// a second; past them AWS IoT throttles, and never acknowledges what it throttled. The gateway in
 // front of mosquitto plays AWS IoT's signature check, not these limits: mosquitto takes all of
 // it, so what is refused here is refused by the client, and the generic provider sends it.
 const test = require('ava')
@@ -18,15 +20,28 @@ const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker
 const genericPubSub = pubsubOn(broker)
 
 let keyCount = 0
-/** A connected IoT PubSub on the gateway with keys of its own, closed when the test ends. */
-async function connectedIotPubSub(t) {
+/** An IoT PubSub on the gateway `gw` with keys of its own, closed when the test `t` ends. */
+function iotPubSubOn(t, gw) {
   keyCount += 1
   const credentials = { accessKeyId: `AKIDLIMITS${process.pid}X${keyCount}`, secretAccessKey: `secret/${Math.random().toString(36).slice(2)}` }
-  gateway.addKey(credentials.accessKeyId, credentials.secretAccessKey)
-  const pubsub = new PubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials })
+  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
+  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials })
   t.teardown(() => pubsub.close())
+  return pubsub
+}
+
+/** A connected IoT PubSub on the file's gateway. */
+async function connectedIotPubSub(t) {
+  const pubsub = iotPubSubOn(t, gateway)
   await pubsub.publish(uniqueTopic('connect'), 'hello', { qos: 1 })
   return pubsub
+}
+
+/** An IoT PubSub on a gateway of its own that connects to `brokerUrl`, stopped when the test `t` ends. */
+async function iotPubSubTo(t, brokerUrl) {
+  const gw = await startIotGateway({ region: 'us-east-1', broker: brokerUrl })
+  t.teardown(() => gw.stop())
+  return iotPubSubOn(t, gw)
 }
 
 /** `topic` padded with `x` to exactly `bytes` bytes of UTF-8. */
@@ -148,12 +163,7 @@ test('a subscription AWS IoT refuses (SUBACK failure) names its two reasons: the
     },
   })
   t.teardown(() => refusing.stop())
-  const gw = await startIotGateway({ region: 'us-east-1', broker: refusing.url })
-  t.teardown(() => gw.stop())
-  const credentials = { accessKeyId: `AKIDREFUSED${process.pid}`, secretAccessKey: 'secret/refused' }
-  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
-  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials })
-  t.teardown(() => pubsub.close())
+  const pubsub = await iotPubSubTo(t, refusing.url)
   const granted = await listen(t, pubsub, uniqueTopic('allowed'))
   const errors = []
   const refused = pubsub.subscribe('forbidden/topic').subscribe({ error: (error) => errors.push(error) })
@@ -168,11 +178,13 @@ test('a subscription AWS IoT refuses (SUBACK failure) names its two reasons: the
 })
 
 /**
- * A proxy in front of mosquitto that counts the client's QoS 1 publishes awaiting their PUBACK
- * (`awaiting()`, and the most at once, `most()`), and holds the PUBACKs back from `hold()` to
- * `release()`; stopped when the test `t` ends.
+ * A proxy in front of mosquitto that records the client's PUBLISHes (`publishes`: topic, time
+ * and size of each), counts its QoS 1 publishes awaiting their PUBACK (`awaiting()`, and the
+ * most at once, `most()`), and holds the PUBACKs back from `hold()` to `release()`; stopped
+ * when the test `t` ends.
  */
-async function pubackHolder(t) {
+async function watchingProxy(t) {
+  const publishes = []
   const awaiting = new Set()
   const held = []
   let most = 0
@@ -180,8 +192,10 @@ async function pubackHolder(t) {
   const proxy = await startMqttProxy({
     targetPort: broker.tcpPort,
     onPacket({ fromClient, type, packet, connection }) {
-      if (fromClient && type === PACKET_TYPE.PUBLISH && parsePublish(packet).qos === 1) {
-        awaiting.add(parsePublish(packet).pkid)
+      if (fromClient && type === PACKET_TYPE.PUBLISH) {
+        const { topic, qos, pkid } = parsePublish(packet)
+        publishes.push({ topic, at: performance.now(), bytes: packet.length })
+        if (qos === 1) awaiting.add(pkid)
         most = Math.max(most, awaiting.size)
       }
       if (fromClient || type !== PACKET_TYPE.PUBACK) return true
@@ -196,6 +210,7 @@ async function pubackHolder(t) {
   t.teardown(() => proxy.stop())
   return {
     url: proxy.url,
+    publishes,
     awaiting: () => awaiting.size,
     most: () => most,
     hold() {
@@ -209,18 +224,25 @@ async function pubackHolder(t) {
   }
 }
 
-/** Fires `count` QoS 1 publishes while `acks` holds PUBACKs back; resolves with the most awaiting one at once, once all went. */
-async function mostAwaitingAcks(t, pubsub, acks, count) {
-  const topic = uniqueTopic('in-flight')
+/** A topic, an MQTT.js client subscribed to it on mosquitto, and `pubsub` connected. */
+async function watchedTopic(t, pubsub, name) {
+  const topic = uniqueTopic(name)
   const watcher = await mqttJs(t, broker.tcpUrl)
   await watcher.client.subscribeAsync(topic, { qos: 1 })
   await pubsub.publish(topic, 'connected', { qos: 1 })
-  acks.hold()
+  return { topic, watcher }
+}
+
+/** Fires `count` QoS 1 publishes while `proxy` holds PUBACKs back; resolves with the most awaiting one at once, once all went. */
+async function mostAwaitingAcks(t, pubsub, proxy, count) {
+  const { topic, watcher } = await watchedTopic(t, pubsub, 'in-flight')
+  proxy.hold()
   const publishes = Array.from({ length: count }, (_, i) => pubsub.publish(topic, i, { qos: 1 }))
-  await waitFor(() => acks.awaiting() >= Math.min(count, 100), 5_000, 'publishes awaiting their PUBACK')
-  await sleep(300) // time for more to go, were any allowed
-  const most = acks.most()
-  acks.release()
+  await waitFor(() => proxy.awaiting() >= Math.min(count, 100), 5_000, 'publishes awaiting their PUBACK')
+  // Time for more to go, were any allowed: on AWS IoT, past the second its rate allows 100 in.
+  await sleep(1_300)
+  const most = proxy.most()
+  proxy.release()
   await Promise.all(publishes)
   await waitFor(() => watcher.messages.length === count + 1, 5_000, 'every publish delivered')
   t.deepEqual(watcher.messages.slice(1).map((m) => JSON.parse(m.payload)), Array.from({ length: count }, (_, i) => i), 'each once, in order')
@@ -230,21 +252,58 @@ async function mostAwaitingAcks(t, pubsub, acks, count) {
 test("at most 100 publishes await AWS IoT's PUBACK at once (its in-flight quota): the rest wait their turn, and all go", async (t) => {
   // Past 100 unacknowledged, AWS IoT takes no new message from the client until it acks one;
   // MQTT 3.1.1 gives it no way to say so, so a publish past the quota could wait for ever.
-  const acks = await pubackHolder(t)
-  const gw = await startIotGateway({ region: 'us-east-1', broker: acks.url })
-  t.teardown(() => gw.stop())
-  const credentials = { accessKeyId: `AKIDINFLIGHT${process.pid}`, secretAccessKey: 'secret/in-flight' }
-  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
-  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials })
-  t.teardown(() => pubsub.close())
-  t.is(await mostAwaitingAcks(t, pubsub, acks, 300), 100)
+  const proxy = await watchingProxy(t)
+  const pubsub = await iotPubSubTo(t, proxy.url)
+  t.is(await mostAwaitingAcks(t, pubsub, proxy, 300), 100)
   t.is(pubsub.stats().reconnects, 0)
 })
 
-test('the generic provider lets more publishes await their PUBACK on other brokers', async (t) => {
-  const acks = await pubackHolder(t)
-  const pubsub = genericPubSub(t, { endpoint: acks.url })
-  t.is(await mostAwaitingAcks(t, pubsub, acks, 300), 300)
+/** The most that `weight` adds up to over the `publishes` of any `windowMs` (they are in time order). */
+function mostInWindow(publishes, windowMs, weight) {
+  let most = 0
+  let sum = 0
+  let first = 0
+  for (const publish of publishes) {
+    sum += weight(publish)
+    while (publish.at - publishes[first].at >= windowMs) sum -= weight(publishes[first++])
+    most = Math.max(most, sum)
+  }
+  return most
+}
+
+// AWS IoT throttles a connection's publishes past 100 a second or 512 KiB a second, and never
+// acknowledges a throttled QoS 1 one. The window checked is 800 ms, not a second: the proxy
+// sees them a little after the client sent them, and not all equally late.
+test('publishes go within AWS IoT\'s per-connection rate: no more than 100 in a second, QoS 0 and 1 alike', async (t) => {
+  const proxy = await watchingProxy(t)
+  const pubsub = await iotPubSubTo(t, proxy.url)
+  const { topic, watcher } = await watchedTopic(t, pubsub, 'rate')
+  await Promise.all(Array.from({ length: 250 }, (_, i) => pubsub.publish(topic, i, { qos: i % 2 })))
+  const sent = proxy.publishes.filter((p) => p.topic === topic)
+  t.is(sent.length, 251)
+  t.is(mostInWindow(sent, 800, () => 1), 100)
+  await waitFor(() => watcher.messages.length === 251, 5_000, 'every publish delivered')
+  t.deepEqual(watcher.messages.slice(1).map((m) => JSON.parse(m.payload)).sort((a, b) => a - b), Array.from({ length: 250 }, (_, i) => i))
+})
+
+test("publishes go within AWS IoT's per-connection throughput: no more than 512 KiB in a second", async (t) => {
+  const proxy = await watchingProxy(t)
+  const pubsub = await iotPubSubTo(t, proxy.url)
+  const { topic, watcher } = await watchedTopic(t, pubsub, 'throughput')
+  await Promise.all(Array.from({ length: 11 }, (_, i) => pubsub.publish(topic, Buffer.alloc(100 * 1024, i), { qos: 1 })))
+  const sent = proxy.publishes.filter((p) => p.topic === topic).slice(1)
+  t.is(sent.length, 11)
+  const most = mostInWindow(sent, 800, (p) => p.bytes)
+  t.true(most <= 512 * 1024 && most >= 5 * 100 * 1024, `${most} bytes in 800 ms`)
+  await waitFor(() => watcher.messages.length === 12, 5_000, 'every publish delivered')
+  t.deepEqual(watcher.messages.slice(1).map((m) => m.payload[0]), Array.from({ length: 11 }, (_, i) => i))
+})
+
+test('the generic provider lets more publishes await their PUBACK, at any rate, on other brokers', async (t) => {
+  const proxy = await watchingProxy(t)
+  const pubsub = genericPubSub(t, { endpoint: proxy.url })
+  t.is(await mostAwaitingAcks(t, pubsub, proxy, 300), 300)
+  t.true(mostInWindow(proxy.publishes, 800, () => 1) > 300, 'not paced')
 })
 
 test('a will past the limits is refused by the constructor', (t) => {

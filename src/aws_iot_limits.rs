@@ -4,9 +4,12 @@
 //! QoS 1 publish three of them before it is given up), or, for QoS 2, by never acknowledging it
 //! (the publish or subscription would wait for ever). They are checked before anything is
 //! sent when the broker is AWS IoT Core (`ClientOptions::aws_iot_broker`: the IoT provider, or
-//! the generic one on an AWS IoT host); other brokers have other limits.
+//! the generic one on an AWS IoT host); other brokers have other limits. Its per-connection
+//! rates are kept by pacing (`PublishPace`): past them AWS IoT throttles, and never
+//! acknowledges a throttled QoS 1 publish.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
@@ -36,6 +39,65 @@ pub const IDLE_LINGER: Duration = Duration::from_secs(1);
 /// Forward slashes in a topic or topic filter (so at most 8 levels), not counting a Basic
 /// Ingest or shared-subscription prefix.
 pub const MAX_SLASHES: usize = 7;
+
+/// PUBLISHes one connection may send in a second ("Publish requests per second per
+/// connection"); AWS IoT throttles what goes past it, and a throttled QoS 1 publish is never
+/// acknowledged.
+pub const MAX_PUBLISHES_PER_SECOND: usize = 100;
+/// Bytes of PUBLISHes one connection may send in a second ("Throughput per connection").
+pub const MAX_PUBLISH_BYTES_PER_SECOND: usize = 512 * 1024;
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Bytes of a PUBLISH besides its topic and payload, at most: fixed header (5), topic length
+/// (2), packet id (2).
+const PUBLISH_OVERHEAD_BYTES: usize = 9;
+
+/// Keeps one connection's publishes within AWS IoT's per-connection rates: in any second, at
+/// most `MAX_PUBLISHES_PER_SECOND` of them and `MAX_PUBLISH_BYTES_PER_SECOND`. A sliding window
+/// rather than a token bucket, whose burst and refill would allow twice the rate across the
+/// turn of a second.
+#[derive(Debug, Default)]
+pub struct PublishPace {
+    /// When each publish of the last second went, and its bytes; oldest first.
+    recent: VecDeque<(Instant, usize)>,
+    /// The bytes in `recent`.
+    bytes: usize,
+}
+
+impl PublishPace {
+    /// When a publish of `message_bytes` (topic and payload) may go: `None` for now.
+    pub fn next_slot(&mut self, now: Instant, message_bytes: usize) -> Option<Instant> {
+        while let Some(&(at, bytes)) = self.recent.front() {
+            if now.duration_since(at) < RATE_WINDOW {
+                break;
+            }
+            self.recent.pop_front();
+            self.bytes -= bytes;
+        }
+        if self.recent.len() >= MAX_PUBLISHES_PER_SECOND {
+            return self.recent.front().map(|&(at, _)| at + RATE_WINDOW);
+        }
+        // The bytes that must leave the window first; one publish is never over the limit
+        // (`MAX_PAYLOAD_BYTES`), so an empty window always takes it.
+        let mut excess = (self.bytes + message_bytes + PUBLISH_OVERHEAD_BYTES).saturating_sub(MAX_PUBLISH_BYTES_PER_SECOND);
+        for &(at, bytes) in &self.recent {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(bytes);
+            if excess == 0 {
+                return Some(at + RATE_WINDOW);
+            }
+        }
+        None
+    }
+
+    /// A publish of `message_bytes` went at `now`.
+    pub fn record(&mut self, now: Instant, message_bytes: usize) {
+        let bytes = message_bytes + PUBLISH_OVERHEAD_BYTES;
+        self.recent.push_back((now, bytes));
+        self.bytes += bytes;
+    }
+}
 
 /// What a QoS is asked for.
 #[derive(Debug, Clone, Copy)]
@@ -195,5 +257,41 @@ mod tests {
             assert_eq!(without_basic_ingest_prefix(whole), whole);
         }
         assert!(check_topic("$aws/rules//a/b/c/d/e/f").is_err());
+    }
+
+    #[test]
+    fn a_hundred_publishes_go_in_a_second_and_the_next_when_the_first_is_a_second_old() {
+        let start = Instant::now();
+        let mut pace = PublishPace::default();
+        for i in 0..MAX_PUBLISHES_PER_SECOND {
+            let at = start + Duration::from_millis(i as u64);
+            assert_eq!(pace.next_slot(at, 10), None, "publish {i}");
+            pace.record(at, 10);
+        }
+        let later = start + Duration::from_millis(500);
+        assert_eq!(pace.next_slot(later, 10), Some(start + RATE_WINDOW));
+        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10), None, "the first left the window");
+        pace.record(start + RATE_WINDOW, 10);
+        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10), Some(start + RATE_WINDOW + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_bytes_of_a_second_stay_within_512_kib() {
+        let start = Instant::now();
+        let mut pace = PublishPace::default();
+        let message = 100 * 1024;
+        for i in 0..5 {
+            let at = start + Duration::from_millis(10 * i);
+            assert_eq!(pace.next_slot(at, message), None, "publish {i}");
+            pace.record(at, message);
+        }
+        // 500 KiB and 45 bytes went: a sixth of 100 KiB must wait for the first to leave.
+        assert_eq!(pace.next_slot(start + Duration::from_millis(100), message), Some(start + RATE_WINDOW));
+        // A small one still fits.
+        assert_eq!(pace.next_slot(start + Duration::from_millis(100), 1024), None);
+        // One of 128 KiB must wait for the first two (100 KiB each) to leave.
+        assert_eq!(pace.next_slot(start + Duration::from_millis(100), MAX_PAYLOAD_BYTES), Some(start + RATE_WINDOW + Duration::from_millis(10)));
+        // An empty window takes the largest publish AWS IoT allows.
+        assert_eq!(PublishPace::default().next_slot(start, MAX_PAYLOAD_BYTES), None);
     }
 }

@@ -8,7 +8,7 @@ use rumqttc::{AsyncClient, NetworkOptions, QoS};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::aws_iot_limits::{self, QosOf};
+use crate::aws_iot_limits::{self, PublishPace, QosOf};
 use crate::connection::{self, ConnectionState};
 use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
@@ -275,7 +275,7 @@ impl Client {
         let client_id = options.client_id.clone();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                outbox: Outbox::new(!options.clean_session, options.subscribe_limit()),
+                outbox: Outbox::new(!options.clean_session, options.subscribe_limit(), options.aws_iot_broker.then(PublishPace::default)),
                 subs: Subscriptions::default(),
                 state: ConnectionState::Disconnected,
                 closed: false,
@@ -305,6 +305,7 @@ impl Client {
     pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
         let mut core = self.shared.core.lock();
         let unseen_failure = if core.closed { None } else { self.shared.delivery.unseen_failure() };
+        let was_paced = core.outbox.paced_until().is_some();
         let mut taken = 0;
         for publish in batch.iter() {
             if publish.withdrawn {
@@ -323,6 +324,10 @@ impl Client {
                 self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
             }
             taken += 1;
+        }
+        if !was_paced && core.outbox.paced_until().is_some() {
+            // The connection task must wake when the pace lets the next one go.
+            self.shared.attention.notify_one();
         }
         self.wake_if_idle(&core);
         taken

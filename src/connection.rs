@@ -426,12 +426,12 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
     // PINGRESP is late behind what it queued for a slow subscriber, not missing.
     let mut heard_since_ping = false;
     loop {
-        let mut linger_until = {
+        let (mut linger_until, mut paced_until) = {
             let mut core = shared.core.lock();
             if let Some(end) = housekeeping(shared, &mut core) {
                 return end;
             }
-            core.linger_until
+            (core.linger_until, core.outbox.paced_until())
         };
         // poll() is not cancel-safe: dropped while it writes, it loses the packet it had already
         // recorded (packet id taken, Outgoing event queued), so that publish never settles. A
@@ -444,13 +444,22 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             loop {
                 tokio::select! {
                     biased;
-                    // Close, or the last observer left.
+                    // Close, the last observer left, or a publish waits for the pace.
                     _ = shared.attention.notified() => {
                         let mut core = shared.core.lock();
                         if let Some(end) = housekeeping(shared, &mut core) {
                             return end;
                         }
                         linger_until = core.linger_until;
+                        paced_until = core.outbox.paced_until();
+                    }
+                    // AWS IoT's rates let the next publish go.
+                    _ = sleep_until_some(paced_until.map(Instant::from_std)) => {
+                        let mut core = shared.core.lock();
+                        if let Some(end) = housekeeping(shared, &mut core) {
+                            return end;
+                        }
+                        paced_until = core.outbox.paced_until();
                     }
                     // The last observer left a while ago: Connected → ConnectedPendingDisconnect.
                     _ = sleep_until_some(linger_until) => {

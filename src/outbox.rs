@@ -12,8 +12,11 @@
 //! and DUP set (MQTT-4.4.0-1); a new session gets them as new publishes (`resume`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use rumqttc::{AsyncClient, ClientError, Outgoing, Packet, QoS, Request as MqttRequest, SubscribeFilter, SubscribeReasonCode};
+
+use crate::aws_iot_limits::PublishPace;
 
 /// Bytes a publish request accounts for in the queues and statistics.
 fn publish_bytes(topic: &str, payload: &[u8]) -> usize {
@@ -175,6 +178,10 @@ pub struct Outbox {
     /// Outgoing::Publish events still due for the resends `resume` put in rumqttc's pending
     /// list: rumqttc writes that list before anything from its channel.
     resending: usize,
+    /// AWS IoT: publishes are handed to rumqttc within its per-connection rates.
+    pace: Option<PublishPace>,
+    /// When the publish at the front of the backlog may go, if the pace holds it back.
+    paced_until: Option<Instant>,
 }
 
 fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
@@ -211,9 +218,10 @@ fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
 }
 
 impl Outbox {
-    /// `session_may_resume`: the client connects with cleanSession false.
-    pub fn new(session_may_resume: bool, subscribe_limit: SubscribeLimit) -> Self {
-        Outbox { session_may_resume, subscribe_limit, ..Outbox::default() }
+    /// `session_may_resume`: the client connects with cleanSession false. `pace`: publishes
+    /// go no faster than it allows.
+    pub fn new(session_may_resume: bool, subscribe_limit: SubscribeLimit, pace: Option<PublishPace>) -> Self {
+        Outbox { session_may_resume, subscribe_limit, pace, ..Outbox::default() }
     }
 
     /// Queues a request and moves what fits into rumqttc's channel.
@@ -285,19 +293,32 @@ impl Outbox {
     }
 
     /// Moves backlog into rumqttc's channel while it has room, keeping order; nothing moves
-    /// while the outbox is held.
+    /// while the outbox is held, nor while the pace holds the next publish back
+    /// (`paced_until`).
     pub fn pump(&mut self, client: &AsyncClient) {
+        self.paced_until = None;
+        let now = self.pace.as_ref().map(|_| Instant::now());
         while self.may_hand_over() {
             let Some(request) = self.backlog.pop_front() else { break };
             let bytes = match &request {
                 Request::Publish { topic, payload, .. } => Some(publish_bytes(topic, payload)),
                 _ => None,
             };
+            if let (Some(pace), Some(now), Some(bytes)) = (&mut self.pace, now, bytes) {
+                self.paced_until = pace.next_slot(now, bytes);
+                if self.paced_until.is_some() {
+                    self.backlog.push_front(request);
+                    break;
+                }
+            }
             match try_send(client, request) {
                 Ok(sent) => {
                     if let Some(bytes) = bytes {
                         self.queued.operations -= 1;
                         self.queued.bytes -= bytes;
+                        if let (Some(pace), Some(now)) = (&mut self.pace, now) {
+                            pace.record(now, bytes);
+                        }
                     }
                     self.in_channel.push_back(sent);
                 }
@@ -342,6 +363,11 @@ impl Outbox {
 
     fn subscribe_outstanding(&self) -> bool {
         !self.awaiting_suback.is_empty() || self.in_channel.iter().any(|sent| matches!(sent, Sent::Subscribe { .. }))
+    }
+
+    /// When the pace lets the next publish go (then `pump` again), if it holds it back.
+    pub fn paced_until(&self) -> Option<Instant> {
+        self.paced_until
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -584,11 +610,16 @@ impl Outbox {
             return Vec::new();
         }
         self.resending = resend.len();
+        let now = Instant::now();
         resend
             .into_iter()
             .map(|Resend { op, bytes, mut publish }| {
                 self.queued.operations -= 1;
                 self.queued.bytes -= bytes;
+                // They go unpaced, first, but count for what follows.
+                if let Some(pace) = &mut self.pace {
+                    pace.record(now, bytes);
+                }
                 self.awaiting_puback.insert(publish.pkid, (op, bytes));
                 publish.dup = true;
                 publish
@@ -824,6 +855,24 @@ mod tests {
         assert_eq!(lost.withdraw(&[2]), vec![Withdrawn { unsent: 0, written: 2, held: 0 }]);
         assert_eq!(lost.queued(), Load { operations: 2, bytes: 10 });
         assert_eq!(lost.resume(true).iter().map(|p| p.pkid).collect::<Vec<_>>(), vec![1, 4], "ops 1 and 3 go again");
+    }
+
+    #[test]
+    fn a_paced_outbox_hands_over_what_the_pace_allows_and_says_when_the_rest_may_go() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 1_000);
+        let mut outbox = Outbox::new(false, SubscribeLimit::default(), Some(PublishPace::default()));
+        let before = Instant::now();
+        for op in 0..150 {
+            outbox.submit(&client, publish(op, QoS::AtMostOnce));
+        }
+        outbox.submit(&client, Request::Subscribe { filters: vec![("s".into(), QoS::AtLeastOnce)] });
+        assert_eq!(outbox.in_flight().operations, 100, "a second's worth in rumqttc's channel");
+        assert_eq!(outbox.backlog_len(), 51, "the rest, and the SUBSCRIBE after them, wait in order");
+        let due = outbox.paced_until().expect("paced");
+        assert!(due >= before + std::time::Duration::from_secs(1) && due <= Instant::now() + std::time::Duration::from_secs(1), "{due:?}");
+        outbox.pump(&client);
+        assert_eq!(outbox.backlog_len(), 51, "nothing goes before then");
+        assert_eq!(Outbox::default().paced_until(), None);
     }
 
     #[test]
@@ -1193,7 +1242,7 @@ mod tests {
             }).collect()
         };
         for session_may_resume in [true, false] {
-            let mut outbox = Outbox::new(session_may_resume, SubscribeLimit::default());
+            let mut outbox = Outbox::new(session_may_resume, SubscribeLimit::default(), None);
             for filter in ["acked", "a", "b"] {
                 outbox.in_channel.push_back(Sent::Unsubscribe { filter: filter.into() });
             }
@@ -1226,7 +1275,7 @@ mod tests {
     #[test]
     fn subscribes_and_renewals_carry_at_most_the_filters_one_subscribe_may() {
         let filters = |count: usize| (0..count).map(|i| (format!("t/{i}"), QoS::AtLeastOnce)).collect::<Vec<_>>();
-        let aws_iot = Outbox::new(false, AWS_IOT);
+        let aws_iot = Outbox::new(false, AWS_IOT, None);
         let subscribes = subscribe_packets(aws_iot.subscribes(filters(20)));
         assert_eq!(subscribes.iter().map(Vec::len).collect::<Vec<_>>(), [8, 8, 4]);
         assert_eq!(subscribes.concat(), filters(20), "in order");
@@ -1235,7 +1284,7 @@ mod tests {
 
         // Each SUBACK settles the filters of its own SUBSCRIBE.
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
-        let mut outbox = Outbox::new(false, AWS_IOT);
+        let mut outbox = Outbox::new(false, AWS_IOT, None);
         outbox.submit(&client, Request::Subscribe { filters: filters(10) });
         outbox.on_outgoing(&Outgoing::Subscribe(1));
         outbox.on_outgoing(&Outgoing::Subscribe(2));
@@ -1290,7 +1339,7 @@ mod tests {
 
     #[test]
     fn on_aws_iot_a_subscribe_keeps_within_both_the_filter_quota_and_the_byte_budget() {
-        let aws_iot = Outbox::new(false, AWS_IOT);
+        let aws_iot = Outbox::new(false, AWS_IOT, None);
         let sizes = |requests: Vec<Request>| subscribe_packets(requests).iter().map(Vec::len).collect::<Vec<_>>();
         // 6 filters of 10,000 bytes take 60,024; a seventh would take 70,027.
         assert_eq!(sizes(aws_iot.subscribes(vec![long_filter(10_000); 8])), [6, 2]);
