@@ -52,20 +52,35 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 const PUBLISH_OVERHEAD_BYTES: usize = 9;
 
 /// Keeps one connection's publishes within AWS IoT's per-connection rates: in any second, at
-/// most `MAX_PUBLISHES_PER_SECOND` of them and `MAX_PUBLISH_BYTES_PER_SECOND`. A sliding window
-/// rather than a token bucket, whose burst and refill would allow twice the rate across the
-/// turn of a second.
+/// most `MAX_PUBLISHES_PER_SECOND` of them written and `MAX_PUBLISH_BYTES_PER_SECOND`. A publish
+/// counts from when it is written (`written`): one handed to rumqttc earlier may wait there for
+/// the connection or for room in the in-flight window, and then goes with the others at once.
+/// One handed over and not yet written could be written at any moment, so it takes a place in
+/// the window from the hand-over. A sliding window rather than a token bucket, whose burst and
+/// refill would allow twice the rate across the turn of a second.
 #[derive(Debug, Default)]
 pub struct PublishPace {
-    /// When each publish of the last second went, and its bytes; oldest first.
+    /// When each publish of the last second was written, and its bytes; oldest first.
     recent: VecDeque<(Instant, usize)>,
     /// The bytes in `recent`.
     bytes: usize,
 }
 
+/// When the next publish may be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Now,
+    /// When enough of those written have left the window (or earlier, should the unwritten ones
+    /// be taken back).
+    At(Instant),
+    /// Once some of those handed over are written and then leave the window.
+    AfterWrites,
+}
+
 impl PublishPace {
-    /// When a publish of `message_bytes` (topic and payload) may go: `None` for now.
-    pub fn next_slot(&mut self, now: Instant, message_bytes: usize) -> Option<Instant> {
+    /// When a publish of `message_bytes` (topic and payload) may be handed over, with
+    /// `unwritten` publishes of `unwritten_bytes` handed over and not yet written.
+    pub fn next_slot(&mut self, now: Instant, message_bytes: usize, unwritten: usize, unwritten_bytes: usize) -> Slot {
         while let Some(&(at, bytes)) = self.recent.front() {
             if now.duration_since(at) < RATE_WINDOW {
                 break;
@@ -73,26 +88,28 @@ impl PublishPace {
             self.recent.pop_front();
             self.bytes -= bytes;
         }
-        if self.recent.len() >= MAX_PUBLISHES_PER_SECOND {
-            return self.recent.front().map(|&(at, _)| at + RATE_WINDOW);
+        let publishes_over = (self.recent.len() + unwritten + 1).saturating_sub(MAX_PUBLISHES_PER_SECOND);
+        let claimed_bytes = self.bytes + unwritten_bytes + (unwritten + 1) * PUBLISH_OVERHEAD_BYTES + message_bytes;
+        let bytes_over = claimed_bytes.saturating_sub(MAX_PUBLISH_BYTES_PER_SECOND);
+        if publishes_over == 0 && bytes_over == 0 {
+            return Slot::Now;
         }
-        // The bytes that must leave the window first; one publish is never over the limit
-        // (`MAX_PAYLOAD_BYTES`), so an empty window always takes it.
-        let mut excess = (self.bytes + message_bytes + PUBLISH_OVERHEAD_BYTES).saturating_sub(MAX_PUBLISH_BYTES_PER_SECOND);
+        // The oldest written must leave the window first, enough of them for both limits.
+        let (mut leaving, mut freed) = (0, 0);
         for &(at, bytes) in &self.recent {
-            if excess == 0 {
-                break;
-            }
-            excess = excess.saturating_sub(bytes);
-            if excess == 0 {
-                return Some(at + RATE_WINDOW);
+            leaving += 1;
+            freed += bytes;
+            if leaving >= publishes_over && freed >= bytes_over {
+                return Slot::At(at + RATE_WINDOW);
             }
         }
-        None
+        // Even an empty window would not take it beside the unwritten ones. (Alone, it always
+        // fits: a payload is at most `MAX_PAYLOAD_BYTES`.)
+        Slot::AfterWrites
     }
 
-    /// A publish of `message_bytes` went at `now`.
-    pub fn record(&mut self, now: Instant, message_bytes: usize) {
+    /// A publish of `message_bytes` was written at `now`.
+    pub fn written(&mut self, now: Instant, message_bytes: usize) {
         let bytes = message_bytes + PUBLISH_OVERHEAD_BYTES;
         self.recent.push_back((now, bytes));
         self.bytes += bytes;
@@ -260,19 +277,34 @@ mod tests {
     }
 
     #[test]
-    fn a_hundred_publishes_go_in_a_second_and_the_next_when_the_first_is_a_second_old() {
+    fn a_hundred_publishes_are_written_in_a_second_and_the_next_when_the_first_is_a_second_old() {
         let start = Instant::now();
         let mut pace = PublishPace::default();
         for i in 0..MAX_PUBLISHES_PER_SECOND {
             let at = start + Duration::from_millis(i as u64);
-            assert_eq!(pace.next_slot(at, 10), None, "publish {i}");
-            pace.record(at, 10);
+            assert_eq!(pace.next_slot(at, 10, 0, 0), Slot::Now, "publish {i}");
+            pace.written(at, 10);
         }
         let later = start + Duration::from_millis(500);
-        assert_eq!(pace.next_slot(later, 10), Some(start + RATE_WINDOW));
-        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10), None, "the first left the window");
-        pace.record(start + RATE_WINDOW, 10);
-        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10), Some(start + RATE_WINDOW + Duration::from_millis(1)));
+        assert_eq!(pace.next_slot(later, 10, 0, 0), Slot::At(start + RATE_WINDOW));
+        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10, 0, 0), Slot::Now, "the first left the window");
+        pace.written(start + RATE_WINDOW, 10);
+        assert_eq!(pace.next_slot(start + RATE_WINDOW, 10, 0, 0), Slot::At(start + RATE_WINDOW + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn publishes_handed_over_and_not_yet_written_take_their_places_in_the_window() {
+        let start = Instant::now();
+        let mut pace = PublishPace::default();
+        assert_eq!(pace.next_slot(start, 10, 99, 990), Slot::Now);
+        assert_eq!(pace.next_slot(start, 10, 100, 1_000), Slot::AfterWrites, "before the connection is up, say");
+        // Written two seconds later, all at once: the window counts from then.
+        let written_at = start + Duration::from_secs(2);
+        for _ in 0..60 {
+            pace.written(written_at, 10);
+        }
+        assert_eq!(pace.next_slot(written_at, 10, 40, 400), Slot::At(written_at + RATE_WINDOW));
+        assert_eq!(pace.next_slot(written_at, 10, 39, 390), Slot::Now);
     }
 
     #[test]
@@ -282,16 +314,18 @@ mod tests {
         let message = 100 * 1024;
         for i in 0..5 {
             let at = start + Duration::from_millis(10 * i);
-            assert_eq!(pace.next_slot(at, message), None, "publish {i}");
-            pace.record(at, message);
+            assert_eq!(pace.next_slot(at, message, 0, 0), Slot::Now, "publish {i}");
+            pace.written(at, message);
         }
-        // 500 KiB and 45 bytes went: a sixth of 100 KiB must wait for the first to leave.
-        assert_eq!(pace.next_slot(start + Duration::from_millis(100), message), Some(start + RATE_WINDOW));
-        // A small one still fits.
-        assert_eq!(pace.next_slot(start + Duration::from_millis(100), 1024), None);
+        // 500 KiB and 45 bytes were written: a sixth of 100 KiB must wait for the first to leave.
+        let now = start + Duration::from_millis(100);
+        assert_eq!(pace.next_slot(now, message, 0, 0), Slot::At(start + RATE_WINDOW));
+        assert_eq!(pace.next_slot(now, 1024, 0, 0), Slot::Now, "a small one still fits");
+        assert_eq!(pace.next_slot(now, 1024, 1, 11 * 1024), Slot::At(start + RATE_WINDOW), "but not beside 11 KiB unwritten");
         // One of 128 KiB must wait for the first two (100 KiB each) to leave.
-        assert_eq!(pace.next_slot(start + Duration::from_millis(100), MAX_PAYLOAD_BYTES), Some(start + RATE_WINDOW + Duration::from_millis(10)));
+        assert_eq!(pace.next_slot(now, MAX_PAYLOAD_BYTES, 0, 0), Slot::At(start + RATE_WINDOW + Duration::from_millis(10)));
         // An empty window takes the largest publish AWS IoT allows.
-        assert_eq!(PublishPace::default().next_slot(start, MAX_PAYLOAD_BYTES), None);
+        assert_eq!(PublishPace::default().next_slot(start, MAX_PAYLOAD_BYTES, 0, 0), Slot::Now);
+        assert_eq!(PublishPace::default().next_slot(start, MAX_PAYLOAD_BYTES, 3, 3 * MAX_PAYLOAD_BYTES), Slot::AfterWrites);
     }
 }

@@ -305,7 +305,7 @@ impl Client {
     pub fn publish_batch(&self, batch: PublishBatch<'_>) -> usize {
         let mut core = self.shared.core.lock();
         let unseen_failure = if core.closed { None } else { self.shared.delivery.unseen_failure() };
-        let was_paced = core.outbox.paced_until().is_some();
+        let paced_until = core.outbox.paced_until();
         let mut taken = 0;
         for publish in batch.iter() {
             if publish.withdrawn {
@@ -325,7 +325,7 @@ impl Client {
             }
             taken += 1;
         }
-        if !was_paced && core.outbox.paced_until().is_some() {
+        if core.outbox.paced_until().is_some_and(|until| Some(until) != paced_until) {
             // The connection task must wake when the pace lets the next one go.
             self.shared.attention.notify_one();
         }

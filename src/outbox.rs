@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use rumqttc::{AsyncClient, ClientError, Outgoing, Packet, QoS, Request as MqttRequest, SubscribeFilter, SubscribeReasonCode};
 
-use crate::aws_iot_limits::PublishPace;
+use crate::aws_iot_limits::{PublishPace, Slot};
 
 /// Bytes a publish request accounts for in the queues and statistics.
 fn publish_bytes(topic: &str, payload: &[u8]) -> usize {
@@ -178,9 +178,11 @@ pub struct Outbox {
     /// Outgoing::Publish events still due for the resends `resume` put in rumqttc's pending
     /// list: rumqttc writes that list before anything from its channel.
     resending: usize,
-    /// AWS IoT: publishes are handed to rumqttc within its per-connection rates.
+    /// AWS IoT: publishes are handed to rumqttc so that they are written within its
+    /// per-connection rates.
     pace: Option<PublishPace>,
-    /// When the publish at the front of the backlog may go, if the pace holds it back.
+    /// When the publish at the front of the backlog may go, if the pace holds it back until
+    /// then (rather than until more is written, which the connection task hears of anyway).
     paced_until: Option<Instant>,
 }
 
@@ -298,6 +300,7 @@ impl Outbox {
     pub fn pump(&mut self, client: &AsyncClient) {
         self.paced_until = None;
         let now = self.pace.as_ref().map(|_| Instant::now());
+        let mut unwritten = if now.is_some() { self.unwritten_publishes() } else { Load::default() };
         while self.may_hand_over() {
             let Some(request) = self.backlog.pop_front() else { break };
             let bytes = match &request {
@@ -305,10 +308,13 @@ impl Outbox {
                 _ => None,
             };
             if let (Some(pace), Some(now), Some(bytes)) = (&mut self.pace, now, bytes) {
-                self.paced_until = pace.next_slot(now, bytes);
-                if self.paced_until.is_some() {
-                    self.backlog.push_front(request);
-                    break;
+                match pace.next_slot(now, bytes, unwritten.operations, unwritten.bytes) {
+                    Slot::Now => {}
+                    slot => {
+                        self.paced_until = if let Slot::At(at) = slot { Some(at) } else { None };
+                        self.backlog.push_front(request);
+                        break;
+                    }
                 }
             }
             match try_send(client, request) {
@@ -316,9 +322,8 @@ impl Outbox {
                     if let Some(bytes) = bytes {
                         self.queued.operations -= 1;
                         self.queued.bytes -= bytes;
-                        if let (Some(pace), Some(now)) = (&mut self.pace, now) {
-                            pace.record(now, bytes);
-                        }
+                        unwritten.operations += 1;
+                        unwritten.bytes += bytes;
                     }
                     self.in_channel.push_back(sent);
                 }
@@ -365,9 +370,31 @@ impl Outbox {
         !self.awaiting_suback.is_empty() || self.in_channel.iter().any(|sent| matches!(sent, Sent::Subscribe { .. }))
     }
 
-    /// When the pace lets the next publish go (then `pump` again), if it holds it back.
+    /// When the pace lets the next publish go (then `pump` again), if it holds it back until then.
     pub fn paced_until(&self) -> Option<Instant> {
         self.paced_until
+    }
+
+    /// Publishes handed to rumqttc and not yet written: in its channel, or parked on a
+    /// packet id collision.
+    fn unwritten_publishes(&self) -> Load {
+        let mut load = Load::default();
+        let in_channel = self.in_channel.iter().filter_map(|sent| match sent {
+            Sent::Publish { bytes, .. } => Some(*bytes),
+            _ => None,
+        });
+        for bytes in in_channel.chain(self.collided.map(|(_, bytes)| bytes)) {
+            load.operations += 1;
+            load.bytes += bytes;
+        }
+        load
+    }
+
+    /// A publish of `bytes` was written: it counts for the pace from now.
+    fn count_written(&mut self, bytes: usize) {
+        if let Some(pace) = &mut self.pace {
+            pace.written(Instant::now(), bytes);
+        }
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -609,17 +636,13 @@ impl Outbox {
             }
             return Vec::new();
         }
+        // They go first, all at once (unpaced), and count for the pace as they are written.
         self.resending = resend.len();
-        let now = Instant::now();
         resend
             .into_iter()
             .map(|Resend { op, bytes, mut publish }| {
                 self.queued.operations -= 1;
                 self.queued.bytes -= bytes;
-                // They go unpaced, first, but count for what follows.
-                if let Some(pace) = &mut self.pace {
-                    pace.record(now, bytes);
-                }
                 self.awaiting_puback.insert(publish.pkid, (op, bytes));
                 publish.dup = true;
                 publish
@@ -679,15 +702,24 @@ impl Outbox {
                 if self.resending > 0 {
                     // A resend from rumqttc's pending list: `resume` filed it already.
                     self.resending -= 1;
+                    if let Some(&(_, bytes)) = self.awaiting_puback.get(pkid) {
+                        self.count_written(bytes);
+                    }
                     return None;
                 }
                 if let Some(parked) = self.collided.take() {
                     // rumqttc sends the parked publish once its packet id is free again.
+                    self.count_written(parked.1);
                     return self.await_ack(*pkid, parked);
                 }
                 match self.in_channel.pop_front() {
-                    Some(Sent::Publish { op, qos: QoS::AtMostOnce, .. }) => Some(Completion::Published(op)),
-                    Some(Sent::Publish { op, bytes, .. }) => self.await_ack(*pkid, (op, bytes)),
+                    Some(Sent::Publish { op, qos, bytes }) => {
+                        self.count_written(bytes);
+                        match qos {
+                            QoS::AtMostOnce => Some(Completion::Published(op)),
+                            _ => self.await_ack(*pkid, (op, bytes)),
+                        }
+                    }
                     other => self.out_of_step(other),
                 }
             }
@@ -858,20 +890,25 @@ mod tests {
     }
 
     #[test]
-    fn a_paced_outbox_hands_over_what_the_pace_allows_and_says_when_the_rest_may_go() {
+    fn a_paced_outbox_hands_over_what_the_pace_allows_and_counts_it_from_when_it_is_written() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 1_000);
         let mut outbox = Outbox::new(false, SubscribeLimit::default(), Some(PublishPace::default()));
-        let before = Instant::now();
         for op in 0..150 {
             outbox.submit(&client, publish(op, QoS::AtMostOnce));
         }
         outbox.submit(&client, Request::Subscribe { filters: vec![("s".into(), QoS::AtLeastOnce)] });
         assert_eq!(outbox.in_flight().operations, 100, "a second's worth in rumqttc's channel");
         assert_eq!(outbox.backlog_len(), 51, "the rest, and the SUBSCRIBE after them, wait in order");
-        let due = outbox.paced_until().expect("paced");
-        assert!(due >= before + std::time::Duration::from_secs(1) && due <= Instant::now() + std::time::Duration::from_secs(1), "{due:?}");
+        assert_eq!(outbox.paced_until(), None, "until those are written (once connected, say), no time is known");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let written_at = Instant::now();
+        for op in 0..100 {
+            assert_eq!(outbox.on_outgoing(&Outgoing::Publish(0)), Some(Completion::Published(op)));
+        }
         outbox.pump(&client);
-        assert_eq!(outbox.backlog_len(), 51, "nothing goes before then");
+        assert_eq!(outbox.backlog_len(), 51, "nothing goes before the first written is a second old");
+        let due = outbox.paced_until().expect("paced");
+        assert!(due >= written_at + std::time::Duration::from_secs(1) && due <= Instant::now() + std::time::Duration::from_secs(1), "{due:?}");
         assert_eq!(Outbox::default().paced_until(), None);
     }
 

@@ -120,7 +120,7 @@ async function cutAtClientsFirst(t, targetPort, type) {
 }
 
 /** MQTT 3.1.1's control packet types, by name. */
-const PACKET_TYPE = Object.freeze({ PUBLISH: 3, PUBACK: 4, PUBREC: 5, PUBREL: 6, PUBCOMP: 7, SUBSCRIBE: 8, SUBACK: 9, UNSUBSCRIBE: 10, UNSUBACK: 11, DISCONNECT: 14 })
+const PACKET_TYPE = Object.freeze({ CONNECT: 1, CONNACK: 2, PUBLISH: 3, PUBACK: 4, PUBREC: 5, PUBREL: 6, PUBCOMP: 7, SUBSCRIBE: 8, SUBACK: 9, UNSUBSCRIBE: 10, UNSUBACK: 11, DISCONNECT: 14 })
 
 /** Where a whole packet's variable header starts: after its type byte and remaining length. */
 function variableHeaderStart(packet) {
