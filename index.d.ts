@@ -450,9 +450,18 @@ export interface PubSubConfig extends CommonOptions {
  */
 export type AmplifyConfig = PubSubConfig & { PubSub?: PubSubConfig; [key: string]: unknown }
 
-/** The AWS IoT provider of the older docs: an IoT PubSub instance, for `addPluggable`. */
-export interface AWSIoTProvider extends PubSubInstance {
+/** An instance of the AWS IoT provider ('native-pubsub', 'native-pubsub/iot'). */
+export interface IotPubSubInstance extends PubSubInstance {
   getProviderName(): 'AWSIoTProvider'
+}
+
+/** An instance of the generic MQTT provider ('native-pubsub/mqtt'). */
+export interface MqttPubSubInstance extends PubSubInstance {
+  getProviderName(): 'MqttOverWSProvider'
+}
+
+/** The AWS IoT provider of the older docs: an IoT PubSub instance, for `addPluggable`. */
+export interface AWSIoTProvider extends IotPubSubInstance {
   getCategory(): 'PubSub'
 }
 export declare const AWSIoTProvider: {
@@ -462,8 +471,7 @@ export declare const AWSIoTProvider: {
 }
 
 /** The generic MQTT provider of the older docs: a generic PubSub instance, for `addPluggable`. */
-export interface MqttOverWSProvider extends PubSubInstance {
-  getProviderName(): 'MqttOverWSProvider'
+export interface MqttOverWSProvider extends MqttPubSubInstance {
   getCategory(): 'PubSub'
 }
 export declare const MqttOverWSProvider: {
@@ -514,9 +522,9 @@ export declare const Amplify: {
 export type PubSubOptions = WithEndpoint<IotPubSubOptions>
 
 /** AWS IoT Core (SigV4-signed MQTT over WSS); its statics are the older docs' singleton. */
-export type PubSub = PubSubInstance
+export type PubSub = IotPubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: PubSubOptions): PubSubInstance
-  readonly prototype: PubSubInstance
+  new (options: PubSubOptions): IotPubSubInstance
+  readonly prototype: IotPubSubInstance
 }
 export default PubSub

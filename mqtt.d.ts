@@ -31,6 +31,8 @@ export {
   SubscribeInput,
   FormattedSubscribeInput,
   PubSubInstance,
+  IotPubSubInstance,
+  MqttPubSubInstance,
   HubCapsule,
   Amplify,
   AWSIoTProvider,
@@ -45,15 +47,15 @@ export {
   IotPubSubOptions,
   AwsCredentials,
 } from './index'
-import type { MqttPubSubOptions, PubSubInstance, PubSubSingleton, WithEndpoint } from './index'
+import type { MqttPubSubOptions, MqttPubSubInstance, PubSubSingleton, WithEndpoint } from './index'
 
 /** The constructor options of this entry point's `PubSub`, under the name Amplify exports them by. */
 export type PubSubOptions = WithEndpoint<MqttPubSubOptions>
 
 /** The generic MQTT provider, for any broker; its statics are the older docs' singleton. */
-export type PubSub = PubSubInstance
+export type PubSub = MqttPubSubInstance
 export declare const PubSub: PubSubSingleton & {
-  new (options: PubSubOptions): PubSubInstance
-  readonly prototype: PubSubInstance
+  new (options: PubSubOptions): MqttPubSubInstance
+  readonly prototype: MqttPubSubInstance
 }
 export default PubSub

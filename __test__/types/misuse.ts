@@ -13,6 +13,8 @@ pubsub.subscribe('a', { format: 'string' }).subscribe((value: number) => value)
 new PubSub({ endpoint: 'ws://h/mqtt', credentials: {} })
 // @ts-expect-error keepAlive is a number of seconds
 new PubSub({ endpoint: 'ws://h/mqtt', keepAlive: '60' })
+// @ts-expect-error the generic provider's name is not the IoT provider's
+export const providerName: 'AWSIoTProvider' = pubsub.getProviderName()
 
 import { PubSub as IotPubSub } from 'native-pubsub'
 // @ts-expect-error credentials need a secret access key

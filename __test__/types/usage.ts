@@ -52,7 +52,8 @@ export const iotFunction = new IotPubSub({
   credentials: async () => ({ accessKeyId: 'AKID', secretAccessKey: 's' }),
 })
 export const iotDefaultChain = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1' })
-export const iotProvider: 'AWSIoTProvider' | 'MqttOverWSProvider' = iotDefaultChain.getProviderName()
+export const iotProvider: 'AWSIoTProvider' = iotDefaultChain.getProviderName()
+export const mqttProvider: 'MqttOverWSProvider' = pubsub.getProviderName()
 
 // Reconnect, offline queue and statistics.
 export const resilient = new PubSub({
