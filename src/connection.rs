@@ -801,6 +801,8 @@ fn closed_after_connect(endpoint: &Endpoint, error: &StateError) -> String {
 fn close_detail(error: &StateError) -> String {
     match error {
         StateError::ConnectionAborted => String::new(),
+        // rustls: the server closed the TCP connection without ending TLS first.
+        StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) if io.kind() == ErrorKind::UnexpectedEof => String::new(),
         StateError::Io(io) | StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) if io.to_string() == CLOSED_MID_PACKET => {
             " (in the middle of a packet)".into()
         }
@@ -987,6 +989,11 @@ fn io_reason(io: &std::io::Error, options: &ClientOptions, stage: Stage, handsha
             format!("no route to {} ({io}): check the host, and this machine's network", endpoint.host)
         }
         (ErrorKind::Other, _) if text == CLOSED_MID_PACKET => "the server closed the connection in the middle of a packet".into(),
+        // ws_stream_tungstenite's only word for tungstenite refusing to send, a WebSocket the
+        // server has closed (its close frame came first) most of all.
+        (ErrorKind::Other, _) if endpoint.is_websocket() && text == std::io::Error::from(ErrorKind::Other).to_string() => {
+            format!("the server closed the WebSocket while this client was sending{during}")
+        }
         // getaddrinfo's failures have no kind of their own.
         _ if text.starts_with("failed to lookup address information") => {
             format!("the host name '{}' cannot be resolved ({io}): check it, and this machine's DNS", endpoint.host)
@@ -1188,6 +1195,12 @@ mod tests {
         assert!(message.starts_with("Connection to ws://127.0.0.1:9001/mqtt was lost: the connection broke while this client was sending (Broken pipe (os error 32))"), "{message}");
         let timed_out = ConnectionError::Io(io(ErrorKind::TimedOut, "Connection timed out (os error 110)"));
         assert!(describe(timed_out, &options, Stage::Connecting).to_string().contains("failed: the network timed out (Connection timed out (os error 110))"));
+        // ws_stream_tungstenite says no more than "other error" when tungstenite refuses to send.
+        let refused_send = ConnectionError::MqttState(StateError::Io(std::io::Error::from(ErrorKind::Other)));
+        assert_eq!(
+            describe(refused_send, &options, Stage::Connected).to_string(),
+            "Connection to ws://127.0.0.1:9001/mqtt was lost: the server closed the WebSocket while this client was sending"
+        );
         let flush = describe(ConnectionError::FlushTimeout, &options, Stage::Connected).to_string();
         assert!(flush.contains("was lost: writing to the server timed out"), "{flush}");
         for message in [closed.to_string(), flush] {
@@ -1216,6 +1229,10 @@ mod tests {
         );
         let closed = describe_connect_failure(ConnectionError::MqttState(StateError::ConnectionAborted), &on("mqtt://127.0.0.1:1883"), None);
         assert_eq!(closed.to_string(), "mqtt://127.0.0.1:1883 closed the connection after CONNECT without a CONNACK");
+        // A TLS connection closed without close_notify is closed: rustls's text is not shown.
+        let tls_eof = io(ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/");
+        let closed = describe_connect_failure(ConnectionError::MqttState(StateError::Io(tls_eof)), &on("mqtts://127.0.0.1:8883"), None);
+        assert_eq!(closed.to_string(), "mqtts://127.0.0.1:8883 closed the connection after CONNECT without a CONNACK");
     }
 
     #[test]
