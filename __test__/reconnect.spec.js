@@ -1178,6 +1178,36 @@ for (const transport of ['tcpUrl', 'wsUrl']) {
   })
 }
 
+test('closes that come long after connecting (an idle timeout on the way, brokers restarted in turn) are not a client id takeover', async (t) => {
+  // A NAT or proxy that closes quiet connections after 25 s (keepAlive is 60 s) closes each
+  // one cleanly, as a broker does for a twin with the same client id, only later: counted as
+  // kicks, the third failed everything with ERR_CLIENT_ID_TAKEOVER (a trial found it). A
+  // twin's kicks come within four minimum delays of connecting, and a second to connect: here
+  // 4 × 50 ms + 1 s. Each connection is closed 2 s in.
+  let cuts = 0
+  const proxy = await startMqttProxy({
+    targetPort: sharedBroker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (!fromClient && type === PACKET_TYPE.CONNACK && cuts < 4) {
+        cuts += 1
+        setTimeout(() => connection.cut(), 2_000) // (cut(2_000) would hold everything back meanwhile)
+      }
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: { minDelayMs: 50, maxDelayMs: 200 } })
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
+  const topic = uniqueTopic('idle-timeout')
+  const inbox = await listen(t, pubsub, topic, { qos: 1 })
+  await waitFor(() => disruptions.length === 4 && pubsub.connectionState === 'Connected', 20_000, 'four closes, then connected')
+  await inbox.sub.ready
+  const publisher = await mqttJs(t, sharedBroker.tcpUrl)
+  await publisher.client.publishAsync(topic, JSON.stringify('still here'), { qos: 1 })
+  t.deepEqual(await inbox.take(1), ['still here'])
+  t.deepEqual(inbox.errors, [])
+  t.deepEqual(disruptions.map((d) => d.error.code), ['ERR_CONNECTION', 'ERR_CONNECTION', 'ERR_CONNECTION', 'ERR_CONNECTION'])
+})
+
 test('connections that end by themselves in between are not a client id takeover: a broker restart now and then over a long life is survived', async (t) => {
   const broker = await ownBroker(t)
   const pubsub = openPubSub(t, { endpoint: broker.tcpUrl, reconnect: FAST })

@@ -15,6 +15,9 @@ use crate::outbox::Written;
 /// Connections in a row that the broker closed soon after accepting them before we call it a
 /// client id takeover rather than bad luck.
 pub const TAKEOVER_STREAK: u32 = 3;
+/// Besides four minimum delays, how soon after connecting a close may come to count as a
+/// kick: time to connect (AWS IoT spaces CONNECTs a second apart).
+const KICK_CONNECT_SLACK: Duration = Duration::from_secs(1);
 /// Attempts in a row that AWS IoT closed before CONNACK, once it had accepted this instance,
 /// before we call it a policy refusal rather than throttling or a back-end hiccup.
 pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
@@ -209,6 +212,14 @@ impl Backoff {
         self.kicked.reset();
     }
 
+    /// How soon after connecting a close by the broker is a kick. A twin with the same client
+    /// id and backoff reconnects within one, two, then four minimum delays of being kicked
+    /// itself, so its first three kicks come within four of our connecting. Closes that come
+    /// later (a NAT's or proxy's idle timeout, a rolling broker restart) are not kicks.
+    fn kick_window(&self) -> Duration {
+        (self.policy.min_delay * 4 + KICK_CONNECT_SLACK).min(self.policy.reset_after)
+    }
+
     /// A connection ended after lasting `lasted`; `closed_by_broker` when the broker closed it
     /// without an error of ours or the network's; `unacknowledged`: the oldest publish and the
     /// oldest SUBSCRIBE written on it and not acknowledged, when the far end closed or reset it
@@ -232,7 +243,7 @@ impl Backoff {
             self.kicked.reset();
             return Verdict::RefusedSubscribe(filters);
         }
-        if closed_by_broker && first_try && lasted < self.policy.reset_after && !same_publish_again {
+        if closed_by_broker && first_try && lasted < self.kick_window() && !same_publish_again {
             // Neither a kick nor the end of a streak: filters unacknowledged for the first time
             // go one at a time next, and a twin's kicks count again then. A broker that closes
             // on SUBSCRIBEs over its size drops a new one at each of the first losses.
@@ -327,6 +338,26 @@ mod tests {
     }
 
     #[test]
+    fn closes_that_come_later_than_a_twin_would_kick_are_not_a_takeover() {
+        // An idle timeout on the way (a NAT, a proxy) closing quiet connections after 25 s, or
+        // brokers restarted one after another: closes in a row, but not soon after connecting.
+        let mut backoff = Backoff::new(policy());
+        let window = backoff.kick_window();
+        assert_eq!(window, Duration::from_millis(1_400), "four minimum delays and a second");
+        for lasted in [Duration::from_secs(25), window, Duration::from_secs(10), window, window] {
+            assert_eq!(backoff.connection_ended(lasted, true, true, Unacknowledged::default()), Verdict::Transient);
+        }
+        // One of them in a row of kicks ends it.
+        kick(&mut backoff, true, Unacknowledged::default());
+        kick(&mut backoff, true, Unacknowledged::default());
+        backoff.connection_ended(window, true, true, Unacknowledged::default());
+        assert_eq!(kick(&mut backoff, true, Unacknowledged::default()), Verdict::Transient);
+        // The window is never past resetAfterMs.
+        let short = Reconnect { min_delay: Duration::from_secs(10), ..policy() };
+        assert_eq!(Backoff::new(short).kick_window(), Duration::from_secs(30));
+    }
+
+    #[test]
     fn kicks_with_a_connection_we_ended_in_between_are_not_a_takeover() {
         let mut backoff = Backoff::new(policy());
         for _ in 0..5 {
@@ -371,14 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_lasted_reset_after_is_a_lasting_one_not_a_kick() {
+    fn a_connection_that_lasted_the_kick_window_is_not_a_kick() {
         let mut backoff = Backoff::new(policy());
-        let reset_after = policy().reset_after;
+        let window = backoff.kick_window();
         for _ in 0..TAKEOVER_STREAK {
-            assert_eq!(backoff.connection_ended(reset_after, true, true, Unacknowledged::default()), Verdict::Transient);
+            assert_eq!(backoff.connection_ended(window, true, true, Unacknowledged::default()), Verdict::Transient);
         }
         // Just under it, the same closes are kicks.
-        let just_under = reset_after - Duration::from_millis(1);
+        let just_under = window - Duration::from_millis(1);
         for _ in 1..TAKEOVER_STREAK {
             assert_eq!(backoff.connection_ended(just_under, true, true, Unacknowledged::default()), Verdict::Transient);
         }
