@@ -748,34 +748,38 @@ test('a long credential_process diagnostic is cut at a line break, with a marker
   t.is(Number(match[2]), rest.length)
 })
 
-test.serial('on a reconnect, AWS IoT closing before CONNACK is retried; only a repeated close is a policy refusal', async (t) => {
+test.serial('on a reconnect, AWS IoT closing before CONNACK is retried for as long as it goes on: an outage behind it is not a policy refusal', async (t) => {
+  // Before, three such closes in a row were ERR_NOT_AUTHORIZED for good: a back-end outage of
+  // 6 s ended a service's subscriptions and rejected its queued commands (a trial found it).
   let backendDown = false
-  // An unreachable back end makes the gateway drop the socket after CONNECT, as a hiccup would.
+  // An unreachable back end makes the gateway drop the socket after CONNECT, as an outage would.
   const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
   const clientId = uniqueClientId('blip')
-  // Waits long enough that the test sees the second close before a third attempt.
   const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gw), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
   const topic = uniqueTopic('close-before-connack')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
+  const disruptions = recordEvents(pubsub, 'connectionDisrupted')
 
   backendDown = true
   gw.dropAll()
-  await waitFor(() => gw.connects.length === 3, 5_000, 'two connects closed before CONNACK')
+  const queued = pubsub.publish(topic, 'queued during the outage', { qos: 1 })
+  // More than the three that used to be a refusal (AWS IoT's CONNECTs are a second apart).
+  await waitFor(() => gw.connects.length === 6, 10_000, 'five connects closed before CONNACK')
+  t.deepEqual(inbox.errors, [])
+  const closes = disruptions.slice(1)
+  t.true(closes.length >= 4, `${closes.length} closes reported`)
+  for (const { error } of closes) {
+    t.is(error.code, 'ERR_CONNECTION')
+    t.regex(error.message, /^AWS IoT closed the connection after CONNECT without a CONNACK\. It accepted this client before, so this is taken for an outage or throttling, and retried; should it go on, check that the IoT policy attached to these credentials still allows iot:Connect on arn:aws:iot:us-east-1:<account-id>:client\//)
+  }
   backendDown = false
   await waitFor(() => states.includes('Connected'), 5_000, 'the reconnect')
+  await queued
+  t.deepEqual(await inbox.take(1), ['queued during the outage'])
+  await pubsub.publish(topic, 'after the outage', { qos: 1 })
+  t.deepEqual(await inbox.take(2), ['queued during the outage', 'after the outage'])
   t.deepEqual(inbox.errors, [])
-  await pubsub.publish(topic, 'after the hiccup', { qos: 1 })
-  t.is((await inbox.take(1))[0], 'after the hiccup')
-
-  // The CONNACK above broke the streak: three closes in a row from now on are a refusal.
-  gw.refuseClientId(clientId)
-  gw.dropAll()
-  await waitFor(() => inbox.errors.length === 1, 5_000, 'the observer error')
-  t.is(inbox.errors[0].code, 'ERR_NOT_AUTHORIZED')
-  t.regex(inbox.errors[0].message, /iot:Connect/)
-  t.is(gw.connects.filter((c) => c.refused).length, 3)
-  t.is(pubsub.connectionState, 'Disconnected')
 })
 
 test.serial('on a reconnect, a reset before CONNACK is never taken for a policy refusal', async (t) => {

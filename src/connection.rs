@@ -17,7 +17,7 @@ use crate::credentials::CredentialsOption;
 use crate::options::{is_aws_host, region_from_host, ClientOptions, Endpoint, Scheme};
 use crate::proxy::HttpProxy;
 use crate::reconnect::{
-    Backoff, Unacknowledged, Verdict, CLOSED_BEFORE_CONNACK_STREAK, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
+    Backoff, Unacknowledged, Verdict, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
 };
 use crate::outbox::{Completion, Written};
 use crate::signing::redact;
@@ -744,18 +744,8 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
     }
     match (&error, options.aws_iot_broker) {
         (ConnectionError::MqttState(state_error), true) => {
-            let has_connected = backoff.as_ref().is_some_and(|b| b.has_connected());
-            if has_connected && transport_reset(state_error) {
+            if backoff.as_ref().is_some_and(|b| b.has_connected()) && transport_reset(state_error) {
                 return describe(error, options, Stage::Connecting);
-            }
-            // Without reconnect there is no streak to wait for: a refusal at once, as before.
-            if !backoff.is_none_or(Backoff::closed_before_connack) {
-                return PubSubError::Connection(redact(&format!(
-                    "AWS IoT closed the connection after CONNECT without a CONNACK{}. It accepted this \
-                     client before, so this is taken for throttling or a back-end hiccup until it happens \
-                     {CLOSED_BEFORE_CONNACK_STREAK} times in a row",
-                    close_detail(state_error)
-                )));
             }
             let region = match &options.aws {
                 Some(aws) => aws.region.clone(),
@@ -768,11 +758,20 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
                 (None, Some(_)) => "this client certificate",
                 (None, None) => "this client",
             };
+            let resource = format!("arn:aws:iot:{region}:<account-id>:client/{}", options.client_id);
+            // Without reconnect, nothing tells the two apart later: a refusal at once, as before.
+            if backoff.is_some_and(|backoff| !backoff.closed_before_connack()) {
+                return PubSubError::Connection(redact(&format!(
+                    "AWS IoT closed the connection after CONNECT without a CONNACK{}. It accepted this client before, \
+                     so this is taken for an outage or throttling, and retried; should it go on, check that the IoT policy \
+                     attached to {principal} still allows iot:Connect on {resource}",
+                    close_detail(state_error)
+                )));
+            }
             PubSubError::NotAuthorized(format!(
                 "AWS IoT closed the connection right after CONNECT, without a CONNACK. This is how it refuses a client \
                  its IoT policy does not allow: check that the policy attached to {principal} allows iot:Connect \
-                 on arn:aws:iot:{region}:<account-id>:client/{}",
-                options.client_id
+                 on {resource}"
             ))
         }
         (ConnectionError::MqttState(state_error), false) => PubSubError::Connection(redact(&closed_after_connect(&options.endpoint, state_error))),

@@ -18,9 +18,6 @@ pub const TAKEOVER_STREAK: u32 = 3;
 /// Besides four minimum delays, how soon after connecting a close may come to count as a
 /// kick: time to connect (AWS IoT spaces CONNECTs a second apart).
 const KICK_CONNECT_SLACK: Duration = Duration::from_secs(1);
-/// Attempts in a row that AWS IoT closed before CONNACK, once it had accepted this instance,
-/// before we call it a policy refusal rather than throttling or a back-end hiccup.
-pub const CLOSED_BEFORE_CONNACK_STREAK: u32 = 3;
 /// Connections in a row lost with the same publish written and unacknowledged before we take
 /// it for the broker refusing that publish (by dropping the connection) rather than bad luck.
 /// Each loss after the first is right after re-sending it, which goes out first on a reconnect.
@@ -153,8 +150,6 @@ pub struct Backoff {
     attempt: u32,
     /// Consecutive connections closed by the broker soon after a first-try reconnect.
     kicked: Streak,
-    /// Consecutive attempts closed by AWS IoT after CONNECT, without a CONNACK.
-    closed_before_connack: Streak,
     /// Consecutive connections lost with the same publish written and unacknowledged.
     lost_after_publish: Streak<Written>,
     /// Consecutive connections lost with the same filter among the unacknowledged ones.
@@ -169,7 +164,6 @@ impl Backoff {
             policy,
             attempt: 0,
             kicked: Streak::default(),
-            closed_before_connack: Streak::default(),
             lost_after_publish: Streak::default(),
             lost_after_subscribe: SubscribeStreak::default(),
             has_connected: false,
@@ -179,7 +173,6 @@ impl Backoff {
     /// The broker accepted a connection (CONNACK).
     pub fn connected(&mut self) {
         self.has_connected = true;
-        self.closed_before_connack.reset();
     }
 
     /// Whether the broker ever accepted a connection of this instance: failures after that are
@@ -189,9 +182,11 @@ impl Backoff {
     }
 
     /// AWS IoT closed an attempt after CONNECT, without a CONNACK. Returns whether that is a
-    /// refusal by its policy: before the instance ever connected, or when it keeps happening.
-    pub fn closed_before_connack(&mut self) -> bool {
-        self.closed_before_connack.extend(CLOSED_BEFORE_CONNACK_STREAK) || !self.has_connected
+    /// refusal by its policy: only before the instance ever connected. Afterwards it is also
+    /// how an outage behind AWS IoT's front end looks, however long it lasts, and a failure
+    /// for good would end a service's subscriptions for a hiccup (a trial: a 6 s outage did).
+    pub fn closed_before_connack(&self) -> bool {
+        !self.has_connected
     }
 
     /// The wait before the next attempt: uniform between the minimum and a cap that doubles
@@ -473,16 +468,12 @@ mod tests {
     }
 
     #[test]
-    fn closes_before_connack_are_a_refusal_at_first_or_when_they_repeat() {
+    fn closes_before_connack_are_a_refusal_only_before_the_first_connection() {
         let mut backoff = Backoff::new(policy());
         assert!(backoff.closed_before_connack(), "before any CONNACK");
         backoff.connected();
-        for _ in 1..CLOSED_BEFORE_CONNACK_STREAK {
+        for _ in 0..10 {
             assert!(!backoff.closed_before_connack());
         }
-        assert!(backoff.closed_before_connack());
-        // A CONNACK in between breaks the streak.
-        backoff.connected();
-        assert!(!backoff.closed_before_connack());
     }
 }
