@@ -408,12 +408,8 @@ impl Outbox {
 
     /// Publishes handed to rumqttc and not yet done (written for QoS 0, acknowledged otherwise).
     pub fn in_flight(&self) -> Load {
-        let mut load = Load::default();
-        let sent = self.in_channel.iter().filter_map(|s| match s {
-            Sent::Publish { bytes, .. } => Some(*bytes),
-            _ => None,
-        });
-        for bytes in sent.chain(self.awaiting_puback.values().map(|(_, b)| *b)).chain(self.collided.map(|(_, b)| b)) {
+        let mut load = self.unwritten_publishes();
+        for (_, bytes) in self.awaiting_puback.values() {
             load.operations += 1;
             load.bytes += bytes;
         }
