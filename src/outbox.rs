@@ -178,6 +178,8 @@ pub struct Outbox {
     /// Outgoing::Publish events still due for the resends `resume` put in rumqttc's pending
     /// list: rumqttc writes that list before anything from its channel.
     resending: usize,
+    /// Their bytes, for the pace: handed over, not yet written.
+    resending_bytes: usize,
     /// AWS IoT: publishes are handed to rumqttc so that they are written within its
     /// per-connection rates.
     pace: Option<PublishPace>,
@@ -300,7 +302,13 @@ impl Outbox {
     pub fn pump(&mut self, client: &AsyncClient) {
         self.paced_until = None;
         let now = self.pace.as_ref().map(|_| Instant::now());
-        let mut unwritten = if now.is_some() { self.unwritten_publishes() } else { Load::default() };
+        let mut unwritten = Load::default();
+        if now.is_some() {
+            // The resends of a resumed session go first, unpaced: they count as unwritten too.
+            unwritten = self.unwritten_publishes();
+            unwritten.operations += self.resending;
+            unwritten.bytes += self.resending_bytes;
+        }
         while self.may_hand_over() {
             let Some(request) = self.backlog.pop_front() else { break };
             let bytes = match &request {
@@ -465,6 +473,7 @@ impl Outbox {
         // Resends of an earlier loss that `resume` has not taken (no connection since) stay first.
         let mut resend = std::mem::take(&mut self.resend);
         self.resending = 0;
+        self.resending_bytes = 0;
         for request in pending {
             match request {
                 // Written, unacknowledged: it had a packet id.
@@ -634,6 +643,7 @@ impl Outbox {
         }
         // They go first, all at once (unpaced), and count for the pace as they are written.
         self.resending = resend.len();
+        self.resending_bytes = resend.iter().map(|r| r.bytes).sum();
         resend
             .into_iter()
             .map(|Resend { op, bytes, mut publish }| {
@@ -699,6 +709,7 @@ impl Outbox {
                     // A resend from rumqttc's pending list: `resume` filed it already.
                     self.resending -= 1;
                     if let Some(&(_, bytes)) = self.awaiting_puback.get(pkid) {
+                        self.resending_bytes = self.resending_bytes.saturating_sub(bytes);
                         self.count_written(bytes);
                     }
                     return None;
@@ -827,6 +838,7 @@ impl Outbox {
         }
         ops.extend(self.resend.drain(..).map(|r| r.op));
         self.resending = 0;
+        self.resending_bytes = 0;
         self.queued = Load::default();
         self.awaiting_suback.clear();
         self.subscribing.clear();
