@@ -518,7 +518,12 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
             }
             Ok(event) => account(shared, &mut shared.core.lock(), event),
             Err(error) => {
-                let by_broker = matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted));
+                // EOF: a clean close, or one over TLS without close_notify (rustls's UnexpectedEof).
+                let by_broker = match &error {
+                    ConnectionError::MqttState(StateError::ConnectionAborted) => true,
+                    ConnectionError::MqttState(StateError::Io(io)) => io.kind() == ErrorKind::UnexpectedEof,
+                    _ => false,
+                };
                 let not_a_refusal = match &error {
                     ConnectionError::FlushTimeout | ConnectionError::NetworkTimeout => true,
                     // The transport refused what the server sent (vendored rumqttc, framed.rs `ended`).
@@ -714,9 +719,8 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 
 /// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
 /// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow,
-/// and also how throttling or a back-end hiccup look. Once the instance has connected, only a
-/// close that keeps happening counts as a refusal (`backoff` keeps the streak), and a reset
-/// never does. A server that answered with what we cannot read (bytes that are not MQTT, a
+/// and also how throttling or an outage behind it look. Once the instance has connected (as
+/// `backoff` knows), neither a close nor a reset counts as a refusal: it is retried. A server that answered with what we cannot read (bytes that are not MQTT, a
 /// frame the WebSocket rules refuse) did not close anything: it is said so, and never taken for
 /// a refusal.
 fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {

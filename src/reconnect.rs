@@ -18,6 +18,9 @@ pub const TAKEOVER_STREAK: u32 = 3;
 /// Besides four minimum delays, how soon after connecting a close may come to count as a
 /// kick: time to connect (AWS IoT spaces CONNECTs a second apart).
 const KICK_CONNECT_SLACK: Duration = Duration::from_secs(1);
+/// How soon a close may come to count as a kick at least, whatever our minimum delay: the
+/// twin's may be longer (MQTT.js reconnects after a second).
+const MIN_KICK_WINDOW: Duration = Duration::from_secs(5);
 /// Connections in a row lost with the same publish written and unacknowledged before we take
 /// it for the broker refusing that publish (by dropping the connection) rather than bad luck.
 /// Each loss after the first is right after re-sending it, which goes out first on a reconnect.
@@ -209,10 +212,11 @@ impl Backoff {
 
     /// How soon after connecting a close by the broker is a kick. A twin with the same client
     /// id and backoff reconnects within one, two, then four minimum delays of being kicked
-    /// itself, so its first three kicks come within four of our connecting. Closes that come
-    /// later (a NAT's or proxy's idle timeout, a rolling broker restart) are not kicks.
+    /// itself, so its first three kicks come within four of our connecting; a twin of another
+    /// make, within a few seconds. Closes that come later (a NAT's or proxy's idle timeout, a
+    /// rolling broker restart) are not kicks.
     fn kick_window(&self) -> Duration {
-        (self.policy.min_delay * 4 + KICK_CONNECT_SLACK).min(self.policy.reset_after)
+        (self.policy.min_delay * 4 + KICK_CONNECT_SLACK).max(MIN_KICK_WINDOW).min(self.policy.reset_after)
     }
 
     /// A connection ended after lasting `lasted`; `closed_by_broker` when the broker closed it
@@ -338,7 +342,9 @@ mod tests {
         // brokers restarted one after another: closes in a row, but not soon after connecting.
         let mut backoff = Backoff::new(policy());
         let window = backoff.kick_window();
-        assert_eq!(window, Duration::from_millis(1_400), "four minimum delays and a second");
+        assert_eq!(window, MIN_KICK_WINDOW, "four minimum delays and a second (1.4 s) at the least");
+        let slow = Reconnect { min_delay: Duration::from_secs(2), ..policy() };
+        assert_eq!(Backoff::new(slow).kick_window(), Duration::from_secs(9), "four minimum delays and a second");
         for lasted in [Duration::from_secs(25), window, Duration::from_secs(10), window, window] {
             assert_eq!(backoff.connection_ended(lasted, true, true, Unacknowledged::default()), Verdict::Transient);
         }
