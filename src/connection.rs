@@ -997,6 +997,8 @@ fn io_reason(io: &std::io::Error, options: &ClientOptions, stage: Stage, handsha
         (ErrorKind::Other, _) if endpoint.is_websocket() && text == std::io::Error::from(ErrorKind::Other).to_string() => {
             format!("the server closed the WebSocket while this client was sending{during}")
         }
+        // ws_stream_tungstenite's word for sending on a WebSocket tungstenite saw closed.
+        (ErrorKind::NotConnected, _) if endpoint.is_websocket() => format!("the server closed the WebSocket{during}"),
         // getaddrinfo's failures have no kind of their own.
         _ if text.starts_with("failed to lookup address information") => {
             format!("the host name '{}' cannot be resolved ({io}): check it, and this machine's DNS", endpoint.host)
@@ -1204,6 +1206,8 @@ mod tests {
             describe(refused_send, &options, Stage::Connected).to_string(),
             "Connection to ws://127.0.0.1:9001/mqtt was lost: the server closed the WebSocket while this client was sending"
         );
+        let closed_websocket = ConnectionError::MqttState(StateError::Io(std::io::Error::from(ErrorKind::NotConnected)));
+        assert_eq!(describe(closed_websocket, &options, Stage::Connected).to_string(), "Connection to ws://127.0.0.1:9001/mqtt was lost: the server closed the WebSocket");
         let flush = describe(ConnectionError::FlushTimeout, &options, Stage::Connected).to_string();
         assert!(flush.contains("was lost: writing to the server timed out"), "{flush}");
         for message in [closed.to_string(), flush] {
