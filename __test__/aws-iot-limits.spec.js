@@ -350,6 +350,26 @@ test('on a resumed session, the resends of the lost connection count for the pac
   t.deepEqual([...new Set(watcher.messages.slice(1).map((m) => JSON.parse(m.payload)))].sort((a, b) => a - b), expected)
 })
 
+test('aborting the publish the pace holds back lets the next one go at once', async (t) => {
+  // The connection task slept until the aborted one's due time (a review found it).
+  const proxy = await watchingProxy(t)
+  const pubsub = await iotPubSubTo(t, proxy.url)
+  const { topic } = await watchedTopic(t, pubsub, 'abort-paced')
+  await sleep(1_100) // the first publish leaves the window
+  const large = () => Buffer.alloc(100 * 1024, 1)
+  await Promise.all(Array.from({ length: 5 }, () => pubsub.publish(topic, large(), { qos: 1 })))
+  const controller = new AbortController()
+  const held = pubsub.publish(topic, large(), { qos: 1, signal: controller.signal }) // 600 KiB in a second: held
+  const small = pubsub.publish(topic, 'small', { qos: 1 }) // fits beside the five
+  await sleep(100)
+  const abortedAt = performance.now()
+  controller.abort()
+  await t.throwsAsync(held, { code: 'ABORT_ERR' })
+  await small
+  const waited = performance.now() - abortedAt
+  t.true(waited < 500, `the next publish went ${Math.round(waited)} ms after the abort`)
+})
+
 test('the generic provider lets more publishes await their PUBACK, at any rate, on other brokers', async (t) => {
   const proxy = await watchingProxy(t)
   const pubsub = genericPubSub(t, { endpoint: proxy.url })

@@ -390,6 +390,10 @@ impl Client {
         if core.outbox.backlog_len() < MAX_BACKLOG {
             self.shared.let_js_publish(&mut core);
         }
+        if core.outbox.paced_until().is_some() {
+            // The publish the pace held back may be gone: the connection task pumps again.
+            self.shared.attention.notify_one();
+        }
         withdrawn
     }
 

@@ -381,7 +381,7 @@ async fn attempt(shared: &Shared, eventloop: &mut EventLoop, backoff: Option<&mu
         Err(_elapsed) => Err(shared.options.connect_timeout_error()),
         Ok(Err(error)) => match shared.aws.as_ref().and_then(|aws| aws.presigner.take_failure()) {
             Some(signing_failure) => Err(signing_failure),
-            None => Err(describe_connect_failure(error, &shared.options, backoff)),
+            None => Err(describe_connect_failure(error, &shared.options, backoff.as_deref())),
         },
         Ok(Ok(event)) => {
             shared.set_state(&mut shared.core.lock(), ConnectionState::Connected);
@@ -720,10 +720,10 @@ fn forget_queued_requests(eventloop: &mut EventLoop) {
 /// A failure before CONNACK. MQTT-level errors here mean the transport was up and the server
 /// closed or reset it after our CONNECT: how AWS IoT refuses a client its policy does not allow,
 /// and also how throttling or an outage behind it look. Once the instance has connected (as
-/// `backoff` knows), neither a close nor a reset counts as a refusal: it is retried. A server that answered with what we cannot read (bytes that are not MQTT, a
-/// frame the WebSocket rules refuse) did not close anything: it is said so, and never taken for
-/// a refusal.
-fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&mut Backoff>) -> PubSubError {
+/// `backoff` knows), neither a close nor a reset counts as a refusal: it is retried. A server
+/// that answered with what we cannot read (bytes that are not MQTT, a frame the WebSocket rules
+/// refuse) did not close anything: it is said so, and never taken for a refusal.
+fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, backoff: Option<&Backoff>) -> PubSubError {
     if let (ConnectionError::Proxy(proxy_error), Some(proxy)) = (&error, &options.proxy) {
         let destination = format!("{}:{}", options.endpoint.host, options.endpoint.port);
         return proxy.describe_failure(proxy_error, &destination, options.ca.is_some());
@@ -748,7 +748,7 @@ fn describe_connect_failure(error: ConnectionError, options: &ClientOptions, bac
     }
     match (&error, options.aws_iot_broker) {
         (ConnectionError::MqttState(state_error), true) => {
-            if backoff.as_ref().is_some_and(|b| b.has_connected()) && transport_reset(state_error) {
+            if backoff.is_some_and(|b| b.has_connected()) && transport_reset(state_error) {
                 return describe(error, options, Stage::Connecting);
             }
             let region = match &options.aws {
