@@ -19,13 +19,9 @@ const broker = useMosquitto(test)
 const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
 const genericPubSub = pubsubOn(broker)
 
-let keyCount = 0
 /** An IoT PubSub on the gateway `gw` with keys of its own, closed when the test `t` ends. */
 function iotPubSubOn(t, gw, options = {}) {
-  keyCount += 1
-  const credentials = { accessKeyId: `AKIDLIMITS${process.pid}X${keyCount}`, secretAccessKey: `secret/${Math.random().toString(36).slice(2)}` }
-  gw.addKey(credentials.accessKeyId, credentials.secretAccessKey)
-  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials, ...options })
+  const pubsub = new PubSub({ endpoint: gw.url, ca: gw.ca, region: 'us-east-1', credentials: gw.newKeys(), ...options })
   t.teardown(() => pubsub.close())
   return pubsub
 }

@@ -17,19 +17,6 @@ const { topicNamer, listen, observe, plain, mqttJs, recordEvents, runScript, exi
 const ROOT = path.join(__dirname, '..')
 const uniqueTopic = topicNamer('aws-iot')
 
-// Each test uses its own key pair, so tests running side by side never share credentials.
-let keyCount = 0
-function newKeys(gateway, { sessionToken } = {}) {
-  keyCount += 1
-  const keys = {
-    accessKeyId: `AKIDTEST${process.pid}X${keyCount}`,
-    secretAccessKey: `secret/${keyCount}+${Math.random().toString(36).slice(2)}`,
-  }
-  if (sessionToken) keys.sessionToken = sessionToken
-  gateway.addKey(keys.accessKeyId, keys.secretAccessKey, { sessionToken })
-  return keys
-}
-
 const broker = useMosquitto(test)
 const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
 
@@ -49,7 +36,7 @@ function upgradesBy(accessKeyId, gw = gateway) {
 
 for (const qos of [0, 1]) {
   test(`static credentials: subscribe and publish round trip at QoS ${qos}`, async (t) => {
-    const credentials = newKeys(gateway)
+    const credentials = gateway.newKeys()
     const pubsub = iotPubSub(t, { region: 'us-east-1', credentials })
     const topic = uniqueTopic(`static-qos${qos}`)
     const inbox = await listen(t, pubsub, topic, { qos })
@@ -72,7 +59,7 @@ test('request/response: a subscription made within a second of the last one endi
   const { client: responder } = await mqttJs(t, broker.tcpUrl)
   await responder.subscribeAsync(`${requests}/+`)
   responder.on('message', (topic, payload) => responder.publish(`${replies}/${topic.split('/').pop()}`, payload))
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gateway) })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gateway.newKeys() })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   for (let i = 0; i < 5; i++) {
     const inbox = observe(pubsub.subscribe(`${replies}/${i}`))
@@ -92,7 +79,7 @@ test('request/response: a subscription made within a second of the last one endi
 })
 
 test('a process whose last observer left exits at once, without waiting out that second, once its DISCONNECT is done', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const run = runScript(
     t,
     `const { PubSub } = require(${JSON.stringify(ROOT)})
@@ -112,7 +99,7 @@ test('a process whose last observer left exits at once, without waiting out that
 })
 
 test('messages from other clients of the broker reach an IoT subscriber', async (t) => {
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gateway) })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gateway.newKeys() })
   const topic = uniqueTopic('from-broker')
   const inbox = await listen(t, pubsub, topic)
   const other = await mqttJs(t, broker.tcpUrl)
@@ -122,7 +109,7 @@ test('messages from other clients of the broker reach an IoT subscriber', async 
 
 test('a credentials function (sync or async) is called before connecting and its keys sign the URL', async (t) => {
   for (const wrap of [(keys) => () => keys, (keys) => async () => keys]) {
-    const keys = newKeys(gateway)
+    const keys = gateway.newKeys()
     let calls = 0
     const credentials = wrap(keys)
     const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: () => (calls++, credentials()) })
@@ -136,8 +123,8 @@ test('a credentials function (sync or async) is called before connecting and its
 })
 
 test('a session token travels after the signature and is not signed', async (t) => {
-  const sessionToken = `FwoGZXIvYXdzE/token+with=odd&chars-${keyCount}`
-  const credentials = newKeys(gateway, { sessionToken })
+  const sessionToken = `FwoGZXIvYXdzE/token+with=odd&chars-${process.pid}`
+  const credentials = gateway.newKeys({ sessionToken })
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials })
   await pubsub.publish(uniqueTopic('token'), 1, { qos: 1 })
   const [upgrade] = upgradesBy(credentials.accessKeyId)
@@ -149,7 +136,7 @@ test('a session token travels after the signature and is not signed', async (t) 
 })
 
 test('credentials from the environment (the AWS default chain) connect', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const topic = uniqueTopic('env')
   const run = runScript(
     t,
@@ -173,7 +160,7 @@ test('credentials from the environment (the AWS default chain) connect', async (
 })
 
 test('credentials from a shared credentials file profile (AWS_PROFILE) connect', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const env = cleanAwsEnvironment(t)
   fs.writeFileSync(
     env.AWS_SHARED_CREDENTIALS_FILE,
@@ -280,7 +267,7 @@ async function bothFail(t, pubsub) {
 }
 
 test('a wrong secret access key is refused with ERR_NOT_AUTHORIZED naming the likely causes', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: { ...keys, secretAccessKey: 'not-the-secret' } })
   const error = await bothFail(t, pubsub)
   t.is(error.code, 'ERR_NOT_AUTHORIZED')
@@ -297,7 +284,7 @@ test('an unknown access key is refused with ERR_NOT_AUTHORIZED', async (t) => {
 })
 
 test('signing for the wrong region is refused, and the message names the region signed for', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const pubsub = iotPubSub(t, { region: 'eu-west-1', credentials: keys })
   const error = await bothFail(t, pubsub)
   t.is(error.code, 'ERR_NOT_AUTHORIZED')
@@ -322,7 +309,7 @@ test('a signature the gateway sees as expired (clock skew) is refused', async (t
 test('a client id the IoT policy refuses (socket closed after CONNECT) says to check the policy', async (t) => {
   const clientId = uniqueClientId('refused')
   gateway.refuseClientId(clientId)
-  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gateway) })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: gateway.newKeys() })
   const error = await bothFail(t, pubsub)
   t.is(error.code, 'ERR_NOT_AUTHORIZED')
   t.regex(error.message, /iot:Connect/)
@@ -334,8 +321,8 @@ test('a client id the IoT policy refuses (socket closed after CONNECT) says to c
 
 // gateway.dropAll() cuts every connection: the tests using it run serially, before the others.
 test.serial('a credentials function that starts returning new keys is used on the automatic reconnect', async (t) => {
-  const first = newKeys(gateway)
-  const second = newKeys(gateway)
+  const first = gateway.newKeys()
+  const second = gateway.newKeys()
   let current = first
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => current, reconnect: { minDelayMs: 50, maxDelayMs: 100 } })
   const topic = uniqueTopic('rotate')
@@ -356,7 +343,7 @@ test.serial('a credentials function that starts returning new keys is used on th
 })
 
 test.serial('every connection is signed afresh: a new date, a new signature', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: keys })
   const topic = uniqueTopic('fresh')
   const states = recordEvents(pubsub, 'ConnectionStateChange')
@@ -429,7 +416,7 @@ test("a value JSON has no form for in the credentials function's result is ERR_C
 })
 
 test('expired credentials are never used: fetched again, and refused if still expired', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
 
   const fixed = iotPubSub(t, { region: 'us-east-1', credentials: expired })
@@ -472,7 +459,7 @@ const FAST = { minDelayMs: 50, maxDelayMs: 200 }
 
 test.serial("CONNECTs to AWS IoT are a second apart at least, whatever the reconnect delays (its limit per client id)", async (t) => {
   const gw = await ownGateway(t)
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: { minDelayMs: 20, maxDelayMs: 40 } }, gw)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gw.newKeys(), reconnect: { minDelayMs: 20, maxDelayMs: 40 } }, gw)
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const inbox = await listen(t, pubsub, uniqueTopic('spaced'))
   for (let loss = 1; loss <= 2; loss++) {
@@ -487,7 +474,7 @@ test.serial("CONNECTs to AWS IoT are a second apart at least, whatever the recon
 
 test.serial('a connection lost in the second after its last observer left, made again for a pending publish, ends once that is done', async (t) => {
   const gw = await ownGateway(t)
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: FAST }, gw)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gw.newKeys(), reconnect: FAST }, gw)
   const states = recordEvents(pubsub, 'ConnectionStateChange')
   const subscription = pubsub.subscribe(uniqueTopic('linger-loss')).subscribe(() => {})
   await subscription.ready
@@ -507,7 +494,7 @@ test.serial('20 topics subscribed at once go in SUBSCRIBEs of at most 8 filters,
   // AWS IoT closes the connection of a client whose SUBSCRIBE carries more than 8 filters (the
   // gateway does the same).
   const gw = await ownGateway(t)
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), reconnect: FAST }, gw)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gw.newKeys(), reconnect: FAST }, gw)
   const disruptions = recordEvents(pubsub, 'connectionDisrupted')
   const base = uniqueTopic('twenty')
   const topics = Array.from({ length: 20 }, (_, i) => `${base}/${i}`)
@@ -530,7 +517,7 @@ test.serial('20 topics subscribed at once go in SUBSCRIBEs of at most 8 filters,
 
 test.serial('a credentials function failing during a reconnect is retried with backoff: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw, { sessionToken: `token/${process.pid}+${Math.random().toString(36).slice(2)}` })
+  const keys = gw.newKeys({ sessionToken: `token/${process.pid}+${Math.random().toString(36).slice(2)}` })
   const expired = { ...keys, expiration: new Date(Date.now() - 60_000) }
   // After the first connect: a rejection, a synchronous throw, no answer within connectTimeout,
   // expired keys; then good ones again.
@@ -576,7 +563,7 @@ test.serial('a credentials function failing during a reconnect is retried with b
 
 test.serial('a malformed value from the credentials function on a reconnect is still permanent', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw)
+  const keys = gw.newKeys()
   let value = keys
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => value, reconnect: FAST }, gw)
   const inbox = await listen(t, pubsub, uniqueTopic('malformed-later'))
@@ -590,7 +577,7 @@ test.serial('a malformed value from the credentials function on a reconnect is s
 
 test.serial('an invalid Date as expiration from the credentials function on a reconnect is permanent, not retried forever', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw)
+  const keys = gw.newKeys()
   let value = keys
   let calls = 0
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: async () => (calls++, value), reconnect: FAST }, gw)
@@ -607,7 +594,7 @@ test.serial('an invalid Date as expiration from the credentials function on a re
 
 test.serial('keys deactivated while connected: the reconnect\'s HTTP 403 is final, the observer and a waiting publish get ERR_NOT_AUTHORIZED', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw)
+  const keys = gw.newKeys()
   const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: keys, reconnect: FAST, offlineQueue: 'all' }, gw)
   const inbox = await listen(t, pubsub, uniqueTopic('revoked'))
   const states = recordEvents(pubsub, 'ConnectionStateChange')
@@ -687,7 +674,7 @@ function defaultChainSubscriber(t, gw, env) {
 
 test.serial('the default chain failing to fetch during a reconnect is retried: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw, { sessionToken: `container-token-${process.pid}` })
+  const keys = gw.newKeys({ sessionToken: `container-token-${process.pid}` })
   const container = await containerCredentials(t, keys)
   const run = defaultChainSubscriber(t, gw, { ...cleanAwsEnvironment(t), AWS_CONTAINER_CREDENTIALS_FULL_URI: container.url })
   await printed(run, 'ready')
@@ -755,7 +742,7 @@ test.serial('on a reconnect, AWS IoT closing before CONNACK is retried for as lo
   // An unreachable back end makes the gateway drop the socket after CONNECT, as an outage would.
   const gw = await ownGateway(t, () => (backendDown ? { host: '127.0.0.1', port: 1 } : broker.tcpUrl))
   const clientId = uniqueClientId('blip')
-  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: newKeys(gw), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
+  const pubsub = iotPubSub(t, { region: 'us-east-1', clientId, credentials: gw.newKeys(), reconnect: { minDelayMs: 200, maxDelayMs: 400 } }, gw)
   const topic = uniqueTopic('close-before-connack')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
@@ -792,7 +779,7 @@ test.serial('on a reconnect, a reset before CONNACK is never taken for a policy 
   const gw = await ownGateway(t, () => backend)
   const proxy = await startTcpProxy({ target: { host: '127.0.0.1', port: gw.port } })
   t.teardown(() => proxy.stop())
-  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: newKeys(gw), connectTimeout: 10_000, reconnect: FAST }, { ...gw, url: proxy.url('wss', '/mqtt'), ca: gw.ca })
+  const pubsub = iotPubSub(t, { region: 'us-east-1', credentials: gw.newKeys(), connectTimeout: 10_000, reconnect: FAST }, { ...gw, url: proxy.url('wss', '/mqtt'), ca: gw.ca })
   const topic = uniqueTopic('reset-before-connack')
   const inbox = await listen(t, pubsub, topic, { qos: 1 })
   const states = recordEvents(pubsub, 'ConnectionStateChange')
@@ -814,7 +801,7 @@ test.serial('on a reconnect, a reset before CONNACK is never taken for a policy 
 
 test.serial('keys rotated in the shared credentials file are read on the next reconnect', async (t) => {
   const gw = await ownGateway(t)
-  const before = newKeys(gw)
+  const before = gw.newKeys()
   const env = cleanAwsEnvironment(t)
   const writeProfile = (keys) =>
     fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)
@@ -823,7 +810,7 @@ test.serial('keys rotated in the shared credentials file are read on the next re
   await printed(run, 'ready')
   // A rotation: the old key is revoked and the file now holds a new one.
   gw.removeKey(before.accessKeyId)
-  const after = newKeys(gw)
+  const after = gw.newKeys()
   writeProfile(after)
   gw.dropAll()
   await printed(run, 'received', 10_000)
@@ -836,7 +823,7 @@ test.serial('keys rotated in the shared credentials file are read on the next re
 
 test.serial('a shared credentials file missing during a reconnect (being rewritten) is retried: the subscription survives', async (t) => {
   const gw = await ownGateway(t)
-  const keys = newKeys(gw)
+  const keys = gw.newKeys()
   const env = cleanAwsEnvironment(t)
   fs.writeFileSync(env.AWS_SHARED_CREDENTIALS_FILE, `[default]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)
   const run = defaultChainSubscriber(t, gw, env)
@@ -924,7 +911,7 @@ test('an AWS IoT endpoint path other than /mqtt throws ERR_INVALID_ENDPOINT', (t
 })
 
 test('an endpoint that is already a presigned URL throws; a query of its own is kept and signed', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   // Pasted from a browser's network panel or a log: each connect would add a second signature,
   // and AWS IoT answers such a query with 403, which reads as bad keys or a bad clock.
   const pasted = `${gateway.url}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDPASTED%2F20240101%2Fus-east-1%2Fiotdevicegateway%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-SignedHeaders=host&X-Amz-Signature=abc&X-Amz-Security-Token=TOKENPASTED`
@@ -1027,7 +1014,7 @@ test('with no credentials, a host that is not an AWS host: ERR_CREDENTIALS says 
 })
 
 test('an expiration given in seconds since 1970 is read as seconds, for static credentials and a function', async (t) => {
-  const keys = newKeys(gateway)
+  const keys = gateway.newKeys()
   const inAnHour = Math.floor(Date.now() / 1000) + 3600
   const fixed = iotPubSub(t, { region: 'us-east-1', credentials: { ...keys, expiration: inAnHour } })
   await fixed.publish(uniqueTopic('seconds'), 1, { qos: 1 })

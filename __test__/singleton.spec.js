@@ -18,12 +18,9 @@ const uniqueTopic = topicNamer('singleton')
 const broker = useMosquitto(test)
 const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
 
-let keyCount = 0
 /** An AWSIoTProvider on the gateway, with its own keys (given as an option) and the gateway's CA. */
 function iotProvider(options = {}) {
-  keyCount += 1
-  const credentials = { accessKeyId: `AKIDSINGLETON${process.pid}X${keyCount}`, secretAccessKey: `secret-${keyCount}` }
-  gateway.addKey(credentials.accessKeyId, credentials.secretAccessKey)
+  const credentials = gateway.newKeys()
   return new AWSIoTProvider({ aws_pubsub_region: 'us-east-1', aws_pubsub_endpoint: gateway.url, ca: gateway.ca, credentials, ...options })
 }
 

@@ -25,6 +25,10 @@ const { makeCertificates } = require('./certificates.js')
 const { packetReader } = require('./mqtt-proxy.js')
 const { useForFile } = require('./pubsub.js')
 
+/** Key pairs made by `newKeys`, in this process: each test gets its own, so tests running side by
+ * side never share credentials. */
+let keyCount = 0
+
 const SERVICE = 'iotdevicegateway'
 const ALGORITHM = 'AWS4-HMAC-SHA256'
 const MAX_EXPIRES = 604_800 // seconds: one week, SigV4's limit for presigned URLs
@@ -231,6 +235,17 @@ async function startIotGateway(options = {}) {
     clockSkewMs: 0,
     addKey(accessKeyId, secretAccessKey, { sessionToken } = {}) {
       keys.set(accessKeyId, { secretAccessKey, sessionToken })
+    },
+    /** Keys of their own, added: `{ accessKeyId, secretAccessKey }` (and `sessionToken` if given). */
+    newKeys({ sessionToken } = {}) {
+      keyCount += 1
+      const credentials = {
+        accessKeyId: `AKIDTEST${process.pid}X${keyCount}`,
+        secretAccessKey: `secret/${keyCount}+${Math.random().toString(36).slice(2)}`,
+      }
+      if (sessionToken) credentials.sessionToken = sessionToken
+      this.addKey(credentials.accessKeyId, credentials.secretAccessKey, { sessionToken })
+      return credentials
     },
     removeKey(accessKeyId) {
       keys.delete(accessKeyId)
