@@ -50,7 +50,8 @@ for (const scheme of ['ws', 'mqtt', 'wss', 'mqtts']) {
 
 test('the AWS IoT provider signs its connection as usual through the proxy', async (t) => {
   const proxy = await startHttpProxy(t)
-  const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: gateway.newKeys(), proxy: proxy.url })
+  const keys = gateway.newKeys()
+  const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: keys, proxy: proxy.url })
   t.teardown(() => pubsub.close())
   await roundTrip(t, pubsub)
   t.deepEqual(proxy.requests.map((r) => r.target), [`127.0.0.1:${gateway.port}`])
