@@ -89,8 +89,18 @@ export interface PubSubError extends Error {
   code: ErrorCode
 }
 
+/** What a publish rejects with, whatever the reason. */
+export interface PublishError extends PubSubError {
+  /**
+   * Some of it had been handed to the connection (written, or queued in the client to be): the
+   * broker may have it, and may have delivered it. `false`: the broker never got it, so publishing
+   * it again cannot make a duplicate.
+   */
+  sent: boolean
+}
+
 /** The rejection of a publish whose `signal` was aborted. */
-export interface AbortedPublishError extends PubSubError {
+export interface AbortedPublishError extends PublishError {
   name: 'AbortError'
   code: 'ABORT_ERR'
   /** Some of it had been handed to the connection, past recall: the broker may get it. */
@@ -350,6 +360,7 @@ export interface PubSubInstance extends EventEmitter {
   readonly connectionState: ConnectionState
   getProviderName(): 'AWSIoTProvider' | 'MqttOverWSProvider'
 
+  /** Rejects with a `PublishError`, whose `sent` says whether the broker may have the message. */
   publish(input: PublishInput): Promise<void>
   publish(topics: string | string[], message: PublishMessage, options?: PublishOptions): Promise<void>
 

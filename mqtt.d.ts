@@ -8,6 +8,7 @@ export {
   Hub,
   ErrorCode,
   PubSubError,
+  PublishError,
   AbortedPublishError,
   Qos,
   MessageFormat,

@@ -243,6 +243,7 @@ test.serial('with no provider plugged in, publish rejects and subscribe errors w
   const topic = uniqueTopic('none')
   const error = await t.throwsAsync(PubSub.publish(topic, 'x'))
   t.is(error.code, 'ERR_NO_PROVIDER')
+  t.is(error.sent, false, 'like every publish rejection, it says whether anything was sent')
   t.regex(error.message, /No PubSub provider is plugged in: call Amplify\.addPluggable\(new AWSIoTProvider/)
 
   const errors = []

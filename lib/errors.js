@@ -11,6 +11,25 @@ function pubsubError(code, message, cause) {
 }
 
 /**
+ * The rejection of a publish: `sent`, whether some of it had been handed to the connection
+ * (written, or queued in rumqttc to be): then the broker may have it.
+ */
+function publishError(code, message, sent) {
+  const error = pubsubError(code, message)
+  error.sent = sent
+  return error
+}
+
+/**
+ * `error`, thrown by a publish call before anything was recorded, says that nothing was sent:
+ * an error of this package gets `sent: false` unless it says so itself (an abort does).
+ */
+function refusedPublish(error) {
+  if (error instanceof Error && 'code' in error && !('sent' in error)) error.sent = false
+  return error
+}
+
+/**
  * The rejection of a publish whose AbortSignal was aborted, as Node's own: an `AbortError` with
  * code `ABORT_ERR` and the signal's reason as `cause`. `sent`: some of it had been handed to the
  * connection (written, or queued in rumqttc to be), past recall: the broker may get it.
@@ -95,4 +114,4 @@ function describeValue(value) {
   return `${what} with keys ${shown}${keys.length > SHOWN_KEYS ? ', …' : ''}`
 }
 
-module.exports = { pubsubError, pubsubTypeError, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection }
+module.exports = { pubsubError, pubsubTypeError, publishError, refusedPublish, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection }

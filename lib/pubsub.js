@@ -4,7 +4,7 @@ const { NativeClient } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { Hub } = require('./hub')
 const { CONNECTION_STATE_CHANGE } = require('./constants')
-const { pubsubError, pubsubTypeError, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection } = require('./errors')
+const { pubsubError, pubsubTypeError, publishError, refusedPublish, abortedPublish, describeThrown, describeValue, reasonOf, reportRejection } = require('./errors')
 const { FORMATS, encodeMessage, encodePayload, parseJson } = require('./payload')
 const { PublishQueue } = require('./publish-queue')
 const { IdAllocator } = require('./ids')
@@ -36,6 +36,8 @@ class PendingOp {
     this.resolve = resolve
     this.reject = reject
     this.remaining = remaining
+    /** Some of its packets (one per topic) were published: a failure of the rest has `sent`. */
+    this.partlyPublished = false
   }
 }
 
@@ -431,7 +433,8 @@ class PubSubBase extends EventEmitter {
       { provider, willPayload, credentialsFunction: this.#credentialsFunction !== null },
       PubSubBase.#eventsCallback(this.#eventTarget),
     )
-    this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, error))
+    // What the native side refused outright (it throws only on a bug of this package) was not sent.
+    this.#outgoing = new PublishQueue(this.#native, (op, error) => this.#settle(op, refusedPublish(error)))
     if (rest.cleanSession === false && (rest.clientId === undefined || rest.clientId === null)) warnRandomPersistentSession()
     PubSubBase.#open.add(this.#eventTarget.idle)
     PubSubBase.#collected.register(this, this.#eventTarget.idle)
@@ -482,27 +485,31 @@ class PubSubBase extends EventEmitter {
   /** `publish({ topics, message, options })` or `publish(topics, message, options)`. */
   publish(...args) {
     return new Promise((resolve, reject) => {
-      PubSubBase.#checkThis(this, 'publish')
-      const v6 = callForm('publish', args)
-      const { topics, message, options } = v6 ? args[0] : { topics: args[0], message: args[1], options: args[2] }
-      const list = toTopicList(topics, 'topic')
-      const opts = readOptions(options, 'publish')
-      const qos = readQos(opts)
-      const retain = readRetain(opts)
-      const signal = readSignal(opts)
-      if (signal !== undefined && signal.aborted) throw abortedPublish(signal, false)
-      const payload = encodeMessage(message)
-      if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
-      const op = this.#opIds.next()
-      if (signal === undefined) {
-        this.#ops.set(op, new PendingOp(resolve, reject, list.length))
-      } else {
-        this.#watchSignal(signal, op, list.length)
-        const settled = () => this.#unwatchSignal(signal, op)
-        this.#ops.set(op, new PendingOp((value) => (settled(), resolve(value)), (error) => (settled(), reject(error)), list.length))
+      try {
+        PubSubBase.#checkThis(this, 'publish')
+        const v6 = callForm('publish', args)
+        const { topics, message, options } = v6 ? args[0] : { topics: args[0], message: args[1], options: args[2] }
+        const list = toTopicList(topics, 'topic')
+        const opts = readOptions(options, 'publish')
+        const qos = readQos(opts)
+        const retain = readRetain(opts)
+        const signal = readSignal(opts)
+        if (signal !== undefined && signal.aborted) throw abortedPublish(signal, false)
+        const payload = encodeMessage(message)
+        if (this.#closing) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
+        const op = this.#opIds.next()
+        if (signal === undefined) {
+          this.#ops.set(op, new PendingOp(resolve, reject, list.length))
+        } else {
+          this.#watchSignal(signal, op, list.length)
+          const settled = () => this.#unwatchSignal(signal, op)
+          this.#ops.set(op, new PendingOp((value) => (settled(), resolve(value)), (error) => (settled(), reject(error)), list.length))
+        }
+        this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
+        this.#keepAliveIfBusy()
+      } catch (error) {
+        throw refusedPublish(error)
       }
-      this.#outgoing.push(op, list, payload, qos | (retain ? 4 : 0))
-      this.#keepAliveIfBusy()
     })
   }
 
@@ -561,7 +568,7 @@ class PubSubBase extends EventEmitter {
       // The `closed` event that completes the observers must not wait behind a loop held back.
       this.#heldBackBy.clear()
       this.#resumeDelivery()
-      const closed = pubsubError('ERR_CLOSED', 'The PubSub instance is closed')
+      const closed = publishError('ERR_CLOSED', 'The PubSub instance is closed', false)
       for (const op of this.#outgoing.drain()) this.#settle(op, closed)
       this.#outgoing.giveUpSpare()
       this.#keepAliveIfBusy()
@@ -639,15 +646,22 @@ class PubSubBase extends EventEmitter {
     this.#keepAliveIfBusy()
   }
 
+  /**
+   * A packet of publish `op` succeeded (`error` null) or failed. A failure after some of its
+   * packets were published is `sent`, in an error of its own (JS rejects every publish it
+   * holds with one shared error; those had no packet published).
+   */
   #settle(op, error) {
     const pending = this.#ops.get(op)
     if (!pending) return
     if (error) {
       this.#ops.delete(op)
-      pending.reject(error)
+      pending.reject(pending.partlyPublished && !error.sent ? publishError(error.code, error.message, true) : error)
     } else if (--pending.remaining === 0) {
       this.#ops.delete(op)
       pending.resolve()
+    } else {
+      pending.partlyPublished = true
     }
   }
 
@@ -808,8 +822,9 @@ class PubSubBase extends EventEmitter {
 
   #handle(event) {
     switch (event.kind) {
+      // Only failures come as events; the publishes that succeed are in the frame.
       case 'published':
-        return this.#settle(event.id, event.code ? pubsubError(event.code, event.message) : null)
+        return this.#settle(event.id, publishError(event.code, event.message, event.sent))
       case 'subscribed': {
         const entry = this.#observers.get(event.id)
         if (!entry) return
@@ -903,7 +918,7 @@ class PubSubBase extends EventEmitter {
   #failHeldPublishes(events) {
     for (const event of events) {
       if (event.kind !== 'failed') continue
-      const error = pubsubError(event.code, event.message)
+      const error = publishError(event.code, event.message, false)
       for (const op of this.#outgoing.drain()) this.#settle(op, error)
       return
     }

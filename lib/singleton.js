@@ -11,7 +11,7 @@ const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
-const { abortedPublish, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
+const { abortedPublish, refusedPublish, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -209,11 +209,17 @@ function withoutProvider(options) {
 /** `PubSub.publish(topics, message, options?)`: a publish through each provider of the call. */
 function publish(...args) {
   return new Promise((resolve) => {
-    const { topics, message, options } = callForm('publish', args)
-      ? args[0]
-      : { topics: args[0], message: args[1], options: args[2] }
-    const providerOptions = withoutProvider(options)
-    const published = providersFor(options).map((provider) => provider.publish(topics, message, providerOptions))
+    let providerOptions
+    let published
+    try {
+      const { topics, message, options } = callForm('publish', args)
+        ? args[0]
+        : { topics: args[0], message: args[1], options: args[2] }
+      providerOptions = withoutProvider(options)
+      published = providersFor(options).map((provider) => provider.publish(topics, message, providerOptions))
+    } catch (error) {
+      throw refusedPublish(error)
+    }
     if (published.length < 2) return resolve(Promise.all(published).then(() => {}))
     // Aborted, the publish was sent if any provider's was, or had finished: the first
     // rejection alone may be one that had sent nothing.

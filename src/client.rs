@@ -14,7 +14,7 @@ use crate::credentials::CredentialSource;
 use crate::delivery::{Delivery, Event, EventsFn};
 use crate::errors::{PubSubError, Result};
 use crate::options::{parse_qos, ClientOptions, MAX_PACKET_BYTES, MAX_WEBSOCKET_PACKET_BYTES};
-use crate::outbox::{Load, Outbox, Request, Withdrawn};
+use crate::outbox::{Load, Outbox, Rejected, Request, Withdrawn};
 use crate::signing::Presigner;
 use crate::subscriptions::Subscriptions;
 use crate::topic::{validate_filter, validate_topic};
@@ -190,8 +190,8 @@ impl Shared {
 
     /// Rejects every publish still in the outbox with `error`.
     fn reject_pending_publishes(&self, core: &mut Core, error: &PubSubError) {
-        for op in core.outbox.abandon() {
-            self.delivery.push(Event::Published { op, error: Some(error.clone()) });
+        for Rejected { op, sent } in core.outbox.abandon() {
+            self.delivery.push(Event::PublishFailed { op, error: error.clone(), sent });
         }
     }
 
@@ -321,7 +321,7 @@ impl Client {
                 None => self.publish_one(&mut core, &publish),
             };
             if let Err(error) = published {
-                self.shared.delivery.push(Event::Published { op: publish.op, error: Some(error) });
+                self.shared.delivery.push(Event::PublishFailed { op: publish.op, error, sent: false });
             }
             taken += 1;
         }
@@ -376,7 +376,7 @@ impl Client {
         let waiting = core.outbox.queued();
         if waiting.operations + messages > queue.max_messages || waiting.bytes + bytes > queue.max_bytes {
             core.counters.dropped_queue_full += 1;
-            return Err(queue.full(waiting));
+            return Err(queue.full(waiting, false));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::proxy::HttpProxy;
 use crate::reconnect::{
     Backoff, Unacknowledged, Verdict, REFUSED_PUBLISH_STREAK, REFUSED_SUBSCRIBE_STREAK, TAKEOVER_STREAK,
 };
-use crate::outbox::{Completion, Written};
+use crate::outbox::{Completion, Rejected, Written};
 use crate::signing::redact;
 use crate::tls;
 use crate::unclaimed::Unclaimed;
@@ -273,21 +273,28 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
     let queue = &shared.options.offline_queue;
     let requeued = core.outbox.requeue(eventloop.pending.drain(..), |qos| queue.policy.keeps(qos), refused);
     if let (Some(op), Some(publish)) = (requeued.refused, refused) {
-        shared.delivery.push(JsEvent::Published { op, error: Some(refused_publish(publish, &shared.options)) });
+        shared.delivery.push(JsEvent::PublishFailed { op, error: refused_publish(publish, &shared.options), sent: true });
     }
-    let lost = PubSubError::Connection(format!("Not published: the connection failed or was lost before it was sent ({error})"));
-    for op in requeued.rejected {
+    let unsent = PubSubError::Connection(format!("Not published: the connection failed or was lost before it was sent ({error})"));
+    // offlineQueue 'none' turns away what was written and not yet acknowledged too.
+    let unacknowledged = PubSubError::Connection(format!(
+        "Outcome unknown: the connection failed or was lost after this publish was written, before its acknowledgement \
+         (the broker may have it), and {} ({error})",
+        queue.policy.describe()
+    ));
+    for Rejected { op, sent } in requeued.rejected {
         core.counters.dropped_connection_lost += 1;
-        shared.delivery.push(JsEvent::Published { op, error: Some(lost.clone()) });
+        let error = if sent { unacknowledged.clone() } else { unsent.clone() };
+        shared.delivery.push(JsEvent::PublishFailed { op, error, sent });
     }
     // What was accepted while connected (or before the first attempt) is now in the offline
     // queue, whose bounds hold for it as for a publish made while the connection is down.
     let turned_away = core.outbox.turn_away_beyond(queue.bounds());
     if !turned_away.is_empty() {
-        let full = queue.full(core.outbox.queued());
-        for op in turned_away {
+        let waiting = core.outbox.queued();
+        for Rejected { op, sent } in turned_away {
             core.counters.dropped_queue_full += 1;
-            shared.delivery.push(JsEvent::Published { op, error: Some(full.clone()) });
+            shared.delivery.push(JsEvent::PublishFailed { op, error: queue.full(waiting, sent), sent });
         }
     }
     // rumqttc sends these first on a resumed session, and forgets them on a new one.
@@ -589,7 +596,7 @@ fn account_buffered_events(shared: &Shared, core: &mut Core, eventloop: &mut Eve
                          have all of it or none); QoS 0 is not sent again"
                             .into(),
                     );
-                    shared.delivery.push(JsEvent::Published { op, error: Some(error) });
+                    shared.delivery.push(JsEvent::PublishFailed { op, error, sent: true });
                 }
                 Some(completion) => complete(shared, core, completion),
                 None => {}
@@ -661,13 +668,13 @@ fn housekeeping(shared: &Shared, core: &mut Core) -> Option<End> {
 
 fn complete(shared: &Shared, core: &mut Core, completion: Completion) {
     match completion {
-        Completion::Published(op) => shared.delivery.push(JsEvent::Published { op, error: None }),
+        Completion::Published(op) => shared.delivery.push(JsEvent::Published { op }),
         // Not expected since rumqttc keeps an id until PUBCOMP (vendor/rumqttc/PATCHED.md).
         Completion::IdReused(op) => {
             let error = PubSubError::Connection(
                 "Outcome unknown: its packet id was given to another publish before its acknowledgement came".into(),
             );
-            shared.delivery.push(JsEvent::Published { op, error: Some(error) });
+            shared.delivery.push(JsEvent::PublishFailed { op, error, sent: true });
         }
         Completion::Subscribed(filter, granted) => {
             let settled = match granted {

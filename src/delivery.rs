@@ -44,7 +44,10 @@ pub enum Event {
     /// A message for these observers, as rumqttc read it (its payload is not copied).
     Message { observers: Vec<u32>, publish: Publish },
     /// A publish operation finished (all its topics report separately).
-    Published { op: u32, error: Option<PubSubError> },
+    Published { op: u32 },
+    /// A publish operation failed; `sent`: some of it had been handed to the connection, so
+    /// that the broker may have it.
+    PublishFailed { op: u32, error: PubSubError, sent: bool },
     /// An observer's filters are all acknowledged, or one was refused.
     Subscribed { observer: u32, error: Option<PubSubError> },
     /// Failure `number` of the instance (see `Delivery::push_failed`): these observers fail with
@@ -74,11 +77,14 @@ pub struct NativeEvent {
     pub retry_in_ms: Option<u32>,
     /// The observers that fail (`failed` only).
     pub observers: Option<Vec<u32>>,
+    /// Some of the publish had been handed to the connection: the broker may have it (`published`
+    /// with an error only).
+    pub sent: Option<bool>,
 }
 
 impl NativeEvent {
     fn new(kind: &'static str, id: Option<u32>) -> Self {
-        Self { kind: kind.to_string(), id, state: None, code: None, message: None, retry_in_ms: None, observers: None }
+        Self { kind: kind.to_string(), id, state: None, code: None, message: None, retry_in_ms: None, observers: None, sent: None }
     }
 
     fn with_error(mut self, error: Option<PubSubError>) -> Self {
@@ -132,7 +138,7 @@ pub type BatchArgs = FnArgs<(Option<Frame>, Option<Vec<String>>, Option<Vec<Nati
 
 /// Whether an event travels packed.
 fn is_packed(event: &Event) -> bool {
-    matches!(event, Event::Message { .. } | Event::Published { error: None, .. })
+    matches!(event, Event::Message { .. } | Event::Published { .. })
 }
 
 /// Packs a batch taken by `take_batch` into the callback's arguments.
@@ -144,7 +150,7 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
     words.resize(HEADER_WORDS, 0);
     // Completed publishes come first in the frame, messages after them.
     words.extend(batch.iter().filter_map(|event| match event {
-        Event::Published { op, error: None } => Some(*op),
+        Event::Published { op } => Some(*op),
         _ => None,
     }));
     let published = words.len() - HEADER_WORDS;
@@ -154,7 +160,7 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
     let mut events = Vec::new();
     for event in batch {
         match event {
-            Event::Published { error: None, .. } => {}
+            Event::Published { .. } => {}
             Event::Message { observers, publish: Publish { topic, payload, qos, retain, dup, .. } } => {
                 // Most recent topics first: bursts repeat the last one.
                 let index = match topics.iter().rev().take(8).position(|t| *t == topic) {
@@ -170,7 +176,9 @@ pub fn batch_args(batch: Vec<Event>) -> BatchArgs {
                 payload_bytes += payload.len();
                 payloads.push(payload);
             }
-            Event::Published { op, error } => events.push(NativeEvent::new("published", Some(op)).with_error(error)),
+            Event::PublishFailed { op, error, sent } => {
+                events.push(NativeEvent { sent: Some(sent), ..NativeEvent::new("published", Some(op)).with_error(Some(error)) })
+            }
             Event::Subscribed { observer, error } => {
                 events.push(NativeEvent::new("subscribed", Some(observer)).with_error(error))
             }
@@ -463,11 +471,11 @@ mod tests {
     fn a_batch_packs_completed_publishes_and_messages_into_one_frame_and_keeps_other_events_in_order() {
         let batch = vec![
             message(vec![1, 2], "a", "xy", QoS::AtLeastOnce),
-            Event::Published { op: 7, error: None },
+            Event::Published { op: 7 },
             message(vec![3], "b", "z", QoS::AtMostOnce),
             message(vec![3], "a", "", QoS::AtMostOnce),
             Event::Writable,
-            Event::Published { op: 8, error: Some(PubSubError::Closed) },
+            Event::PublishFailed { op: 8, error: PubSubError::Closed, sent: true },
         ];
         let FnArgs { data: (frame, topics, events) } = batch_args(batch);
         let frame = frame.expect("a frame");
@@ -481,7 +489,7 @@ mod tests {
         assert_eq!(topics.expect("topics"), ["a", "b"]);
         let events = events.expect("events");
         assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["writable", "published"]);
-        assert_eq!(events[1].code.as_deref(), Some("ERR_CLOSED"));
+        assert_eq!((events[1].id, events[1].code.as_deref(), events[1].sent), (Some(8), Some("ERR_CLOSED"), Some(true)));
     }
 
     #[test]
@@ -499,7 +507,7 @@ mod tests {
         assert_eq!(frame.expect("a frame").words, [8, 0, 1, 0, 0, 2, 1, 4]);
         assert_eq!(topics.expect("topics"), ["a"]);
         assert!(events.is_none());
-        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Published { op: 9, error: None }]);
+        let FnArgs { data: (frame, topics, events) } = batch_args(vec![Event::Published { op: 9 }]);
         assert_eq!(frame.expect("a frame").words, [4, 1, 0, 9]);
         assert!(topics.is_none() && events.is_none());
     }
@@ -569,12 +577,12 @@ mod tests {
     fn a_batch_carries_at_most_4096_events() {
         let delivery = Delivery::default();
         for op in 0..5_000 {
-            delivery.push(Event::Published { op, error: None });
+            delivery.push(Event::Published { op });
         }
         assert_eq!(delivery.take_batch().len(), MAX_BATCH);
         assert_eq!(delivery.take_batch().len(), 5_000 - MAX_BATCH);
         // Packed events and the other events after them count together.
-        delivery.push(Event::Published { op: 0, error: None });
+        delivery.push(Event::Published { op: 0 });
         for _ in 0..5_000 {
             delivery.push(Event::Writable);
         }
@@ -589,7 +597,7 @@ mod tests {
         delivery.push(Event::State(ConnectionState::Connected));
         for _ in 1..BEHIND_MESSAGES {
             delivery.push(message(vec![1], "t", "x", QoS::AtMostOnce));
-            delivery.push(Event::Published { op: 1, error: None });
+            delivery.push(Event::Published { op: 1 });
         }
         assert!(!delivery.is_behind(), "63 messages");
         delivery.push(message(vec![1], "t", "x", QoS::AtMostOnce));
@@ -634,7 +642,7 @@ mod tests {
     fn writable_reaches_js_before_the_events_already_waiting() {
         let delivery = Delivery::default();
         for op in 0..3 {
-            delivery.push(Event::Published { op, error: None });
+            delivery.push(Event::Published { op });
         }
         delivery.push(Event::State(ConnectionState::Connected));
         delivery.push_writable();

@@ -144,9 +144,14 @@ impl OfflineQueue {
     }
 
     /// ERR_QUEUE_FULL for a publish turned away while `waiting` waits.
-    pub fn full(&self, waiting: Load) -> PubSubError {
+    /// `written`: the publish was written on the connection that was lost, and is not sent again.
+    pub fn full(&self, waiting: Load, written: bool) -> PubSubError {
+        let outcome = match written {
+            true => "not sent again (it was written before the connection was lost, and not acknowledged: the broker may have it)",
+            false => "not published",
+        };
         PubSubError::QueueFull(format!(
-            "The offline queue is full ({} messages, {} bytes waiting; offlineQueue.maxMessages {}, maxBytes {}): not published",
+            "The offline queue is full ({} messages, {} bytes waiting; offlineQueue.maxMessages {}, maxBytes {}): {outcome}",
             waiting.operations, waiting.bytes, self.max_messages, self.max_bytes
         ))
     }

@@ -99,11 +99,26 @@ pub struct Written {
     pub topic: String,
 }
 
+/// A publish op that will not complete, and whether some of it had been handed to the
+/// connection (written, or in rumqttc's channel to be): then the broker may have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    pub op: u32,
+    pub sent: bool,
+}
+
+/// `rejected` in op order, each op once: sent when any of its packets (one per topic) was.
+fn each_op_once(mut rejected: Vec<Rejected>) -> Vec<Rejected> {
+    rejected.sort_unstable_by_key(|r| (r.op, !r.sent));
+    rejected.dedup_by_key(|r| r.op);
+    rejected
+}
+
 /// What `requeue` could not keep, and what it left to the next session.
 #[derive(Debug, Default, PartialEq)]
 pub struct Requeued {
     /// Publish ops that will not be sent again (the offline queue policy turned them away).
-    pub rejected: Vec<u32>,
+    pub rejected: Vec<Rejected>,
     /// The op of the publish that the broker refused by dropping the connection: not sent again.
     pub refused: Option<u32>,
     /// QoS 2 publishes the broker has received (PUBREC) but not completed: PUBREL is due.
@@ -506,15 +521,17 @@ impl Outbox {
         }
         let mut requeued = Requeued { refused: refused_op, ..Requeued::default() };
         // Never expected: records rumqttc did not give back cannot be sent again.
+        // Nor what rumqttc lost of what it had: whether it was written is unknown.
         for sent in in_channel {
             if let Sent::Publish { op, .. } = sent {
-                requeued.rejected.push(op);
+                requeued.rejected.push(Rejected { op, sent: true });
             }
         }
-        requeued.rejected.extend(self.awaiting_puback.iter().filter(|(pkid, _)| !pubrels.contains(pkid)).map(|(_, (op, _))| *op));
+        let lost = self.awaiting_puback.iter().filter(|(pkid, _)| !pubrels.contains(pkid));
+        requeued.rejected.extend(lost.map(|(_, (op, _))| Rejected { op: *op, sent: true }));
         self.awaiting_puback.retain(|pkid, _| pubrels.contains(pkid));
         requeued.pubrels = pubrels;
-        requeued.rejected.extend(self.collided.take().map(|(op, _)| op));
+        requeued.rejected.extend(self.collided.take().map(|(op, _)| Rejected { op, sent: true }));
         // No SUBSCRIBE is left: those unacknowledged are dropped above and below.
         self.awaiting_suback.clear();
         self.subscribing.clear();
@@ -530,25 +547,24 @@ impl Outbox {
                 self.queued.bytes += entry.bytes;
                 self.resend.push_back(entry);
             } else {
-                requeued.rejected.push(entry.op);
+                requeued.rejected.push(Rejected { op: entry.op, sent: true });
             }
         }
         for request in front.into_iter().chain(earlier) {
             match request {
-                Request::Publish { op, qos, .. } if !keeps(qos) => requeued.rejected.push(op),
+                Request::Publish { op, qos, .. } if !keeps(qos) => requeued.rejected.push(Rejected { op, sent: false }),
                 Request::Subscribe { .. } => {}
                 request => self.push_back(request),
             }
         }
-        requeued.rejected.sort_unstable();
-        requeued.rejected.dedup();
+        requeued.rejected = each_op_once(requeued.rejected);
         requeued
     }
 
     /// While the connection is down: turns away the newest publishes, whole ops, until what
     /// waits is within `max` (the offline queue's bounds). What was accepted before the loss (or
     /// before a first attempt that failed) was bounded only by the backlog. Returns their ops.
-    pub fn turn_away_beyond(&mut self, max: Load) -> Vec<u32> {
+    pub fn turn_away_beyond(&mut self, max: Load) -> Vec<Rejected> {
         if self.queued.operations <= max.operations && self.queued.bytes <= max.bytes {
             return Vec::new();
         }
@@ -565,12 +581,13 @@ impl Outbox {
         }
         // The op that did not fit may have packets (topics) before the one that did not.
         let away: HashSet<u32> = turned_away.iter().copied().collect();
+        // A resend was written on the lost connection.
+        let mut rejected: Vec<Rejected> = self.resend.iter().filter(|r| away.contains(&r.op)).map(|r| Rejected { op: r.op, sent: true }).collect();
+        rejected.extend(away.iter().map(|&op| Rejected { op, sent: false }));
         self.resend.retain(|r| !away.contains(&r.op));
         self.backlog.retain(|request| !matches!(request, Request::Publish { op, .. } if away.contains(op)));
         self.recount_queued();
-        turned_away.sort_unstable();
-        turned_away.dedup();
-        turned_away
+        each_op_once(rejected)
     }
 
     /// Takes publish ops `ops` out of what waits to be handed to rumqttc, and says, for each,
@@ -823,20 +840,20 @@ impl Outbox {
     }
 
     /// Forgets everything outstanding; returns the publish ops that will never complete.
-    pub fn abandon(&mut self) -> Vec<u32> {
-        let mut ops: Vec<u32> = self.awaiting_puback.drain().map(|(_, (op, _))| op).collect();
-        ops.extend(self.collided.take().map(|(op, _)| op));
+    pub fn abandon(&mut self) -> Vec<Rejected> {
+        let mut ops: Vec<Rejected> = self.awaiting_puback.drain().map(|(_, (op, _))| Rejected { op, sent: true }).collect();
+        ops.extend(self.collided.take().map(|(op, _)| Rejected { op, sent: true }));
         for sent in self.in_channel.drain(..) {
             if let Sent::Publish { op, .. } = sent {
-                ops.push(op);
+                ops.push(Rejected { op, sent: true });
             }
         }
         for request in self.backlog.drain(..) {
             if let Request::Publish { op, .. } = request {
-                ops.push(op);
+                ops.push(Rejected { op, sent: false });
             }
         }
-        ops.extend(self.resend.drain(..).map(|r| r.op));
+        ops.extend(self.resend.drain(..).map(|r| Rejected { op: r.op, sent: true }));
         self.resending = 0;
         self.resending_bytes = 0;
         self.queued = Load::default();
@@ -844,9 +861,7 @@ impl Outbox {
         self.subscribing.clear();
         self.awaiting_unsuback.clear();
         self.held = false;
-        ops.sort_unstable();
-        ops.dedup();
-        ops
+        each_op_once(ops)
     }
 }
 
@@ -976,7 +991,7 @@ mod tests {
         outbox.submit(&client, publish(2, QoS::AtMostOnce));
         eventloop.clean();
         let requeued = outbox.requeue(eventloop.pending.drain(..), |qos| qos != QoS::AtMostOnce, None);
-        assert_eq!(requeued.rejected, [2]);
+        assert_eq!(requeued.rejected, rejected(&[(2, false)]), "given back by rumqttc: it was never written");
         assert_eq!(backlog_ops(&outbox), [(1, "t".to_string())]);
     }
 
@@ -1089,6 +1104,10 @@ mod tests {
         let mut publish = rumqttc::Publish::new(topic, QoS::AtLeastOnce, vec![0u8; 4]);
         publish.pkid = pkid;
         MqttRequest::Publish(publish)
+    }
+
+    fn rejected(ops: &[(u32, bool)]) -> Vec<Rejected> {
+        ops.iter().map(|&(op, sent)| Rejected { op, sent }).collect()
     }
 
     /// Ops 1, 2 (two topics), 3 written as packet ids 1 to 4, none acknowledged.
@@ -1246,22 +1265,23 @@ mod tests {
             outbox
         };
         let mut outbox = held();
-        assert_eq!(outbox.turn_away_beyond(Load { operations: 6, bytes: 24 }), Vec::<u32>::new());
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 6, bytes: 24 }), []);
         assert_eq!(outbox.queued(), Load { operations: 6, bytes: 24 });
         // Op 2's first packet would fit the count, its second would not: op 2 goes whole.
         for max in [Load { operations: 2, bytes: 1000 }, Load { operations: 100, bytes: 12 }] {
             let mut outbox = held();
-            assert_eq!(outbox.turn_away_beyond(max), vec![2, 3, 4, 5]);
+            // Ops 2 and 3 were written on the lost connection; 4 and 5 never were.
+            assert_eq!(outbox.turn_away_beyond(max), rejected(&[(2, true), (3, true), (4, false), (5, false)]));
             assert_eq!(backlog_ops(&outbox), vec![(1, "a".to_string())]);
             assert_eq!(outbox.queued(), Load { operations: 1, bytes: 5 });
             assert!(matches!(outbox.backlog.front(), Some(Request::Unsubscribe { .. })), "an UNSUBSCRIBE is not a publish: it stays");
         }
         let mut outbox = held();
-        assert_eq!(outbox.turn_away_beyond(Load { operations: 4, bytes: 1000 }), vec![4, 5]);
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 4, bytes: 1000 }), rejected(&[(4, false), (5, false)]));
         assert_eq!(backlog_ops(&outbox).len(), 4);
         // Bytes add up to the bound exactly: all but op 5's 2 bytes.
         let mut outbox = held();
-        assert_eq!(outbox.turn_away_beyond(Load { operations: 100, bytes: 22 }), vec![5]);
+        assert_eq!(outbox.turn_away_beyond(Load { operations: 100, bytes: 22 }), rejected(&[(5, false)]));
         assert_eq!(outbox.queued(), Load { operations: 5, bytes: 22 });
     }
 
@@ -1269,12 +1289,26 @@ mod tests {
     fn the_offline_policy_and_abandon_cover_the_resends() {
         let (mut outbox, pending) = in_flight();
         let requeued = outbox.requeue(pending, |qos| qos == QoS::AtMostOnce, None);
-        assert_eq!(requeued.rejected, vec![1, 2, 3]);
+        assert_eq!(requeued.rejected, rejected(&[(1, true), (2, true), (3, true)]), "written, unacknowledged: the broker may have them");
         assert!(outbox.is_idle());
         let (mut outbox, pending) = in_flight();
         outbox.requeue(pending, |_| true, None);
         assert!(!outbox.is_idle());
-        assert_eq!(outbox.abandon(), vec![1, 2, 3]);
+        assert_eq!(outbox.abandon(), rejected(&[(1, true), (2, true), (3, true)]));
+        assert!(outbox.is_idle());
+    }
+
+    #[test]
+    fn abandon_says_of_each_op_once_whether_some_of_it_was_handed_to_the_connection() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let (mut outbox, _) = in_flight();
+        // Op 4 went into rumqttc's channel; op 5 waits in the backlog (held); op 3 has a second
+        // topic's packet there too.
+        outbox.submit(&client, publish(4, QoS::AtLeastOnce));
+        outbox.held = true;
+        outbox.submit(&client, publish(5, QoS::AtLeastOnce));
+        outbox.submit(&client, publish(3, QoS::AtLeastOnce));
+        assert_eq!(outbox.abandon(), rejected(&[(1, true), (2, true), (3, true), (4, true), (5, false)]));
         assert!(outbox.is_idle());
     }
 

@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by the test suite: the documented usage must typecheck.
 import { PubSub, TOPIC, Hub, CONNECTION_STATE_CHANGE, ConnectionState, mqttTopicMatch } from 'native-pubsub/mqtt'
-import type { AbortedPublishError, MqttMessage, PubSubError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
+import type { AbortedPublishError, MqttMessage, PubSubError, PublishError, PubSubStats, Subscription } from 'native-pubsub/mqtt'
 import { PubSub as IotPubSub, AWSIoTProvider, MqttOverWSProvider } from 'native-pubsub'
 
 const pubsub = new PubSub({ endpoint: 'ws://127.0.0.1:1883/mqtt', clientId: 'x', keepAlive: 30 })
@@ -68,6 +68,10 @@ export const bounded: Promise<void> = resilient
   .catch((error: AbortedPublishError) => {
     if (error.code === 'ABORT_ERR' && !error.sent) console.log('not sent in time')
   })
+// Every publish rejection says whether the broker may have the message.
+export const retried: Promise<void> = noRetry.publish('orders/created', { id: 7 }, { qos: 1 }).catch((error: PublishError) => {
+  if (!error.sent) return noRetry.publish('orders/created', { id: 7 }, { qos: 1 })
+})
 // Through an HTTP proxy, on either provider.
 export const proxied = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1', proxy: process.env.HTTPS_PROXY })
 // A will without a message is an empty one (as the runtime sends it).

@@ -1,0 +1,120 @@
+'use strict'
+// What a rejected publish says of its outcome: every rejection carries `sent`, whether some of
+// the publish had been handed to the connection (written, or queued in the client to be). With
+// `sent: false` the broker never got it, and publishing it again cannot make a duplicate; with
+// `sent: true` the broker may have it (and may have delivered it). An abort's `sent` is in
+// publish-abort.spec.js.
+const test = require('ava')
+const { PubSub: IotPubSub } = require('../index.js')
+const { PubSub } = require('../mqtt.js')
+const { useMosquitto, startMosquitto } = require('./helpers/mosquitto.js')
+const { startMqttProxy, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
+const { useIotGateway } = require('./helpers/iot-gateway.js')
+const { topicNamer, openPubSub, mqttJs, tcpServer, waitFor } = require('./helpers/pubsub.js')
+
+const uniqueTopic = topicNamer('publish-outcome')
+const broker = useMosquitto(test)
+const gateway = useIotGateway(test, () => ({ region: 'us-east-1', broker: broker.tcpUrl }))
+
+/** A proxy to the file's broker that drops every PUBACK, and cuts the connection at the first. */
+async function pubackCutter(t) {
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient || type !== PACKET_TYPE.PUBACK) return true
+      connection.cut(100)
+      return false
+    },
+  })
+  t.teardown(() => proxy.stop())
+  return proxy
+}
+
+/** A reconnect too slow to come within a test: what the loss leaves stays as it is. */
+const NO_RECONNECT_SOON = { minDelayMs: 60_000, maxDelayMs: 60_000 }
+
+test('a publish refused by the call itself rejects with sent: false', async (t) => {
+  const pubsub = openPubSub(t, { endpoint: broker.wsUrl })
+  const refusals = [
+    [pubsub.publish('a/+', 'wildcard'), 'ERR_INVALID_TOPIC'],
+    [pubsub.publish('a', 1n), 'ERR_PAYLOAD'],
+    [pubsub.publish('a', 'x', { qos: 3 }), 'ERR_INVALID_OPTION'],
+  ]
+  for (const [publishing, code] of refusals) t.like(await t.throwsAsync(publishing), { code, sent: false })
+  await pubsub.close()
+  t.like(await t.throwsAsync(pubsub.publish('a', 'after close')), { code: 'ERR_CLOSED', sent: false })
+})
+
+test('close() rejects a publish awaiting its PUBACK with sent: true, and one waiting out an outage with sent: false', async (t) => {
+  const frozen = await startMosquitto()
+  t.teardown(() => frozen.stop())
+  const pubsub = new PubSub({ endpoint: frozen.tcpUrl })
+  await pubsub.publish(uniqueTopic('connect'), 'hello', { qos: 1 })
+  frozen.pause() // the connection stays open, and nothing is acknowledged
+  const awaitingAck = pubsub.publish(uniqueTopic('frozen'), 'written', { qos: 1 })
+  await waitFor(() => pubsub.stats().messagesSent === 2, 5_000, 'the publish written')
+  pubsub.close()
+  const error = await t.throwsAsync(awaitingAck)
+  t.like(error, { code: 'ERR_CLOSED', sent: true })
+
+  // Nothing listens: the publish waits in the offline queue, never written.
+  const nowhere = await tcpServer(t, (socket) => socket.destroy())
+  const offline = openPubSub(t, { endpoint: `mqtt://127.0.0.1:${nowhere}`, reconnect: NO_RECONNECT_SOON })
+  offline.on('connectionDisrupted', () => {})
+  const queued = offline.publish(uniqueTopic('offline'), 'queued', { qos: 1 })
+  await waitFor(() => offline.connectionState === 'ConnectionDisrupted', 5_000, 'the first attempt to fail')
+  offline.close()
+  t.like(await t.throwsAsync(queued), { code: 'ERR_CLOSED', sent: false })
+})
+
+test("offlineQueue 'none': a publish written and not acknowledged when the connection is lost rejects, sent: true, its outcome unknown", async (t) => {
+  const proxy = await pubackCutter(t)
+  const pubsub = openPubSub(t, { endpoint: proxy.url, offlineQueue: 'none', reconnect: NO_RECONNECT_SOON })
+  pubsub.on('connectionDisrupted', () => {})
+  const topic = uniqueTopic('none')
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  await watcher.client.subscribeAsync(topic, { qos: 1 })
+  const error = await t.throwsAsync(pubsub.publish(topic, 'written', { qos: 1 }))
+  t.like(error, { code: 'ERR_CONNECTION', sent: true })
+  t.regex(error.message, /^Outcome unknown: the connection failed or was lost after this publish was written, before its acknowledgement \(the broker may have it\), and offlineQueue 'none' keeps nothing/)
+  await waitFor(() => watcher.messages.length === 1, 5_000, 'the message at the watcher')
+  t.is(watcher.messages[0].payload.toString(), '"written"', 'sent: true, and the broker did have it')
+
+  // While the connection is down, 'none' turns a publish away before anything is written.
+  await waitFor(() => pubsub.connectionState === 'ConnectionDisrupted', 5_000, 'the loss')
+  t.like(await t.throwsAsync(pubsub.publish(topic, 'offline', { qos: 1 })), { sent: false })
+})
+
+test('a full offline queue turns away a publish written before the loss with sent: true, and says it is not sent again', async (t) => {
+  const proxy = await pubackCutter(t)
+  const pubsub = openPubSub(t, { endpoint: proxy.url, offlineQueue: { maxMessages: 1 }, reconnect: NO_RECONNECT_SOON })
+  pubsub.on('connectionDisrupted', () => {})
+  const topic = uniqueTopic('full')
+  const first = pubsub.publish(topic, 'first', { qos: 1 })
+  const second = pubsub.publish(topic, 'second', { qos: 1 })
+  // Both are written before the first PUBACK comes back and cuts the connection; the oldest is kept.
+  const error = await t.throwsAsync(second)
+  t.like(error, { code: 'ERR_QUEUE_FULL', sent: true })
+  t.regex(error.message, /: not sent again \(it was written before the connection was lost, and not acknowledged: the broker may have it\)$/)
+  t.is(pubsub.stats().queued.operations, 1)
+  pubsub.close()
+  t.like(await t.throwsAsync(first), { code: 'ERR_CLOSED', sent: true })
+})
+
+test('a publish to many topics rejected after some of them were acknowledged is sent: true, though the rest never left', async (t) => {
+  // AWS IoT's pace (100 publishes a second) holds the rest of the topics back.
+  const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: gateway.newKeys() })
+  t.teardown(() => pubsub.close())
+  const prefix = uniqueTopic('many')
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  await watcher.client.subscribeAsync(`${prefix}/#`, { qos: 1 })
+  await pubsub.publish(uniqueTopic('connect'), 'hello', { qos: 1 })
+  const topics = Array.from({ length: 250 }, (_, i) => `${prefix}/${i}`)
+  const publishing = pubsub.publish(topics, 'x', { qos: 1 })
+  // The first second's topics are acknowledged; the others wait in the queue.
+  await waitFor(() => pubsub.stats().inFlight.operations === 0 && pubsub.stats().queued.operations > 0, 5_000, 'the first acknowledgements')
+  pubsub.close()
+  const error = await t.throwsAsync(publishing)
+  t.like(error, { code: 'ERR_CLOSED', sent: true })
+  t.true(watcher.messages.length > 0 && watcher.messages.length < topics.length, `${watcher.messages.length} of ${topics.length} topics delivered`)
+})
