@@ -200,6 +200,20 @@ test('a package packed from a build from source carries its addon, as an install
   const files = packed.files.map((f) => f.path)
   for (const build of builds) t.true(files.includes(build), `${build} in ${files.join(', ')}`)
   t.true(files.includes('binding.js') && files.includes('lib/native.js'), files.join(', '))
+  // MIT asks for its notice in every copy, and the CA roots in the addon for theirs.
+  t.true(files.includes('LICENSE') && files.includes('LICENSE-webpki-roots'), files.join(', '))
+})
+
+test('each platform package carries both licence texts, as its licence field says', (t) => {
+  for (const platform of fs.readdirSync(path.join(root, 'npm'))) {
+    const dir = path.join(root, 'npm', platform)
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'))
+    t.is(manifest.license, 'MIT AND CDLA-Permissive-2.0', platform)
+    const [packed] = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: dir, encoding: 'utf8' }))
+    const files = packed.files.map((f) => f.path)
+    t.true(files.includes('LICENSE') && files.includes('LICENSE-webpki-roots'), `${platform}: ${files.join(', ')}`)
+    t.is(fs.readFileSync(path.join(dir, 'LICENSE'), 'utf8'), fs.readFileSync(path.join(root, 'LICENSE'), 'utf8'), platform)
+  }
 })
 
 test('npm publish refuses while a build from source is beside the package', (t) => {
