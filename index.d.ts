@@ -131,6 +131,11 @@ export interface PublishOptions {
   provider?: string | symbol
 }
 
+export interface CloseOptions {
+  /** Up to this many milliseconds for the publishes already made to settle before closing (MQTT.js's `end(false)`). Default 0. */
+  drainMs?: number
+}
+
 export interface SubscribeOptions {
   /** Default 0. AWS IoT Core takes 0 and 1 only. */
   qos?: Qos
@@ -378,9 +383,11 @@ export interface PubSubInstance extends EventEmitter {
 
   /**
    * Completes every observer (after the messages already read), rejects what is pending with
-   * ERR_CLOSED (a publish already written may still have arrived), disconnects.
+   * ERR_CLOSED (its `sent`: whether the broker may have it), disconnects. With `drainMs`, the
+   * publishes made before have up to that long to settle first, while messages keep coming; new
+   * publishes and subscriptions are refused from the call on. A later call returns the same promise.
    */
-  close(): Promise<void>
+  close(options?: CloseOptions): Promise<void>
 
   on(event: 'ConnectionStateChange', listener: (state: ConnectionState) => void): this
   on(event: 'invalidPayload', listener: (info: { topic: string; payload: Buffer; error: PubSubError }) => void): this

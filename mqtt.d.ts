@@ -14,6 +14,7 @@ export {
   MessageFormat,
   PublishMessage,
   PublishOptions,
+  CloseOptions,
   SubscribeOptions,
   MqttMessage,
   Observer,

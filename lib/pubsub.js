@@ -209,6 +209,32 @@ function readRetain(options) {
  * The keys `publish` and `subscribe` read from their options. Amplify's `provider` picks a
  * provider of the singleton and means nothing to an instance (as in Amplify v6): accepted.
  */
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** `close(options)`'s `drainMs`: 0 without one. */
+function readDrainMs(options) {
+  if (options === undefined || options === null) return 0
+  if (typeof options === 'boolean') {
+    throw pubsubError(
+      'ERR_INVALID_OPTION',
+      `close takes { drainMs } or nothing, got ${options} (MQTT.js's end(force)?): close() is end(true), and close({ drainMs: 5000 }) waits for the publishes made, as end(false) does, up to 5 s`,
+    )
+  }
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw pubsubError('ERR_INVALID_OPTION', `close takes { drainMs } or nothing, got ${describeValue(options)}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'drainMs') throw pubsubError('ERR_INVALID_OPTION', `Unknown close option '${key}'; known is drainMs`)
+  }
+  const { drainMs } = options
+  if (drainMs === undefined) return 0
+  if (typeof drainMs !== 'number' || !(drainMs >= 0 && drainMs <= MAX_TIMER_MS)) {
+    throw pubsubError('ERR_INVALID_OPTION', `drainMs must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${describeValue(drainMs)}`)
+  }
+  return drainMs
+}
+
 const CALL_OPTIONS = { publish: ['qos', 'retain', 'signal', 'provider'], subscribe: ['qos', 'format', 'provider'] }
 
 /**
@@ -361,6 +387,8 @@ class PubSubBase extends EventEmitter {
   /** the promise close() returns, and its resolver until the native side confirms */
   #closing = null
   #resolveClosed = null
+  /** while close({ drainMs }) waits for the publishes made before it: what ends the wait */
+  #drained = null
   #keptAlive = false
   /**
    * What the native side's event callback reaches this instance through. The native client keeps
@@ -557,23 +585,43 @@ class PubSubBase extends EventEmitter {
     return this
   }
 
-  /** Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. */
-  close() {
+  /**
+   * Completes every observer, rejects everything pending with ERR_CLOSED, disconnects. With
+   * `drainMs`, the publishes made before have up to that long to settle first, while messages
+   * keep coming; new publishes and subscriptions are refused from the call on.
+   */
+  close(options) {
     PubSubBase.#checkThis(this, 'close')
+    let drainMs
+    try {
+      drainMs = readDrainMs(options)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     if (!this.#closing) {
       this.#closing = new Promise((resolve) => {
         this.#resolveClosed = resolve
       })
-      this.#native.close()
-      // The `closed` event that completes the observers must not wait behind a loop held back.
-      this.#heldBackBy.clear()
-      this.#resumeDelivery()
-      const closed = publishError('ERR_CLOSED', 'The PubSub instance is closed', false)
-      for (const op of this.#outgoing.drain()) this.#settle(op, closed)
-      this.#outgoing.giveUpSpare()
-      this.#keepAliveIfBusy()
+      if (drainMs > 0 && this.#ops.size > 0) {
+        const timer = setTimeout(() => this.#closeNow(), drainMs)
+        this.#drained = () => (clearTimeout(timer), this.#closeNow())
+      } else {
+        this.#closeNow()
+      }
     }
     return this.#closing
+  }
+
+  #closeNow() {
+    this.#drained = null
+    this.#native.close()
+    // The `closed` event that completes the observers must not wait behind a loop held back.
+    this.#heldBackBy.clear()
+    this.#resumeDelivery()
+    const closed = publishError('ERR_CLOSED', 'The PubSub instance is closed', false)
+    for (const op of this.#outgoing.drain()) this.#settle(op, closed)
+    this.#outgoing.giveUpSpare()
+    this.#keepAliveIfBusy()
   }
 
   /**
@@ -643,6 +691,7 @@ class PubSubBase extends EventEmitter {
       rejections.push([pending, sent])
     }
     for (const [pending, sent] of rejections) pending.reject(abortedPublish(signal, sent))
+    if (this.#drained !== null && this.#ops.size === 0) this.#drained()
     this.#keepAliveIfBusy()
   }
 
@@ -662,7 +711,9 @@ class PubSubBase extends EventEmitter {
       pending.resolve()
     } else {
       pending.partlyPublished = true
+      return
     }
+    if (this.#drained !== null && this.#ops.size === 0) this.#drained()
   }
 
   #attach(topics, options, observer) {
@@ -700,6 +751,8 @@ class PubSubBase extends EventEmitter {
         throw pubsubError('ERR_INVALID_OPTION', `format must be one of ${FORMATS.join(', ')}, got ${describeValue(opts.format)}`)
       }
       entry.format = opts.format || 'json'
+      // Draining before close: the connection is on its way out.
+      if (this.#drained !== null) throw pubsubError('ERR_CLOSED', 'The PubSub instance is closing')
       this.#observers.set(id, entry)
       this.#native.subscribe(id, list, qos)
     } catch (error) {
@@ -779,8 +832,9 @@ class PubSubBase extends EventEmitter {
    * connection waits, as one slow observer makes them all wait, and TCP pushes back on the broker.
    */
   #flow(entry, flowing) {
-    // Once closing, nothing is held back: the `closed` event must reach JS.
-    if (!flowing && !entry.closed && this.#closing === null) {
+    // Once closing, nothing is held back: the `closed` event must reach JS. While close() drains,
+    // a slow observer still holds the connection back (bounded by drainMs).
+    if (!flowing && !entry.closed && (this.#closing === null || this.#drained !== null)) {
       this.#heldBackBy.add(entry)
     } else if (this.#heldBackBy.delete(entry) && this.#heldBackBy.size === 0) {
       this.#resumeDelivery()

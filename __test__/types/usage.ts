@@ -72,6 +72,8 @@ export const bounded: Promise<void> = resilient
 export const retried: Promise<void> = noRetry.publish('orders/created', { id: 7 }, { qos: 1 }).catch((error: PublishError) => {
   if (!error.sent) return noRetry.publish('orders/created', { id: 7 }, { qos: 1 })
 })
+// A graceful shutdown: what was published has 5 s to be acknowledged.
+export const shutDown: Promise<void> = resilient.close({ drainMs: 5_000 })
 // Through an HTTP proxy, on either provider.
 export const proxied = new IotPubSub({ endpoint: 'wss://iot.example.com/mqtt', region: 'eu-west-1', proxy: process.env.HTTPS_PROXY })
 // A will without a message is an empty one (as the runtime sends it).
