@@ -10,7 +10,7 @@ const { PubSub } = require('../mqtt.js')
 const { useMosquitto, startMosquitto } = require('./helpers/mosquitto.js')
 const { startMqttProxy, PACKET_TYPE } = require('./helpers/mqtt-proxy.js')
 const { useIotGateway } = require('./helpers/iot-gateway.js')
-const { topicNamer, openPubSub, mqttJs, tcpServer, waitFor } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, mqttJs, tcpServer, waitFor, sleep } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('publish-outcome')
 const broker = useMosquitto(test)
@@ -101,6 +101,103 @@ test('a full offline queue turns away a publish written before the loss with sen
   t.like(await t.throwsAsync(first), { code: 'ERR_CLOSED', sent: true })
 })
 
+test('a publish written on a lost connection, waiting to go again on a new session, is sent: true, closed or aborted', async (t) => {
+  for (const end of ['close', 'abort']) {
+    let connections = 0
+    const proxy = await startMqttProxy({
+      targetPort: broker.tcpPort,
+      onPacket({ fromClient, type, connection }) {
+        if (type === PACKET_TYPE.CONNECT) connection.id ??= ++connections
+        if (fromClient) return true
+        // No SUBACK ever: the renewal of that subscription holds back everything after it.
+        if (type === PACKET_TYPE.SUBACK) return false
+        if (type === PACKET_TYPE.PUBACK) {
+          connection.cut(100)
+          return false
+        }
+        return true
+      },
+    })
+    t.teardown(() => proxy.stop())
+    const topic = uniqueTopic(`resent-${end}`)
+    const watcher = await mqttJs(t, broker.tcpUrl)
+    await watcher.client.subscribeAsync(topic, { qos: 1 })
+    const pubsub = openPubSub(t, { endpoint: proxy.url, reconnect: { minDelayMs: 100, maxDelayMs: 100 } })
+    pubsub.on('connectionDisrupted', () => {})
+    pubsub.subscribe(uniqueTopic('never-acknowledged')).subscribe({ next() {}, error() {} })
+    const controller = new AbortController()
+    const publishing = pubsub.publish(topic, 'written once', { qos: 1, signal: controller.signal })
+    await waitFor(() => connections >= 2 && pubsub.connectionState === 'Connected', 5_000, 'the second connection')
+    await sleep(200)
+    if (end === 'close') pubsub.close()
+    else controller.abort()
+    const error = await t.throwsAsync(publishing)
+    t.like(error, { code: end === 'close' ? 'ERR_CLOSED' : 'ABORT_ERR', sent: true }, end)
+    t.deepEqual(watcher.messages.map((m) => m.payload.toString()), ['"written once"'], `${end}: the broker had it`)
+  }
+})
+
+test('a QoS 2 publish to two topics, one of them at the broker (PUBREC) and the other never written, is sent: true', async (t) => {
+  // rumqttc takes 1,024 unacknowledged packets: the fillers, whose PUBACKs never come, leave one
+  // place, for the first topic; the second waits in the client.
+  const proxy = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type, connection }) {
+      if (fromClient) return true
+      if (type === PACKET_TYPE.PUBACK) return false
+      if (type === PACKET_TYPE.PUBCOMP) {
+        connection.cut(50)
+        return false
+      }
+      return true
+    },
+  })
+  t.teardown(() => proxy.stop())
+  const prefix = uniqueTopic('qos2')
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  await watcher.client.subscribeAsync(`${prefix}/#`, { qos: 2 })
+  const pubsub = openPubSub(t, { endpoint: proxy.url, offlineQueue: 'none', reconnect: NO_RECONNECT_SOON })
+  pubsub.on('connectionDisrupted', () => {})
+  const fillers = Array.from({ length: 1023 }, (_, i) => pubsub.publish(`${prefix}-fill`, i, { qos: 1 }).catch(() => {}))
+  const error = await t.throwsAsync(pubsub.publish([`${prefix}/a`, `${prefix}/b`], 'once', { qos: 2 }))
+  t.like(error, { code: 'ERR_CONNECTION', sent: true })
+  await waitFor(() => watcher.messages.length === 1, 5_000, 'the first topic at the watcher')
+  t.is(watcher.messages[0].topic, `${prefix}/a`)
+  await Promise.all(fillers)
+})
+
+test('a publish failed before any connection was made is sent: false: a refused CONNACK, close() while connecting', async (t) => {
+  let published = 0
+  const refusing = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient && type === PACKET_TYPE.PUBLISH) published++
+      // CONNACK "not authorized"
+      if (!fromClient && type === PACKET_TYPE.CONNACK) return Buffer.from([0x20, 0x02, 0x00, 0x05])
+      return true
+    },
+  })
+  t.teardown(() => refusing.stop())
+  const refused = openPubSub(t, { endpoint: refusing.url })
+  t.like(await t.throwsAsync(refused.publish(uniqueTopic('refused'), 'x', { qos: 1 })), { code: 'ERR_NOT_AUTHORIZED', sent: false })
+
+  const silent = await startMqttProxy({
+    targetPort: broker.tcpPort,
+    onPacket({ fromClient, type }) {
+      if (fromClient && type === PACKET_TYPE.PUBLISH) published++
+      return type !== PACKET_TYPE.CONNACK // connecting for ever
+    },
+  })
+  t.teardown(() => silent.stop())
+  const connecting = openPubSub(t, { endpoint: silent.url })
+  const publishing = connecting.publish(uniqueTopic('connecting'), 'x', { qos: 1 })
+  await sleep(200)
+  t.is(connecting.connectionState, 'Connecting')
+  connecting.close()
+  t.like(await t.throwsAsync(publishing), { code: 'ERR_CLOSED', sent: false })
+  t.is(published, 0)
+})
+
 test('a publish to many topics rejected after some of them were acknowledged is sent: true, though the rest never left', async (t) => {
   // AWS IoT's pace (100 publishes a second) holds the rest of the topics back.
   const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: gateway.newKeys() })
@@ -116,5 +213,6 @@ test('a publish to many topics rejected after some of them were acknowledged is 
   pubsub.close()
   const error = await t.throwsAsync(publishing)
   t.like(error, { code: 'ERR_CLOSED', sent: true })
+  t.is(error.message, 'Published to some of its topics only; for the others: The PubSub instance is closed')
   t.true(watcher.messages.length > 0 && watcher.messages.length < topics.length, `${watcher.messages.length} of ${topics.length} topics delivered`)
 })

@@ -185,6 +185,20 @@ test.serial("... also when the delivering provider's outcome had not reached JS 
   t.true(error.sent)
 })
 
+test.serial("a publish one provider refuses (AWS IoT takes no QoS 2) and another delivers rejects with 'sent': true", async (t) => {
+  plug(t, iotProvider())
+  const mqtt = plug(t, mqttProvider())
+  const topic = uniqueTopic('refused-by-one')
+  const inbox = receiver()
+  const sub = mqtt.subscribe(topic, { qos: 2 }).subscribe(inbox.observer)
+  await sub.ready
+  const error = await t.throwsAsync(PubSub.publish(topic, 'hello', { qos: 2 }))
+  t.like(error, { code: 'ERR_INVALID_OPTION', sent: true })
+  t.regex(error.message, /does not support QoS 2/)
+  t.deepEqual(await inbox.take(1), ['hello'], 'the MQTT provider delivered it: a retry on !sent would send it twice')
+  sub.unsubscribe()
+})
+
 test.serial('a subscription through several providers completes once all have completed, and the first error ends it', async (t) => {
   const iot = plug(t, iotProvider())
   const mqtt = plug(t, mqttProvider())

@@ -20,12 +20,16 @@ function publishError(code, message, sent) {
   return error
 }
 
+/** The codes of the errors a publish refuses its arguments with, before anything is recorded. */
+const REFUSAL_CODES = new Set(['ERR_INVALID_THIS', 'ERR_INVALID_OPTION', 'ERR_INVALID_TOPIC', 'ERR_PAYLOAD', 'ERR_CLOSED', 'ERR_NO_PROVIDER', 'ERR_INTERNAL'])
+
 /**
  * `error`, thrown by a publish call before anything was recorded, says that nothing was sent:
- * an error of this package gets `sent: false` unless it says so itself (an abort does).
+ * one of this package's gets `sent: false`. An error the user's own code threw while the
+ * arguments were read (a getter, a Proxy trap) passes through unchanged, as in Node's APIs.
  */
 function refusedPublish(error) {
-  if (error instanceof Error && 'code' in error && !('sent' in error)) error.sent = false
+  if (error instanceof Error && REFUSAL_CODES.has(error.code) && !('sent' in error)) error.sent = false
   return error
 }
 

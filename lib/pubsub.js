@@ -41,6 +41,11 @@ class PendingOp {
   }
 }
 
+/** `error`, the failure of a publish to several topics some of which were published. */
+function partlyPublished(error) {
+  return publishError(error.code, `Published to some of its topics only; for the others: ${error.message}`, true)
+}
+
 /** The topics of a publish (`kind` 'topic') or the filters of a subscription ('filter'). */
 function toTopicList(topics, kind) {
   const list = typeof topics === 'string' ? [topics] : topics
@@ -705,7 +710,7 @@ class PubSubBase extends EventEmitter {
     if (!pending) return
     if (error) {
       this.#ops.delete(op)
-      pending.reject(pending.partlyPublished && !error.sent ? publishError(error.code, error.message, true) : error)
+      pending.reject(pending.partlyPublished && !error.sent ? partlyPublished(error) : error)
     } else if (--pending.remaining === 0) {
       this.#ops.delete(op)
       pending.resolve()

@@ -11,7 +11,7 @@ const { isDeepStrictEqual } = require('node:util')
 const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
-const { abortedPublish, refusedPublish, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
+const { abortedPublish, refusedPublish, publishError, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
 
 const WARNING = 'NativePubSubWarning'
 const PROVIDER_NAMES = ['AWSIoTProvider', 'MqttOverWSProvider']
@@ -221,8 +221,8 @@ function publish(...args) {
       throw refusedPublish(error)
     }
     if (published.length < 2) return resolve(Promise.all(published).then(() => {}))
-    // Aborted, the publish was sent if any provider's was, or had finished: the first
-    // rejection alone may be one that had sent nothing.
+    // The publish was sent if any provider's was, or had finished: the first rejection alone
+    // may be one that had sent nothing.
     let sentSomewhere = false
     const watched = published.map((publishing) =>
       publishing.then(
@@ -237,11 +237,12 @@ function publish(...args) {
       Promise.all(watched).then(
         () => {},
         async (error) => {
-          if (error === null || typeof error !== 'object' || error.code !== 'ABORT_ERR' || error.sent) throw error
-          // The others rejected with the abort too, or have their outcome on its way (a provider
-          // whose publish had finished in Rust): wait for them to know whether any had sent it.
+          if (error === null || typeof error !== 'object' || error.sent !== false) throw error
+          // The others may still have their outcome on its way: wait for them to know whether
+          // any had sent it.
           await Promise.allSettled(watched)
-          throw sentSomewhere ? abortedPublish(providerOptions.signal, true) : error
+          if (!sentSomewhere) throw error
+          throw error.code === 'ABORT_ERR' ? abortedPublish(providerOptions.signal, true) : publishError(error.code, error.message, true)
         },
       ),
     )

@@ -360,7 +360,7 @@ impl Client {
             self.check_offline_queue(core, qos, publish.topic_count(), bytes)?;
         }
         for topic in publish.topics() {
-            let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec() };
+            let request = Request::Publish { op: publish.op, topic: topic.to_string(), qos, retain: publish.retain, payload: payload.to_vec(), written: false };
             core.outbox.submit(&self.shared.requests, request);
         }
         Ok(())

@@ -147,7 +147,7 @@ fn refused_publish(publish: &Written, options: &ClientOptions) -> PubSubError {
         "brokers do this for a packet over their maximum packet size (mosquitto's max_packet_size, for one), or one \
          their access rules refuse",
     );
-    PubSubError::Payload(format!("Not published: the broker {dropped}"))
+    PubSubError::Payload(format!("Probably refused: the broker {dropped}"))
 }
 
 /// Why `what` is not sent again: `on_aws` or `on_brokers` says what makes a broker do that.
@@ -309,6 +309,7 @@ fn requeue(shared: &Shared, core: &mut Core, eventloop: &mut EventLoop, pubrels:
 /// before its channel), with the PUBRELs due.
 fn resume(shared: &Shared, eventloop: &mut EventLoop, session_present: bool, pubrels: &mut Vec<u16>) {
     let mut core = shared.core.lock();
+    core.outbox.on_connack();
     if !session_present {
         for completion in core.outbox.forget_pubrels(pubrels) {
             complete(shared, &mut core, completion);

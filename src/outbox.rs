@@ -66,7 +66,9 @@ fn subscribe_bytes(filter_bytes: usize) -> usize {
 /// A request we make of the broker.
 #[derive(Debug)]
 pub enum Request {
-    Publish { op: u32, topic: String, qos: QoS, retain: bool, payload: Vec<u8> },
+    /// `written`: on a connection that was lost, before a new session forgot its packet id (the
+    /// broker may have it).
+    Publish { op: u32, topic: String, qos: QoS, retain: bool, payload: Vec<u8>, written: bool },
     Subscribe { filters: Vec<(String, QoS)> },
     Unsubscribe { filter: String },
 }
@@ -74,7 +76,7 @@ pub enum Request {
 /// What we remember of a request once it is in rumqttc's channel.
 #[derive(Debug)]
 enum Sent {
-    Publish { op: u32, qos: QoS, bytes: usize },
+    Publish { op: u32, qos: QoS, bytes: usize, written: bool },
     Subscribe { filters: Vec<String> },
     Unsubscribe { filter: String },
 }
@@ -187,6 +189,9 @@ pub struct Outbox {
     suspects: HashSet<String>,
     /// The connection is down after a loss: requests wait in the backlog.
     held: bool,
+    /// Between CONNACK and the loss of that connection: what is in rumqttc's channel may be
+    /// written. Before it, rumqttc writes nothing from its channel.
+    connected: bool,
     /// Written, unacknowledged publishes of the lost connection, in the order sent (counted in
     /// `queued`); `resume` decides how they go out again.
     resend: VecDeque<Resend>,
@@ -205,13 +210,13 @@ pub struct Outbox {
 
 fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
     match request {
-        Request::Publish { op, topic, qos, retain, payload } => {
+        Request::Publish { op, topic, qos, retain, payload, written } => {
             let bytes = publish_bytes(&topic, &payload);
             match client.try_publish(topic, qos, retain, payload) {
-                Ok(()) => Ok(Sent::Publish { op, qos, bytes }),
+                Ok(()) => Ok(Sent::Publish { op, qos, bytes, written }),
                 // rumqttc hands back the request it could not queue (its channel is full).
                 Err(ClientError::TryRequest(returned) | ClientError::Request(returned)) => match returned {
-                    MqttRequest::Publish(p) => Err(Request::Publish { op, topic: p.topic, qos, retain, payload: Vec::from(p.payload) }),
+                    MqttRequest::Publish(p) => Err(publish_again(op, p, written)),
                     other => unreachable!("rumqttc returned {other:?} for a publish"),
                 },
             }
@@ -230,10 +235,11 @@ fn try_send(client: &AsyncClient, request: Request) -> Result<Sent, Request> {
     }
 }
 
-/// Op `op`'s publish that rumqttc gave back, as a new request (a new packet id once sent).
-fn publish_again(op: u32, publish: rumqttc::Publish) -> Request {
+/// Op `op`'s publish that rumqttc gave back, as a new request (a new packet id once sent);
+/// `written`: the broker may have it already.
+fn publish_again(op: u32, publish: rumqttc::Publish, written: bool) -> Request {
     let rumqttc::Publish { topic, qos, retain, payload, .. } = publish;
-    Request::Publish { op, topic, qos, retain, payload: Vec::from(payload) }
+    Request::Publish { op, topic, qos, retain, payload: Vec::from(payload), written }
 }
 
 impl Outbox {
@@ -366,7 +372,7 @@ impl Outbox {
         let Some(mut publish) = parked else { return };
         if let Some((op, bytes)) = self.collided.take() {
             publish.pkid = 0;
-            self.in_channel.push_front(Sent::Publish { op, qos: publish.qos, bytes });
+            self.in_channel.push_front(Sent::Publish { op, qos: publish.qos, bytes, written: false });
         }
         pending.push_front(MqttRequest::Publish(publish));
     }
@@ -476,6 +482,7 @@ impl Outbox {
     ) -> Requeued {
         let mut refused_op = None;
         self.held = true;
+        self.connected = false;
         let mut pubrels = Vec::new();
         // Written UNSUBSCRIBEs go again first, before those never written; a new session forgets
         // the subscriptions anyway.
@@ -504,7 +511,7 @@ impl Outbox {
                 }
                 MqttRequest::Publish(publish) => match in_channel.pop_front() {
                     // Rejections are decided when the backlog is rebuilt below, by the same `keeps`.
-                    Some(Sent::Publish { op, .. }) => front.push_back(publish_again(op, publish)),
+                    Some(Sent::Publish { op, written, .. }) => front.push_back(publish_again(op, publish, written)),
                     other => in_channel.extend(other),
                 },
                 // The op keeps waiting for PUBCOMP under its packet id.
@@ -552,12 +559,12 @@ impl Outbox {
         }
         for request in front.into_iter().chain(earlier) {
             match request {
-                Request::Publish { op, qos, .. } if !keeps(qos) => requeued.rejected.push(Rejected { op, sent: false }),
+                Request::Publish { op, qos, written, .. } if !keeps(qos) => requeued.rejected.push(Rejected { op, sent: written }),
                 Request::Subscribe { .. } => {}
                 request => self.push_back(request),
             }
         }
-        requeued.rejected = each_op_once(requeued.rejected);
+        requeued.rejected = self.sent_with_what_stays(requeued.rejected);
         requeued
     }
 
@@ -583,11 +590,33 @@ impl Outbox {
         let away: HashSet<u32> = turned_away.iter().copied().collect();
         // A resend was written on the lost connection.
         let mut rejected: Vec<Rejected> = self.resend.iter().filter(|r| away.contains(&r.op)).map(|r| Rejected { op: r.op, sent: true }).collect();
-        rejected.extend(away.iter().map(|&op| Rejected { op, sent: false }));
+        rejected.extend(self.backlog.iter().filter_map(|request| match request {
+            Request::Publish { op, written, .. } if away.contains(op) => Some(Rejected { op: *op, sent: *written }),
+            _ => None,
+        }));
         self.resend.retain(|r| !away.contains(&r.op));
         self.backlog.retain(|request| !matches!(request, Request::Publish { op, .. } if away.contains(op)));
         self.recount_queued();
-        each_op_once(rejected)
+        self.sent_with_what_stays(rejected)
+    }
+
+    /// `rejected` each op once, sent also when another packet of its op (another topic) stays
+    /// handed over: a QoS 2 one awaiting PUBCOMP, say, which the broker has.
+    fn sent_with_what_stays(&self, rejected: Vec<Rejected>) -> Vec<Rejected> {
+        let mut rejected = each_op_once(rejected);
+        if rejected.iter().any(|r| !r.sent) {
+            let in_channel = self.in_channel.iter().filter_map(|sent| match sent {
+                Sent::Publish { op, .. } => Some(*op),
+                _ => None,
+            });
+            let awaiting = self.awaiting_puback.values().map(|(op, _)| *op);
+            let resends = self.resend.iter().map(|r| r.op);
+            let stays: HashSet<u32> = in_channel.chain(awaiting).chain(resends).chain(self.collided.map(|(op, _)| op)).collect();
+            for r in rejected.iter_mut() {
+                r.sent |= stays.contains(&r.op);
+            }
+        }
+        rejected
     }
 
     /// Takes publish ops `ops` out of what waits to be handed to rumqttc, and says, for each,
@@ -598,9 +627,12 @@ impl Outbox {
         let mut withdrawn: Vec<Withdrawn> = ops.iter().map(|_| Withdrawn::default()).collect();
         let mut removed = false;
         self.backlog.retain(|request| match request {
-            Request::Publish { op, .. } => match index.get(op) {
+            Request::Publish { op, written, .. } => match index.get(op) {
                 Some(&i) => {
-                    withdrawn[i].unsent += 1;
+                    match written {
+                        true => withdrawn[i].written += 1,
+                        false => withdrawn[i].unsent += 1,
+                    }
                     removed = true;
                     false
                 }
@@ -646,6 +678,11 @@ impl Outbox {
         }))
     }
 
+    /// CONNACK: from now on, what is in rumqttc's channel may be written.
+    pub fn on_connack(&mut self) {
+        self.connected = true;
+    }
+
     /// After CONNACK, before `release`: the publishes written on the lost connection. For a
     /// resumed session they are returned to go first, unchanged but for DUP, and filed under
     /// their packet ids; for a new session, which forgot those ids, they become new publishes
@@ -654,7 +691,7 @@ impl Outbox {
         let resend = std::mem::take(&mut self.resend);
         if !session_present {
             for Resend { op, publish, .. } in resend.into_iter().rev() {
-                self.backlog.push_front(publish_again(op, publish));
+                self.backlog.push_front(publish_again(op, publish, true));
             }
             return Vec::new();
         }
@@ -737,7 +774,7 @@ impl Outbox {
                     return self.await_ack(*pkid, parked);
                 }
                 match self.in_channel.pop_front() {
-                    Some(Sent::Publish { op, qos, bytes }) => {
+                    Some(Sent::Publish { op, qos, bytes, .. }) => {
                         self.count_written(bytes);
                         match qos {
                             QoS::AtMostOnce => Some(Completion::Published(op)),
@@ -844,13 +881,13 @@ impl Outbox {
         let mut ops: Vec<Rejected> = self.awaiting_puback.drain().map(|(_, (op, _))| Rejected { op, sent: true }).collect();
         ops.extend(self.collided.take().map(|(op, _)| Rejected { op, sent: true }));
         for sent in self.in_channel.drain(..) {
-            if let Sent::Publish { op, .. } = sent {
-                ops.push(Rejected { op, sent: true });
+            if let Sent::Publish { op, written, .. } = sent {
+                ops.push(Rejected { op, sent: written || self.connected });
             }
         }
         for request in self.backlog.drain(..) {
-            if let Request::Publish { op, .. } = request {
-                ops.push(Rejected { op, sent: false });
+            if let Request::Publish { op, written, .. } = request {
+                ops.push(Rejected { op, sent: written });
             }
         }
         ops.extend(self.resend.drain(..).map(|r| Rejected { op: r.op, sent: true }));
@@ -871,7 +908,7 @@ mod tests {
     use rumqttc::{MqttOptions, PubComp};
 
     fn publish(op: u32, qos: QoS) -> Request {
-        Request::Publish { op, topic: "t".into(), qos, retain: false, payload: vec![1] }
+        Request::Publish { op, topic: "t".into(), qos, retain: false, payload: vec![1], written: false }
     }
 
     #[test]
@@ -1002,7 +1039,7 @@ mod tests {
         // waits in the channel. Then the connection is lost.
         let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
         let mut outbox = Outbox::default();
-        let topic = |op: u32, qos| Request::Publish { op, topic: format!("t{op}"), qos, retain: false, payload: vec![1] };
+        let topic = |op: u32, qos| Request::Publish { op, topic: format!("t{op}"), qos, retain: false, payload: vec![1], written: false };
         outbox.submit(&client, topic(1, QoS::ExactlyOnce));
         outbox.submit(&client, topic(2, QoS::AtLeastOnce));
         outbox.submit(&client, topic(3, QoS::AtLeastOnce));
@@ -1070,7 +1107,7 @@ mod tests {
         // Op 1 (packet id 5) got PUBREC: rumqttc gives back its PUBREL, not the publish.
         let lost = || {
             let mut outbox = Outbox::default();
-            outbox.in_channel.push_back(Sent::Publish { op: 1, qos: QoS::ExactlyOnce, bytes: 2 });
+            outbox.in_channel.push_back(Sent::Publish { op: 1, qos: QoS::ExactlyOnce, bytes: 2, written: false });
             outbox.on_outgoing(&Outgoing::Publish(5));
             let requeued = outbox.requeue(vec![MqttRequest::PubRel(rumqttc::PubRel::new(5))], |_| true, None);
             assert_eq!(requeued, Requeued { pubrels: vec![5], ..Requeued::default() }, "not rejected: PUBREL is due");
@@ -1222,7 +1259,7 @@ mod tests {
         assert_eq!(outbox.in_flight().operations, 4);
         // rumqttc reports writing them before anything of its channel: they do not take the
         // channel's records.
-        outbox.in_channel.push_back(Sent::Publish { op: 9, qos: QoS::AtLeastOnce, bytes: 1 });
+        outbox.in_channel.push_back(Sent::Publish { op: 9, qos: QoS::AtLeastOnce, bytes: 1, written: false });
         for pkid in 1..=4 {
             assert_eq!(outbox.on_outgoing(&Outgoing::Publish(pkid)), None);
         }
@@ -1245,7 +1282,7 @@ mod tests {
     #[test]
     fn a_new_session_gets_the_written_publishes_as_new_ones_first() {
         let (mut outbox, pending) = in_flight();
-        outbox.backlog.push_back(Request::Publish { op: 5, topic: "e".into(), qos: QoS::AtLeastOnce, retain: false, payload: vec![] });
+        outbox.backlog.push_back(Request::Publish { op: 5, topic: "e".into(), qos: QoS::AtLeastOnce, retain: false, payload: vec![], written: false });
         outbox.requeue(pending, |_| true, None);
         assert!(outbox.resume(false).is_empty());
         let expected: Vec<(u32, String)> = vec![(1, "a".into()), (2, "b".into()), (2, "c".into()), (3, "d".into()), (5, "e".into())];
@@ -1301,15 +1338,60 @@ mod tests {
     #[test]
     fn abandon_says_of_each_op_once_whether_some_of_it_was_handed_to_the_connection() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
-        let (mut outbox, _) = in_flight();
-        // Op 4 went into rumqttc's channel; op 5 waits in the backlog (held); op 3 has a second
-        // topic's packet there too.
-        outbox.submit(&client, publish(4, QoS::AtLeastOnce));
-        outbox.held = true;
-        outbox.submit(&client, publish(5, QoS::AtLeastOnce));
-        outbox.submit(&client, publish(3, QoS::AtLeastOnce));
-        assert_eq!(outbox.abandon(), rejected(&[(1, true), (2, true), (3, true), (4, true), (5, false)]));
-        assert!(outbox.is_idle());
+        let abandoned = |connected: bool| {
+            let (mut outbox, _) = in_flight();
+            if connected {
+                outbox.on_connack();
+            }
+            // Op 4 went into rumqttc's channel; op 5 waits in the backlog (held); op 3 has a
+            // second topic's packet there too.
+            outbox.submit(&client, publish(4, QoS::AtLeastOnce));
+            outbox.held = true;
+            outbox.submit(&client, publish(5, QoS::AtLeastOnce));
+            outbox.submit(&client, publish(3, QoS::AtLeastOnce));
+            let rejected = outbox.abandon();
+            assert!(outbox.is_idle());
+            rejected
+        };
+        assert_eq!(abandoned(true), rejected(&[(1, true), (2, true), (3, true), (4, true), (5, false)]));
+        // Before CONNACK rumqttc writes nothing from its channel.
+        assert_eq!(abandoned(false), rejected(&[(1, true), (2, true), (3, true), (4, false), (5, false)]));
+    }
+
+    #[test]
+    fn a_publish_written_before_a_new_session_still_counts_as_written_until_it_is_written_again() {
+        // Op 1 (packet id 1) was written, then the connection was lost; the next session is new.
+        let lost_then_new_session = || {
+            let mut outbox = Outbox::default();
+            outbox.awaiting_puback.insert(1, (1, 5));
+            outbox.requeue(vec![written_publish(1, "a")], |_| true, None);
+            outbox.on_connack();
+            assert_eq!(outbox.resume(false), vec![]);
+            outbox
+        };
+        assert_eq!(lost_then_new_session().abandon(), rejected(&[(1, true)]));
+        assert_eq!(lost_then_new_session().withdraw(&[1]), vec![Withdrawn { written: 1, ..Withdrawn::default() }]);
+        assert_eq!(lost_then_new_session().turn_away_beyond(Load::default()), rejected(&[(1, true)]));
+        // Handed over again and lost again before it was written: still the broker may have it.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("outbox-test", "127.0.0.1", 1883), 10);
+        let mut outbox = lost_then_new_session();
+        outbox.release(&client, Vec::new());
+        eventloop.clean();
+        let requeued = outbox.requeue(eventloop.pending.drain(..), |_| false, None);
+        assert_eq!(requeued.rejected, rejected(&[(1, true)]));
+    }
+
+    #[test]
+    fn a_topic_turned_away_is_sent_when_another_topic_of_its_publish_awaits_its_pubcomp() {
+        // Op 1 to two topics at QoS 2: packet id 5 got PUBREC, the other was never written.
+        let mut outbox = Outbox::default();
+        outbox.awaiting_puback.insert(5, (1, 2));
+        let never_written = rumqttc::Publish::new("b", QoS::ExactlyOnce, vec![1]);
+        outbox.in_channel.push_back(Sent::Publish { op: 1, qos: QoS::ExactlyOnce, bytes: 2, written: false });
+        let pending = vec![MqttRequest::PubRel(rumqttc::PubRel::new(5)), MqttRequest::Publish(never_written)];
+        let requeued = outbox.requeue(pending, |_| false, None);
+        assert_eq!(requeued.rejected, rejected(&[(1, true)]), "the broker has the other topic's");
+        assert_eq!(requeued.pubrels, vec![5]);
     }
 
     #[test]
