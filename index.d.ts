@@ -386,6 +386,7 @@ export interface PubSubInstance extends EventEmitter {
    * ERR_CLOSED (its `sent`: whether the broker may have it), disconnects. With `drainMs`, the
    * publishes made before have up to that long to settle first, while messages keep coming; new
    * publishes and subscriptions are refused from the call on. A later call returns the same promise.
+   * An argument it cannot read is ignored, with a process warning: it closes without draining.
    */
   close(options?: CloseOptions): Promise<void>
 

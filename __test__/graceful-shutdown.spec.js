@@ -7,7 +7,7 @@
 const test = require('ava')
 const { PubSub } = require('../mqtt.js')
 const { startMosquitto } = require('./helpers/mosquitto.js')
-const { topicNamer, openPubSub, listen, waitFor, sleep } = require('./helpers/pubsub.js')
+const { topicNamer, openPubSub, listen, mqttJs, waitFor, sleep, captureWarnings, runScript, pubsubScript, printed, exitOf } = require('./helpers/pubsub.js')
 
 const uniqueTopic = topicNamer('graceful-shutdown')
 
@@ -100,14 +100,48 @@ test('a publish that fails while close() drains (its connection lost, with recon
   t.true(Date.now() - started < 10_000, `closed ${Date.now() - started} ms after close(), not after drainMs`)
 })
 
-test("close refuses an option it does not know, MQTT.js's end(force) included, and the instance stays open", async (t) => {
+test("close() given what it cannot read (MQTT.js's end(force), an unknown option) warns once and closes without draining", async (t) => {
   const broker = await ownBroker(t)
-  const pubsub = openPubSub(t, { endpoint: broker.tcpUrl })
-  const force = await t.throwsAsync(pubsub.close(true), { code: 'ERR_INVALID_OPTION' })
-  t.regex(force.message, /close\(\) is end\(true\), and close\(\{ drainMs: 5000 \}\) waits for the publishes made, as end\(false\) does/)
-  for (const options of [{ drain: 1000 }, { drainMs: -1 }, { drainMs: '1000' }, { drainMs: Infinity }, 'soon']) {
-    await t.throwsAsync(pubsub.close(options), { code: 'ERR_INVALID_OPTION' }, JSON.stringify(options))
+  const warnings = captureWarnings(t, 'close() ignored it')
+  for (const options of [true, { drain: 1000 }, { drainMs: -1 }]) {
+    const pubsub = new PubSub({ endpoint: broker.tcpUrl })
+    await pubsub.publish(uniqueTopic('ignored'), 'x', { qos: 1 })
+    broker.pause()
+    const pending = pubsub.publish(uniqueTopic('ignored'), 'y', { qos: 1 })
+    await waitFor(() => pubsub.stats().inFlight.operations === 1, 5_000, 'the publish written')
+    await pubsub.close(options)
+    t.like(await t.throwsAsync(pending), { code: 'ERR_CLOSED', sent: true }, 'not drained')
+    broker.resume()
   }
-  await pubsub.publish(uniqueTopic('open'), 'still open', { qos: 1 })
-  t.is(pubsub.connectionState, 'Connected')
+  t.deepEqual(
+    warnings.map((w) => w.message.split('. close()')[0]),
+    [
+      "close takes { drainMs } or nothing, got true (MQTT.js's end(force)?): close() is end(true), and close({ drainMs: 5000 }) waits for the publishes made, as end(false) does, up to 5 s",
+      "Unknown close option 'drain'; known is drainMs",
+      'drainMs must be a number of milliseconds from 0 to 2147483647, got -1',
+    ],
+  )
+})
+
+test('close passed as a signal listener (it gets the signal name) closes cleanly: Node exits by itself, the will is not published', async (t) => {
+  const broker = await ownBroker(t)
+  const watcher = await mqttJs(t, broker.tcpUrl)
+  const willTopic = uniqueTopic('will')
+  await watcher.client.subscribeAsync(willTopic, { qos: 1 })
+  const run = runScript(
+    t,
+    pubsubScript(
+      `pubsub.subscribe('${uniqueTopic('kept')}').subscribe({ next() {} }).ready.then(() => console.log('subscribed'))
+       process.once('SIGTERM', pubsub.close.bind(pubsub))`,
+      { will: { topic: willTopic, message: 'gone', qos: 1 } },
+    ),
+    { BROKER: broker.tcpUrl },
+  )
+  await printed(run, 'subscribed')
+  run.child.kill('SIGTERM')
+  const exit = await exitOf(t, run)
+  t.is(exit.code, 0, run.stderr)
+  t.regex(run.stderr, /close takes \{ drainMs \} or nothing, got a string\. close\(\) ignored it/)
+  await sleep(500)
+  t.deepEqual(watcher.messages, [], 'a clean DISCONNECT: no will')
 })

@@ -63,9 +63,15 @@ function toTopicList(topics, kind) {
   return list
 }
 
+/** Whether `value` is an object literal (or made with a null prototype), not an array or a class instance. */
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
+}
+
 function notTopics(topics, kind) {
-  const proto = topics !== null && typeof topics === 'object' ? Object.getPrototypeOf(topics) : undefined
-  const plain = proto === Object.prototype || proto === null
+  const plain = isPlainObject(topics)
   let hint = ''
   if (plain && 'topic' in topics) {
     hint = ": did you mean { topics: … } (Amplify's name), not { topic: … }?"
@@ -217,7 +223,10 @@ function readRetain(options) {
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-/** `close(options)`'s `drainMs`: 0 without one. */
+/**
+ * `close(options)`'s `drainMs`: 0 without one. Throws ERR_INVALID_OPTION for what it cannot read,
+ * which close() reports and ignores.
+ */
 function readDrainMs(options) {
   if (options === undefined || options === null) return 0
   if (typeof options === 'boolean') {
@@ -226,7 +235,7 @@ function readDrainMs(options) {
       `close takes { drainMs } or nothing, got ${options} (MQTT.js's end(force)?): close() is end(true), and close({ drainMs: 5000 }) waits for the publishes made, as end(false) does, up to 5 s`,
     )
   }
-  if (typeof options !== 'object' || Array.isArray(options)) {
+  if (!isPlainObject(options)) {
     throw pubsubError('ERR_INVALID_OPTION', `close takes { drainMs } or nothing, got ${describeValue(options)}`)
   }
   for (const key of Object.keys(options)) {
@@ -597,13 +606,15 @@ class PubSubBase extends EventEmitter {
    */
   close(options) {
     PubSubBase.#checkThis(this, 'close')
-    let drainMs
-    try {
-      drainMs = readDrainMs(options)
-    } catch (error) {
-      return Promise.reject(error)
-    }
     if (!this.#closing) {
+      let drainMs = 0
+      try {
+        drainMs = readDrainMs(options)
+      } catch (error) {
+        // A shutdown must not fail on its argument: close passed as a listener
+        // (process.once('SIGTERM', pubsub.close.bind(pubsub))) gets the event's.
+        this.#warnOnce(`close:${error.message}`, `${error.message}. close() ignored it, and closed without draining.`)
+      }
       this.#closing = new Promise((resolve) => {
         this.#resolveClosed = resolve
       })
@@ -1121,4 +1132,4 @@ const MqttPubSub = providerClass('mqtt', 'MqttOverWSProvider')
 /** The AWS IoT Core provider: MQTT over WSS, SigV4-presigned afresh for every connect. */
 const IotPubSub = providerClass('iot', 'AWSIoTProvider')
 
-module.exports = { MqttPubSub, IotPubSub, APPSYNC_HTTP_FLAG, callForm }
+module.exports = { MqttPubSub, IotPubSub, APPSYNC_HTTP_FLAG, callForm, isPlainObject }

@@ -8,7 +8,7 @@
 // `options.provider` names, or to all of them, as Amplify did. It holds no handle of its own:
 // the providers keep Node alive exactly as instances do.
 const { isDeepStrictEqual } = require('node:util')
-const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm } = require('./pubsub')
+const { IotPubSub: IotPubSubBase, MqttPubSub: MqttPubSubBase, APPSYNC_HTTP_FLAG, callForm, isPlainObject } = require('./pubsub')
 const { knownOptions } = require('./native').binding
 const { Observable, FLOW } = require('./observable')
 const { abortedPublish, refusedPublish, publishError, pubsubError, describeValue, describeThrown, reportRejection } = require('./errors')
@@ -40,12 +40,6 @@ let configured = {}
 /** The plugged-in providers, in the order they were plugged in. */
 const pluggables = []
 const warned = new Set()
-
-function isPlainObject(value) {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false
-  const proto = Object.getPrototypeOf(value)
-  return proto === Object.prototype || proto === null
-}
 
 /**
  * Any object but an array or a promise: Amplify took any object (the `config` package's objects,
