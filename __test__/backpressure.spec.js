@@ -1,7 +1,8 @@
 'use strict'
 // Bounded memory under a slow subscriber: when observers fall behind, the connection stops
-// reading its socket (the delivery queue holds at most 8,192 messages / 4 MiB) and TCP and the
-// broker hold the rest, instead of the process buffering everything it is sent.
+// reading its socket (the delivery queue holds at most 8,192 messages / 4 MiB, or 65,536 / 64 MiB
+// while the instance awaits acknowledgements) and TCP and the broker hold the rest, instead of
+// the process buffering everything it is sent.
 const test = require('ava')
 const { startMosquitto } = require('./helpers/mosquitto.js')
 const { topicNamer, openPubSub, listen, recordEvents, waitFor, sleep, runScript, pubsubScript, printed } = require('./helpers/pubsub.js')
@@ -294,6 +295,33 @@ test('a for await loop that falls behind holds back every loop of its connection
   t.deepEqual(seqs, Array.from({ length: N }, (_, seq) => seq))
   await catchingUp.return()
   await reading
+})
+
+test('a for await loop that answers each message with a publish of its own instance, and awaits it, never stalls however far behind it falls', async (t) => {
+  t.timeout(120_000)
+  // The acknowledgements of its replies come behind the messages it holds back: they reach it
+  // anyway, and the connection reads on past the usual bound (8,192 messages) while the
+  // instance awaits them.
+  // mosquitto's default of 1,000 queued messages per client would drop requests here.
+  const broker = await startMosquitto({ lines: ['max_queued_messages 1000000'] })
+  t.teardown(() => broker.stop())
+  const publisher = openPubSub(t, { endpoint: broker.tcpUrl })
+  const topic = uniqueTopic('requests')
+  const responder = openPubSub(t, { endpoint: broker.tcpUrl })
+  const N = 12_000
+  let answered = 0
+  const serving = (async () => {
+    for await (const request of responder.subscribe(topic, { qos: 1 })) {
+      await responder.publish(`${topic}/reply`, request, { qos: 1 })
+      if (++answered === N) break
+    }
+  })()
+  await waitFor(() => responder.connectionState === 'Connected', 5_000, 'the responder subscribed')
+  await sleep(200)
+  await Promise.all(Array.from({ length: N }, (_, i) => publisher.publish(topic, i, { qos: 1 })))
+  await waitFor(() => answered === N, 90_000, `all ${N} answered (${answered} so far)`)
+  await serving
+  t.is(answered, N)
 })
 
 test('close() ends a for await loop that falls behind, also when it falls behind after close()', async (t) => {

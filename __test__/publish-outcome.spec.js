@@ -198,6 +198,23 @@ test('a publish failed before any connection was made is sent: false: a refused 
   t.is(published, 0)
 })
 
+test('after an idle disconnect, a publish whose new connection is closed before its CONNACK is sent: false', async (t) => {
+  const frozen = await startMosquitto()
+  t.teardown(() => frozen.stop())
+  const pubsub = openPubSub(t, { endpoint: frozen.tcpUrl })
+  const subscription = pubsub.subscribe(uniqueTopic('idle')).subscribe({ next() {} })
+  await subscription.ready
+  subscription.unsubscribe() // the last observer leaves: the connection ends with DISCONNECT
+  await waitFor(() => pubsub.connectionState === 'Disconnected', 5_000, 'the idle disconnect')
+  frozen.pause() // the next connection gets no CONNACK
+  const publishing = pubsub.publish(uniqueTopic('idle'), 'x', { qos: 1 })
+  await waitFor(() => pubsub.connectionState === 'Connecting', 5_000, 'the next connection')
+  await sleep(200)
+  pubsub.close()
+  t.like(await t.throwsAsync(publishing), { code: 'ERR_CLOSED', sent: false })
+  frozen.resume()
+})
+
 test('a publish to many topics rejected after some of them were acknowledged is sent: true, though the rest never left', async (t) => {
   // AWS IoT's pace (100 publishes a second) holds the rest of the topics back.
   const pubsub = new IotPubSub({ endpoint: gateway.url, ca: gateway.ca, region: 'us-east-1', credentials: gateway.newKeys() })

@@ -516,10 +516,13 @@ impl Client {
         }
     }
 
+    /// After JS asked something of the broker: the connection task may be idle, or waiting for
+    /// room while JS holds messages back and awaits the answer.
     fn wake_if_idle(&self, core: &Core) {
         if core.state == ConnectionState::Disconnected {
             self.shared.attention.notify_one();
         }
+        self.shared.delivery.answer_awaited();
     }
 }
 

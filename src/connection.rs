@@ -95,6 +95,7 @@ pub async fn run(shared: Arc<Shared>, mut eventloop: EventLoop) {
                 discard_buffered_events(&shared, &mut shared.core.lock(), &mut eventloop);
                 say_goodbye(&shared, &mut eventloop).await;
                 let mut core = shared.core.lock();
+                core.outbox.on_disconnected();
                 shared.set_state(&mut core, ConnectionState::Disconnected);
             }
             End::Lost { error, by_broker, not_a_refusal } => {
@@ -507,7 +508,7 @@ async fn serve(shared: &Shared, eventloop: &mut EventLoop) -> End {
                 let message = message_for_observers(&mut shared.core.lock(), publish);
                 if let Some(message) = message {
                     // Waits while JS is behind: the socket is not read meanwhile.
-                    shared.delivery.push_message(message).await;
+                    shared.delivery.push_message(message, || !shared.core.lock().outbox.is_idle()).await;
                     // JS is behind, and all that was read is queued: let the broker run before
                     // the next read. Where it shares a core with us, reading as soon as a little
                     // data arrives takes a flow in small pieces, a wake-up for both each time

@@ -29,6 +29,12 @@ use crate::errors::PubSubError;
 /// Messages (and their bytes) that may wait for JS before we stop reading the socket.
 const MAX_QUEUED_MESSAGES: usize = 8_192;
 const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// The same while the instance awaits answers from the broker (acks of its publishes, SUBACKs):
+/// they come behind the messages, and the code holding JS back may be awaiting one (a `for
+/// await` loop that publishes a reply and awaits it); stopping at the limit above would then
+/// never end. The offline queue's default bounds.
+const MAX_QUEUED_MESSAGES_AWAITING: usize = 65_536;
+const MAX_QUEUED_BYTES_AWAITING: usize = 64 * 1024 * 1024;
 /// Messages waiting for JS from which it is behind (`Delivery::is_behind`).
 const BEHIND_MESSAGES: usize = 64;
 /// Events handed to JS in one call.
@@ -249,6 +255,13 @@ struct Queue {
     bytes: usize,
 }
 
+/// An event that settles a publish (or lets one be made): JS gets these while it holds messages
+/// back, since the code holding them may be awaiting one (a `for await` loop that publishes a
+/// reply and awaits it). Failures and `Closed` keep their place behind the messages.
+fn is_settlement(event: &Event) -> bool {
+    matches!(event, Event::Published { .. } | Event::PublishFailed { .. } | Event::Writable | Event::CredentialsWanted { .. })
+}
+
 /// The bytes a message holds in the queue (0 for other events).
 fn message_size(event: &Event) -> usize {
     match event {
@@ -272,8 +285,11 @@ pub struct Delivery {
     queue: Mutex<Queue>,
     /// The batch of the call being made, until the JS thread takes it.
     handed: Mutex<Vec<Event>>,
-    /// JS is handling a batch, or asked for no more until `resume`.
+    /// JS is handling a batch.
     in_js: AtomicBool,
+    /// JS asked for no more messages until `resume` (a `for await` loop fell behind): only
+    /// `is_settlement` events go to it meanwhile.
+    held: AtomicBool,
     /// The JS side is gone (`JsSide` was dropped): nothing more will be delivered.
     gone: AtomicBool,
     ready: Notify,
@@ -347,25 +363,45 @@ impl Delivery {
         self.queue.lock().messages >= BEHIND_MESSAGES
     }
 
-    /// Queues a message, waiting while the queue is full. Only the connection task calls it.
-    pub async fn push_message(&self, event: Event) {
-        let size = message_size(&event);
+    /// Queues a message, waiting while the queue is full: fuller while `awaiting()` (the
+    /// instance awaits answers from the broker). Only the connection task calls it.
+    pub async fn push_message(&self, mut event: Event, awaiting: impl Fn() -> bool) {
         loop {
             if self.gone.load(Ordering::Acquire) {
                 // Nobody will read it, and nobody would make room.
                 return;
             }
-            {
-                let mut queue = self.queue.lock();
-                if queue.messages == 0 || (queue.messages < MAX_QUEUED_MESSAGES && queue.bytes + size <= MAX_QUEUED_BYTES) {
-                    queue.add(event);
-                    drop(queue);
-                    self.ready.notify_one();
-                    return;
-                }
-            }
+            event = match self.queue_within(event, MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES) {
+                Ok(()) => return,
+                // Asked without the queue's lock: `awaiting` takes the client's, which is held
+                // while events are pushed.
+                Err(event) if awaiting() => match self.queue_within(event, MAX_QUEUED_MESSAGES_AWAITING, MAX_QUEUED_BYTES_AWAITING) {
+                    Ok(()) => return,
+                    Err(event) => event,
+                },
+                Err(event) => event,
+            };
             self.room.notified().await;
         }
+    }
+
+    /// Queues a message if the queue holds fewer than `max_messages` and its bytes stay within
+    /// `max_bytes` (always when it holds none); gives it back otherwise.
+    fn queue_within(&self, event: Event, max_messages: usize, max_bytes: usize) -> Result<(), Event> {
+        let mut queue = self.queue.lock();
+        if queue.messages > 0 && (queue.messages >= max_messages || queue.bytes + message_size(&event) > max_bytes) {
+            return Err(event);
+        }
+        queue.add(event);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// JS asked something of the broker: a connection task waiting for room in a full queue
+    /// checks whether it may now read on (see `push_message`).
+    pub fn answer_awaited(&self) {
+        self.room.notify_one();
     }
 
     /// The next batch: packed events up to the first other one, then other events up to the
@@ -411,10 +447,40 @@ impl Delivery {
 
     /// JS may have the next batch: it finished the last one, or asks again after holding back.
     pub fn resume(&self) {
+        self.held.store(false, Ordering::Release);
         self.in_js.store(false, Ordering::Release);
         if !self.queue.lock().events.is_empty() {
             self.ready.notify_one();
         }
+    }
+
+    /// JS finished the last batch and wants no more messages until `resume`; what settles its
+    /// publishes still goes to it.
+    fn hold(&self) {
+        self.held.store(true, Ordering::Release);
+        self.in_js.store(false, Ordering::Release);
+        if self.queue.lock().events.iter().any(is_settlement) {
+            self.ready.notify_one();
+        }
+    }
+
+    /// While JS holds messages back: the events that settle publishes, taken out of the queue
+    /// from wherever they wait (the rest keeps its order).
+    fn take_settlements(&self) -> Vec<Event> {
+        let mut queue = self.queue.lock();
+        if !queue.events.iter().any(is_settlement) {
+            return Vec::new();
+        }
+        let mut settlements = Vec::new();
+        let mut rest = VecDeque::with_capacity(queue.events.len());
+        for event in queue.events.drain(..) {
+            match is_settlement(&event) && settlements.len() < MAX_BATCH {
+                true => settlements.push(event),
+                false => rest.push_back(event),
+            }
+        }
+        queue.events = rest;
+        settlements
     }
 
     /// Feeds batches to JS until the `Closed` event has been delivered. The next batch goes
@@ -429,7 +495,10 @@ impl Delivery {
                 self.ready.notified().await;
                 continue;
             }
-            let batch = self.take_batch();
+            let batch = match self.held.load(Ordering::Acquire) {
+                true => self.take_settlements(),
+                false => self.take_batch(),
+            };
             if batch.is_empty() {
                 self.ready.notified().await;
                 continue;
@@ -443,9 +512,10 @@ impl Delivery {
             // A throw in JS is caught there; this runs on the JS thread once it returned. While
             // JS holds the batches back, the queue fills and the connection stops reading.
             let status = callback.call_with_return_value((), ThreadsafeFunctionCallMode::NonBlocking, move |paused, _| {
-                if !matches!(paused, Ok(Some(true))) {
-                    if let Some(delivery) = delivery.upgrade() {
-                        delivery.resume();
+                if let Some(delivery) = delivery.upgrade() {
+                    match paused {
+                        Ok(Some(true)) => delivery.hold(),
+                        _ => delivery.resume(),
                     }
                 }
                 Ok(())
@@ -536,7 +606,7 @@ mod tests {
 
     /// Whether the queue takes `event` now, rather than make the connection task wait for room.
     async fn takes(delivery: &Delivery, event: Event) -> bool {
-        tokio::time::timeout(Duration::from_millis(50), delivery.push_message(event)).await.is_ok()
+        tokio::time::timeout(Duration::from_millis(50), delivery.push_message(event, || false)).await.is_ok()
     }
 
     #[tokio::test]
@@ -555,6 +625,53 @@ mod tests {
         assert_eq!(delivery.queue.lock().messages, 4);
         // However large, a message is taken into an empty queue.
         assert!(takes(&Delivery::default(), message_of(1, MAX_QUEUED_BYTES + 1)).await);
+    }
+
+    #[tokio::test]
+    async fn while_the_instance_awaits_answers_the_queue_takes_up_to_64_mib_then_waits() {
+        let delivery = Delivery::default();
+        for _ in 0..4 {
+            assert!(takes(&delivery, message_of(100, MAX_QUEUED_BYTES / 4)).await);
+        }
+        assert!(!takes(&delivery, message_of(1, 2)).await, "full, and nothing awaited");
+        let awaiting = |event| async { tokio::time::timeout(Duration::from_millis(50), delivery.push_message(event, || true)).await.is_ok() };
+        for _ in 0..60 {
+            assert!(awaiting(message_of(100, 1024 * 1024)).await);
+        }
+        assert_eq!(delivery.queue.lock().bytes, MAX_QUEUED_BYTES_AWAITING);
+        assert!(!awaiting(message_of(1, 2)).await, "the queue took a message beyond 64 MiB");
+    }
+
+    #[test]
+    fn while_js_holds_messages_back_it_gets_what_settles_publishes_and_the_rest_keeps_its_order() {
+        let delivery = Delivery::default();
+        delivery.push(message(vec![1], "a", "1", QoS::AtLeastOnce));
+        delivery.push(Event::Published { op: 7 });
+        delivery.push(Event::State(ConnectionState::ConnectionDisrupted));
+        delivery.push(message(vec![1], "a", "2", QoS::AtLeastOnce));
+        delivery.push(Event::PublishFailed { op: 8, error: PubSubError::Closed, sent: false });
+        delivery.push(Event::Closed);
+        let settled = delivery.take_settlements();
+        assert!(matches!(settled.as_slice(), [Event::Published { op: 7 }, Event::PublishFailed { op: 8, .. }]), "{settled:?}");
+        assert!(delivery.take_settlements().is_empty());
+        let mut rest = Vec::new();
+        loop {
+            let batch = delivery.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            rest.extend(batch);
+        }
+        let order: Vec<&str> = rest
+            .iter()
+            .map(|e| match e {
+                Event::Message { .. } => "message",
+                Event::State(_) => "state",
+                Event::Closed => "closed",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(order, ["message", "state", "message", "closed"]);
     }
 
     #[test]
@@ -626,14 +743,14 @@ mod tests {
         let delivery = Arc::new(Delivery::default());
         let js_side = JsSide::new(&delivery);
         for _ in 0..MAX_QUEUED_MESSAGES {
-            delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)).await;
+            delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce), || false).await;
         }
         // Full: the next message waits for room.
-        let waiting = tokio::time::timeout(Duration::from_millis(50), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)));
+        let waiting = tokio::time::timeout(Duration::from_millis(50), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce), || false));
         assert!(waiting.await.is_err());
         // Node finalized the events function (its environment was torn down).
         drop(js_side);
-        let dropped = tokio::time::timeout(Duration::from_secs(5), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce)));
+        let dropped = tokio::time::timeout(Duration::from_secs(5), delivery.push_message(message(vec![1], "t", "x", QoS::AtMostOnce), || false));
         assert!(dropped.await.is_ok(), "push_message still waits for room nobody will make");
         assert_eq!(delivery.queue.lock().messages, MAX_QUEUED_MESSAGES);
     }

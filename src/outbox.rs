@@ -683,6 +683,12 @@ impl Outbox {
         self.connected = true;
     }
 
+    /// The connection was ended by us (nothing was left to do): what is handed over next waits
+    /// for the next CONNACK. A lost connection goes through `requeue` instead.
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+    }
+
     /// After CONNACK, before `release`: the publishes written on the lost connection. For a
     /// resumed session they are returned to go first, unchanged but for DUP, and filed under
     /// their packet ids; for a new session, which forgot those ids, they become new publishes
